@@ -1,0 +1,90 @@
+"""The one start/stop contract shared by every periodic duty (stager, peer, pruner, lifeline...).
+
+Each component is a small object with its own interval; ``tick`` runs one pass inside a telemetry
+span ``oban.<kind>`` (start/stop/exception). A pass that raises is logged and retried after an
+exponential backoff capped at the component's interval, so no duty ever kills the node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import structlog
+
+from oban_py import telemetry
+
+
+class Periodic(ABC):
+    #: telemetry prefix and log name, e.g. "oban.stager"
+    kind: ClassVar[str]
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.log = structlog.get_logger(self.kind)
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._failures = 0
+
+    @abstractmethod
+    async def tick(self) -> Any:
+        """One pass of the duty; the result goes into the stop event's metadata."""
+
+    def next_delay(self) -> float:
+        """Seconds until the next pass; components override it for jitter or adaptive pacing."""
+        return self.interval
+
+    def metadata(self) -> dict[str, Any]:
+        return {}
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        if not self.running:
+            self._task = asyncio.create_task(self._loop(), name=self.kind)
+
+    def wake(self) -> None:
+        """Run the next pass now instead of waiting for the interval."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.on_stop()
+
+    async def on_stop(self) -> None:
+        """Clean-up after the loop has ended (e.g. resign leadership)."""
+
+    async def run_once(self) -> Any:
+        with telemetry.span(self.kind, self.metadata()) as meta:
+            result = await self.tick()
+            meta["result"] = result
+            return result
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+                self._failures = 0
+                delay = self.next_delay()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self._failures += 1
+                delay = min(self.interval, 0.1 * 2 ** min(self._failures, 10))
+                delay *= 1 + random.random() * 0.2
+                self.log.exception("periodic pass failed", failures=self._failures, retry_in=delay)
+            await self._sleep(delay)
+
+    async def _sleep(self, delay: float) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), delay)

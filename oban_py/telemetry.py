@@ -1,0 +1,69 @@
+"""Telemetry in the manner of Elixir's :telemetry: named events with measurements and metadata.
+
+Event names are dotted strings mirroring Oban's (``oban.job.start``, ``oban.job.stop``,
+``oban.job.exception``, ``oban.plugin.stop``, ``oban.notifier.switch`` ...). Handlers run inline in
+the emitting task, so they must be quick; a handler that raises is logged and never breaks the job
+or component that emitted the event.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import structlog
+
+Handler = Callable[[str, Mapping[str, Any], Mapping[str, Any]], None]
+
+_log = structlog.get_logger("oban_py.telemetry")
+_handlers: dict[str, tuple[frozenset[str], Handler]] = {}
+
+
+def attach(handler_id: str, events: str | Iterable[str], handler: Handler) -> None:
+    """Call ``handler(event, measurements, metadata)`` for each of ``events``.
+
+    ``events`` may end in ``*`` to match a whole family (``"oban.job.*"``). Re-attaching an id
+    replaces the previous handler.
+    """
+    names = frozenset([events] if isinstance(events, str) else events)
+    _handlers[handler_id] = (names, handler)
+
+
+def detach(handler_id: str) -> bool:
+    return _handlers.pop(handler_id, None) is not None
+
+
+def _matches(patterns: frozenset[str], event: str) -> bool:
+    if event in patterns:
+        return True
+    return any(p.endswith("*") and event.startswith(p[:-1]) for p in patterns)
+
+
+def execute(event: str, measurements: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
+    if not _handlers:
+        return
+    for handler_id, (patterns, handler) in list(_handlers.items()):
+        if _matches(patterns, event):
+            try:
+                handler(event, measurements, metadata)
+            except Exception:
+                _log.exception("telemetry handler failed", handler_id=handler_id, event=event)
+
+
+@contextmanager
+def span(prefix: str, metadata: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Emit ``<prefix>.start``, then ``.stop`` or ``.exception`` with a ``duration`` in ns.
+
+    The yielded dict is the metadata: the body may add to it (a result, a count) before stop.
+    """
+    start = time.monotonic_ns()
+    execute(f"{prefix}.start", {"system_time": time.time_ns()}, metadata)
+    try:
+        yield metadata
+    except BaseException as error:
+        duration = time.monotonic_ns() - start
+        execute(f"{prefix}.exception", {"duration": duration}, {**metadata, "error": error})
+        raise
+    execute(f"{prefix}.stop", {"duration": time.monotonic_ns() - start}, metadata)

@@ -1,0 +1,113 @@
+"""One way to get a database for every test.
+
+The server is, in order: ``DATABASE_URL`` when set; a testcontainers PostgreSQL when a Docker
+engine answers; else an embedded pgserver under ``.pgdata/test``. Every test that needs a database
+gets its own, created for it and dropped after it, so no test depends on another or on order.
+Databases with the schema installed are cloned from a per-run template, which is cheap.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "compat_fixtures"
+RUN_ID = uuid.uuid4().hex[:8]
+
+
+def _docker_postgres() -> Iterator[str] | None:
+    try:
+        import docker  # type: ignore[import-untyped]
+
+        docker.from_env(timeout=3).ping()
+    except Exception:
+        return None
+    from testcontainers.postgres import PostgresContainer
+
+    def gen() -> Iterator[str]:
+        with PostgresContainer("postgres:16-alpine", driver=None) as pg:
+            yield pg.get_connection_url()
+
+    return gen()
+
+
+@pytest.fixture(scope="session")
+def server_dsn() -> Iterator[str]:
+    """An admin DSN for a server on which tests may create and drop databases."""
+    if url := os.environ.get("DATABASE_URL"):
+        yield url
+        return
+    if (docker := _docker_postgres()) is not None:
+        yield from docker
+        return
+    from oban_py import embedded
+
+    yield embedded.start(ROOT / ".pgdata" / "test")
+
+
+def dsn_for(server: str, dbname: str) -> str:
+    return make_conninfo(server, dbname=dbname)
+
+
+def _admin(server: str) -> psycopg.Connection:
+    return psycopg.connect(server, autocommit=True)
+
+
+def create_database(server: str, template: str | None = None) -> str:
+    name = f"oban_test_{RUN_ID}_{uuid.uuid4().hex[:8]}"
+    stmt = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if template:
+        stmt = sql.SQL("{} TEMPLATE {}").format(stmt, sql.Identifier(template))
+    with _admin(server) as conn:
+        conn.execute(stmt)
+    return name
+
+
+def drop_database(server: str, name: str) -> None:
+    with _admin(server) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+@pytest.fixture(scope="session")
+def schema_template(server_dsn: str) -> Iterator[str]:
+    """A database with the current schema in ``public``, cloned by ``dsn``."""
+    from oban_py import schema
+
+    name = create_database(server_dsn)
+    with psycopg.connect(dsn_for(server_dsn, name), autocommit=True) as conn:
+        conn.execute(schema.install_sql().encode())
+    yield name
+    drop_database(server_dsn, name)
+
+
+@pytest.fixture
+def empty_dsn(server_dsn: str) -> Iterator[str]:
+    """A fresh, empty database of this test's own."""
+    name = create_database(server_dsn)
+    yield dsn_for(server_dsn, name)
+    drop_database(server_dsn, name)
+
+
+@pytest.fixture
+def dsn(server_dsn: str, schema_template: str) -> Iterator[str]:
+    """A fresh database of this test's own with the Oban schema (current version) installed."""
+    name = create_database(server_dsn, template=schema_template)
+    yield dsn_for(server_dsn, name)
+    drop_database(server_dsn, name)
+
+
+@pytest.fixture
+async def conn(dsn: str) -> AsyncIterator[psycopg.AsyncConnection]:
+    """An autocommit async connection to ``dsn``."""
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as c:
+        yield c
