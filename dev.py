@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Project tasks that need nothing but python3: each creates .venv and installs what it needs.
 
-    python3 dev.py demo    # embedded PostgreSQL (or DATABASE_URL / --dsn), a real node, real jobs
-    python3 dev.py test    # the whole test suite
-    python3 dev.py lint    # ruff check, ruff format --check, mypy
-    python3 dev.py bench   # benchmarks (see bench/README.md)
+python3 dev.py demo    # embedded PostgreSQL (or DATABASE_URL / --dsn), a real node, real jobs
+python3 dev.py test    # the whole test suite
+python3 dev.py lint    # ruff check, ruff format --check, mypy
+python3 dev.py bench   # benchmarks (see bench/README.md)
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def ensure_venv() -> None:
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
     if stamp.exists() and stamp.read_text() == digest and PY.exists():
         return
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - this file runs under any python3
         sys.exit(f"oban-py needs Python 3.11 or newer, this is {sys.version.split()[0]}")
     if not PY.exists():
         print(f"creating {VENV}", flush=True)

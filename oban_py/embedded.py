@@ -25,5 +25,6 @@ def start(data_dir: str | Path, *, keep_running: bool = False) -> str:
         ) from error
     path = Path(data_dir).resolve()
     path.mkdir(parents=True, exist_ok=True)
-    server: Any = pgserver.get_server(path, cleanup_mode=None if keep_running else "stop")
+    mode = None if keep_running else "stop"
+    server: Any = pgserver.get_server(path, cleanup_mode=mode)  # type: ignore[attr-defined]
     return str(server.get_uri())

@@ -60,7 +60,7 @@ class Periodic(ABC):
                 await task
         await self.on_stop()
 
-    async def on_stop(self) -> None:
+    async def on_stop(self) -> None:  # noqa: B027 - optional hook
         """Clean-up after the loop has ended (e.g. resign leadership)."""
 
     async def run_once(self) -> Any:

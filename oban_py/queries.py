@@ -22,7 +22,7 @@ def statement_text(name: str) -> str:
 
 
 def compose(text: str, prefix: str) -> bytes:
-    return sql.SQL(text).format(prefix=sql.Identifier(prefix)).as_bytes(None)  # type: ignore[arg-type]
+    return sql.SQL(text).format(prefix=sql.Identifier(prefix)).as_bytes(None)
 
 
 class Queries:
