@@ -1,0 +1,117 @@
+"""Where a node's ``Config`` comes from when it is started from the command line.
+
+Precedence, highest first:
+
+1. command-line arguments (``oban-py start --queues ...``);
+2. environment variables: ``OBAN_<FIELD>`` (``OBAN_QUEUES``, ``OBAN_NODE``, ``OBAN_PREFIX`` ...),
+   nested fields with a double underscore (``OBAN_PRUNER__MAX_AGE=3600``), and for the DSN
+   ``OBAN_DSN`` then ``DATABASE_URL``;
+3. ``oban.toml`` in the working directory (top-level keys are the fields);
+4. ``[tool.oban]`` in ``pyproject.toml`` in the working directory;
+5. the defaults of ``Config``.
+
+Library code that builds ``Oban(config=Config(...))`` reads none of these: only the CLI (and
+anyone calling ``load_config``) does, so a test or an embedded app is never configured by a
+stray environment variable. Pydantic-settings could merge these sources, but only by making
+``Config`` itself read the environment whenever it is instantiated, which is exactly that
+surprise; the merge here is a few explicit lines instead.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from oban_py.config import Config
+
+ENV_PREFIX = "OBAN_"
+
+
+class SettingsError(ValueError):
+    """A setting is invalid; the message names the field, the reason and where it came from."""
+
+
+def parse_queues(spec: str) -> dict[str, int]:
+    """``"mailers:10,default:5"`` → ``{"mailers": 10, "default": 5}``; a bare name gets 10."""
+    queues: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        name, _, limit = part.partition(":")
+        name = name.strip()
+        if not name:
+            raise SettingsError(f"queues: empty queue name in {spec!r}")
+        try:
+            queues[name] = int(limit) if limit.strip() else 10
+        except ValueError:
+            raise SettingsError(
+                f"queues: limit of {name!r} must be a whole number, got {limit!r} "
+                "(expected e.g. mailers:10,default:5)"
+            ) from None
+    return queues
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    fields = set(Config.model_fields)
+    for key, raw in env.items():
+        if not key.startswith(ENV_PREFIX) or key == "OBAN_DSN":
+            continue
+        path = key[len(ENV_PREFIX) :].lower().split("__")
+        if path[0] not in fields:
+            continue
+        value: Any = parse_queues(raw) if path == ["queues"] else raw
+        target = values
+        for part in path[:-1]:
+            target = target.setdefault(part, {})
+        target[path[-1]] = value
+    if dsn := env.get("OBAN_DSN") or env.get("DATABASE_URL"):
+        values["dsn"] = dsn
+    return values
+
+
+def _from_toml(cwd: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    pyproject: dict[str, Any] = {}
+    if (path := cwd / "pyproject.toml").is_file():
+        pyproject = tomllib.loads(path.read_text()).get("tool", {}).get("oban", {})
+    own: dict[str, Any] = {}
+    if (path := cwd / "oban.toml").is_file():
+        own = tomllib.loads(path.read_text())
+    for table in (pyproject, own):
+        if isinstance(table.get("queues"), str):
+            table["queues"] = parse_queues(table["queues"])
+    return pyproject, own
+
+
+def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict) and key != "queues":
+            merged[key] = _merge(merged[key], value)
+        elif value is not None:
+            merged[key] = value
+    return merged
+
+
+def load_config(
+    arguments: Mapping[str, Any] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Config:
+    """Build a ``Config`` from every source above; ``None`` arguments are treated as unset."""
+    pyproject, own = _from_toml(cwd or Path.cwd())
+    sources = [pyproject, own, _from_env(os.environ if env is None else env), arguments or {}]
+    merged: dict[str, Any] = {}
+    for source in sources:
+        merged = _merge(merged, source)
+    try:
+        return Config.model_validate(merged)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in error.errors()
+        )
+        raise SettingsError(f"invalid configuration: {problems}") from None
