@@ -1,0 +1,254 @@
+"""Erlang terms for recorded results, checked against term_to_binary output captured on OTP 25."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import erlpack
+import pytest
+from conftest import FIXTURES
+
+from oban_py.terms import (
+    RECORD_LIMIT,
+    Atom,
+    BitString,
+    ImproperList,
+    RecordTooLarge,
+    TermError,
+    decode_recorded,
+    decode_term,
+    encode_recorded,
+    encode_term,
+)
+
+SAMPLES: list[dict[str, Any]] = json.loads((FIXTURES / "terms" / "terms.json").read_text())["terms"]
+ENCODINGS = ("hex", "hex_compressed", "hex_minor_version_2", "hex_compressed_minor_version_2")
+
+ISO = Atom("Elixir.Calendar.ISO")
+
+# The Python value each sample's elixir_literal maps to (see the table in oban_py.terms).
+EXPECTED: dict[int, Any] = {
+    1: 0,
+    2: 1,
+    3: 255,
+    4: 256,
+    5: 1000,
+    6: -1,
+    7: 2147483647,
+    8: -2147483648,
+    9: 2147483648,
+    10: -2147483649,
+    11: 2**64,
+    12: -(2**64),
+    13: 2**2048,
+    14: 0.0,
+    15: 1.5,
+    16: -2.25,
+    17: 3.141592653589793,
+    18: 1.0e100,
+    19: 5.0e-324,
+    20: "",
+    21: "hello",
+    22: "héllo wörld",
+    23: "日本語",
+    24: "emoji 🎉",
+    25: b"\x00\x01\x02\xff",
+    26: "ab" * 100,
+    27: BitString(b"\xa0", 3),
+    28: True,
+    29: False,
+    30: None,
+    31: Atom("ok"),
+    32: Atom("error"),
+    33: Atom("héllo"),
+    34: Atom("Elixir.Oban.Job"),
+    35: [],
+    36: [1, 2, 3],
+    37: [1, 2, 300],
+    38: [97, 98, 99],
+    39: ["a", "b"],
+    40: [Atom("a"), 1, "x", 2.5, None],
+    41: ImproperList((1,), 2),
+    42: (),
+    43: (Atom("ok"), 1),
+    44: (Atom("error"), "reason"),
+    45: (Atom("ok"), {"id": 1}),
+    46: tuple(range(1, 257)),
+    47: {},
+    48: {"a": 1},
+    49: {"id": 1, "name": "x", "tags": ["a", "b"], "ok": True, "score": 9.5, "none": None},
+    50: {Atom("a"): 1, Atom("b"): "two"},
+    51: {1: "one", 2: "two"},
+    52: {
+        "outer": {"inner": [1, {"deep": True}, (Atom("tuple"), "in", "map")]},
+        "list": [[1, 2], []],
+    },
+    53: {f"k{i}": i for i in range(1, 41)},
+    54: {
+        Atom("__struct__"): Atom("Elixir.Date"),
+        Atom("calendar"): ISO,
+        Atom("year"): 2024,
+        Atom("month"): 1,
+        Atom("day"): 2,
+    },
+    55: {
+        Atom("__struct__"): Atom("Elixir.DateTime"),
+        Atom("calendar"): ISO,
+        Atom("year"): 2024,
+        Atom("month"): 1,
+        Atom("day"): 2,
+        Atom("hour"): 3,
+        Atom("minute"): 4,
+        Atom("second"): 5,
+        Atom("microsecond"): (0, 0),
+        Atom("std_offset"): 0,
+        Atom("utc_offset"): 0,
+        Atom("time_zone"): "Etc/UTC",
+        Atom("zone_abbr"): "UTC",
+    },
+    56: (Atom("ok"), {"result": 42, "items": ["a", "b"]}),
+    57: "done",
+    58: [{"id": 1, "status": "ok"}, {"id": 2, "status": "error"}],
+}
+
+# Maps above 32 keys are hash tries in Erlang, written in VM hash order (see oban_py.terms).
+HASH_ORDERED = {53}
+
+
+def by_index(index: int) -> dict[str, Any]:
+    return next(s for s in SAMPLES if s["index"] == index)
+
+
+def test_fixture_has_58_samples_all_described_here() -> None:
+    assert len(SAMPLES) == 58
+    assert {s["index"] for s in SAMPLES} == set(EXPECTED)
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=lambda s: f"{s['index']:02d}")
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_every_captured_encoding_decodes_to_the_described_value(
+    sample: dict[str, Any], encoding: str
+) -> None:
+    value = decode_term(bytes.fromhex(sample[encoding]))
+    expected = EXPECTED[sample["index"]]
+    assert value == expected
+    assert type(value) is type(expected)
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=lambda s: f"{s['index']:02d}")
+def test_raw_bin_files_are_the_hex_encodings(sample: dict[str, Any]) -> None:
+    folder = FIXTURES / "terms"
+    assert (folder / sample["bin_file"]).read_bytes().hex() == sample["hex"]
+    assert (folder / sample["compressed_bin_file"]).read_bytes().hex() == sample["hex_compressed"]
+    assert (
+        decode_term((folder / sample["compressed_bin_file"]).read_bytes())
+        == EXPECTED[sample["index"]]
+    )
+
+
+@pytest.mark.parametrize(
+    "sample",
+    [s for s in SAMPLES if s["index"] not in HASH_ORDERED],
+    ids=lambda s: f"{s['index']:02d}",
+)
+def test_encoding_the_python_value_is_byte_equal_to_otp(sample: dict[str, Any]) -> None:
+    value = EXPECTED[sample["index"]]
+    assert encode_term(value).hex() == sample["hex"]
+    assert encode_term(value, compressed=True).hex() == sample["hex_compressed"]
+    assert encode_term(value, minor_version=2).hex() == sample["hex_minor_version_2"]
+    assert (
+        encode_term(value, compressed=True, minor_version=2).hex()
+        == sample["hex_compressed_minor_version_2"]
+    )
+
+
+def test_large_map_built_in_python_decodes_to_the_same_map_but_bytes_may_differ() -> None:
+    sample = by_index(53)
+    ours = encode_term(EXPECTED[53])
+    assert decode_term(ours) == EXPECTED[53]
+    assert len(ours) == len(bytes.fromhex(sample["hex"]))
+
+
+def test_large_map_decoded_from_erlang_reencodes_byte_equal() -> None:
+    sample = by_index(53)
+    for encoding in ENCODINGS:
+        decoded = decode_term(bytes.fromhex(sample[encoding]))
+        assert encode_term(decoded).hex() == sample["hex"]
+        assert encode_term(decoded, compressed=True).hex() == sample["hex_compressed"]
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=lambda s: f"{s['index']:02d}")
+def test_recorded_text_is_base64_of_the_compressed_term(sample: dict[str, Any]) -> None:
+    value = EXPECTED[sample["index"]]
+    assert decode_recorded(sample["base64_compressed"]) == value
+    assert decode_recorded(sample["base64"]) == value
+    if sample["index"] not in HASH_ORDERED:
+        assert encode_recorded(value) == sample["base64_compressed"]
+
+
+def test_erlpack_reads_what_we_write() -> None:
+    # An independent decoder agrees with ours on everything it supports.
+    value = (Atom("ok"), {"items": ["a", "b"], "result": 42, "big": 2**40, "n": None})
+    assert erlpack.unpack(encode_term(value)) == (
+        "ok",
+        {b"items": [b"a", b"b"], b"result": 42, b"big": 2**40, b"n": None},
+    )
+
+
+def test_erlpack_atoms_encode_as_atoms() -> None:
+    assert encode_term(erlpack.Atom("ok")) == encode_term(Atom("ok"))
+
+
+def test_atom_beyond_latin1_uses_utf8_atom_tag() -> None:
+    data = encode_term(Atom("日本"))
+    assert data[1] == 119  # SMALL_ATOM_UTF8_EXT, as OTP 25 writes such atoms
+    assert decode_term(data) == Atom("日本")
+
+
+def test_invalid_utf8_binary_decodes_to_bytes_and_valid_to_str() -> None:
+    assert decode_term(encode_term(b"\xff\xfe")) == b"\xff\xfe"
+    assert decode_term(encode_term(b"plain")) == "plain"
+
+
+def test_bool_items_never_become_a_charlist() -> None:
+    assert decode_term(encode_term([True, 1])) == [True, 1]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\x84a\x01",
+        b"\x83",
+        b"\x83m\x00\x00\x00\x05ab",
+        b"\x83a\x01\x02",
+        b"\x83P\x00\x00\x00\x05garbage",
+        b"\x83g",
+        bytes.fromhex("835000000107789ccb676060646418e980110075180074"),
+    ],
+)
+def test_malformed_terms_raise_term_error(data: bytes) -> None:
+    with pytest.raises(TermError):
+        decode_term(data)
+
+
+def test_unencodable_values_raise_term_error() -> None:
+    with pytest.raises(TermError):
+        encode_term(object())
+    with pytest.raises(TermError):
+        encode_term(float("nan"))
+
+
+def test_recorded_value_above_the_limit_raises_record_too_large() -> None:
+    noise = os.urandom(RECORD_LIMIT + 1)  # incompressible
+    with pytest.raises(RecordTooLarge) as info:
+        encode_recorded(noise)
+    assert info.value.size > RECORD_LIMIT
+    assert encode_recorded("small", limit=100)
+
+
+def test_recorded_text_that_is_not_base64_raises_term_error() -> None:
+    with pytest.raises(TermError):
+        decode_recorded("not base64!")
