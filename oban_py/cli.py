@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from oban_py.schema import cli as schema_cli
+
 app = typer.Typer(
     name="oban-py",
     help="Run and manage oban_py nodes and the Oban schema.",
@@ -16,6 +18,21 @@ app = typer.Typer(
 @app.callback()
 def _root() -> None:
     """oban-py: PostgreSQL job processing compatible with Elixir Oban."""
+
+
+schema_cli.register(app)
+
+
+@app.command()
+def demo(
+    dsn: str | None = typer.Option(
+        None, "--dsn", help="PostgreSQL DSN (default: DATABASE_URL, else an embedded server)"
+    ),
+) -> None:
+    """Run a node on a few demo jobs (success, retry, snooze, cancel, record) and exit."""
+    from oban_py import demo as demo_module
+
+    raise typer.Exit(demo_module.main(dsn))
 
 
 def main() -> None:

@@ -1,0 +1,192 @@
+"""The Oban schema: Elixir Oban's Postgres migrations V01..V14, replayed from Python.
+
+Each ``vNN`` module holds the ``up`` and ``down`` DDL of one Elixir migration version, with the
+same end state as Oban 2.23.1 (``compat_fixtures/schema_versions`` proves every step). DDL lives
+in these modules rather than in ``oban_py/sql/``: it is composed per version and per prefix, and
+the prefix is always bound as a quoted identifier (or a string literal where it is a value).
+
+The installed version is recorded where Elixir keeps it, as the comment on ``oban_jobs``
+(``COMMENT ON TABLE <prefix>.oban_jobs IS '14'``), so Elixir and Python agree on what is
+installed and either side can run the next migration.
+
+Besides Elixir's objects, :data:`HEARTBEATS_TABLE` is created (additive, never read by Elixir):
+producers of Python nodes record their liveness there so the lifeline can rescue jobs of a dead
+producer quickly. It is not tied to the version comment.
+"""
+
+from __future__ import annotations
+
+import shlex
+from types import ModuleType
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from oban_py.errors import SchemaError
+from oban_py.schema import v01, v02, v03, v04, v05, v06, v07, v08, v09, v10, v11, v12, v13, v14
+from oban_py.schema._ddl import DEFAULT_PREFIX, Statement, ddl
+
+__all__ = [
+    "CURRENT_VERSION",
+    "HEARTBEATS_TABLE",
+    "INITIAL_VERSION",
+    "SchemaError",
+    "check",
+    "install",
+    "install_sql",
+    "migrate",
+    "migrated_version",
+    "uninstall",
+]
+
+INITIAL_VERSION = 1
+CURRENT_VERSION = 14
+HEARTBEATS_TABLE = "oban_py_heartbeats"
+
+VERSIONS: dict[int, ModuleType] = {
+    module.VERSION: module
+    for module in (v01, v02, v03, v04, v05, v06, v07, v08, v09, v10, v11, v12, v13, v14)
+}
+
+
+def _validate(version: int, low: int) -> None:
+    if not low <= version <= CURRENT_VERSION:
+        raise ValueError(f"version must be between {low} and {CURRENT_VERSION}, got {version}")
+
+
+def _record_version(prefix: str, version: int) -> Statement:
+    # The version is a literal in a COMMENT, which takes no parameters.
+    return ddl(
+        "COMMENT ON TABLE {prefix}.oban_jobs IS {version}",
+        prefix,
+        version=sql.Literal(str(version)),
+    )
+
+
+def _heartbeats_up(prefix: str) -> Statement:
+    # UNLOGGED: rows are leases rewritten every few seconds; losing them in a crash is harmless.
+    return ddl(
+        """
+        CREATE UNLOGGED TABLE IF NOT EXISTS {prefix}.{table} (
+          uuid uuid PRIMARY KEY,
+          node text NOT NULL,
+          queue text NOT NULL,
+          name text NOT NULL,
+          started_at timestamp without time zone NOT NULL,
+          updated_at timestamp without time zone NOT NULL
+        )
+        """,
+        prefix,
+        table=sql.Identifier(HEARTBEATS_TABLE),
+    )
+
+
+def _heartbeats_down(prefix: str) -> Statement:
+    return ddl(
+        "DROP TABLE IF EXISTS {prefix}.{table}", prefix, table=sql.Identifier(HEARTBEATS_TABLE)
+    )
+
+
+def _steps(prefix: str, current: int, target: int) -> list[Statement]:
+    """Statements taking the schema from ``current`` to ``target``, like Elixir's ``change``."""
+    statements: list[Statement] = []
+    if target > current:
+        for version in range(max(current + 1, INITIAL_VERSION), target + 1):
+            statements += VERSIONS[version].up(prefix)
+    elif target < current:
+        for version in range(current, target, -1):
+            statements += VERSIONS[version].down(prefix)
+    if target >= INITIAL_VERSION:
+        if target != current:
+            statements.append(_record_version(prefix, target))
+        statements.append(_heartbeats_up(prefix))
+    return statements
+
+
+def install_sql(prefix: str = DEFAULT_PREFIX, version: int = CURRENT_VERSION) -> str:
+    """The SQL text installing the schema from nothing up to ``version`` (and recording it).
+
+    Meant for migration tools: run it as one script, e.g. ``op.execute(install_sql())`` in an
+    Alembic revision or ``migrations.RunSQL(install_sql())`` in Django. It contains no
+    parameters and no transaction control, so it runs inside the tool's transaction.
+    """
+    _validate(version, INITIAL_VERSION)
+    return "".join(stmt.as_string(None).strip() + ";\n\n" for stmt in _steps(prefix, 0, version))
+
+
+async def migrated_version(conn: psycopg.AsyncConnection[Any], prefix: str = DEFAULT_PREFIX) -> int:
+    """The version recorded on ``<prefix>.oban_jobs`` (0 when the table or comment is absent)."""
+    cur = await conn.execute(
+        "SELECT d.description"
+        " FROM pg_catalog.pg_class c"
+        " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+        " LEFT JOIN pg_catalog.pg_description d ON d.objoid = c.oid AND d.objsubid = 0"
+        " AND d.classoid = 'pg_catalog.pg_class'::regclass"
+        " WHERE c.relname = 'oban_jobs' AND n.nspname = %s",
+        (prefix,),
+    )
+    row = await cur.fetchone()
+    if row is None or row[0] is None:
+        return 0
+    text = str(row[0]).strip()
+    return int(text) if text.isdigit() else 0
+
+
+async def _run(conn: psycopg.AsyncConnection[Any], prefix: str, target: int) -> tuple[int, int]:
+    async with conn.transaction():
+        # Two nodes migrating the same prefix at once would interleave DDL; serialize them.
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"oban_py.schema:{prefix}",)
+        )
+        current = await migrated_version(conn, prefix)
+        for stmt in _steps(prefix, current, target):
+            await conn.execute(stmt)
+    return current, target
+
+
+async def migrate(
+    conn: psycopg.AsyncConnection[Any],
+    prefix: str = DEFAULT_PREFIX,
+    version: int = CURRENT_VERSION,
+) -> tuple[int, int]:
+    """Bring the schema in ``prefix`` to ``version``, up or down, in one transaction.
+
+    Returns ``(version found, version now)``. Going down to ``N`` runs the ``down`` steps of
+    every version above ``N`` and records ``N``: the result is what migrating up to ``N`` gives.
+    Elixir's ``Oban.Migration.down(version: N)`` differs: it also undoes ``N`` itself.
+    """
+    _validate(version, INITIAL_VERSION)
+    return await _run(conn, prefix, version)
+
+
+install = migrate
+
+
+async def uninstall(conn: psycopg.AsyncConnection[Any], prefix: str = DEFAULT_PREFIX) -> None:
+    """Remove every Oban object from ``prefix`` (the schema itself stays, as in Elixir)."""
+    async with conn.transaction():
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"oban_py.schema:{prefix}",)
+        )
+        current = max(await migrated_version(conn, prefix), INITIAL_VERSION)
+        await conn.execute(_heartbeats_down(prefix))
+        for stmt in _steps(prefix, current, 0):
+            await conn.execute(stmt)
+
+
+def fix_command(conn: psycopg.AsyncConnection[Any], prefix: str) -> str:
+    """The ``oban-py migrate`` command line that brings this connection's database up to date."""
+    return f"oban-py migrate --dsn {shlex.quote(conn.info.dsn)} --prefix {shlex.quote(prefix)}"
+
+
+async def check(conn: psycopg.AsyncConnection[Any], prefix: str = DEFAULT_PREFIX) -> None:
+    """Raise :class:`SchemaError` unless the schema is installed at ``CURRENT_VERSION`` or later."""
+    found = await migrated_version(conn, prefix)
+    if found >= CURRENT_VERSION:
+        return
+    state = "is not installed" if found == 0 else f"is at version {found}"
+    raise SchemaError(
+        f"The Oban schema in prefix {prefix!r} {state}; oban_py needs version {CURRENT_VERSION}."
+        f" Run: {fix_command(conn, prefix)}"
+    )
