@@ -2,8 +2,48 @@
 
 from __future__ import annotations
 
+from oban_py import telemetry
+from oban_py.client import Client, get_instance
 from oban_py.config import Config
+from oban_py.errors import (
+    DatabaseUnavailable,
+    InstanceNotFound,
+    InvalidArgs,
+    ObanError,
+    SchemaError,
+    UnknownWorker,
+)
+from oban_py.job import Job
+from oban_py.oban import Oban
+from oban_py.results import Cancel, Record, Snooze
+from oban_py.terms import Atom, RecordTooLarge
+from oban_py.unique import Unique
+from oban_py.worker import Worker, job, resolve, worker
 
 __version__ = "0.1.0"
 
-__all__ = ["Config", "__version__"]
+__all__ = [
+    "Atom",
+    "Cancel",
+    "Client",
+    "Config",
+    "DatabaseUnavailable",
+    "InstanceNotFound",
+    "InvalidArgs",
+    "Job",
+    "Oban",
+    "ObanError",
+    "Record",
+    "RecordTooLarge",
+    "SchemaError",
+    "Snooze",
+    "Unique",
+    "UnknownWorker",
+    "Worker",
+    "__version__",
+    "get_instance",
+    "job",
+    "resolve",
+    "telemetry",
+    "worker",
+]

@@ -1,0 +1,243 @@
+"""``Job``: one row of ``oban_jobs``, validated when an application builds it.
+
+Values follow Elixir's ``Oban.Job.new/2``: state ``available`` (``scheduled`` when a schedule is
+given, as Elixir does even for a time in the past), attempt 0, max_attempts 20, priority 0, empty
+meta, tags and errors. The database stores naive UTC timestamps; a ``Job`` holds aware UTC ones.
+Rows read back from the database go through ``Job.from_row`` without re-validation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
+
+from oban_py.unique import Unique, coerce_replace
+
+#: The DB check is ``0 < char_length < 128``; Elixir's changeset allows 128, which the DB rejects.
+MAX_NAME_LENGTH = 127
+COLUMNS = (
+    "id",
+    "state",
+    "queue",
+    "worker",
+    "args",
+    "errors",
+    "attempt",
+    "max_attempts",
+    "inserted_at",
+    "scheduled_at",
+    "attempted_at",
+    "completed_at",
+    "attempted_by",
+    "discarded_at",
+    "priority",
+    "tags",
+    "meta",
+    "cancelled_at",
+)
+_TIMESTAMPS = (
+    "inserted_at",
+    "scheduled_at",
+    "attempted_at",
+    "completed_at",
+    "discarded_at",
+    "cancelled_at",
+)
+
+
+def to_utc(value: datetime) -> datetime:
+    """Aware UTC; a naive value is taken to be UTC already (as the database stores it)."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def to_naive_utc(value: datetime | None) -> datetime | None:
+    """The database form of a timestamp: naive UTC."""
+    if value is None:
+        return None
+    return to_utc(value).replace(tzinfo=None)
+
+
+def _json_object(value: Any, field: str) -> dict[str, Any]:
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{field} must be a JSON object (a dict), got {type(value).__name__}")
+    value = dict(value)
+    try:
+        # Round-trip so the job holds exactly what the database will (tuples → lists ...).
+        result: dict[str, Any] = orjson.loads(orjson.dumps(value))
+    except TypeError as error:
+        raise ValueError(f"{field} must serialise to JSON: {error}") from None
+    return result
+
+
+class Job(BaseModel):
+    """A job: the columns of ``oban_jobs`` plus insert options (``unique``, ``replace``)."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=False)
+
+    id: int | None = None
+    state: str = "available"
+    queue: str = "default"
+    worker: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    errors: list[dict[str, Any]] = Field(default_factory=list)
+    attempt: int = Field(default=0, ge=0)
+    max_attempts: int = 20
+    inserted_at: datetime | None = None
+    scheduled_at: datetime | None = None
+    attempted_at: datetime | None = None
+    completed_at: datetime | None = None
+    attempted_by: list[str] | None = None
+    discarded_at: datetime | None = None
+    priority: int = 0
+    tags: list[str] = Field(default_factory=list)
+    meta: dict[str, Any] = Field(default_factory=dict)
+    cancelled_at: datetime | None = None
+
+    #: Insert options, never stored in the row.
+    unique: Unique | None = None
+    replace: dict[str, tuple[str, ...]] | None = None
+    schedule_in: float | None = Field(default=None, exclude=True)
+    #: Set on the job returned by a unique insert that found an existing job.
+    conflict: bool = False
+
+    _cancelled: bool = PrivateAttr(default=False)
+    _typed_args: Any = PrivateAttr(default=None)
+
+    @field_validator("worker", mode="before")
+    @classmethod
+    def _worker_name(cls, value: Any) -> Any:
+        name = getattr(value, "__oban_name__", None)
+        if isinstance(value, type) and isinstance(name, str):
+            return name
+        return value
+
+    @field_validator("worker", "queue")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        if len(value) > MAX_NAME_LENGTH:
+            raise ValueError(f"must be at most {MAX_NAME_LENGTH} characters, got {len(value)}")
+        return value
+
+    @field_validator("priority")
+    @classmethod
+    def _priority(cls, value: int) -> int:
+        if not 0 <= value <= 9:
+            raise ValueError(f"must be between 0 and 9, got {value}")
+        return value
+
+    @field_validator("max_attempts")
+    @classmethod
+    def _max_attempts(cls, value: int) -> int:
+        if value <= 0:
+            raise ValueError(f"must be greater than 0, got {value}")
+        return value
+
+    @field_validator("args", "meta", mode="before")
+    @classmethod
+    def _objects(cls, value: Any, info: Any) -> dict[str, Any]:
+        return _json_object(value, info.field_name)
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags(cls, value: Any) -> list[str]:
+        if isinstance(value, str) or not hasattr(value, "__iter__"):
+            raise ValueError("must be a list of strings")
+        cleaned = {str(tag).strip().lower() for tag in value}
+        return sorted(tag for tag in cleaned if tag)
+
+    @field_validator(*_TIMESTAMPS)
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else to_utc(value)
+
+    @field_validator("unique", mode="before")
+    @classmethod
+    def _unique(cls, value: Any) -> Unique | None:
+        return Unique.coerce(value)
+
+    @field_validator("replace", mode="before")
+    @classmethod
+    def _replace(cls, value: Any) -> dict[str, tuple[str, ...]] | None:
+        return coerce_replace(value)
+
+    @field_validator("schedule_in", mode="before")
+    @classmethod
+    def _schedule_in(cls, value: Any) -> Any:
+        if isinstance(value, timedelta):
+            return value.total_seconds()
+        return value
+
+    @model_validator(mode="after")
+    def _schedule(self) -> Job:
+        if self.schedule_in is not None:
+            if "scheduled_at" in self.model_fields_set:
+                raise ValueError("give either schedule_in or scheduled_at, not both")
+            self.scheduled_at = datetime.now(UTC) + timedelta(seconds=self.schedule_in)
+            self.schedule_in = None
+        if self.scheduled_at is not None and self.id is None and self.state == "available":
+            self.state = "scheduled"
+        return self
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Job:
+        """Build from a database row (a mapping of column → value) without validation.
+
+        Naive timestamps are UTC; ISO strings (as in ``row_to_json``) are parsed.
+        """
+        values = {k: row[k] for k in COLUMNS if k in row}
+        for key in _TIMESTAMPS:
+            value = values.get(key)
+            if value is not None:
+                if isinstance(value, str):
+                    value = datetime.fromisoformat(value)
+                values[key] = to_utc(value)
+        for key in ("args", "meta"):
+            if values.get(key) is None:
+                values[key] = {}
+        if values.get("errors") is None:
+            values["errors"] = []
+        if values.get("tags") is None:
+            values["tags"] = []
+        if "state" in values:
+            values["state"] = str(values["state"])
+        return cls.model_construct(**values)
+
+    def to_row(self) -> dict[str, Any]:
+        """The stored columns, JSON-ready, with naive UTC ISO timestamps (``row_to_json`` shape)."""
+        row: dict[str, Any] = {}
+        for key in COLUMNS:
+            value = getattr(self, key)
+            if key in _TIMESTAMPS and value is not None:
+                value = to_naive_utc(value).isoformat()  # type: ignore[union-attr]
+            row[key] = value
+        return row
+
+    def cancelled(self) -> bool:
+        """True once the job was cancelled while running; long work should check it and stop."""
+        return self._cancelled
+
+    def _cancel(self) -> None:
+        # A plain attribute write is atomic under the GIL, so worker threads can poll it.
+        self._cancelled = True
+
+    @property
+    def typed_args(self) -> Any:
+        """The args as the worker's ``args_model`` (set by ``Worker.build_args``), else ``args``."""
+        return self.args if self._typed_args is None else self._typed_args

@@ -1,0 +1,44 @@
+-- Insert a batch of jobs in one round trip: one array parameter per column, unnested in input
+-- order. Columns left out (inserted_at, errors, attempted_*, *_at) take the table defaults, as
+-- Elixir's inserts do; a NULL scheduled_at means "now", so it equals inserted_at.
+-- Producers are told about every queue that gained an available job, in this same statement
+-- (inside a transaction the NOTIFY is delivered on commit, and not at all on rollback).
+WITH rows AS (
+    SELECT *
+    FROM unnest(
+        %(state)s::text[],
+        %(queue)s::text[],
+        %(worker)s::text[],
+        %(args)s::text[],
+        %(meta)s::text[],
+        %(tags)s::text[],
+        %(max_attempts)s::int[],
+        %(priority)s::int[],
+        %(scheduled_at)s::timestamp[]
+    ) WITH ORDINALITY AS r(state, queue, worker, args, meta, tags, max_attempts, priority,
+                           scheduled_at, ord)
+),
+inserted AS (
+    INSERT INTO {prefix}.oban_jobs
+        (state, queue, worker, args, meta, tags, max_attempts, priority, scheduled_at)
+    SELECT r.state::{prefix}.oban_job_state,
+           r.queue,
+           r.worker,
+           r.args::jsonb,
+           r.meta::jsonb,
+           ARRAY(SELECT jsonb_array_elements_text(r.tags::jsonb)),
+           r.max_attempts,
+           r.priority,
+           COALESCE(r.scheduled_at, timezone('UTC', now()))
+    FROM rows AS r
+    ORDER BY r.ord
+    RETURNING *
+),
+notified AS (
+    -- Byte for byte Elixir's payload: {{"queue":"<queue>"}} (Jason writes no spaces).
+    SELECT pg_notify(%(channel)s, '{{"queue":' || to_json(q.queue)::text || '}}')
+    FROM (SELECT DISTINCT i.queue FROM inserted AS i WHERE i.state = 'available') AS q
+)
+SELECT inserted.*
+FROM inserted, (SELECT count(*) FROM notified) AS sent
+ORDER BY inserted.id

@@ -1,0 +1,1 @@
+SELECT * FROM {prefix}.oban_jobs WHERE id = %(id)s

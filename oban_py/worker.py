@@ -1,0 +1,310 @@
+"""Workers: ``Worker`` subclasses, the ``@worker`` class decorator, ``@job`` for plain functions,
+and the registry that resolves a stored worker name to the class that runs it.
+
+A worker's name is what goes in the ``worker`` column. By default it is ``module.ClassName``;
+``name="MyApp.Workers.Mailer"`` lets a Python class work jobs inserted by Elixir under that name.
+
+Typed args: set ``args_model`` to a pydantic model. ``new`` validates args against it, and before
+``process`` the runtime calls ``build_args(job)``, which validates the stored args and makes the
+model available as ``job.typed_args``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, overload
+
+from pydantic import BaseModel, ValidationError
+
+from oban_py.errors import InvalidArgs, UnknownWorker
+from oban_py.job import Job
+
+if TYPE_CHECKING:
+    from psycopg import AsyncConnection, Connection
+
+_registry: dict[str, type[Worker]] = {}
+
+#: Job options a worker may default; ``new(**opts)`` overrides them per job.
+OPTIONS = ("queue", "priority", "max_attempts", "tags", "unique", "replace", "meta")
+
+
+class Worker:
+    """Base class of workers. Subclasses define ``process(self, job)``, async or plain.
+
+    Optional hooks: ``backoff(job) -> float`` seconds before a retry (Elixir's default when
+    absent) and ``timeout(job) -> float | None`` seconds a run may take (``None``: no limit).
+    Set ``args_model`` for typed args. Class options: ``queue``, ``priority``, ``max_attempts``,
+    ``tags``, ``unique``, ``replace``, ``meta``, ``name`` (as class attributes or ``@worker``).
+    """
+
+    __oban_name__: ClassVar[str]
+    __oban_options__: ClassVar[dict[str, Any]] = {}
+    args_model: ClassVar[type[BaseModel] | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        options = {k: v for k, v in cls.__oban_options__.items()}
+        for key in OPTIONS:
+            if key in cls.__dict__:
+                options[key] = cls.__dict__[key]
+        cls.__oban_options__ = options
+        explicit = cls.__dict__.get("name") or cls.__dict__.get("__oban_name__")
+        cls.__oban_name__ = explicit or f"{cls.__module__}.{cls.__qualname__}"
+        if cls.process is not Worker.process:
+            register(cls)
+
+    def process(self, job: Job) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} must define process(self, job)")
+
+    def timeout(self, job: Job) -> float | None:
+        return None
+
+    @classmethod
+    def new(cls, args: Mapping[str, Any] | BaseModel | None = None, **opts: Any) -> Job:
+        """A validated ``Job`` for this worker; ``opts`` override the worker's defaults."""
+        unknown = set(opts) - set(Job.model_fields) - {"schedule_in"}
+        if unknown:
+            raise TypeError(f"unknown job option(s): {', '.join(sorted(unknown))}")
+        values: dict[str, Any] = {**cls.__oban_options__, **opts}
+        values["worker"] = cls.__oban_name__
+        values["args"] = cls._dump_args({} if args is None else args)
+        return Job(**values)
+
+    @classmethod
+    async def enqueue(
+        cls,
+        args: Mapping[str, Any] | BaseModel | None = None,
+        conn: AsyncConnection[Any] | Connection[Any] | None = None,
+        *,
+        oban: str = "Oban",
+        **opts: Any,
+    ) -> Job:
+        """Insert a job through the ``Client`` registered as ``oban`` (default ``"Oban"``)."""
+        from oban_py.client import get_instance
+
+        return await get_instance(oban).enqueue(cls.new(args, **opts), conn=conn)
+
+    @classmethod
+    def build_args(cls, job: Job) -> Any:
+        """The args ``process`` works with: an ``args_model`` instance, or the plain dict.
+
+        Raises ``InvalidArgs`` naming the worker and the failing fields.
+        """
+        model = cls.args_model
+        if model is None:
+            return job.args
+        try:
+            typed = model.model_validate(job.args)
+        except ValidationError as error:
+            raise InvalidArgs(
+                f"{cls.__oban_name__} args do not match {model.__name__}: {error}"
+            ) from None
+        job._typed_args = typed
+        return typed
+
+    @classmethod
+    def _dump_args(cls, args: Mapping[str, Any] | BaseModel) -> dict[str, Any]:
+        model = cls.args_model
+        if model is None:
+            if isinstance(args, BaseModel):
+                return args.model_dump(mode="json")
+            return dict(args)
+        try:
+            typed = args if isinstance(args, model) else model.model_validate(args)
+        except ValidationError as error:
+            raise InvalidArgs(
+                f"{cls.__oban_name__} args do not match {model.__name__}: {error}"
+            ) from None
+        return typed.model_dump(mode="json")
+
+
+def register(cls: type[Worker], name: str | None = None) -> type[Worker]:
+    """Make ``cls`` the worker for ``name`` (its ``__oban_name__`` by default). Last one wins."""
+    _registry[name or cls.__oban_name__] = cls
+    return cls
+
+
+def registered() -> dict[str, type[Worker]]:
+    """A copy of the registry: name → worker class."""
+    return dict(_registry)
+
+
+def resolve(name: str) -> type[Worker]:
+    """The worker registered as ``name``; else import ``module.Class``; else ``UnknownWorker``."""
+    found = _registry.get(name)
+    if found is not None:
+        return found
+    imported = _import(name)
+    if imported is None:
+        raise UnknownWorker(name)
+    return register(imported, name)
+
+
+def _import(name: str) -> type[Worker] | None:
+    parts = name.split(".")
+    for split in range(len(parts) - 1, 0, -1):
+        module_name = ".".join(parts[:split])
+        try:
+            target: Any = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        try:
+            for attr in parts[split:]:
+                target = getattr(target, attr)
+        except AttributeError:
+            return None
+        if isinstance(target, type) and issubclass(target, Worker):
+            return target
+        return None
+    return None
+
+
+def _apply(cls: type[Any], options: dict[str, Any], name: str | None) -> type[Worker]:
+    namespace: dict[str, Any] = {k: v for k, v in options.items() if v is not None}
+    namespace["__module__"] = cls.__module__
+    namespace["__qualname__"] = cls.__qualname__
+    namespace["__doc__"] = cls.__doc__
+    if name:
+        namespace["name"] = name
+    bases = (cls,) if issubclass(cls, Worker) else (cls, Worker)
+    return type(cls.__name__, bases, namespace)
+
+
+@overload
+def worker(cls: type[Any], /) -> type[Worker]: ...
+
+
+@overload
+def worker(
+    cls: None = None,
+    /,
+    *,
+    queue: str | None = None,
+    priority: int | None = None,
+    max_attempts: int | None = None,
+    tags: list[str] | None = None,
+    unique: Any = None,
+    replace: Any = None,
+    meta: dict[str, Any] | None = None,
+    name: str | None = None,
+    args_model: type[BaseModel] | None = None,
+    cron: str | dict[str, Any] | None = None,
+) -> Callable[[type[Any]], type[Worker]]: ...
+
+
+def worker(
+    cls: type[Any] | None = None,
+    /,
+    *,
+    queue: str | None = None,
+    priority: int | None = None,
+    max_attempts: int | None = None,
+    tags: list[str] | None = None,
+    unique: Any = None,
+    replace: Any = None,
+    meta: dict[str, Any] | None = None,
+    name: str | None = None,
+    args_model: type[BaseModel] | None = None,
+    cron: str | dict[str, Any] | None = None,
+) -> type[Worker] | Callable[[type[Any]], type[Worker]]:
+    """Make a class with ``process(self, job)`` a registered worker, with default job options.
+
+    Options are validated at once (a bad queue fails at import, not at the first insert).
+    ``cron`` (an expression, or ``{"expr", "timezone", "args"}``) makes the leader insert the
+    worker's jobs on that schedule (see ``oban_py.cron``).
+    """
+    options = {
+        "queue": queue,
+        "priority": priority,
+        "max_attempts": max_attempts,
+        "tags": tags,
+        "unique": unique,
+        "replace": replace,
+        "meta": meta,
+    }
+    if args_model is not None:
+        options["args_model"] = args_model
+
+    def decorate(target: type[Any]) -> type[Worker]:
+        if not callable(getattr(target, "process", None)):
+            raise TypeError(f"{target.__qualname__} needs a process(self, job) method")
+        built = _apply(target, options, name)
+        _check(built)
+        if cron is not None:
+            # Registered here, inserted by the leader's Cron duty (oban_py.cron).
+            from oban_py import cron as crontab
+
+            crontab.register(built.__oban_name__, cron)
+        return built
+
+    return decorate(cls) if cls is not None else decorate
+
+
+def _check(cls: type[Worker]) -> None:
+    opts = {k: v for k, v in cls.__oban_options__.items() if v is not None}
+    Job(worker=cls.__oban_name__, **opts)
+
+
+def job(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    queue: str | None = None,
+    priority: int | None = None,
+    max_attempts: int | None = None,
+    tags: list[str] | None = None,
+    unique: Any = None,
+    replace: Any = None,
+    meta: dict[str, Any] | None = None,
+    name: str | None = None,
+) -> Any:
+    """Turn a plain function (async or sync) into a worker class.
+
+    The function is called with the job's args as keyword arguments (plus ``job=`` when it has a
+    parameter named ``job``). The returned class has ``new``/``enqueue``; the original function
+    stays callable as ``Worker.func``.
+    """
+
+    def decorate(func: Callable[..., Any]) -> type[Worker]:
+        wants_job = "job" in inspect.signature(func).parameters
+        is_async = inspect.iscoroutinefunction(func)
+
+        if is_async:
+
+            async def process(self: Worker, job: Job) -> Any:
+                extra = {"job": job} if wants_job else {}
+                return await func(**job.args, **extra)
+
+        else:
+
+            def process(self: Worker, job: Job) -> Any:  # type: ignore[misc]
+                extra = {"job": job} if wants_job else {}
+                return func(**job.args, **extra)
+
+        namespace: dict[str, Any] = {
+            "process": process,
+            "func": staticmethod(func),
+            "__module__": func.__module__,
+            "__qualname__": func.__qualname__,
+            "__doc__": func.__doc__,
+        }
+        for key, value in (
+            ("queue", queue),
+            ("priority", priority),
+            ("max_attempts", max_attempts),
+            ("tags", tags),
+            ("unique", unique),
+            ("replace", replace),
+            ("meta", meta),
+        ):
+            if value is not None:
+                namespace[key] = value
+        if name:
+            namespace["name"] = name
+        built = type(func.__name__, (Worker,), namespace)
+        _check(built)
+        return built
+
+    return decorate(fn) if fn is not None else decorate
