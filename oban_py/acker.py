@@ -1,0 +1,161 @@
+"""Writes job outcomes in batches: one guarded UPDATE for many finished jobs.
+
+Every producer of a node pushes its acks here. A batch is flushed a few milliseconds after the
+first ack arrives (or at once when it reaches ``max_batch``), so a burst of finishing jobs costs
+one round trip instead of one each. A failed flush keeps its acks and is retried with backoff;
+``stop`` flushes what is left. The statement (``sql/ack_jobs.sql``) only touches a row still
+``executing`` in the same attempt, so an ack can never undo a cancel or a rescue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from datetime import datetime
+from typing import TYPE_CHECKING, NamedTuple
+
+import structlog
+
+from oban_py import telemetry
+
+if TYPE_CHECKING:
+    from psycopg_pool import AsyncConnectionPool
+
+    from oban_py.queries import Queries
+
+log = structlog.get_logger("oban.acker")
+
+
+class Ack(NamedTuple):
+    """The outcome of one attempt, as the columns ``ack_jobs.sql`` writes."""
+
+    id: int
+    #: the attempt's attempted_at (aware UTC): the guard that the row is still this attempt
+    attempted_at: datetime
+    state: str
+    #: when the job finished: completed_at / cancelled_at / discarded_at of the new state
+    at: datetime
+    scheduled_at: datetime | None = None
+    extra_attempts: int = 0
+    attempt_delta: int = 0
+    #: a JSON errors entry to append
+    error: str | None = None
+    #: a JSON object merged into meta
+    meta: str | None = None
+    #: written over a row already cancelled by the cancel that killed this attempt
+    pkill: bool = False
+
+
+class Acker:
+    """Batches acks from all producers of one node into single statements."""
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        queries: Queries,
+        *,
+        delay: float = 0.002,
+        max_batch: int = 2_000,
+        max_backoff: float = 5.0,
+    ) -> None:
+        self.pool = pool
+        self.queries = queries
+        self.delay = delay
+        self.max_batch = max_batch
+        self.max_backoff = max_backoff
+        self._pending: list[Ack] = []
+        self._event = asyncio.Event()
+        self._full = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.failures = 0
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._loop(), name="oban.acker")
+
+    def push(self, ack: Ack) -> None:
+        """Queue one ack; it is written with the next batch."""
+        self._pending.append(ack)
+        self._event.set()
+        if len(self._pending) >= self.max_batch:
+            self._full.set()
+
+    async def flush(self) -> None:
+        """Write everything queued now, retrying until it succeeds."""
+        backoff = 0.05
+        while self._pending:
+            try:
+                await self._write_batch()
+                self.failures = 0
+                backoff = 0.05
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                self.failures += 1
+                delay = min(self.max_backoff, backoff) * (1 + random.random() * 0.2)
+                backoff *= 2
+                log.warning(
+                    "ack batch failed, retrying",
+                    pending=len(self._pending),
+                    failures=self.failures,
+                    retry_in=round(delay, 3),
+                    error=repr(error),
+                )
+                telemetry.execute(
+                    "oban.ack.exception",
+                    {"pending": len(self._pending)},
+                    {"error": error, "failures": self.failures},
+                )
+                await asyncio.sleep(delay)
+
+    async def stop(self, give_up_after: float = 15.0) -> None:
+        """Stop the timer and flush what is left, giving up after ``give_up_after`` seconds."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        try:
+            await asyncio.wait_for(self.flush(), give_up_after)
+        except TimeoutError:
+            log.error("acks lost at shutdown: the database stayed unreachable", lost=self.pending)
+
+    async def _loop(self) -> None:
+        while True:
+            await self._event.wait()
+            if not self._full.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._full.wait(), self.delay)
+            await self.flush()
+
+    async def _write_batch(self) -> None:
+        batch = self._pending[: self.max_batch]
+        del self._pending[: len(batch)]
+        if not self._pending:
+            self._event.clear()
+            self._full.clear()
+        try:
+            params = {
+                "ids": [a.id for a in batch],
+                "attempted_at": [a.attempted_at for a in batch],
+                "states": [a.state for a in batch],
+                "at": [a.at for a in batch],
+                "scheduled_at": [a.scheduled_at for a in batch],
+                "extra_attempts": [a.extra_attempts for a in batch],
+                "attempt_delta": [a.attempt_delta for a in batch],
+                "errors": [a.error for a in batch],
+                "metas": [a.meta for a in batch],
+                "pkill": [a.pkill for a in batch],
+            }
+            async with self.pool.connection() as conn:
+                await conn.execute(self.queries["ack_jobs"], params)
+        except BaseException:
+            # Put the batch back in front, so nothing is lost and order is kept.
+            self._pending[:0] = batch
+            self._event.set()
+            raise

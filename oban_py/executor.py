@@ -1,0 +1,224 @@
+"""Runs one job and turns what happened into an ``Ack``, field by field as Elixir Oban does.
+
+- returned anything else: ``completed``, ``completed_at``;
+- returned ``Snooze(s)``: ``scheduled`` at now + s, attempt kept, ``max_attempts + 1``
+  (``snooze_ack``);
+- returned ``Cancel(r)``: ``cancelled``, ``cancelled_at``, errors entry
+  "<W> failed with {:cancel, r}";
+- returned ``Record(v)``: ``completed``, meta ``recorded: true`` and ``return`` (Base64 term);
+- raised, timed out, unknown worker, bad args: ``retryable`` at now + backoff, or ``discarded``
+  at the last attempt, with an errors entry;
+- killed by a cancel (pkill): stays ``cancelled``, errors entry "{:cancel, :shutdown}";
+- still running at shutdown: no ack, the row stays ``executing`` for the lifeline.
+
+Sync ``process`` functions run in the node's bounded thread pool, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from oban_py import backoff, errors, telemetry, terms
+from oban_py.acker import Ack
+from oban_py.errors import UnknownWorker
+from oban_py.job import Job
+from oban_py.results import Cancel, Record, Snooze
+from oban_py.worker import resolve
+
+if TYPE_CHECKING:
+    from oban_py.oban import Oban
+
+#: Released Oban 2.23.1 snoozes with attempt kept and max_attempts + 1 (compat_fixtures
+#: jobs/snoozed.json). Oban's main branch rolls the attempt back and counts snoozes in
+#: meta.snoozed instead: set this to True to follow it.
+SNOOZE_ROLLS_BACK_ATTEMPT = False
+
+
+def job_from_row(row: dict[str, Any]) -> Job:
+    return Job.from_row(row)
+
+
+def flag_cancelled(job: Job) -> None:
+    """Raise the flag ``job.cancelled()`` reports, so a cooperative worker can stop."""
+    job._cancel()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+# -- outcome rules: one function each -------------------------------------------------------
+
+
+def _ack(job: Job, state: str, now: datetime, **fields: Any) -> Ack:
+    # Jobs reaching the executor came from a fetch: id and attempted_at are always set.
+    return Ack(job.id, job.attempted_at, state, now, **fields)  # type: ignore[arg-type]
+
+
+def complete_ack(job: Job, now: datetime) -> Ack:
+    return _ack(job, "completed", now)
+
+
+def snooze_ack(job: Job, seconds: int, now: datetime) -> Ack:
+    """The one place the snooze rule lives (see ``SNOOZE_ROLLS_BACK_ATTEMPT``)."""
+    at = now + timedelta(seconds=seconds)
+    if SNOOZE_ROLLS_BACK_ATTEMPT:
+        snoozed = int((job.meta or {}).get("snoozed", 0)) + 1
+        return _ack(
+            job,
+            "scheduled",
+            now,
+            scheduled_at=at,
+            attempt_delta=-1,
+            meta=_dumps({"snoozed": snoozed}),
+        )
+    return _ack(job, "scheduled", now, scheduled_at=at, extra_attempts=1)
+
+
+def cancel_ack(job: Job, text: str, now: datetime, *, pkill: bool = False) -> Ack:
+    entry = errors.error_entry(job.attempt, now, text)
+    return _ack(job, "cancelled", now, error=_dumps(entry), pkill=pkill)
+
+
+def failure_ack(job: Job, text: str, now: datetime, backoff_seconds: float) -> Ack:
+    """Retry after ``backoff_seconds``, or discard when this was the last attempt."""
+    entry = _dumps(errors.error_entry(job.attempt, now, text))
+    if job.attempt >= job.max_attempts:
+        return _ack(job, "discarded", now, error=entry)
+    at = now + timedelta(seconds=backoff_seconds)
+    return _ack(job, "retryable", now, scheduled_at=at, error=entry)
+
+
+def record_ack(job: Job, record: Record, now: datetime) -> Ack:
+    """Raises ``terms.RecordTooLarge`` (or ``TermError``): the job then fails like any error."""
+    encoded = terms.encode_recorded(record.value, limit=record.limit)
+    meta = _dumps({"recorded": True, "return": encoded})
+    return _ack(job, "completed", now, meta=meta)
+
+
+def _backoff(worker: Any, job: Job) -> float:
+    custom = getattr(worker, "backoff", None) if worker is not None else None
+    if custom is not None:
+        try:
+            return float(custom(job))
+        except Exception:
+            pass
+    return float(backoff.default_backoff(job.attempt, job.max_attempts))
+
+
+# -- running a job ---------------------------------------------------------------------------
+
+
+async def execute(oban: Oban, job: Job, reason: Callable[[], str | None]) -> Ack | None:
+    """Run ``job`` and return its ack; ``reason()`` tells why it was cancelled, if it was.
+
+    Returns None when the job was cancelled by a shutdown: its row is left executing.
+    """
+    observed = bool(telemetry._handlers)
+    if observed:
+        start = time.monotonic_ns()
+        meta = {"job": job, "queue": job.queue, "worker": job.worker}
+        telemetry.execute("oban.job.start", {"system_time": time.time_ns()}, meta)
+    worker: Any = None
+    try:
+        try:
+            cls = resolve(job.worker)
+        except UnknownWorker:
+            raise UnknownWorkerError(job.worker) from None
+        worker = cls()
+        if cls.args_model is not None:
+            cls.build_args(job)
+        result = await _perform(oban, worker, job)
+    except asyncio.CancelledError:
+        if reason() != "pkill":
+            raise
+        ack = cancel_ack(job, errors.format_cancel_shutdown(job.worker), _now(), pkill=True)
+        result = None
+    except TimeoutError as error:
+        now = _now()
+        timeout = getattr(error, "oban_timeout", None)
+        if timeout is None:
+            text = errors.format_exception(error)
+        else:
+            text = errors.format_timeout(job.worker, timeout * 1000)
+        ack = failure_ack(job, text, now, _backoff(worker, job))
+        result = error
+    except Exception as error:
+        if reason() == "pkill":
+            ack = cancel_ack(job, errors.format_cancel_shutdown(job.worker), _now(), pkill=True)
+        else:
+            text = (
+                error.text
+                if isinstance(error, UnknownWorkerError)
+                else errors.format_exception(error)
+            )
+            ack = failure_ack(job, text, _now(), _backoff(worker, job))
+        result = error
+    else:
+        ack = _result_ack(job, result, reason)
+    if observed:
+        telemetry.execute(
+            "oban.job.stop",
+            {"duration": time.monotonic_ns() - start},
+            {**meta, "state": ack.state, "result": result},
+        )
+    return ack
+
+
+class UnknownWorkerError(Exception):
+    """A job whose worker name resolves to nothing on this node."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"unknown worker: {name}")
+        self.text = f"** (RuntimeError) unknown worker: {name}"
+
+
+def _result_ack(job: Job, result: Any, reason: Callable[[], str | None]) -> Ack:
+    now = _now()
+    if reason() == "pkill":
+        # Killed by a cancel but returned before the task was torn down: record it as Elixir
+        # records the kill, the guarded ack keeps the row cancelled.
+        return cancel_ack(job, errors.format_cancel_shutdown(job.worker), now, pkill=True)
+    if result is None or type(result) not in _SPECIAL:
+        return complete_ack(job, now)
+    if isinstance(result, Snooze):
+        return snooze_ack(job, result.seconds, now)
+    if isinstance(result, Cancel):
+        return cancel_ack(job, errors.format_cancel(job.worker, result.reason), now)
+    try:
+        return record_ack(job, result, now)
+    except Exception as error:
+        return failure_ack(job, errors.format_exception(error), now, _backoff(None, job))
+
+
+_SPECIAL = frozenset({Snooze, Cancel, Record})
+
+
+async def _perform(oban: Oban, worker: Any, job: Job) -> Any:
+    timeout = getattr(worker, "timeout", None)
+    seconds = timeout(job) if timeout is not None else None
+    process = worker.process
+    if inspect.iscoroutinefunction(process):
+        work: Any = process(job)
+    else:
+        work = asyncio.get_running_loop().run_in_executor(oban.threads, process, job)
+    if seconds is None:
+        return await work
+    try:
+        async with asyncio.timeout(seconds):
+            return await work
+    except TimeoutError as error:
+        flag_cancelled(job)
+        error.oban_timeout = seconds  # type: ignore[attr-defined]
+        raise

@@ -1,0 +1,31 @@
+-- Write many finished jobs in one statement. Each row is guarded by the attempt it belongs to
+-- (same attempted_at) and by state executing, so an ack never overwrites a row cancelled or
+-- rescued meanwhile. The one exception is a pkill ack: its row was set cancelled by the cancel
+-- that killed it, and Elixir then rewrites cancelled_at and appends the {{:cancel, :shutdown}}
+-- error entry.
+UPDATE {prefix}.oban_jobs AS j
+SET state = u.state::{prefix}.oban_job_state,
+    completed_at = CASE WHEN u.state = 'completed' THEN u.at AT TIME ZONE 'UTC' ELSE j.completed_at END,
+    cancelled_at = CASE WHEN u.state = 'cancelled' THEN u.at AT TIME ZONE 'UTC' ELSE j.cancelled_at END,
+    discarded_at = CASE WHEN u.state = 'discarded' THEN u.at AT TIME ZONE 'UTC' ELSE j.discarded_at END,
+    scheduled_at = COALESCE(u.scheduled_at AT TIME ZONE 'UTC', j.scheduled_at),
+    max_attempts = j.max_attempts + u.extra_attempts,
+    attempt = j.attempt + u.attempt_delta,
+    errors = CASE WHEN u.error IS NULL THEN j.errors ELSE j.errors || u.error::jsonb END,
+    meta = CASE WHEN u.meta IS NULL THEN j.meta ELSE coalesce(j.meta, '{{}}'::jsonb) || u.meta::jsonb END
+FROM unnest(
+    %(ids)s::bigint[],
+    %(attempted_at)s::timestamptz[],
+    %(states)s::text[],
+    %(at)s::timestamptz[],
+    %(scheduled_at)s::timestamptz[],
+    %(extra_attempts)s::int[],
+    %(attempt_delta)s::int[],
+    %(errors)s::text[],
+    %(metas)s::text[],
+    %(pkill)s::bool[]
+) AS u(id, attempted_at, state, at, scheduled_at, extra_attempts, attempt_delta, error, meta, pkill)
+WHERE j.id = u.id
+  AND j.attempted_at = u.attempted_at AT TIME ZONE 'UTC'
+  AND (j.state = 'executing' OR (u.pkill AND j.state = 'cancelled'))
+RETURNING j.id
