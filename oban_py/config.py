@@ -49,6 +49,8 @@ class LifelineConfig(_Model):
     # dead and its executing jobs are rescued at once.
     heartbeat_interval: Annotated[float, Field(gt=0)] = 5.0
     heartbeat_ttl: Annotated[float, Field(gt=0)] = 30.0
+    # Rows of dead producers are kept this long so their uuids stay known as Python's.
+    heartbeat_retention: Annotated[float, Field(gt=0)] = 86_400.0
 
 
 class Config(_Model):
@@ -61,6 +63,8 @@ class Config(_Model):
     #: Leadership row name in oban_peers; distinct from Elixir's so Elixir keeps its own leader.
     peer_name: str | None = None
     peer: bool = True
+    #: Leadership lease in seconds (Elixir's 30 s); the leader renews at about half of it.
+    peer_interval: Annotated[float, Field(gt=0)] = 30.0
     pool_size: Annotated[int, Field(gt=0)] = 10
     poll_interval: Annotated[float, Field(gt=0)] = 1.0
     shutdown_grace: Annotated[float, Field(ge=0)] = 15.0

@@ -1,0 +1,319 @@
+"""Cron: insert jobs at minute boundaries from crontab entries, once per slot across the cluster.
+
+Expressions follow Elixir Oban's grammar and semantics (``lib/oban/cron/expression.ex``): five
+fields with ``*``, literals, ranges ``a-b``, steps ``*/n``, ``a/n`` and ``a-b/n``, comma lists,
+month and weekday names (``JAN``..``DEC``, ``SUN``..``SAT``, weekdays 0..6), the nicknames
+``@hourly @daily @midnight @weekly @monthly @yearly @annually`` and ``@reboot`` (once per leader
+start). A time matches when **all five** fields match, day-of-month AND weekday, unlike Vixie
+cron (and croniter's default), which ORs them when both are restricted; that is why this module
+parses expressions itself instead of using croniter.
+
+Inserted jobs carry Elixir's cron meta ``{"cron": true, "cron_expr", "cron_name", "cron_tz"}``.
+``cron_name`` cannot be Elixir's ``phash2``; it is a stable hash of expression, worker and options
+(``entry_name``). Each entry's insert takes a transaction-scoped advisory lock on its name and
+skips when a job with that name was inserted within ``DEDUPE_WINDOW`` seconds, so several nodes,
+or a leader change within a minute, never insert one slot twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+
+from oban_py.periodic import Periodic
+from oban_py.plugins import NodeLike, notify
+
+#: Seconds within which an existing job of the same entry means "this slot is done". Slots of
+#: one entry are >= 60 s apart, so this tolerates up to 10 s of clock skew between nodes.
+DEDUPE_WINDOW = 50.0
+
+NICKNAMES = {
+    "@annually": "0 0 1 1 *",
+    "@yearly": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@midnight": "0 0 * * *",
+    "@daily": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+MONTHS = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"]
+WEEKDAYS = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"]
+RANGES = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 6)]
+
+_LITERAL = re.compile(r"^\d+$")
+_STEP = re.compile(r"^\*/([1-9]\d?)$")
+_RANGE_STEP = re.compile(r"^(\d+)(?:-(\d+))?/([1-9]\d?)$")
+_RANGE = re.compile(r"^(\d+)-(\d+)$")
+
+
+def _translate(text: str, names: list[str], first: int) -> str:
+    for offset, name in enumerate(names):
+        text = text.replace(name, str(first + offset))
+    return text
+
+
+def _range(low: str, high: str | None, bounds: tuple[int, int]) -> range:
+    start = int(low)
+    stop = bounds[1] if high is None else int(high)
+    if start > stop:
+        raise ValueError(f"left side ({start}) of a range must be <= the right side ({stop})")
+    return range(start, stop + 1)
+
+
+def _part(part: str, bounds: tuple[int, int]) -> Iterable[int]:
+    if part == "*":
+        return range(bounds[0], bounds[1] + 1)
+    if _LITERAL.match(part):
+        return [int(part)]
+    if m := _STEP.match(part):
+        return range(bounds[0], bounds[1] + 1, int(m[1]))
+    if m := _RANGE_STEP.match(part):
+        return _range(m[1], m[2], bounds)[:: int(m[3])]
+    if m := _RANGE.match(part):
+        return _range(m[1], m[2], bounds)
+    raise ValueError(f"unrecognized cron expression: {part}")
+
+
+def _field(text: str, bounds: tuple[int, int]) -> frozenset[int]:
+    values = frozenset(v for part in re.split(r"\s*,\s*", text) for v in _part(part, bounds))
+    if any(v < bounds[0] or v > bounds[1] for v in values):
+        raise ValueError(f"expression field {text} is out of range: {bounds[0]}..{bounds[1]}")
+    return values
+
+
+@dataclass(frozen=True)
+class Expression:
+    """A parsed cron expression; ``Expression.parse("*/5 * * * MON-FRI")``."""
+
+    minutes: frozenset[int] = frozenset()
+    hours: frozenset[int] = frozenset()
+    days: frozenset[int] = frozenset()
+    months: frozenset[int] = frozenset()
+    weekdays: frozenset[int] = frozenset()
+    reboot: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> Expression:
+        """Parse ``text``; raises ``ValueError`` for anything Elixir Oban would reject."""
+        if text == "@reboot":
+            return cls(reboot=True)
+        fields = NICKNAMES.get(text, text).split()
+        if len(fields) != 5:
+            raise ValueError(f"incorrect number of fields in expression: {text}")
+        fields[3] = _translate(fields[3], MONTHS, 1)
+        fields[4] = _translate(fields[4], WEEKDAYS, 0)
+        minutes, hours, days, months, weekdays = (
+            _field(f, bounds) for f, bounds in zip(fields, RANGES, strict=True)
+        )
+        return cls(minutes, hours, days, months, weekdays)
+
+    def matches(self, moment: datetime) -> bool:
+        """True if ``moment`` (in the entry's timezone) falls in this expression's minute."""
+        if self.reboot:
+            return True
+        return (
+            moment.minute in self.minutes
+            and moment.hour in self.hours
+            and moment.day in self.days
+            and moment.month in self.months
+            and moment.isoweekday() % 7 in self.weekdays
+        )
+
+
+def entry_name(expr: str, worker: str, opts: Mapping[str, Any]) -> str:
+    """The stable ``cron_name`` of an entry: same expression, worker and options, same name.
+
+    A decimal string like Elixir's (whose ``phash2`` is unavailable here), in the same 0..2^27
+    range: the first four bytes of SHA-256 over the canonical JSON of ``[expr, worker, opts]``.
+    """
+    canonical = orjson.dumps([expr, worker, dict(opts)], option=orjson.OPT_SORT_KEYS)
+    return str(int.from_bytes(hashlib.sha256(canonical).digest()[:4], "big") % 2**27)
+
+
+#: Elixir's job defaults, for options neither the entry nor the worker sets
+JOB_DEFAULTS: dict[str, Any] = {
+    "queue": "default",
+    "priority": 0,
+    "max_attempts": 20,
+    "tags": [],
+    "meta": {},
+}
+OPTION_KEYS = ("args", "queue", "priority", "max_attempts", "tags", "meta", "timezone")
+
+
+def _worker_defaults(worker: str) -> dict[str, Any]:
+    """The options a registered Python worker declares; none for a foreign (Elixir) worker."""
+    # The package exports the @worker decorator under the module's name: import from the module.
+    from oban_py.worker import resolve
+
+    try:
+        declared = resolve(worker).__oban_options__
+    except Exception:
+        return {}
+    return {k: v for k, v in declared.items() if k in JOB_DEFAULTS and v is not None}
+
+
+@dataclass(frozen=True)
+class CronEntry:
+    """One crontab line: when, which worker, and the job options of what it inserts.
+
+    Options left ``None`` come from the worker's declared options when the worker is a registered
+    Python worker (as Elixir merges ``worker.__opts__``), else from Elixir's job defaults.
+    """
+
+    expr: str
+    worker: str
+    args: dict[str, Any] = field(default_factory=dict)
+    queue: str | None = None
+    priority: int | None = None
+    max_attempts: int | None = None
+    tags: list[str] | None = None
+    meta: dict[str, Any] | None = None
+    timezone: str | None = None
+
+    def __post_init__(self) -> None:
+        Expression.parse(self.expr)
+        if self.timezone is not None:
+            ZoneInfo(self.timezone)
+
+    @property
+    def expression(self) -> Expression:
+        return Expression.parse(self.expr)
+
+    @property
+    def opts(self) -> dict[str, Any]:
+        """The options given explicitly (what ``cron_name`` hashes, like Elixir's opts)."""
+        given = {key: getattr(self, key) for key in OPTION_KEYS}
+        return {k: v for k, v in given.items() if v is not None and v != {}}
+
+    @property
+    def name(self) -> str:
+        return entry_name(self.expr, self.worker, self.opts)
+
+    def job_options(self) -> dict[str, Any]:
+        """queue, priority, max_attempts, tags and meta of the job to insert."""
+        merged = {**JOB_DEFAULTS, **_worker_defaults(self.worker)}
+        for key in JOB_DEFAULTS:
+            value = getattr(self, key)
+            if value is not None:
+                merged[key] = value
+        return merged
+
+    @classmethod
+    def coerce(cls, spec: Any) -> CronEntry:
+        """An entry from ``(expr, worker)``, ``(expr, worker, opts)`` or a dict with ``expr``."""
+        if isinstance(spec, CronEntry):
+            return spec
+        if isinstance(spec, Mapping):
+            return cls(**spec)
+        if isinstance(spec, tuple | list) and len(spec) in (2, 3):
+            opts = dict(spec[2]) if len(spec) == 3 else {}
+            return cls(spec[0], spec[1], **opts)
+        raise ValueError(f"expected (expr, worker[, opts]) or a mapping, got {spec!r}")
+
+
+#: entries declared with ``@worker(cron=...)``; the worker decorator calls ``register``.
+_registered: dict[str, CronEntry] = {}
+
+
+def register(worker: str, cron: str | Mapping[str, Any], **opts: Any) -> CronEntry:
+    """Declare a cron entry for ``worker``: ``cron`` is an expression or ``{"expr", ...}``."""
+    spec = {"expr": cron} if isinstance(cron, str) else dict(cron)
+    entry = CronEntry(worker=worker, **{**opts, **spec})
+    _registered[f"{worker}:{entry.name}"] = entry
+    return entry
+
+
+def crontab(config_entries: Iterable[Any]) -> list[CronEntry]:
+    """The configured entries plus those registered by workers, without duplicates."""
+    entries = {e.name: e for e in (CronEntry.coerce(s) for s in config_entries)}
+    for entry in _registered.values():
+        entries.setdefault(entry.name, entry)
+    return list(entries.values())
+
+
+class Cron(Periodic):
+    """Evaluates the crontab at every minute boundary while this node leads."""
+
+    kind = "oban.cron"
+
+    def __init__(self, oban: NodeLike, entries: Iterable[Any] | None = None) -> None:
+        super().__init__(60.0)
+        self.oban = oban
+        self.timezone = oban.config.timezone
+        self.entries = crontab(oban.config.crontab if entries is None else entries)
+        self._armed = False
+
+    def next_delay(self) -> float:
+        now = datetime.now(UTC)
+        # A hair past the boundary, so the slot computed on waking is the new minute.
+        return 60.0 - now.second - now.microsecond / 1e6 + 0.01
+
+    def metadata(self) -> dict[str, Any]:
+        return {"entries": len(self.entries)}
+
+    async def tick(self) -> list[int]:
+        if not self._armed:
+            # Like Elixir, the first evaluation is at the next minute boundary, not at start.
+            self._armed = True
+            return []
+        if not self.entries or not self.oban.is_leader:
+            return []
+        slot = (datetime.now(UTC) + timedelta(seconds=1)).replace(second=0, microsecond=0)
+        return await self.evaluate(slot)
+
+    def due(self, slot: datetime) -> list[CronEntry]:
+        """The entries matching ``slot`` (an aware time), each in its own timezone."""
+        due = []
+        for entry in self.entries:
+            zone = ZoneInfo(entry.timezone or self.timezone)
+            if entry.expression.matches(slot.astimezone(zone)):
+                due.append(entry)
+        return due
+
+    async def evaluate(self, slot: datetime) -> list[int]:
+        """Insert the entries due at ``slot`` that no node inserted yet; the new job ids."""
+        due = self.due(slot)
+        inserted: list[tuple[int, str]] = []
+        queries = self.oban.queries
+        prefix = queries.prefix
+        async with self.oban.pool.connection() as conn, conn.transaction():
+            for entry in due:
+                name = entry.name
+                tz = entry.timezone or self.timezone
+                meta = {"cron": True, "cron_expr": entry.expr, "cron_name": name, "cron_tz": tz}
+                await conn.execute(queries["cron_lock"], {"key": f"oban_py.cron:{prefix}:{name}"})
+                probe = {
+                    "meta": orjson.dumps({"cron": True, "cron_name": name}).decode(),
+                    "worker": entry.worker,
+                    "window": DEDUPE_WINDOW,
+                }
+                cursor = await conn.execute(queries["cron_recent"], probe)
+                if await cursor.fetchone() is not None:
+                    continue
+                opts = entry.job_options()
+                params = {
+                    "queue": opts["queue"],
+                    "worker": entry.worker,
+                    "args": orjson.dumps(entry.args).decode(),
+                    "meta": orjson.dumps({**opts["meta"], **meta}).decode(),
+                    "tags": opts["tags"],
+                    "priority": opts["priority"],
+                    "max_attempts": opts["max_attempts"],
+                }
+                cursor = await conn.execute(queries["cron_insert"], params)
+                row = await cursor.fetchone()
+                assert row is not None
+                inserted.append((int(row[0]), opts["queue"]))
+        # @reboot fires once per leader start: drop it once it has been evaluated as leader.
+        self.entries = [e for e in self.entries if not e.expression.reboot]
+        queues = sorted({queue for _, queue in inserted})
+        await notify(self.oban, "insert", [{"queue": q} for q in queues])
+        return [job_id for job_id, _ in inserted]

@@ -1,0 +1,1 @@
+SELECT node FROM {prefix}.oban_peers WHERE name = %(name)s

@@ -1,0 +1,15 @@
+-- Fast rescue: jobs executing under a Python producer whose heartbeat stopped. Elixir's
+-- lifeline outcome: available with attempt unchanged, or discarded when out of attempts; no
+-- errors entry.
+UPDATE {prefix}.oban_jobs AS j
+SET state = CASE WHEN j.attempt >= j.max_attempts
+              THEN 'discarded'::{prefix}.oban_job_state
+              ELSE 'available'::{prefix}.oban_job_state END,
+    discarded_at = CASE WHEN j.attempt >= j.max_attempts
+                     THEN timezone('UTC', now()) ELSE j.discarded_at END
+FROM {prefix}.oban_py_heartbeats AS h
+WHERE j.state = 'executing'
+  AND j.attempted_by[2] = h.uuid::text
+  AND j.attempted_by[1] = h.node
+  AND h.updated_at < timezone('UTC', now()) - make_interval(secs => %(ttl)s)
+RETURNING j.id, j.queue, j.state::text AS state

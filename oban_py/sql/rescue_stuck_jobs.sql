@@ -1,0 +1,18 @@
+-- Time-based rescue as Elixir's Lifeline, but only in queues Python producers run (known from
+-- heartbeats) and never under a producer that is still beating: a long job on a live node, or
+-- a job of an Elixir-only queue, is never taken back.
+UPDATE {prefix}.oban_jobs AS j
+SET state = CASE WHEN j.attempt >= j.max_attempts
+              THEN 'discarded'::{prefix}.oban_job_state
+              ELSE 'available'::{prefix}.oban_job_state END,
+    discarded_at = CASE WHEN j.attempt >= j.max_attempts
+                     THEN timezone('UTC', now()) ELSE j.discarded_at END
+WHERE j.state = 'executing'
+  AND j.attempted_at < timezone('UTC', now()) - make_interval(secs => %(rescue_after)s)
+  AND j.queue IN (SELECT DISTINCT queue FROM {prefix}.oban_py_heartbeats)
+  AND NOT EXISTS (
+    SELECT 1 FROM {prefix}.oban_py_heartbeats AS live
+    WHERE live.uuid::text = j.attempted_by[2]
+      AND live.updated_at >= timezone('UTC', now()) - make_interval(secs => %(ttl)s)
+  )
+RETURNING j.id, j.queue, j.state::text AS state

@@ -1,0 +1,1 @@
+SELECT DISTINCT queue FROM {prefix}.oban_jobs WHERE state = 'available' ORDER BY queue
