@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from oban_py import cli_jobs, cli_node
 from oban_py.schema import cli as schema_cli
 
 app = typer.Typer(
@@ -21,6 +22,8 @@ def _root() -> None:
 
 
 schema_cli.register(app)
+cli_node.register(app)
+cli_jobs.register(app)
 
 
 @app.command()

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal, TextIO
 
 import structlog
+
+from oban_py import telemetry
 
 Format = Literal["json", "console"]
 
@@ -49,3 +52,132 @@ def configure(level: str = "info", fmt: Format = "console", stream: TextIO | Non
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+# -- telemetry → structured log events ----------------------------------------------------------
+
+#: The handler id ``attach_default_logger`` registers under (re-attaching replaces it).
+HANDLER_ID = "oban_py.default_logger"
+#: Events logged by the default logger: jobs, every periodic duty's span, and node/notifier news.
+DEFAULT_EVENTS = (
+    "oban.job.*",
+    "oban.node.*",
+    "oban.notifier.*",
+    "oban.stager.*",
+    "oban.pruner.*",
+    "oban.lifeline.*",
+    "oban.heartbeat.*",
+    "oban.cron.*",
+    "oban.peer.*",
+    "oban.sonar.*",
+    "oban.gossip.*",
+    "oban.ack.*",
+)
+#: Job states that mean the attempt failed: logged at warning level.
+FAILED_STATES = frozenset({"retryable", "discarded"})
+#: Periodic duties that tick every second or so: their routine passes are logged at debug level.
+CHATTY = frozenset({"oban.stager", "oban.heartbeat", "oban.gossip", "oban.peer", "oban.sonar"})
+
+_job_log = structlog.get_logger("oban.job")
+_plugin_log = structlog.get_logger("oban.plugin")
+_node_log = structlog.get_logger("oban.node")
+
+
+def _ms(nanoseconds: Any) -> float | None:
+    return round(nanoseconds / 1e6, 3) if isinstance(nanoseconds, int | float) else None
+
+
+def _job_fields(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    job = metadata.get("job")
+    fields: dict[str, Any] = {
+        "worker": metadata.get("worker", getattr(job, "worker", None)),
+        "queue": metadata.get("queue", getattr(job, "queue", None)),
+    }
+    if job is not None:
+        fields["id"] = job.id
+        fields["attempt"] = job.attempt
+        fields["max_attempts"] = job.max_attempts
+        attempted, scheduled = job.attempted_at, job.scheduled_at
+        if attempted is not None and scheduled is not None:
+            # How long the job waited to run once it was due (Elixir's queue_time).
+            fields["queue_time_ms"] = round((attempted - scheduled).total_seconds() * 1000, 3)
+    return fields
+
+
+def _log_job(event: str, measurements: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
+    fields = _job_fields(metadata)
+    kind = event.rsplit(".", 1)[-1]
+    if kind == "start":
+        _job_log.info("job started", event_name=event, **fields)
+        return
+    fields["duration_ms"] = _ms(measurements.get("duration"))
+    result = metadata.get("result", metadata.get("error"))
+    state = metadata.get("state")
+    if kind == "exception" or isinstance(result, BaseException):
+        fields["state"] = state or "failure"
+        fields["error"] = repr(result)
+        level = "warning" if state in FAILED_STATES or kind == "exception" else "info"
+        getattr(_job_log, level)("job failed", event_name=event, **fields)
+        return
+    fields["state"] = state
+    _job_log.info("job stopped", event_name=event, **fields)
+
+
+def _plain(value: Any) -> Any:
+    # Metadata may hold live objects (the node, a connection): log only what renders as data.
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value] if len(value) <= 20 else f"<{len(value)} items>"
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, BaseException):
+        return repr(value)
+    return None
+
+
+def _log_other(event: str, measurements: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
+    prefix, _, kind = event.rpartition(".")
+    fields = {k: p for k, v in metadata.items() if (p := _plain(v)) is not None}
+    fields.update({k: p for k, v in measurements.items() if (p := _plain(v)) is not None})
+    if "duration" in measurements:
+        fields.pop("duration", None)
+        fields["duration_ms"] = _ms(measurements["duration"])
+    fields.pop("system_time", None)
+    if prefix in ("oban.node", "oban.notifier") or event == "oban.stager.switch":
+        _node_log.info(event, event_name=event, **fields)
+        return
+    if kind == "start":
+        return
+    if kind == "exception":
+        _plugin_log.warning("plugin failed", event_name=event, plugin=prefix, **fields)
+        return
+    # Passes that did nothing, and duties that tick every second, would drown the job events.
+    quiet = prefix in CHATTY or not fields.get("result")
+    level = "debug" if quiet else "info"
+    getattr(_plugin_log, level)("plugin ran", event_name=event, plugin=prefix, **fields)
+
+
+def default_handler(
+    event: str, measurements: Mapping[str, Any], metadata: Mapping[str, Any]
+) -> None:
+    """Log one telemetry event as one structured log event (the default logger's handler)."""
+    if event.startswith("oban.job."):
+        _log_job(event, measurements, metadata)
+    else:
+        _log_other(event, measurements, metadata)
+
+
+def attach_default_logger(events: Iterable[str] = DEFAULT_EVENTS) -> None:
+    """Log jobs (start, stop, failure with worker, queue, id, attempt, duration, queue time,
+    state) and plugin passes through structlog, by attaching a telemetry handler.
+
+    Logging goes wherever structlog is configured: call :func:`configure` first for JSON lines
+    or console output, or keep an application's own setup.
+    """
+    telemetry.attach(HANDLER_ID, list(events), default_handler)
+
+
+def detach_default_logger() -> bool:
+    """Stop logging telemetry events; True when the default logger was attached."""
+    return telemetry.detach(HANDLER_ID)

@@ -49,7 +49,7 @@ def execute(event: str, measurements: Mapping[str, Any], metadata: Mapping[str, 
             try:
                 handler(event, measurements, metadata)
             except Exception:
-                _log.exception("telemetry handler failed", handler_id=handler_id, event=event)
+                _log.exception("telemetry handler failed", handler_id=handler_id, event_name=event)
 
 
 @contextmanager

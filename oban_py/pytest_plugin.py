@@ -1,0 +1,72 @@
+"""The pytest plugin of oban_py (loaded automatically once oban-py is installed).
+
+Fixtures:
+
+- ``oban_dsn``: the database the testing client inserts into. By default ``$OBAN_TEST_DSN``,
+  else ``$DATABASE_URL``; tests using it are skipped when neither is set. Override it in your
+  ``conftest.py`` to hand out a per-test database.
+- ``oban_testing_mode``: ``"manual"`` unless a test is marked
+  ``@pytest.mark.oban_testing("inline")`` (or ``"disabled"``); override the fixture to change
+  the default for a directory.
+- ``oban_testing``: a :class:`oban_py.testing.TestingClient` in that mode, registered as
+  ``"Oban"`` so ``Worker.enqueue`` in the code under test uses it; closed after the test.
+  Inline and disabled modes never touch the database and do not need ``oban_dsn``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from oban_py.testing import MODES, TestingClient
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "oban_testing(mode): run the oban_testing fixture in mode inline, manual or disabled",
+    )
+
+
+@pytest.fixture
+def oban_dsn() -> str:
+    """The DSN of the database manual-mode tests insert into (override to provide one)."""
+    dsn = os.environ.get("OBAN_TEST_DSN") or os.environ.get("DATABASE_URL")
+    if not dsn:
+        pytest.skip("oban_testing needs a database: set OBAN_TEST_DSN or override oban_dsn")
+    return dsn
+
+
+@pytest.fixture
+def oban_testing_mode(request: pytest.FixtureRequest) -> str:
+    """The mode of ``oban_testing``: the ``oban_testing`` marker's, else ``"manual"``."""
+    marker = request.node.get_closest_marker("oban_testing")
+    mode = "manual"
+    if marker is not None:
+        mode = marker.kwargs.get("mode", marker.args[0] if marker.args else "manual")
+    if mode not in MODES:
+        raise pytest.UsageError(f"oban_testing mode must be one of {', '.join(MODES)}: {mode!r}")
+    return str(mode)
+
+
+# The async fixture needs pytest-asyncio; without it the plugin still loads, minus the fixture.
+if importlib.util.find_spec("pytest_asyncio") is not None:
+    import pytest_asyncio
+
+    @pytest_asyncio.fixture
+    async def oban_testing(
+        request: pytest.FixtureRequest, oban_testing_mode: str
+    ) -> AsyncIterator[TestingClient]:
+        """A testing client in ``oban_testing_mode``, registered as ``"Oban"``."""
+        options: dict[str, Any] = {}
+        if oban_testing_mode == "manual":
+            options["dsn"] = request.getfixturevalue("oban_dsn")
+        client = TestingClient(oban_testing_mode, **options)  # type: ignore[arg-type]
+        try:
+            yield client
+        finally:
+            await client.close()

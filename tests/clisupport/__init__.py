@@ -1,0 +1,1 @@
+"""Worker modules that CLI tests load into ``oban-py start --import``."""

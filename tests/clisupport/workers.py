@@ -1,0 +1,31 @@
+"""Workers for the CLI tests: loaded by ``oban-py start --import tests.clisupport.workers``."""
+
+from __future__ import annotations
+
+import asyncio
+
+from oban_py.job import Job
+from oban_py.worker import Worker
+
+
+class Echo(Worker):
+    name = "CliSupport.Echo"
+
+    async def process(self, job: Job) -> None:
+        return None
+
+
+class Sleep(Worker):
+    """Sleeps ``args["ms"]``: a job still running when the node is told to stop."""
+
+    name = "CliSupport.Sleep"
+
+    async def process(self, job: Job) -> None:
+        await asyncio.sleep(job.args["ms"] / 1000)
+
+
+class Fail(Worker):
+    name = "CliSupport.Fail"
+
+    async def process(self, job: Job) -> None:
+        raise RuntimeError("boom")
