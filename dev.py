@@ -5,6 +5,7 @@ python3 dev.py demo    # embedded PostgreSQL (or DATABASE_URL / --dsn), a real n
 python3 dev.py test    # the whole test suite
 python3 dev.py lint    # ruff check, ruff format --check, mypy
 python3 dev.py bench   # benchmarks (see bench/README.md)
+python3 dev.py docs    # the documentation site, built strictly into site/
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / "python"
-EXTRAS = "dev,embedded"
+EXTRAS = "dev,embedded,docs,fastapi,django,sqlalchemy,otel,prometheus"
 
 
 def ensure_venv() -> None:
@@ -62,6 +63,8 @@ def main() -> int:
             [str(PY), "-m", "mypy"],
         ]
         return max(run(*c) for c in checks)
+    if task == "docs":
+        return run(str(BIN / "mkdocs"), "build", "--strict", "--site-dir", "site", *rest)
     if task == "bench":
         return run(str(PY), "-m", "bench", *rest)
     print(f"unknown task {task!r}\n{__doc__}", file=sys.stderr)

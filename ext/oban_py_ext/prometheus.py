@@ -1,0 +1,151 @@
+"""Prometheus metrics from ``oban_py`` telemetry, optionally served over HTTP.
+
+    from oban_py_ext import prometheus
+    metrics = prometheus.instrument(port=9568)   # or port=None and expose REGISTRY yourself
+
+Metrics (``namespace`` defaults to ``oban``):
+
+- ``oban_jobs_total{queue,worker,state}``: executions by the state they left the job in
+  (``completed``, ``retryable``, ``discarded``, ``cancelled``, ``scheduled`` for a snooze);
+- ``oban_job_duration_seconds{queue,worker,state}``: execution time (histogram);
+- ``oban_job_queue_time_seconds{queue,worker}``: from ``scheduled_at`` to ``attempted_at``
+  (histogram), the wait Elixir reports as ``queue_time``;
+- ``oban_producer_running{node,queue}`` and ``oban_producer_limit{node,queue}``: read from each
+  started node's producers at scrape time.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Iterator, Mapping
+from typing import Any
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from oban_py import Job, Oban, telemetry
+
+HANDLER_ID = "oban_py_ext.prometheus"
+#: Job work spans milliseconds to minutes; Prometheus' default buckets stop at 10 s.
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+
+
+class _Producers(Collector):
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self.nodes: weakref.WeakSet[Oban] = weakref.WeakSet()
+
+    def collect(self) -> Iterator[Metric]:
+        running = GaugeMetricFamily(
+            f"{self.namespace}_producer_running",
+            "Jobs executing in a queue of this node",
+            labels=["node", "queue"],
+        )
+        limit = GaugeMetricFamily(
+            f"{self.namespace}_producer_limit",
+            "Concurrency limit of a queue of this node",
+            labels=["node", "queue"],
+        )
+        for node in list(self.nodes):
+            for queue, producer in list(node.producers.items()):
+                labels = [node.config.node, queue]
+                running.add_metric(labels, len(producer.running))
+                limit.add_metric(labels, producer.limit)
+        yield running
+        yield limit
+
+
+class Metrics:
+    """The collectors, registered in ``registry``, fed by telemetry once ``attach()``-ed."""
+
+    def __init__(self, registry: CollectorRegistry, namespace: str = "oban") -> None:
+        self.registry = registry
+        self.jobs = Counter(
+            "jobs",
+            "Job executions by resulting state",
+            ["queue", "worker", "state"],
+            namespace=namespace,
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "job_duration_seconds",
+            "Job execution time",
+            ["queue", "worker", "state"],
+            namespace=namespace,
+            registry=registry,
+            buckets=BUCKETS,
+        )
+        self.queue_time = Histogram(
+            "job_queue_time_seconds",
+            "Time from scheduled_at to attempted_at",
+            ["queue", "worker"],
+            namespace=namespace,
+            registry=registry,
+            buckets=BUCKETS,
+        )
+        self.producers = _Producers(namespace)
+        registry.register(self.producers)
+        self.server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def attach(self) -> None:
+        telemetry.attach(
+            HANDLER_ID,
+            ["oban.job.start", "oban.job.stop", "oban.node.start", "oban.node.stop"],
+            self.handle,
+        )
+
+    def handle(self, event: str, measurements: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
+        if event == "oban.job.stop":
+            job: Job = meta["job"]
+            state = str(meta.get("state"))
+            self.jobs.labels(job.queue, job.worker, state).inc()
+            seconds = measurements["duration"] / 1e9
+            self.duration.labels(job.queue, job.worker, state).observe(seconds)
+        elif event == "oban.job.start":
+            job = meta["job"]
+            if job.attempted_at is not None and job.scheduled_at is not None:
+                wait = (job.attempted_at - job.scheduled_at).total_seconds()
+                self.queue_time.labels(job.queue, job.worker).observe(max(wait, 0.0))
+        elif event == "oban.node.start":
+            self.producers.nodes.add(meta["oban"])
+        elif event == "oban.node.stop":
+            self.producers.nodes.discard(meta["oban"])
+
+    def serve(self, port: int, addr: str = "127.0.0.1") -> int:
+        """Serve ``/metrics`` (any path) on a daemon thread; returns the bound port."""
+        self.server, self._thread = start_http_server(port, addr, registry=self.registry)
+        return int(self.server.server_port)
+
+    def close(self) -> None:
+        """Detach from telemetry, stop the HTTP server and unregister the collectors."""
+        telemetry.detach(HANDLER_ID)
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+        for collector in (self.jobs, self.duration, self.queue_time, self.producers):
+            self.registry.unregister(collector)
+
+
+def instrument(
+    registry: CollectorRegistry | None = None,
+    *,
+    port: int | None = None,
+    addr: str = "127.0.0.1",
+    namespace: str = "oban",
+) -> Metrics:
+    """Collect job and producer metrics into ``registry`` (the default one when None), and serve
+    them over HTTP when ``port`` is given (0 picks a free port: read ``metrics.server``)."""
+    if registry is None:
+        from prometheus_client import REGISTRY
+
+        registry = REGISTRY
+    metrics = Metrics(registry, namespace)
+    metrics.attach()
+    if port is not None:
+        metrics.serve(port, addr)
+    return metrics

@@ -1,0 +1,91 @@
+"""SQLAlchemy 2: enqueue in the transaction of a ``Session``, ``AsyncSession`` or ``Connection``.
+
+The engine must use the psycopg 3 dialect (``postgresql+psycopg://``): the job is inserted on
+the very psycopg connection SQLAlchemy holds, so it commits or rolls back with the caller's work.
+
+    async with AsyncSession(engine) as session, session.begin():
+        session.add(User(email=email))
+        await enqueue(Mailer.new({"email": email}), session)
+
+    with Session(engine) as session, session.begin():
+        session.add(User(email=email))
+        enqueue_sync(Mailer.new({"email": email}), session)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import psycopg
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.orm import Session
+
+from oban_py import Client, Job, get_instance
+from oban_py.client import insert_sync
+from oban_py.queries import Queries
+
+SyncConn = Session | Connection
+AnyConn = Session | Connection | AsyncSession | AsyncConnection
+
+
+def _driver(raw: Any) -> Any:
+    driver = getattr(raw, "driver_connection", None)
+    if not isinstance(driver, psycopg.Connection | psycopg.AsyncConnection):
+        raise TypeError(
+            "oban_py_ext.sqlalchemy needs the psycopg 3 dialect (postgresql+psycopg://), "
+            f"got a {type(driver).__name__} driver connection"
+        )
+    return driver
+
+
+def psycopg_connection(conn: SyncConn) -> psycopg.Connection[Any]:
+    """The psycopg connection under a ``Session`` (which begins its transaction) or
+    ``Connection``."""
+    if isinstance(conn, Session):
+        conn = conn.connection()
+    elif not conn.in_transaction():
+        # SQLAlchemy's autobegin, as an execute() would: its commit() is a no-op otherwise.
+        conn.begin()
+    driver: psycopg.Connection[Any] = _driver(conn.connection)
+    return driver
+
+
+async def psycopg_async_connection(
+    conn: AsyncSession | AsyncConnection,
+) -> psycopg.AsyncConnection[Any]:
+    """The psycopg connection under an ``AsyncSession`` (which begins its transaction) or
+    ``AsyncConnection``."""
+    if isinstance(conn, AsyncSession):
+        conn = await conn.connection()
+    elif not conn.in_transaction():
+        await conn.begin()
+    driver: psycopg.AsyncConnection[Any] = _driver(await conn.get_raw_connection())
+    return driver
+
+
+async def enqueue_many(jobs: Iterable[Job], conn: AnyConn, *, name: str = "Oban") -> list[Job]:
+    """Insert ``jobs`` in ``conn``'s transaction with the client named ``name`` (its prefix)."""
+    client: Client = get_instance(name)
+    if isinstance(conn, AsyncSession | AsyncConnection):
+        return await client.enqueue_many(jobs, conn=await psycopg_async_connection(conn))
+    return await client.enqueue_many(jobs, conn=psycopg_connection(conn))
+
+
+async def enqueue(job: Job, conn: AnyConn, *, name: str = "Oban") -> Job:
+    """Insert ``job`` in ``conn``'s transaction (sync or async session or connection)."""
+    return (await enqueue_many([job], conn, name=name))[0]
+
+
+def enqueue_many_sync(jobs: Iterable[Job], conn: SyncConn, *, prefix: str = "public") -> list[Job]:
+    """Insert ``jobs`` from synchronous code in ``conn``'s transaction; needs no ``Client``."""
+    batch = list(jobs)
+    if not batch:
+        return []
+    return insert_sync(psycopg_connection(conn), Queries(prefix), batch)
+
+
+def enqueue_sync(job: Job, conn: SyncConn, *, prefix: str = "public") -> Job:
+    """Insert ``job`` from synchronous code in ``conn``'s transaction; needs no ``Client``."""
+    return enqueue_many_sync([job], conn, prefix=prefix)[0]

@@ -1,0 +1,6 @@
+"""URLs of the Django project the ext tests configure (admin only)."""
+
+from django.contrib import admin
+from django.urls import path
+
+urlpatterns = [path("admin/", admin.site.urls)]

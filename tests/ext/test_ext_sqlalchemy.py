@@ -1,0 +1,111 @@
+"""SQLAlchemy: jobs commit and roll back with the caller's session or connection."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import psycopg
+import pytest
+from oban_py_ext.sqlalchemy import enqueue, enqueue_many, enqueue_sync
+from sqlalchemy import create_engine, text
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+from sqlalchemy.orm import Session
+
+from oban_py import Client, Job, Worker
+
+
+class Noted(Worker):
+    name = "Py.Ext.Sqla.Noted"
+
+
+class Boom(Exception):
+    pass
+
+
+def url(dsn: str) -> str:
+    params = psycopg.conninfo.conninfo_to_dict(dsn)
+    return (
+        f"postgresql+psycopg://{params.get('user', 'postgres')}@{params.get('host', '127.0.0.1')}"
+        f":{params.get('port', 5432)}/{params['dbname']}"
+    )
+
+
+def workers(dsn: str) -> list[tuple[str, dict[str, object]]]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(b"SELECT worker, args FROM oban_jobs ORDER BY id").fetchall()
+
+
+@pytest.fixture
+async def client(dsn: str) -> AsyncIterator[Client]:
+    async with Client(dsn=dsn, name="SqlaClient") as found:
+        yield found
+
+
+def test_sync_session_commit_keeps_the_job_and_rollback_drops_it(dsn: str) -> None:
+    engine = create_engine(url(dsn))
+    with Session(engine) as session, session.begin():
+        job = enqueue_sync(Noted.new({"n": 1}), session)
+        assert job.id is not None
+        assert job.state == "available"
+
+    def failing() -> None:
+        with Session(engine) as session, session.begin():
+            enqueue_sync(Noted.new({"n": 2}), session)
+            raise Boom
+
+    with pytest.raises(Boom):
+        failing()
+    engine.dispose()
+    assert workers(dsn) == [("Py.Ext.Sqla.Noted", {"n": 1})]
+
+
+def test_sync_connection_joins_its_transaction(dsn: str) -> None:
+    engine = create_engine(url(dsn))
+    with engine.connect() as conn:
+        enqueue_sync(Noted.new({"n": 3}), conn)
+        conn.rollback()
+        enqueue_sync(Noted.new({"n": 4}), conn)
+        conn.execute(text("SELECT 1"))
+        conn.commit()
+    engine.dispose()
+    assert workers(dsn) == [("Py.Ext.Sqla.Noted", {"n": 4})]
+
+
+async def test_async_session_commit_keeps_the_job_and_rollback_drops_it(
+    dsn: str, client: Client
+) -> None:
+    engine = create_async_engine(url(dsn))
+    async with AsyncSession(engine) as session, session.begin():
+        job = await enqueue(Noted.new({"n": 5}), session, name="SqlaClient")
+        assert isinstance(job, Job)
+        assert job.id is not None
+
+    async def failing() -> None:
+        async with AsyncSession(engine) as session, session.begin():
+            await enqueue_many(
+                [Noted.new({"n": 6}), Noted.new({"n": 7})], session, name="SqlaClient"
+            )
+            raise Boom
+
+    with pytest.raises(Boom):
+        await failing()
+    async with engine.connect() as conn:
+        await enqueue(Noted.new({"n": 8}), conn, name="SqlaClient")
+        await conn.commit()
+    await engine.dispose()
+    assert workers(dsn) == [("Py.Ext.Sqla.Noted", {"n": 5}), ("Py.Ext.Sqla.Noted", {"n": 8})]
+
+
+async def test_async_enqueue_accepts_a_sync_session(dsn: str, client: Client) -> None:
+    engine = create_engine(url(dsn))
+    with Session(engine) as session:
+        await enqueue(Noted.new({"n": 9}), session, name="SqlaClient")
+        session.commit()
+    engine.dispose()
+    assert workers(dsn) == [("Py.Ext.Sqla.Noted", {"n": 9})]
+
+
+def test_other_drivers_are_refused_with_a_clear_error(dsn: str) -> None:
+    engine = create_engine("sqlite://")
+    with Session(engine) as session, pytest.raises(TypeError, match="postgresql\\+psycopg"):
+        enqueue_sync(Noted.new({}), session)
