@@ -1,0 +1,110 @@
+"""Workers the fault tests' subprocess nodes import (``oban-py start --import fault_workers``).
+
+Side effects go to tables the tests create: ``fault_effects`` (one row per run, duplicates
+allowed, so a test can see what ran twice) and ``fault_once`` (primary key on job_id, so a second
+run of the same job fails loudly).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from oban_py import Job, Worker
+
+_pool: AsyncConnectionPool[Any] | None = None
+_inflight: dict[str, int] = {}
+
+
+async def pool() -> AsyncConnectionPool[Any]:
+    global _pool
+    if _pool is None:
+        _pool = AsyncConnectionPool(
+            os.environ["OBAN_DSN"],
+            min_size=1,
+            max_size=8,
+            open=False,
+            # Named so connection-loss tests terminate the node's connections, not these.
+            kwargs={"autocommit": True, "application_name": "fault_effects"},
+        )
+        await _pool.open()
+    return _pool
+
+
+class Effect(Worker):
+    """Commits a side effect, then sleeps ``ms``; slow on attempt 1 when ``slow_first`` is set."""
+
+    name = "Faults.Effect"
+
+    async def process(self, job: Job) -> None:
+        async with (await pool()).connection() as conn:
+            await conn.execute(
+                "INSERT INTO fault_effects (job_id, attempt, node) VALUES (%s, %s, %s)",
+                (job.id, job.attempt, (job.attempted_by or ["?"])[0]),
+            )
+        ms = job.args.get("ms", 0)
+        if job.attempt == 1 and "slow_first" in job.args:
+            ms = job.args["slow_first"]
+        await asyncio.sleep(ms / 1000)
+
+
+class Once(Worker):
+    """Records its run under a unique job id: a second run fails the job with a unique violation."""
+
+    name = "Faults.Once"
+
+    async def process(self, job: Job) -> None:
+        # Jobs of this queue running in this process now, this one included: the real
+        # concurrency (executing rows in the table also count runs whose ack is in flight).
+        _inflight[job.queue] = _inflight.get(job.queue, 0) + 1
+        try:
+            async with (await pool()).connection() as conn:
+                await conn.execute(
+                    "INSERT INTO fault_once (job_id, queue, node, inflight)"
+                    " VALUES (%s, %s, %s, %s)",
+                    (job.id, job.queue, (job.attempted_by or ["?"])[0], _inflight[job.queue]),
+                )
+            await asyncio.sleep(job.args.get("ms", 0) / 1000)
+        finally:
+            _inflight[job.queue] -= 1
+
+
+class Slow(Worker):
+    """Sleeps far past its timeout."""
+
+    name = "Faults.Slow"
+
+    def timeout(self, job: Job) -> float:
+        return 0.2
+
+    async def process(self, job: Job) -> None:
+        await asyncio.sleep(30)
+
+
+class StuckSync(Worker):
+    """A thread that ignores ``job.cancelled()``; bounded so a failed test leaves no zombie."""
+
+    name = "Faults.StuckSync"
+
+    def process(self, job: Job) -> None:
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+class StuckAsync(Worker):
+    """Swallows cancellation until its deadline."""
+
+    name = "Faults.StuckAsync"
+
+    async def process(self, job: Job) -> None:
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            try:
+                await asyncio.sleep(0.05)
+            except asyncio.CancelledError:
+                continue

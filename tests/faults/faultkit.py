@@ -1,0 +1,157 @@
+"""Helpers and fixtures of the fault tests (imported by each test module; not a conftest, so
+the suite-wide ``conftest`` module name stays the top-level one)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+OBAN_PY = Path(sys.executable).with_name("oban-py")
+
+#: Short duty intervals so a dead node is noticed and rescued in seconds, not minutes.
+FAST = {
+    "OBAN_POLL_INTERVAL": "0.2",
+    "OBAN_STAGE_INTERVAL": "0.2",
+    "OBAN_PEER_INTERVAL": "2",
+    "OBAN_LIFELINE__INTERVAL": "0.5",
+    "OBAN_LIFELINE__HEARTBEAT_INTERVAL": "0.5",
+    "OBAN_LIFELINE__HEARTBEAT_TTL": "2",
+    "OBAN_LIFELINE__RESCUE_AFTER": "600",
+    "OBAN_SHUTDOWN_GRACE": "3",
+}
+
+
+class Node:
+    """One ``oban-py start`` process; its JSON log goes to a file the test can read."""
+
+    def __init__(self, dsn: str, queues: str, name: str, log_dir: Path, **env: str) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        environment = {
+            **os.environ,
+            **FAST,
+            **env,
+            "OBAN_DSN": dsn,
+            "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+        }
+        environment.pop("DATABASE_URL", None)
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [
+                str(OBAN_PY),
+                "start",
+                "--queues",
+                queues,
+                "--node",
+                name,
+                "--import",
+                "fault_workers",
+                "--log-format",
+                "json",
+            ],
+            cwd=ROOT,
+            env=environment,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, signum: signal.Signals) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signum)
+
+    def wait(self, timeout: float) -> int | None:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._log.close()
+
+
+@pytest.fixture
+def nodes(dsn: str, tmp_path: Path) -> Iterator[Any]:
+    """Start nodes with ``nodes(queues, name, **env)``; every one is killed after the test."""
+    started: list[Node] = []
+
+    def start(queues: str, name: str, **env: str) -> Node:
+        node = Node(dsn, queues, name, tmp_path, **env)
+        started.append(node)
+        return node
+
+    yield start
+    for node in started:
+        node.kill()
+
+
+@pytest.fixture
+def fault_dsn(dsn: str) -> str:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE fault_effects (job_id bigint NOT NULL, attempt int NOT NULL,"
+            " node text NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())"
+        )
+        conn.execute(
+            "CREATE TABLE fault_once (job_id bigint PRIMARY KEY, queue text NOT NULL,"
+            " node text NOT NULL, inflight int NOT NULL DEFAULT 0)"
+        )
+    return dsn
+
+
+def insert_jobs(
+    conn: psycopg.Connection[Any],
+    worker: str,
+    count: int,
+    *,
+    queue: str = "default",
+    args: str = "{}",
+    max_attempts: int = 20,
+) -> list[int]:
+    cur = conn.execute(
+        "INSERT INTO oban_jobs (queue, worker, args, max_attempts)"
+        " SELECT %s, %s, %s::jsonb, %s FROM generate_series(1, %s) RETURNING id",
+        (queue, worker, args, max_attempts, count),
+    )
+    return [r[0] for r in cur.fetchall()]
+
+
+def states(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    cur = conn.execute("SELECT state::text, count(*) FROM oban_jobs GROUP BY 1")
+    return {s: n for s, n in cur.fetchall()}
+
+
+def wait_until(check: Any, timeout: float, interval: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met in {timeout} s")
+        time.sleep(interval)
+
+
+def wait_started(node: Node, timeout: float = 15.0) -> None:
+    def up() -> bool:
+        assert node.proc.poll() is None, f"{node.name} exited early:\n{node.log()}"
+        return "node started" in node.log()
+
+    wait_until(up, timeout, 0.05)
