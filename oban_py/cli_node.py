@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import logging
 import os
 import signal
 import sys
+import threading
 from typing import Annotated, Any
 
 import orjson
@@ -86,7 +88,41 @@ def start(
     require_dsn(config.dsn)
     _import_workers(imports or [])
     log.attach_default_logger()
-    raise typer.Exit(asyncio.run(_serve(config)))
+    raise typer.Exit(_run(config))
+
+
+def _run(config: Config) -> int:
+    """Serve until stopped, then leave even if a worker refuses to end.
+
+    ``asyncio.run`` would wait for ever on a task that swallows its cancellation, and the
+    interpreter joins the worker threads at exit. Once ``stop()`` has returned, every job is
+    either acked or left ``executing`` for the lifeline to rescue, so nothing is lost by
+    leaving such workers behind.
+    """
+    loop = asyncio.new_event_loop()
+    try:
+        code = loop.run_until_complete(_serve(config))
+    except BaseException:
+        loop.close()
+        raise
+    lingering = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    threads = [
+        t for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive()
+    ]
+    busy = [t for t in threads if not t.daemon]
+    if lingering or busy:
+        _log.warning(
+            "exiting with workers that ignored cancellation; their jobs stay executing "
+            "until the lifeline rescues them",
+            tasks=len(lingering),
+            threads=len(busy),
+        )
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    loop.close()
+    return code
 
 
 def _import_workers(modules: list[str]) -> None:

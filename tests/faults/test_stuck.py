@@ -6,7 +6,6 @@ from __future__ import annotations
 import signal
 
 import psycopg
-import pytest
 from faultkit import fault_dsn, insert_jobs, nodes, states, wait_started, wait_until  # noqa: F401  (fixtures)
 
 from oban_py import Client
@@ -47,11 +46,6 @@ async def test_workers_ignoring_cancellation_are_ended_by_cancel_job(
         assert states(conn) == {"cancelled": 2, "executing": 2}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: after stop() the process waits for abandoned workers (asyncio.run "
-    "re-cancels a task that swallows CancelledError; the thread pool is joined at exit)",
-)
 def test_sigterm_ends_a_node_whose_workers_ignore_cancellation(
     fault_dsn: str, nodes: object
 ) -> None:
