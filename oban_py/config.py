@@ -8,13 +8,12 @@ node names).
 from __future__ import annotations
 
 import os
-import re
 import socket
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-QUEUE_NAME = re.compile(r"^[^\s]{1,127}$")
+from oban_py.job import MAX_NAME_LENGTH
 
 
 def default_node() -> str:
@@ -89,8 +88,9 @@ class Config(_Model):
     @classmethod
     def _queue_names(cls, value: dict[str, QueueConfig]) -> dict[str, QueueConfig]:
         for queue in value:
-            if not QUEUE_NAME.match(queue):
-                raise ValueError(f"queue name {queue!r} must be 1..127 characters, no whitespace")
+            # The same rule as Job's, so every job that can be inserted can be run.
+            if not queue.strip() or len(queue) > MAX_NAME_LENGTH:
+                raise ValueError(f"queue name {queue!r} must be 1..127 characters, not blank")
         return value
 
     @model_validator(mode="after")
