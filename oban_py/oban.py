@@ -16,7 +16,6 @@ from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-import psycopg
 import structlog
 
 from oban_py import schema, telemetry
@@ -124,11 +123,6 @@ class Oban(Client):
         self.threads.shutdown(wait=False, cancel_futures=True)
         telemetry.execute("oban.node.stop", {}, {"node": self.config.node, "oban": self})
         await self.close()
-
-    async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        await super()._configure(conn)
-        # Autocommit: a fetch or an ack is one round trip, not BEGIN / statement / COMMIT.
-        await conn.set_autocommit(True)
 
     async def _start_notifier(self) -> None:
         from oban_py.notifier import Notifier

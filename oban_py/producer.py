@@ -24,6 +24,7 @@ import structlog
 from psycopg.rows import dict_row
 
 from oban_py import executor
+from oban_py.errors import format_cancel_shutdown
 
 if TYPE_CHECKING:
     from oban_py.job import Job
@@ -36,6 +37,8 @@ log = structlog.get_logger("oban.producer")
 COOLDOWN = 0.002
 #: how often running jobs are checked for a cancel whose pkill notification was lost
 CANCEL_CHECK_INTERVAL = 5.0
+#: how long a pkilled task may ignore its cancellation before it is abandoned (slot freed)
+ABANDON_AFTER = 1.0
 #: Elixir's producer meta refresh_interval (ms), reported in check-ins
 REFRESH_INTERVAL_MS = 30_000
 
@@ -47,13 +50,14 @@ def _iso(moment: datetime) -> str:
 class Running:
     """A job in flight: its task and why it was cancelled, if it was."""
 
-    __slots__ = ("id", "job", "reason", "task")
+    __slots__ = ("abandoned", "id", "job", "reason", "task")
 
     def __init__(self, job: Job) -> None:
         self.job = job
         self.id: int = job.id  # type: ignore[assignment]
         self.task: asyncio.Task[None] | None = None
         self.reason: str | None = None
+        self.abandoned = False
 
 
 class Producer:
@@ -193,6 +197,23 @@ class Producer:
     def _cancel_late(self, running: Running) -> None:
         if running.task is not None and not running.task.done():
             running.task.cancel(running.reason)
+            if running.reason == "pkill":
+                asyncio.get_running_loop().call_later(ABANDON_AFTER, self._abandon, running)
+
+    def _abandon(self, running: Running) -> None:
+        # A coroutine that swallows CancelledError cannot be killed as Elixir kills a process:
+        # record the kill and free its slot, and let the task run out on its own.
+        if running.task is None or running.task.done() or running.abandoned:
+            return
+        running.abandoned = True
+        job = running.job
+        now = datetime.now(UTC)
+        text = format_cancel_shutdown(job.worker)
+        self._acker.push(executor.cancel_ack(job, text, now, pkill=True))
+        log.warning("worker ignored cancellation; abandoned", job_id=running.id, queue=self.queue)
+        if self._jobs.get(running.id) is running:
+            del self._jobs[running.id]
+            self._wake.set()
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -201,6 +222,8 @@ class Producer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
             since = time.monotonic() - self._last_fetch
+            # The cooldown gathers a trickle of freed slots into one fetch; once half the
+            # queue is free there is nothing left to gather, and waiting only idles it.
             if since < self.cooldown:
                 # Jittered like Elixir's, so producers on many nodes do not fetch in lockstep.
                 await asyncio.sleep((self.cooldown - since) * (0.5 + random.random()))
@@ -243,10 +266,11 @@ class Producer:
     async def _run(self, running: Running) -> None:
         try:
             ack = await executor.execute(self.oban, running.job, lambda: running.reason)
-            if ack is not None:
+            if ack is not None and not running.abandoned:
                 self._acker.push(ack)
         finally:
-            del self._jobs[running.id]
+            if self._jobs.get(running.id) is running:
+                del self._jobs[running.id]
             if not self._stopping:
                 self._wake.set()
 
