@@ -346,7 +346,9 @@ async def test_overlong_or_blank_names_are_refused_before_the_database() -> None
     with pytest.raises(ValidationError):
         Fine.new({}, queue="   ")
     with pytest.raises(ValidationError, match="queue name"):
-        Oban(dsn="postgresql://x@127.0.0.1/x", queues={"has space": 1})
+        Oban(dsn="postgresql://x@127.0.0.1/x", queues={"   ": 1})
+    with pytest.raises(ValidationError, match="queue name"):
+        Oban(dsn="postgresql://x@127.0.0.1/x", queues={"q" * 128: 1})
     with pytest.raises(ValidationError):
         Oban(dsn="postgresql://x@127.0.0.1/x", prefix="p" * 64)
 
