@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import psycopg
 import pytest
 from oban_py_ext.sqlalchemy import enqueue, enqueue_many, enqueue_sync
-from sqlalchemy import create_engine, text
+from sqlalchemy import URL, create_engine, text
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
@@ -22,12 +22,11 @@ class Boom(Exception):
     pass
 
 
-def url(dsn: str) -> str:
-    params = psycopg.conninfo.conninfo_to_dict(dsn)
-    return (
-        f"postgresql+psycopg://{params.get('user', 'postgres')}@{params.get('host', '127.0.0.1')}"
-        f":{params.get('port', 5432)}/{params['dbname']}"
-    )
+def url(dsn: str) -> URL:
+    # Every libpq parameter goes in the query string, so a socket directory as host (the
+    # embedded server) works as well as a TCP host.
+    params = {k: str(v) for k, v in psycopg.conninfo.conninfo_to_dict(dsn).items()}
+    return URL.create("postgresql+psycopg", database=params.pop("dbname"), query=params)
 
 
 def workers(dsn: str) -> list[tuple[str, dict[str, object]]]:
