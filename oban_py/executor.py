@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
+import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -123,14 +124,18 @@ def _backoff(worker: Any, job: Job) -> float:
 async def execute(oban: Oban, job: Job, reason: Callable[[], str | None]) -> Ack | None:
     """Run ``job`` and return its ack; ``reason()`` tells why it was cancelled, if it was.
 
-    Returns None when the job was cancelled by a shutdown: its row is left executing.
+    Emits ``oban.job.start``, then ``oban.job.stop`` (completed, snoozed, cancelled) or
+    ``oban.job.exception`` (retryable or discarded after an error, and a shutdown interrupting
+    the job), as Elixir's executor does. Returns None when the job was cancelled by a
+    shutdown: its row is left executing.
     """
     observed = bool(telemetry._handlers)
     if observed:
         start = time.monotonic_ns()
-        meta = {"job": job, "queue": job.queue, "worker": job.worker}
+        meta = _event_metadata(oban, job)
         telemetry.execute("oban.job.start", {"system_time": time.time_ns()}, meta)
     worker: Any = None
+    failure: BaseException | None = None
     try:
         try:
             cls = resolve(job.worker)
@@ -140,8 +145,11 @@ async def execute(oban: Oban, job: Job, reason: Callable[[], str | None]) -> Ack
         if cls.args_model is not None:
             cls.build_args(job)
         result = await _perform(oban, worker, job)
-    except asyncio.CancelledError:
+    except asyncio.CancelledError as error:
         if reason() != "pkill":
+            if observed:
+                # The row stays executing for the lifeline; the span still has to end here.
+                _emit_exception(start, meta, job, "executing", "exit", error)
             raise
         ack = cancel_ack(job, errors.format_cancel_shutdown(job.worker), _now(), pkill=True)
         result = None
@@ -153,7 +161,7 @@ async def execute(oban: Oban, job: Job, reason: Callable[[], str | None]) -> Ack
         else:
             text = errors.format_timeout(job.worker, timeout * 1000)
         ack = failure_ack(job, text, now, _backoff(worker, job))
-        result = error
+        result = failure = error
     except Exception as error:
         if reason() == "pkill":
             ack = cancel_ack(job, errors.format_cancel_shutdown(job.worker), _now(), pkill=True)
@@ -164,16 +172,63 @@ async def execute(oban: Oban, job: Job, reason: Callable[[], str | None]) -> Ack
                 else errors.format_exception(error)
             )
             ack = failure_ack(job, text, _now(), _backoff(worker, job))
+            failure = error
         result = error
     else:
-        ack = _result_ack(job, result, reason)
+        ack, failure = _result_ack(job, result, reason)
+        result = failure if failure is not None else result
     if observed:
-        telemetry.execute(
-            "oban.job.stop",
-            {"duration": time.monotonic_ns() - start},
-            {**meta, "state": ack.state, "result": result},
-        )
+        if failure is not None:
+            _emit_exception(start, meta, job, ack.state, "error", failure)
+        else:
+            telemetry.execute(
+                "oban.job.stop",
+                _measurements(start, job),
+                {**meta, "state": ack.state, "result": result},
+            )
     return ack
+
+
+def _event_metadata(oban: Oban, job: Job) -> dict[str, Any]:
+    config = getattr(oban, "config", None)
+    return {
+        "job": job,
+        "id": job.id,
+        "args": job.args,
+        "queue": job.queue,
+        "worker": job.worker,
+        "attempt": job.attempt,
+        "max_attempts": job.max_attempts,
+        "tags": job.tags,
+        "prefix": getattr(config, "prefix", None),
+    }
+
+
+def _measurements(start: int, job: Job) -> dict[str, int]:
+    queue_time = 0
+    if job.attempted_at is not None and job.scheduled_at is not None:
+        # Both come from the database clock, so the difference is free of Python clock skew.
+        waited = job.attempted_at - job.scheduled_at
+        queue_time = max(0, waited // _MICROSECOND * 1_000)
+    return {"duration": time.monotonic_ns() - start, "queue_time": queue_time}
+
+
+def _emit_exception(
+    start: int, meta: dict[str, Any], job: Job, state: str, kind: str, error: BaseException
+) -> None:
+    telemetry.execute(
+        "oban.job.exception",
+        _measurements(start, job),
+        {
+            **meta,
+            "state": state,
+            "kind": kind,
+            "error": error,
+            "reason": error,
+            "result": error,
+            "stacktrace": traceback.extract_tb(error.__traceback__),
+        },
+    )
 
 
 class UnknownWorkerError(Exception):
@@ -184,25 +239,30 @@ class UnknownWorkerError(Exception):
         self.text = f"** (RuntimeError) unknown worker: {name}"
 
 
-def _result_ack(job: Job, result: Any, reason: Callable[[], str | None]) -> Ack:
+def _result_ack(
+    job: Job, result: Any, reason: Callable[[], str | None]
+) -> tuple[Ack, Exception | None]:
+    """The ack for what ``process`` returned, and the error when recording the result failed."""
     now = _now()
     if reason() == "pkill":
         # Killed by a cancel but returned before the task was torn down: record it as Elixir
         # records the kill, the guarded ack keeps the row cancelled.
-        return cancel_ack(job, errors.format_cancel_shutdown(job.worker), now, pkill=True)
+        return cancel_ack(job, errors.format_cancel_shutdown(job.worker), now, pkill=True), None
     if result is None or type(result) not in _SPECIAL:
-        return complete_ack(job, now)
+        return complete_ack(job, now), None
     if isinstance(result, Snooze):
-        return snooze_ack(job, result.seconds, now)
+        return snooze_ack(job, result.seconds, now), None
     if isinstance(result, Cancel):
-        return cancel_ack(job, errors.format_cancel(job.worker, result.reason), now)
+        return cancel_ack(job, errors.format_cancel(job.worker, result.reason), now), None
     try:
-        return record_ack(job, result, now)
+        return record_ack(job, result, now), None
     except Exception as error:
-        return failure_ack(job, errors.format_exception(error), now, _backoff(None, job))
+        text = errors.format_exception(error)
+        return failure_ack(job, text, now, _backoff(None, job)), error
 
 
 _SPECIAL = frozenset({Snooze, Cancel, Record})
+_MICROSECOND = timedelta(microseconds=1)
 
 
 async def _perform(oban: Oban, worker: Any, job: Job) -> Any:

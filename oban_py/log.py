@@ -117,7 +117,9 @@ def _log_job(event: str, measurements: Mapping[str, Any], metadata: Mapping[str,
         fields["state"] = state or "failure"
         fields["error"] = repr(result)
         level = "warning" if state in FAILED_STATES or kind == "exception" else "info"
-        getattr(_job_log, level)("job failed", event_name=event, **fields)
+        # A shutdown interrupts a job without failing it: the lifeline will run it again.
+        message = "job interrupted" if state == "executing" else "job failed"
+        getattr(_job_log, level)(message, event_name=event, **fields)
         return
     fields["state"] = state
     _job_log.info("job stopped", event_name=event, **fields)

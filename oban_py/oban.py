@@ -93,6 +93,7 @@ class Oban(Client):
         await self._start_duties()
         for queue, spec in self.config.queues.items():
             self._start_producer(queue, spec.limit, paused=spec.paused)
+        self._beat()
         self.started = True
         telemetry.execute("oban.node.start", {}, {"node": self.config.node, "oban": self})
 
@@ -161,7 +162,19 @@ class Oban(Client):
             producer = self.producers[queue] = Producer(self, queue, limit, paused=paused)
             producer.start()
             producer.wake()
+            if self.started:
+                self._beat()
         return producer
+
+    def _beat(self) -> None:
+        # Until its first heartbeat a producer's jobs are only covered by the time-based rescue
+        # (rescue_after, minutes), so record new producers now rather than an interval later.
+        from oban_py import plugins
+        from oban_py.lifeline import Heartbeat
+
+        heartbeat = plugins.find(self.duties, Heartbeat)
+        if heartbeat is not None:
+            heartbeat.wake()
 
     def _wake_all(self, *_: Any) -> None:
         for producer in self.producers.values():

@@ -111,7 +111,7 @@ async def _execute(runner: Any, job: Job) -> tuple[Ack | None, Any]:
             seen["result"] = metadata.get("result")
 
     handler_id = f"oban_py.testing.{uuid.uuid4().hex}"
-    telemetry.attach(handler_id, "oban.job.stop", capture)
+    telemetry.attach(handler_id, ["oban.job.stop", "oban.job.exception"], capture)
     try:
         ack = await executor.execute(cast("Oban", runner), job, lambda: None)
     finally:

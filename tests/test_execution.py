@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
+import pytest
 from nodekit import assert_like_fixture, insert, row, wait_state
 from pydantic import BaseModel
 
-from oban_py import Cancel, Oban, Record, Snooze
+from oban_py import Cancel, Oban, Record, Snooze, telemetry
 from oban_py.job import Job
 from oban_py.terms import decode_recorded
 from oban_py.worker import Worker
@@ -229,3 +231,106 @@ async def test_fetch_respects_priority_and_never_exceeds_max_attempts(dsn: str, 
         await wait_state(conn, ok, "completed")
         await asyncio.sleep(0.1)
     assert (await row(conn, exhausted))["state"] == "available"
+
+
+# -- telemetry: stop for outcomes Elixir counts as handled, exception for failures -------------
+
+
+class Sleeps(Worker):
+    name = "Py.Exec.Sleeps"
+
+    async def process(self, job: Job) -> None:
+        await asyncio.sleep(30)
+
+
+Event = tuple[str, dict[str, Any], dict[str, Any]]
+
+
+@pytest.fixture
+def job_events() -> Iterator[list[Event]]:
+    seen: list[Event] = []
+
+    def handler(event: str, measurements: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
+        seen.append((event, dict(measurements), dict(meta)))
+
+    telemetry.attach("test.exec.events", "oban.job.*", handler)
+    yield seen
+    telemetry.detach("test.exec.events")
+
+
+def finished(events: list[Event]) -> list[Event]:
+    return [e for e in events if e[0] != "oban.job.start"]
+
+
+async def test_a_completed_job_emits_stop_with_duration_and_queue_time(
+    dsn: str, conn: Any, job_events: list[Event]
+) -> None:
+    await run_one(dsn, conn, "Py.Exec.Completes")
+    ((event, measurements, meta),) = finished(job_events)
+    assert event == "oban.job.stop"
+    assert meta["state"] == "completed"
+    assert measurements["duration"] > 0
+    assert measurements["queue_time"] >= 0
+    for key in ("job", "id", "args", "queue", "worker", "attempt", "max_attempts", "tags"):
+        assert key in meta, key
+    assert meta["prefix"] == "public"
+    assert meta["attempt"] == 1
+
+
+async def test_a_raising_job_emits_exception_with_kind_reason_and_stacktrace(
+    dsn: str, conn: Any, job_events: list[Event]
+) -> None:
+    await run_one(dsn, conn, "Py.Exec.Raises")
+    ((event, measurements, meta),) = finished(job_events)
+    assert event == "oban.job.exception"
+    assert meta["state"] == "retryable"
+    assert meta["kind"] == "error"
+    assert isinstance(meta["reason"], RuntimeError)
+    assert meta["error"] is meta["reason"]
+    assert meta["stacktrace"][-1].name == "process"
+    assert set(measurements) == {"duration", "queue_time"}
+
+
+async def test_a_failure_on_the_last_attempt_emits_exception_with_state_discarded(
+    dsn: str, conn: Any, job_events: list[Event]
+) -> None:
+    await run_one(dsn, conn, "Py.Exec.Raises", max_attempts=1)
+    ((event, _, meta),) = finished(job_events)
+    assert (event, meta["state"]) == ("oban.job.exception", "discarded")
+
+
+async def test_timeouts_and_unknown_workers_are_exceptions_too(
+    dsn: str, conn: Any, job_events: list[Event]
+) -> None:
+    await run_one(dsn, conn, "Py.Exec.TimesOut")
+    await run_one(dsn, conn, "Py.Exec.NoSuchWorker")
+    assert [(e, m["state"]) for e, _, m in finished(job_events)] == [
+        ("oban.job.exception", "retryable"),
+        ("oban.job.exception", "retryable"),
+    ]
+    assert isinstance(finished(job_events)[0][2]["reason"], TimeoutError)
+
+
+async def test_snooze_and_cancel_results_are_stops_as_in_elixir(
+    dsn: str, conn: Any, job_events: list[Event]
+) -> None:
+    await run_one(dsn, conn, "Py.Exec.Snoozes")
+    await run_one(dsn, conn, "Py.Exec.Cancels")
+    assert [(e, m["state"]) for e, _, m in finished(job_events)] == [
+        ("oban.job.stop", "scheduled"),
+        ("oban.job.stop", "cancelled"),
+    ]
+
+
+async def test_a_job_interrupted_by_shutdown_still_ends_its_span(
+    dsn: str, conn: Any, job_events: list[Event]
+) -> None:
+    job_id = await insert(conn, "Py.Exec.Sleeps", queue="exec")
+    oban = Oban(dsn=dsn, queues={"exec": 1}, peer=False, node="py-exec", shutdown_grace=0.05)
+    async with oban:
+        await wait_state(conn, job_id, "executing")
+    ((event, _, meta),) = finished(job_events)
+    assert event == "oban.job.exception"
+    assert (meta["state"], meta["kind"]) == ("executing", "exit")
+    assert isinstance(meta["reason"], asyncio.CancelledError)
+    assert (await row(conn, job_id))["state"] == "executing"

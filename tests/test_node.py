@@ -13,6 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from oban_py import Oban, telemetry
 from oban_py.acker import Ack, Acker
+from oban_py.config import LifelineConfig
 from oban_py.errors import SchemaError
 from oban_py.job import Job
 from oban_py.queries import Queries
@@ -154,3 +155,21 @@ async def test_json_columns_are_loaded_with_orjson(dsn: str) -> None:
             assert loader is not None
     finally:
         await oban.stop()
+
+
+async def heartbeat_queues(conn: Any) -> set[str]:
+    cur = await conn.execute("SELECT queue FROM oban_py_heartbeats")
+    return {r[0] for r in await cur.fetchall()}
+
+
+async def test_producers_are_in_the_heartbeat_table_right_after_start(dsn: str, conn: Any) -> None:
+    # An interval far beyond the wait: only the wake at start can have written the rows.
+    lifeline = LifelineConfig(heartbeat_interval=600)
+    async with Oban(dsn=dsn, queues={"a": 1, "b": 2}, peer=False, lifeline=lifeline) as oban:
+        await wait_for(lambda: _has(conn, {"a", "b"}), timeout=2.0)
+        await oban.start_queue("c", limit=1, local_only=True)
+        await wait_for(lambda: _has(conn, {"a", "b", "c"}), timeout=2.0)
+
+
+async def _has(conn: Any, queues: set[str]) -> bool:
+    return await heartbeat_queues(conn) == queues

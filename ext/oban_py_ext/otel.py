@@ -69,8 +69,8 @@ class _Instrumentation:
         job: Job = meta["job"]
         if event == "oban.job.start":
             self._start(job)
-        elif event == "oban.job.stop":
-            self._stop(job, meta)
+        else:
+            self._stop(job, meta, failed=event == "oban.job.exception")
 
     def _start(self, job: Job) -> None:
         carrier = {k: v for k, v in job.meta.items() if isinstance(v, str)}
@@ -103,7 +103,7 @@ class _Instrumentation:
         token = context.attach(trace.set_span_in_context(span))
         self.running[id(job)] = _Running(span, token)
 
-    def _stop(self, job: Job, meta: Mapping[str, Any]) -> None:
+    def _stop(self, job: Job, meta: Mapping[str, Any], *, failed: bool) -> None:
         running = self.running.pop(id(job), None)
         if running is None:
             return
@@ -113,7 +113,7 @@ class _Instrumentation:
         result = meta.get("result")
         if isinstance(result, BaseException):
             span.record_exception(result)
-        if state in ("retryable", "discarded"):
+        if failed:
             span.set_status(Status(StatusCode.ERROR, type(result).__name__))
         span.end()
         # Detaching from another context only loses the restore; the span is already ended.
@@ -133,7 +133,9 @@ def instrument(
     tracer = trace.get_tracer("oban_py_ext.otel", tracer_provider=tracer_provider)
     _current = _Instrumentation(tracer, link_only)
     add_insert_hook(HOOK_ID, _current.on_insert)
-    telemetry.attach(HOOK_ID, ["oban.job.start", "oban.job.stop"], _current.on_event)
+    telemetry.attach(
+        HOOK_ID, ["oban.job.start", "oban.job.stop", "oban.job.exception"], _current.on_event
+    )
 
 
 def uninstrument() -> None:

@@ -94,12 +94,18 @@ class Metrics:
     def attach(self) -> None:
         telemetry.attach(
             HANDLER_ID,
-            ["oban.job.start", "oban.job.stop", "oban.node.start", "oban.node.stop"],
+            [
+                "oban.job.start",
+                "oban.job.stop",
+                "oban.job.exception",
+                "oban.node.start",
+                "oban.node.stop",
+            ],
             self.handle,
         )
 
     def handle(self, event: str, measurements: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-        if event == "oban.job.stop":
+        if event in ("oban.job.stop", "oban.job.exception"):
             job: Job = meta["job"]
             state = str(meta.get("state"))
             self.jobs.labels(job.queue, job.worker, state).inc()

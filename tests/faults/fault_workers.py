@@ -14,7 +14,7 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from oban_py import Job, Worker
+from oban_py import Job, Snooze, Worker
 
 _pool: AsyncConnectionPool[Any] | None = None
 _inflight: dict[str, int] = {}
@@ -108,3 +108,39 @@ class StuckAsync(Worker):
                 await asyncio.sleep(0.05)
             except asyncio.CancelledError:
                 continue
+
+
+class Mixed(Worker):
+    """The soak's worker: records each run, then completes, fails once or snoozes once.
+
+    ``mode`` "fail" raises on attempt 1 (retried after 1 s); "snooze" snoozes 1 s while
+    ``max_attempts`` is still the inserted one (a snooze adds one).
+    """
+
+    name = "Faults.Mixed"
+
+    def backoff(self, job: Job) -> float:
+        return 1.0
+
+    async def process(self, job: Job) -> Snooze | None:
+        async with (await pool()).connection() as conn:
+            await conn.execute(
+                "INSERT INTO fault_effects (job_id, attempt, node) VALUES (%s, %s, %s)",
+                (job.id, job.attempt, (job.attempted_by or ["?"])[0]),
+            )
+        await asyncio.sleep(job.args.get("ms", 0) / 1000)
+        mode = job.args.get("mode")
+        if mode == "fail" and job.attempt == 1:
+            raise RuntimeError("fails once")
+        if mode == "snooze" and job.max_attempts == job.args["max"]:
+            return Snooze(1)
+        return None
+
+
+class OnceQuick(Once):
+    """``Once`` retried after 0.2 s: a run that failed on a dead connection comes back soon."""
+
+    name = "Faults.OnceQuick"
+
+    def backoff(self, job: Job) -> float:
+        return 0.2
