@@ -105,7 +105,14 @@ def _run(config: Config) -> int:
     except BaseException:
         loop.close()
         raise
-    lingering = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    # Give what is left (client tasks, workers being cancelled) the same chance asyncio.run
+    # gives it, but bounded: a task that swallows its cancellation stays behind.
+    leftover = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for task in leftover:
+        task.cancel()
+    if leftover:
+        loop.run_until_complete(asyncio.wait(leftover, timeout=1.0))
+    lingering = [t for t in leftover if not t.done()]
     threads = [
         t for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive()
     ]

@@ -71,6 +71,9 @@ class Periodic(ABC):
 
     async def _loop(self) -> None:
         while True:
+            # Cleared before the pass, not after: a wake() arriving during the pass must make
+            # the next one start at once rather than be lost.
+            self._wake.clear()
             try:
                 await self.run_once()
                 self._failures = 0
@@ -85,6 +88,5 @@ class Periodic(ABC):
             await self._sleep(delay)
 
     async def _sleep(self, delay: float) -> None:
-        self._wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), delay)
