@@ -72,6 +72,12 @@ def main() -> int:
     parser.add_argument("--uvloop", action="store_true", help="run the node under uvloop")
     parser.add_argument("--peers", action="store_true", help="also run oban (PyPI) and pgqueuer")
     parser.add_argument("--json", help="also write every figure to this file")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        action="append",
+        help="drain only at this concurrency (repeatable; default 10, 50 and 200)",
+    )
     args = parser.parse_args()
     runs = args.runs or (1 if args.quick else 3)
     jobs = 5_000 if args.quick else 20_000
@@ -97,7 +103,7 @@ def main() -> int:
     )
     try:
         if "drain" in chosen:
-            for c in (10, 50, 200):
+            for c in args.concurrency or (10, 50, 200):
                 found = _repeat(
                     runs, lambda c=c: scenarios.drain(bench, c, jobs, uvloop=args.uvloop)
                 )

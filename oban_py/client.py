@@ -406,9 +406,10 @@ async def _insert_async(
     results: list[Job | None] = [None] * len(jobs)
     async with conn.cursor(row_factory=dict_row) as cur:
         for chunk in chunks:
-            await cur.execute(*_insert_statement(queries, [jobs[i] for i in chunk], insert_channel))
-            for i, row in zip(chunk, await cur.fetchall(), strict=True):
-                results[i] = Job.from_row(row)
+            sent = [jobs[i] for i in chunk]
+            await cur.execute(*_insert_statement(queries, sent, insert_channel))
+            for i, job, row in zip(chunk, sent, await cur.fetchall(), strict=True):
+                results[i] = job.stored(row["id"], row["inserted_at"], row["scheduled_at"])
         for i in unique:
             key, params = _unique_params(queries.prefix, jobs[i], insert_channel)
             await cur.execute(queries["unique_lock"], {"key": key})
@@ -437,9 +438,10 @@ def _insert_sync(conn: psycopg.Connection[Any], queries: Queries, jobs: Sequence
     results: list[Job | None] = [None] * len(jobs)
     with conn.cursor(row_factory=dict_row) as cur:
         for chunk in chunks:
-            cur.execute(*_insert_statement(queries, [jobs[i] for i in chunk], insert_channel))
-            for i, row in zip(chunk, cur.fetchall(), strict=True):
-                results[i] = Job.from_row(row)
+            sent = [jobs[i] for i in chunk]
+            cur.execute(*_insert_statement(queries, sent, insert_channel))
+            for i, job, row in zip(chunk, sent, cur.fetchall(), strict=True):
+                results[i] = job.stored(row["id"], row["inserted_at"], row["scheduled_at"])
         for i in unique:
             key, params = _unique_params(queries.prefix, jobs[i], insert_channel)
             cur.execute(queries["unique_lock"], {"key": key})

@@ -236,6 +236,34 @@ class Job(BaseModel):
         _set(job, "__pydantic_private__", _PRIVATE_DEFAULTS.copy())
         return job
 
+    def stored(self, job_id: int, inserted_at: datetime, scheduled_at: datetime) -> Job:
+        """The row an insert of this job stored, given the columns the server chose.
+
+        Equal to ``from_row`` of ``RETURNING *``: the inserted columns as this job holds them
+        (args and meta were round-tripped through JSON when it was built), every other column
+        at its table default. Shares no mutable value with this job.
+        """
+        # Called once per inserted job: filled directly, as ``from_row`` does, for speed.
+        values = _ROW_DEFAULTS.copy()
+        mine = self.__dict__
+        values["id"] = job_id
+        for key in ("state", "queue", "worker", "max_attempts", "priority"):
+            values[key] = mine[key]
+        values["args"] = _copy_json(mine["args"])
+        values["meta"] = _copy_json(mine["meta"])
+        values["tags"] = list(mine["tags"])
+        values["errors"] = []
+        values["inserted_at"] = inserted = _aware(inserted_at)
+        # Unscheduled jobs (most) are scheduled at their insert time: one conversion, not two.
+        values["scheduled_at"] = inserted if scheduled_at == inserted_at else _aware(scheduled_at)
+        job = Job.__new__(Job)
+        _set = object.__setattr__
+        _set(job, "__dict__", values)
+        _set(job, "__pydantic_fields_set__", set(COLUMNS))
+        _set(job, "__pydantic_extra__", None)
+        _set(job, "__pydantic_private__", _PRIVATE_DEFAULTS.copy())
+        return job
+
     def to_row(self) -> dict[str, Any]:
         """The stored columns, JSON-ready, with naive UTC ISO timestamps (``row_to_json`` shape)."""
         row: dict[str, Any] = {}
@@ -269,3 +297,21 @@ _ROW_DEFAULTS: dict[str, Any] = {
 _PRIVATE_DEFAULTS: dict[str, Any] = {
     name: attr.get_default() for name, attr in Job.__private_attributes__.items()
 }
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _copy_json(value: dict[str, Any] | None) -> dict[str, Any]:
+    if value is None:
+        return {}
+    # Flat objects of JSON scalars (the usual args) need no round trip to be a faithful copy.
+    for item in value.values():
+        if item.__class__ not in _SCALARS:
+            result: dict[str, Any] = orjson.loads(orjson.dumps(value))
+            return result
+    return dict(value)
+
+
+def _aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else to_utc(value)

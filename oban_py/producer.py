@@ -222,9 +222,10 @@ class Producer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
             since = time.monotonic() - self._last_fetch
-            # The cooldown gathers a trickle of freed slots into one fetch; once half the
-            # queue is free there is nothing left to gather, and waiting only idles it.
-            if since < self.cooldown:
+            # The cooldown gathers a trickle of freed slots into one fetch. Once half the queue
+            # is free there is little left to gather, and waiting would only idle the slots
+            # while the server could be claiming their next jobs.
+            if since < self.cooldown and not self._half_free():
                 # Jittered like Elixir's, so producers on many nodes do not fetch in lockstep.
                 await asyncio.sleep((self.cooldown - since) * (0.5 + random.random()))
             if self._stopping:
@@ -242,6 +243,9 @@ class Producer:
             except Exception as error:
                 log.warning("fetch failed", queue=self.queue, error=repr(error))
                 await asyncio.sleep(min(self.poll_interval, 1.0) * (0.5 + random.random()))
+
+    def _half_free(self) -> bool:
+        return 2 * (self.limit - len(self._jobs)) >= self.limit
 
     async def _fetch(self) -> None:
         self._last_fetch = time.monotonic()
