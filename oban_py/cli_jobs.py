@@ -21,17 +21,7 @@ from oban_py.cli_common import (
 from oban_py.client import Client
 from oban_py.job import Job
 from oban_py.schema.cli import Dsn, Prefix
-
-STATES = (
-    "available",
-    "scheduled",
-    "executing",
-    "retryable",
-    "completed",
-    "discarded",
-    "cancelled",
-    "suspended",
-)
+from oban_py.unique import ALL_STATES
 
 Json = Annotated[bool, typer.Option("--json", help="Print JSON (one object per line).")]
 
@@ -99,9 +89,9 @@ def jobs(
     """List jobs, newest first, filtered by state, queue and worker."""
     if ctx.invoked_subcommand is not None:
         return
-    unknown = [s for s in state or [] if s not in STATES]
+    unknown = [s for s in state or [] if s not in ALL_STATES]
     if unknown:
-        raise fail(f"unknown state {unknown[0]!r}; states are {', '.join(STATES)}", EXIT_USAGE)
+        raise fail(f"unknown state {unknown[0]!r}; states are {', '.join(ALL_STATES)}", EXIT_USAGE)
     params = {
         "states": state or None,
         "queue": queue,
