@@ -3,7 +3,7 @@
     python3 dev.py bench                  # 3 runs of each scenario
     python3 dev.py bench --quick          # 1 small run of each, for a smoke test
     python3 dev.py bench --only drain     # drain, bulk, single, latency, rss
-    python3 dev.py bench --uvloop         # the node under uvloop (pip install 'oban-py[fast]')
+    python3 dev.py bench --asyncio        # the node on asyncio's own loop (default: uvloop)
     python3 dev.py bench --peers          # the same scenarios through other libraries
 
 The database is created on the DATABASE_URL server (else an embedded one) and dropped after.
@@ -69,7 +69,11 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="one small run of each scenario")
     parser.add_argument("--runs", type=int, default=None, help="runs per scenario (default 3)")
     parser.add_argument("--only", action="append", choices=SCENARIOS, help="repeatable")
-    parser.add_argument("--uvloop", action="store_true", help="run the node under uvloop")
+    parser.add_argument(
+        "--asyncio",
+        action="store_true",
+        help="run the node on asyncio's own loop instead of uvloop (what oban-py start uses)",
+    )
     parser.add_argument("--peers", action="store_true", help="also run oban (PyPI) and pgqueuer")
     parser.add_argument("--json", help="also write every figure to this file")
     parser.add_argument(
@@ -94,23 +98,23 @@ def main() -> int:
         "loadavg_before": os.getloadavg(),
         "postgres": bench.one("SHOW server_version"),
         "commit": _commit(),
-        "uvloop": args.uvloop,
+        "uvloop": not args.asyncio,
         "runs": runs,
     }
     print(
         f"oban_py bench: {runs} run(s) per scenario, PostgreSQL {results['postgres']}, "
-        f"{results['nproc']} CPUs, load {_load()}{', uvloop' if args.uvloop else ''}"
+        f"{results['nproc']} CPUs, load {_load()}{', asyncio loop' if args.asyncio else ', uvloop'}"
     )
     try:
         if "drain" in chosen:
             for c in args.concurrency or (10, 50, 200):
                 found = _repeat(
-                    runs, lambda c=c: scenarios.drain(bench, c, jobs, uvloop=args.uvloop)
+                    runs, lambda c=c: scenarios.drain(bench, c, jobs, uvloop=not args.asyncio)
                 )
                 results[f"drain_c{c}"] = found
                 _print_drain(f"drain {jobs:,} jobs at concurrency {c}", found)
         if "rss" in chosen:
-            found = [scenarios.drain(bench, 50, 100_000, uvloop=args.uvloop)]
+            found = [scenarios.drain(bench, 50, 100_000, uvloop=not args.asyncio)]
             results["drain_100k"] = found
             _print_drain("drain 100,000 jobs at concurrency 50 (RSS)", found)
         if "bulk" in chosen:
@@ -135,7 +139,7 @@ def main() -> int:
                 found = _repeat(
                     runs,
                     lambda load=load: asyncio.run(
-                        scenarios.latency(bench, probes, load, uvloop=args.uvloop)
+                        scenarios.latency(bench, probes, load, uvloop=not args.asyncio)
                     ),
                 )
                 results[f"latency_load{load}"] = found

@@ -61,6 +61,10 @@ def start(
     log_format: Annotated[
         str, typer.Option("--log-format", help="json (one object per line) or console.")
     ] = "console",
+    loop: Annotated[
+        str,
+        typer.Option("--loop", help="Event loop: auto (uvloop when installed), uvloop, asyncio."),
+    ] = "auto",
 ) -> None:
     """Run a node until SIGTERM/SIGINT: the first signal stops it gracefully within the
     shutdown grace, a second one stops it at once (exit 1, unfinished jobs left to the lifeline).
@@ -68,6 +72,8 @@ def start(
     Settings: arguments, then OBAN_* variables, then oban.toml, then [tool.oban] in
     pyproject.toml.
     """
+    if loop not in ("auto", "uvloop", "asyncio"):
+        raise fail(f"--loop must be auto, uvloop or asyncio, got {loop!r}", EXIT_USAGE)
     if log_format not in ("json", "console"):
         raise fail(f"--log-format must be json or console, got {log_format!r}", EXIT_USAGE)
     if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
@@ -88,10 +94,23 @@ def start(
     require_dsn(config.dsn)
     _import_workers(imports or [])
     log.attach_default_logger()
-    raise typer.Exit(_run(config))
+    raise typer.Exit(_run(config, new_loop(loop)))
 
 
-def _run(config: Config) -> int:
+def new_loop(choice: str) -> asyncio.AbstractEventLoop:
+    """uvloop unless asyncio was asked for or uvloop is missing (it has no Windows build)."""
+    if choice != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                raise fail("--loop uvloop: uvloop is not installed", EXIT_USAGE) from None
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+def _run(config: Config, loop: asyncio.AbstractEventLoop) -> int:
     """Serve until stopped, then leave even if a worker refuses to end.
 
     ``asyncio.run`` would wait for ever on a task that swallows its cancellation, and the
@@ -99,7 +118,7 @@ def _run(config: Config) -> int:
     either acked or left ``executing`` for the lifeline to rescue, so nothing is lost by
     leaving such workers behind.
     """
-    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
     try:
         code = loop.run_until_complete(_serve(config))
     except BaseException:
@@ -162,6 +181,7 @@ async def _serve(config: Config) -> int:
         node=config.node,
         queues={q: spec.limit for q, spec in config.queues.items()},
         prefix=config.prefix,
+        loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
     )
     graceful, forced = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -182,6 +182,12 @@ def test_start_rejects_a_bad_queue_spec_with_exit_2(dsn: str) -> None:
     assert "limit of 'mailers' must be a whole number" in result.stderr
 
 
+def test_start_rejects_an_unknown_event_loop_with_exit_2(dsn: str) -> None:
+    result = run("start", "--dsn", dsn, "--queues", "a:1", "--loop", "trio")
+    assert result.returncode == 2
+    assert "--loop must be auto, uvloop or asyncio, got 'trio'" in result.stderr
+
+
 def test_start_rejects_a_worker_module_that_does_not_import(dsn: str) -> None:
     result = run("start", "--dsn", dsn, "--queues", "a:1", "--import", "no.such.module")
     assert result.returncode == 2
@@ -239,6 +245,8 @@ def test_start_runs_imported_workers_and_stops_gracefully_on_sigterm(dsn: str) -
     events = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
     messages = [e["event"] for e in events]
     assert "node started" in messages
+    # uvloop is a dependency on every platform this suite runs on: start uses it by default.
+    assert next(e for e in events if e["event"] == "node started")["loop"] == "uvloop"
     assert "stopping gracefully" in messages
     assert messages[-1] == "node stopped"
     stops = [e for e in events if e.get("event_name") == "oban.job.stop"]
