@@ -317,39 +317,27 @@ def _row_params(job: Job) -> dict[str, Any]:
     }
 
 
-def _quote(value: str | None) -> str:
-    if value is None:
-        return "NULL"
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _array(values: list[Any]) -> str:
-    """A PostgreSQL array literal: every element quoted (NULL for None), so any text is safe.
-
-    One string per column is several times cheaper than psycopg dumping 5,000-element lists
-    element by element, which dominated a bulk insert.
-    """
-    return "{" + ",".join([_quote(None if v is None else str(v)) for v in values]) + "}"
-
-
 def _batch_params(jobs: Sequence[Job], insert_channel: str) -> dict[str, Any]:
-    columns: dict[str, list[Any]] = {
-        "state": [],
-        "queue": [],
-        "worker": [],
-        "args": [],
-        "meta": [],
-        "tags": [],
-        "max_attempts": [],
-        "priority": [],
-        "scheduled_at": [],
-    }
-    for job in jobs:
-        for key, value in _row_params(job).items():
-            columns[key].append(value)
-    params: dict[str, Any] = {key: _array(values) for key, values in columns.items()}
-    params["channel"] = insert_channel
-    return params
+    """The whole batch as one JSON document, unpacked by the server with jsonb_to_recordset.
+
+    orjson writes it in one C call; building per-column array literals in Python cost four
+    times as much, and psycopg dumping 5,000-element lists element by element far more.
+    """
+    rows = [
+        {
+            "state": job.state,
+            "queue": job.queue,
+            "worker": job.worker,
+            "args": job.args,
+            "meta": job.meta,
+            "tags": job.tags,
+            "max_attempts": job.max_attempts,
+            "priority": job.priority,
+            "scheduled_at": to_naive_utc(job.scheduled_at),
+        }
+        for job in jobs
+    ]
+    return {"rows": _dumps(rows), "channel": insert_channel}
 
 
 def _insert_statement(

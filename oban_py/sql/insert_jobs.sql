@@ -1,20 +1,15 @@
--- Insert a batch of jobs in one round trip: one array parameter per column, unnested in input
+-- Insert a batch of jobs in one round trip: one JSON document of rows, unpacked in input
 -- order. Columns left out (inserted_at, errors, attempted_*, *_at) take the table defaults, as
 -- Elixir's inserts do; a NULL scheduled_at means "now", so it equals inserted_at.
 -- Producers are told about every queue that gained an available job, in this same statement
 -- (inside a transaction the NOTIFY is delivered on commit, and not at all on rollback).
 WITH rows AS (
     SELECT *
-    FROM unnest(
-        %(state)s::text[],
-        %(queue)s::text[],
-        %(worker)s::text[],
-        %(args)s::text[],
-        %(meta)s::text[],
-        %(tags)s::text[],
-        %(max_attempts)s::int[],
-        %(priority)s::int[],
-        %(scheduled_at)s::timestamp[]
+    FROM ROWS FROM (
+        jsonb_to_recordset(%(rows)s::jsonb) AS (
+            state text, queue text, worker text, args jsonb, meta jsonb, tags text[],
+            max_attempts int, priority int, scheduled_at timestamp
+        )
     ) WITH ORDINALITY AS r(state, queue, worker, args, meta, tags, max_attempts, priority,
                            scheduled_at, ord)
 ),
@@ -24,9 +19,9 @@ inserted AS (
     SELECT r.state::{prefix}.oban_job_state,
            r.queue,
            r.worker,
-           r.args::jsonb,
-           r.meta::jsonb,
-           ARRAY(SELECT jsonb_array_elements_text(r.tags::jsonb)),
+           r.args,
+           r.meta,
+           r.tags,
            r.max_attempts,
            r.priority,
            COALESCE(r.scheduled_at, timezone('UTC', now()))
