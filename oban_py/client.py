@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
@@ -392,12 +392,29 @@ async def _insert_async(
     insert_channel = channel(queries.prefix, "insert")
     chunks, unique = _plan(jobs)
     results: list[Job | None] = [None] * len(jobs)
+    # A client-side cursor holds nothing on the server: left to the garbage collector, it
+    # spares the awaited close that made up a tenth of a single enqueue.
+    plain = conn.cursor(row_factory=tuple_row)
+    for chunk in chunks:
+        sent = [jobs[i] for i in chunk]
+        await plain.execute(*_insert_statement(queries, sent, insert_channel))
+        # Each row starts with id, inserted_at, scheduled_at (the single-job form adds more).
+        for i, job, row in zip(chunk, sent, await plain.fetchall(), strict=True):
+            results[i] = job.stored(row[0], row[1], row[2])
+    if unique:
+        await _insert_unique(conn, queries, jobs, unique, results)
+    return [job for job in results if job is not None]
+
+
+async def _insert_unique(
+    conn: psycopg.AsyncConnection[Any],
+    queries: Queries,
+    jobs: Sequence[Job],
+    unique: list[int],
+    results: list[Job | None],
+) -> None:
+    insert_channel = channel(queries.prefix, "insert")
     async with conn.cursor(row_factory=dict_row) as cur:
-        for chunk in chunks:
-            sent = [jobs[i] for i in chunk]
-            await cur.execute(*_insert_statement(queries, sent, insert_channel))
-            for i, job, row in zip(chunk, sent, await cur.fetchall(), strict=True):
-                results[i] = job.stored(row["id"], row["inserted_at"], row["scheduled_at"])
         for i in unique:
             key, params = _unique_params(queries.prefix, jobs[i], insert_channel)
             await cur.execute(queries["unique_lock"], {"key": key})
@@ -405,7 +422,6 @@ async def _insert_async(
             found = await cur.fetchone()
             assert found is not None
             results[i] = _unique_result(found)
-    return [job for job in results if job is not None]
 
 
 def insert_sync(conn: psycopg.Connection[Any], queries: Queries, jobs: Sequence[Job]) -> list[Job]:
