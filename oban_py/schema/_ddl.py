@@ -22,6 +22,35 @@ def ddl(text: str, prefix: str, **extra: sql.Composable) -> sql.Composed:
     )
 
 
+def add_state_label(prefix: str, label: str, placement: str = "") -> sql.Composed:
+    """Add ``label`` to ``oban_job_state`` unless the type already has it.
+
+    ``placement`` is an optional ``BEFORE 'x'`` clause. The catalog is read rather than
+    enum_range(): that would reject a label added earlier in this transaction as an unsafe use
+    of an uncommitted enum value.
+    """
+    return ddl(
+        """
+        DO $$
+        BEGIN
+          IF NOT EXISTS (
+            SELECT 1
+            FROM pg_catalog.pg_enum e
+            JOIN pg_catalog.pg_type t ON t.oid = e.enumtypid
+            JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+            WHERE n.nspname = {prefix_name} AND t.typname = 'oban_job_state'
+              AND e.enumlabel = {label}
+          ) THEN
+            ALTER TYPE {prefix}.oban_job_state ADD VALUE {label} {placement};
+          END IF;
+        END $$
+        """,
+        prefix,
+        label=sql.Literal(label),
+        placement=sql.SQL(placement),
+    )
+
+
 def literal(value: str) -> sql.Literal:
     return sql.Literal(value)
 

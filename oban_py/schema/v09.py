@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from oban_py.schema._ddl import Statement, ddl
+from oban_py.schema._ddl import Statement, add_state_label, ddl
 
 VERSION = 9
 
@@ -20,26 +20,7 @@ def up(prefix: str) -> list[Statement]:
             " ADD COLUMN IF NOT EXISTS cancelled_at timestamp without time zone",
             prefix,
         ),
-        ddl(
-            """
-            DO $$
-            BEGIN
-              -- The catalog, not enum_range(): that would reject a label added earlier in this
-              -- transaction as an unsafe use of an uncommitted enum value.
-              IF NOT EXISTS (
-                SELECT 1
-                FROM pg_catalog.pg_enum e
-                JOIN pg_catalog.pg_type t ON t.oid = e.enumtypid
-                JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
-                WHERE n.nspname = {prefix_name} AND t.typname = 'oban_job_state'
-                  AND e.enumlabel = 'cancelled'
-              ) THEN
-                ALTER TYPE {prefix}.oban_job_state ADD VALUE IF NOT EXISTS 'cancelled';
-              END IF;
-            END $$
-            """,
-            prefix,
-        ),
+        add_state_label(prefix, "cancelled"),
         ddl(
             "CREATE INDEX IF NOT EXISTS oban_jobs_state_queue_priority_scheduled_at_id_index"
             " ON {prefix}.oban_jobs (state, queue, priority, scheduled_at, id)",

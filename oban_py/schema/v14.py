@@ -2,35 +2,14 @@
 
 from __future__ import annotations
 
-from oban_py.schema._ddl import Statement, ddl
+from oban_py.schema._ddl import Statement, add_state_label
 
 VERSION = 14
 
 
 def up(prefix: str) -> list[Statement]:
     """Add ``suspended`` unless present."""
-    return [
-        ddl(
-            """
-            DO $$
-            BEGIN
-              -- The catalog, not enum_range(): that would reject a label added earlier in this
-              -- transaction as an unsafe use of an uncommitted enum value.
-              IF NOT EXISTS (
-                SELECT 1
-                FROM pg_catalog.pg_enum e
-                JOIN pg_catalog.pg_type t ON t.oid = e.enumtypid
-                JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
-                WHERE n.nspname = {prefix_name} AND t.typname = 'oban_job_state'
-                  AND e.enumlabel = 'suspended'
-              ) THEN
-                ALTER TYPE {prefix}.oban_job_state ADD VALUE 'suspended' BEFORE 'scheduled';
-              END IF;
-            END $$
-            """,
-            prefix,
-        )
-    ]
+    return [add_state_label(prefix, "suspended", "BEFORE 'scheduled'")]
 
 
 def down(prefix: str) -> list[Statement]:
