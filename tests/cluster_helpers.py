@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
+from nodekit import wait_for
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
@@ -200,16 +200,7 @@ async def eventually(
     predicate: Callable[[], bool | Awaitable[bool]], within: float = 5.0, step: float = 0.02
 ) -> None:
     """Wait until ``predicate`` holds, failing after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        result = predicate()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(step)
+    await wait_for(predicate, timeout=within, step=step)
 
 
 async def insert_job(

@@ -48,7 +48,9 @@ async def row(conn: psycopg.AsyncConnection[Any], job_id: int) -> dict[str, Any]
 async def wait_for(
     check: Callable[[], Awaitable[bool]] | Callable[[], bool],
     timeout: float = 10.0,  # noqa: ASYNC109
+    step: float = 0.01,
 ) -> None:
+    """Wait until ``check`` holds, polling every ``step`` s, failing after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while True:
         result = check()
@@ -58,7 +60,7 @@ async def wait_for(
             return
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(step)
 
 
 async def wait_state(
