@@ -265,12 +265,12 @@ class Job(BaseModel):
         return job
 
     def to_row(self) -> dict[str, Any]:
-        """The stored columns, JSON-ready, with naive UTC ISO timestamps (``row_to_json`` shape)."""
+        """The stored columns, JSON-ready, exactly as ``row_to_json`` renders the row."""
         row: dict[str, Any] = {}
         for key in COLUMNS:
             value = getattr(self, key)
             if key in _TIMESTAMPS and value is not None:
-                value = to_naive_utc(value).isoformat()  # type: ignore[union-attr]
+                value = _json_timestamp(to_naive_utc(value))  # type: ignore[arg-type]
             row[key] = value
         return row
 
@@ -311,6 +311,12 @@ def _copy_json(value: dict[str, Any] | None) -> dict[str, Any]:
             result: dict[str, Any] = orjson.loads(orjson.dumps(value))
             return result
     return dict(value)
+
+
+def _json_timestamp(value: datetime) -> str:
+    # PostgreSQL's JSON drops trailing zeros of the fraction (.96725, not .967250) and the
+    # whole fraction when it is zero; isoformat() always writes six digits.
+    return value.isoformat().rstrip("0").rstrip(".") if value.microsecond else value.isoformat()
 
 
 def _aware(value: datetime) -> datetime:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta, timezone
 
+import psycopg
 import pytest
 from pydantic import ValidationError
 
@@ -160,3 +161,25 @@ def test_cancellation_flag_starts_clear_and_stays_set() -> None:
     job._cancel()
     assert job.cancelled()
     assert not Job(worker="w").cancelled()
+
+
+@pytest.mark.parametrize(
+    ("stored", "rendered"),
+    [
+        ("2026-11-23 12:52:36.967250", "2026-11-23T12:52:36.96725"),
+        ("2026-11-23 12:52:36.5", "2026-11-23T12:52:36.5"),
+        ("2026-11-23 12:52:36", "2026-11-23T12:52:36"),
+        ("2026-11-23 12:52:36.000001", "2026-11-23T12:52:36.000001"),
+    ],
+)
+async def test_to_row_writes_timestamps_as_row_to_json_does(
+    conn: psycopg.AsyncConnection, stored: str, rendered: str
+) -> None:
+    cur = await conn.execute(
+        "SELECT row_to_json(t)->>'at' FROM (SELECT %s::timestamp AS at) t", (stored,)
+    )
+    assert (await cur.fetchone())[0] == rendered
+    job = Job(
+        worker="W", queue="q", scheduled_at=datetime.fromisoformat(stored).replace(tzinfo=UTC)
+    )
+    assert job.to_row()["scheduled_at"] == rendered
