@@ -23,6 +23,7 @@ from psycopg.rows import dict_row, tuple_row
 from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
+from oban_py import jsonb
 from oban_py.config import Config
 from oban_py.errors import DatabaseUnavailable, InstanceNotFound
 from oban_py.hooks import apply_insert_hooks
@@ -107,7 +108,7 @@ class Client:
     # -- lifecycle --------------------------------------------------------------------------
 
     async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        set_json_loads(orjson.loads, conn)
+        set_json_loads(jsonb.loads, conn)
         # Autocommit: a single enqueue is one round trip, not statement + COMMIT on return to
         # the pool; work of several statements opens its own transaction.
         await conn.set_autocommit(True)

@@ -1,4 +1,4 @@
-"""Insert hooks: let an integration amend a job just before it is written.
+"""Insert hooks amend a job just before it is written; work hooks wrap each job's ``process``.
 
 A hook is ``hook(job) -> job``; it returns the job to write (usually a copy with more ``meta``,
 such as a trace context). Hooks run in the inserting task or thread, in the order they were
@@ -11,6 +11,8 @@ write jobs without what it was meant to add.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from typing import Protocol
 
 from oban_py.job import Job
 
@@ -40,3 +42,39 @@ def apply_insert_hooks(jobs: Sequence[Job]) -> Sequence[Job]:
             job = hook(job)
         amended.append(job)
     return amended
+
+
+# -- work hooks ---------------------------------------------------------------------------------
+
+
+class WorkHook(Protocol):
+    """Wraps every attempt's ``process`` call where the worker's own code runs.
+
+    ``around_thread`` is entered in the pool thread that runs a plain ``def process`` (thread
+    state such as Django's connections is that thread's); ``around_task`` in the task of an
+    ``async def process``. Exactly one of the two wraps a given attempt. A hook that raises on
+    entry fails the attempt like a worker error; one that raises on exit after a successful
+    ``process`` fails it too, so a hook guarding a resource never hides that it broke.
+    """
+
+    def around_thread(self, job: Job) -> AbstractContextManager[object]: ...
+
+    def around_task(self, job: Job) -> AbstractAsyncContextManager[object]: ...
+
+
+_work_hooks: dict[str, WorkHook] = {}
+
+
+def add_work_hook(hook_id: str, hook: WorkHook) -> None:
+    """Wrap every attempt's ``process`` with ``hook``; re-adding an id replaces the hook."""
+    _work_hooks[hook_id] = hook
+
+
+def remove_work_hook(hook_id: str) -> bool:
+    """Remove a work hook; True when it was there."""
+    return _work_hooks.pop(hook_id, None) is not None
+
+
+def work_hooks() -> tuple[WorkHook, ...]:
+    """The work hooks in the order they were added (outermost first)."""
+    return tuple(_work_hooks.values())
