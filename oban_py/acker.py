@@ -2,9 +2,20 @@
 
 Every producer of a node pushes its acks here. A batch is flushed a few milliseconds after the
 first ack arrives (or at once when it reaches ``max_batch``), so a burst of finishing jobs costs
-one round trip instead of one each. A failed flush keeps its acks and is retried with backoff;
-``stop`` flushes what is left. The statement (``sql/ack_jobs.sql``) only touches a row still
+one round trip instead of one each. The statement (``sql/ack_jobs.sql``) only touches a row still
 ``executing`` in the same attempt, so an ack can never undo a cancel or a rescue.
+
+Failures are told apart by what they say about the batch:
+
+- the database is away (connection lost, pool exhausted, a timeout): the batch is kept whole
+  and retried with backoff, nothing is lost;
+- the database refused the data (or the parameters could not be built): the batch is split in
+  halves until the rows it refuses stand alone, so one bad row never holds back the others. A
+  refused single ack is written again without what the database refused (its error text, its
+  meta: ``outcomes.degraded``); if even that is refused it stays pending on its own, retried
+  with a long backoff, logged once and counted (``oban.ack.refused``).
+
+``stop`` flushes what is left.
 """
 
 from __future__ import annotations
@@ -12,12 +23,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
+import psycopg
 import structlog
 
-from oban_py import telemetry
+from oban_py import errors, outcomes, telemetry
+from oban_py.outcomes import Ack
 
 if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
@@ -25,26 +37,6 @@ if TYPE_CHECKING:
     from oban_py.queries import Queries
 
 log = structlog.get_logger("oban.acker")
-
-
-class Ack(NamedTuple):
-    """The outcome of one attempt, as the columns ``ack_jobs.sql`` writes."""
-
-    id: int
-    #: the attempt's attempted_at (aware UTC): the guard that the row is still this attempt
-    attempted_at: datetime
-    state: str
-    #: when the job finished: completed_at / cancelled_at / discarded_at of the new state
-    at: datetime
-    scheduled_at: datetime | None = None
-    extra_attempts: int = 0
-    attempt_delta: int = 0
-    #: a JSON errors entry to append
-    error: str | None = None
-    #: a JSON object merged into meta
-    meta: str | None = None
-    #: written over a row already cancelled by the cancel that killed this attempt
-    pkill: bool = False
 
 
 #: (parameter, Ack field index, default) of the columns most acks leave at their default
@@ -83,6 +75,17 @@ def batch_params(batch: list[Ack]) -> dict[str, Any]:
     return params
 
 
+def _unavailable(error: BaseException) -> bool:
+    """True when ``error`` says the database is away rather than that it refused the data."""
+    # OperationalError covers lost connections, server shutdown, statement timeouts, deadlocks
+    # and the pool's timeout; InterfaceError a connection closed under us.
+    return isinstance(error, psycopg.OperationalError | psycopg.InterfaceError | OSError)
+
+
+#: A refused ack that even its degraded form cannot store is retried this often.
+REFUSED_RETRY = 30.0
+
+
 class Acker:
     """Batches acks from all producers of one node into single statements."""
 
@@ -101,14 +104,22 @@ class Acker:
         self.max_batch = max_batch
         self.max_backoff = max_backoff
         self._pending: list[Ack] = []
+        self._writing: list[Ack] = []
+        #: acks the database refused even degraded: id -> ack, retried every REFUSED_RETRY
+        self._refused: dict[int, Ack] = {}
         self._event = asyncio.Event()
         self._full = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._refused_task: asyncio.Task[None] | None = None
         self.failures = 0
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + len(self._writing) + len(self._refused)
+
+    def owned(self) -> set[int]:
+        """Ids whose outcome is queued or being written: rows no one may release meanwhile."""
+        return {a.id for a in self._pending} | {a.id for a in self._writing} | set(self._refused)
 
     def start(self) -> None:
         if self._task is None or self._task.done():
@@ -122,7 +133,7 @@ class Acker:
             self._full.set()
 
     async def flush(self) -> None:
-        """Write everything queued now, retrying until it succeeds."""
+        """Write everything queued now, retrying while the database is away."""
         backoff = 0.05
         while self._pending:
             try:
@@ -151,11 +162,14 @@ class Acker:
 
     async def stop(self, give_up_after: float = 15.0) -> None:
         """Stop the timer and flush what is left, giving up after ``give_up_after`` seconds."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for task in (self._task, self._refused_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._refused_task = None
+        self._pending[:0] = list(self._refused.values())
+        self._refused.clear()
         try:
             await asyncio.wait_for(self.flush(), give_up_after)
         except TimeoutError:
@@ -175,12 +189,67 @@ class Acker:
         if not self._pending:
             self._event.clear()
             self._full.clear()
+        self._writing = batch
+        try:
+            await self._write(batch)
+        except BaseException:
+            # The database is away: put the batch back in front, so nothing is lost and order
+            # is kept.
+            self._pending[:0] = batch
+            self._event.set()
+            raise
+        finally:
+            self._writing = []
+
+    async def _write(self, batch: list[Ack]) -> None:
         try:
             params = batch_params(batch)
             async with self.pool.connection() as conn:
                 await conn.execute(self.queries["ack_jobs"], params)
-        except BaseException:
-            # Put the batch back in front, so nothing is lost and order is kept.
-            self._pending[:0] = batch
-            self._event.set()
-            raise
+        except Exception as error:
+            if _unavailable(error):
+                raise
+            if len(batch) > 1:
+                middle = len(batch) // 2
+                await self._write(batch[:middle])
+                await self._write(batch[middle:])
+            else:
+                await self._refuse(batch[0], error)
+
+    async def _refuse(self, ack: Ack, error: Exception) -> None:
+        reason = errors.safe_str(error)
+        try:
+            degraded = outcomes.degraded(ack, reason)
+            async with self.pool.connection() as conn:
+                await conn.execute(self.queries["ack_jobs"], batch_params([degraded]))
+        except Exception as again:
+            if _unavailable(again):
+                raise
+            self._refused[ack.id] = ack
+            if self._refused_task is None or self._refused_task.done():
+                self._refused_task = asyncio.create_task(
+                    self._retry_refused(), name="oban.acker.refused"
+                )
+            log.error(
+                "ack refused by the database; retrying on its own", job_id=ack.id, error=reason
+            )
+            telemetry.execute("oban.ack.refused", {"count": 1}, {"ack": ack, "error": again})
+        else:
+            log.warning(
+                "ack refused; written without its error text and meta", job_id=ack.id, error=reason
+            )
+            telemetry.execute("oban.ack.degraded", {"count": 1}, {"ack": ack, "error": error})
+
+    async def _retry_refused(self) -> None:
+        while self._refused:
+            await asyncio.sleep(REFUSED_RETRY)
+            for job_id, ack in list(self._refused.items()):
+                try:
+                    async with self.pool.connection() as conn:
+                        await conn.execute(
+                            self.queries["ack_jobs"],
+                            batch_params([outcomes.degraded(ack, "retried")]),
+                        )
+                except Exception:
+                    continue
+                self._refused.pop(job_id, None)

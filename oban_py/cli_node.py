@@ -9,7 +9,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 from typing import Annotated, Any
 
 import orjson
@@ -17,6 +16,7 @@ import structlog
 import typer
 
 from oban_py import log
+from oban_py import threads as worker_threads
 from oban_py.cli_common import (
     EXIT_FAILED,
     EXIT_NOT_INSTALLED,
@@ -132,16 +132,14 @@ def _run(config: Config, loop: asyncio.AbstractEventLoop) -> int:
     if leftover:
         loop.run_until_complete(asyncio.wait(leftover, timeout=1.0))
     lingering = [t for t in leftover if not t.done()]
-    threads = [
-        t for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive()
-    ]
-    busy = [t for t in threads if not t.daemon]
+    # Only threads running a job count: idle pool threads end with the interpreter.
+    busy = worker_threads.busy()
     if lingering or busy:
         _log.warning(
             "exiting with workers that ignored cancellation; their jobs stay executing "
             "until the lifeline rescues them",
             tasks=len(lingering),
-            threads=len(busy),
+            threads=busy,
         )
         logging.shutdown()
         sys.stdout.flush()

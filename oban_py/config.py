@@ -75,6 +75,8 @@ class Config(_Model):
     timezone: str = "Etc/UTC"
     gossip: bool = True
     gossip_interval: Annotated[float, Field(gt=0)] = 1.0
+    #: Seconds the event loop may go without running before the watchdog logs it (0: never).
+    stall_threshold: Annotated[float, Field(ge=0)] = 1.0
     sonar_interval: Annotated[float, Field(gt=0)] = 15.0
 
     @field_validator("queues", mode="before")

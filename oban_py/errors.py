@@ -9,12 +9,16 @@ Elixir code matching on it see the same thing, followed by the Python traceback.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import math
+import os
 import re
 import traceback
 from datetime import UTC, datetime
 from decimal import Decimal
+from types import TracebackType
 from typing import Any, overload
 
 from oban_py.terms import Atom, BitString, ImproperList, TermError, order_key
@@ -82,15 +86,85 @@ def _exception_name(exc: BaseException) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def format_exception(exc: BaseException) -> str:
-    """``** (ValueError) boom`` then the traceback, like Elixir's ``Exception.format/3``."""
-    message = str(exc)
-    head = f"** ({_exception_name(exc)}) {message}" if message else f"** ({_exception_name(exc)})"
-    frames = "".join(traceback.format_tb(exc.__traceback__)) if exc.__traceback__ else ""
+def safe_str(value: Any) -> str:
+    """``str(value)``, or its ``repr``, or a placeholder: a worker's ``__str__`` may raise."""
+    for render in (str, repr):
+        try:
+            text = render(value)
+            if isinstance(text, str):
+                return text
+        except BaseException:  # whatever a broken __str__ raises, try the next
+            pass
+    return f"<unprintable {type(value).__name__}>"
+
+
+#: Frames of these directories lead into a worker's code; a stored trace starts at the worker,
+#: as Elixir's entries start at ``perform/1``.
+_LIBRARY_DIRS = tuple(
+    os.path.dirname(path) + os.sep
+    for path in (__file__, asyncio.__file__, concurrent.futures.__file__, contextlib.__file__)
+)
+
+
+def _worker_frames(tb: TracebackType | None) -> TracebackType | None:
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_LIBRARY_DIRS):
+        tb = tb.tb_next
+    return tb
+
+
+def _format(exc: BaseException, seen: set[int]) -> str:
+    seen.add(id(exc))
+    message = safe_str(exc)
+    name = _exception_name(exc)
+    head = f"** ({name}) {message}" if message else f"** ({name})"
+    try:
+        frames = "".join(traceback.format_tb(_worker_frames(exc.__traceback__)))
+    except Exception:
+        frames = ""
     chained = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
-    if chained is not None:
-        frames += f"caused by: {format_exception(chained)}"
+    if chained is not None and id(chained) not in seen:
+        frames += f"caused by: {_format(chained, seen)}"
     return f"{head}\n{frames}" if frames else head
+
+
+def format_exception(exc: BaseException) -> str:
+    """``** (ValueError) boom`` then the worker's frames, like Elixir's ``Exception.format/3``.
+
+    A ``BaseException`` that is no ``Exception`` (``SystemExit``, ``KeyboardInterrupt``...) is
+    wrapped as Elixir wraps exits and throws: ``** (Oban.CrashError) ** (SystemExit) 2``.
+    Never raises, whatever the exception's ``__str__`` does.
+    """
+    text = _format(exc, set())
+    if not isinstance(exc, Exception):
+        text = f"** (Oban.CrashError) {text}"
+    return text
+
+
+#: Longest ``error`` text stored per entry; longer ones keep their head and tail.
+MAX_ERROR_TEXT = 65_536
+_TAIL = 8_192
+
+
+def storable(text: str) -> str:
+    """``text`` as ``jsonb`` and ``text`` columns accept it, whatever a worker put in it.
+
+    NUL becomes ``\\0`` (as Elixir's inspect writes it), a lone surrogate (a bad file name from
+    ``os.fsdecode``) its ``\\udcff`` escape, and a text longer than ``MAX_ERROR_TEXT`` keeps its
+    head and tail around a note of how much was cut.
+    """
+    if not isinstance(text, str):
+        text = safe_str(text)
+    if "\x00" in text:
+        text = text.replace("\x00", "\\0")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    if len(text) > MAX_ERROR_TEXT:
+        cut = len(text) - MAX_ERROR_TEXT
+        head = MAX_ERROR_TEXT - _TAIL
+        text = f"{text[:head]}\n... ({cut} characters cut) ...\n{text[-_TAIL:]}"
+    return text
 
 
 def format_reason(worker_name: str, reason: Any) -> str:

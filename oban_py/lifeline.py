@@ -1,17 +1,18 @@
 """Rescue of jobs left ``executing`` by a node that died, without ever taking back a live job.
 
-Two duties:
+Every node writes one row per local producer into ``oban_py_heartbeats`` (``liveness.py``, from
+a thread of its own), keyed by the producer uuid that ends up second in each job's
+``attempted_by``. On a clean stop, once its jobs ended and their outcomes were written, a producer
+loses its row; one that still left jobs executing is marked dead so they are rescued at once.
 
-* ``Heartbeat`` (every node): upserts one row per local producer into ``oban_py_heartbeats``,
-  keyed by the producer uuid that ends up second in each job's ``attempted_by``. On a clean stop
-  (after the producers stopped and acks were flushed) a producer with nothing left executing
-  loses its row; one that left jobs executing is marked dead so they are rescued at once.
-* ``Lifeline`` (leader): the fast rescue takes back jobs of Python producers whose heartbeat is
-  older than ``heartbeat_ttl``; the time-based rescue is Elixir's (``attempted_at`` older than
-  ``rescue_after``) restricted to queues Python producers run and to producers that are not
-  beating. A job's uuid with no heartbeat row at all may be an Elixir producer's, so only uuids
-  known from a row are ever treated as dead; rows of dead producers are kept for
-  ``heartbeat_retention`` and never purged while a job still names them.
+The ``Lifeline`` (leader): the fast rescue takes back jobs of Python producers whose heartbeat is
+older than ``heartbeat_ttl``; the time-based rescue is Elixir's (``attempted_at`` older than
+``rescue_after``) restricted to queues Python producers run and to producers that are not
+beating. A job's uuid with no heartbeat row at all may be an Elixir producer's, so only uuids
+known from a row are ever treated as dead; rows of dead producers are kept for
+``heartbeat_retention`` and never purged while a job still names them. Without the heartbeats
+table (a schema only Elixir migrated) only the time-based rescue runs, limited to the queues
+this node runs.
 
 The rescued row is what Elixir's Lifeline writes (fixtures ``jobs/rescued.json`` and
 ``jobs/rescue_discarded.json``): ``available`` with the attempt unchanged and no errors entry, or
@@ -20,54 +21,10 @@ The rescued row is what Elixir's Lifeline writes (fixtures ``jobs/rescued.json``
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
+import psycopg
 
 from oban_py.periodic import Periodic
 from oban_py.plugins import NodeLike
-
-
-def _naive_utc(moment: datetime) -> datetime:
-    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
-
-
-class Heartbeat(Periodic):
-    """Records that this node's producers are alive, every ``lifeline.heartbeat_interval``."""
-
-    kind = "oban.heartbeat"
-
-    def __init__(self, oban: NodeLike) -> None:
-        super().__init__(oban.config.lifeline.heartbeat_interval)
-        self.oban = oban
-        self._beating: dict[str, Any] = {}
-
-    async def tick(self) -> int:
-        producers = list(self.oban.producers.values())
-        for producer in producers:
-            self._beating[str(producer.uuid)] = producer
-        if not producers:
-            return 0
-        params = {
-            "node": self.oban.config.node,
-            "name": self.oban.config.name,
-            "uuids": [str(p.uuid) for p in producers],
-            "queues": [p.queue for p in producers],
-            "started": [_naive_utc(p.started_at) for p in producers],
-        }
-        async with self.oban.pool.connection() as conn:
-            await conn.execute(self.oban.queries["heartbeat_upsert"], params)
-        return len(producers)
-
-    async def on_stop(self) -> None:
-        uuids, self._beating = list(self._beating), {}
-        if not uuids:
-            return
-        try:
-            async with self.oban.pool.connection() as conn:
-                await conn.execute(self.oban.queries["heartbeat_release"], {"uuids": uuids})
-        except Exception:
-            # Rows left behind age out: their jobs are rescued after the ttl instead of at once.
-            self.log.warning("heartbeat release failed", exc_info=True)
 
 
 class Lifeline(Periodic):
@@ -88,6 +45,16 @@ class Lifeline(Periodic):
 
     async def rescue(self) -> dict[str, int]:
         """One pass regardless of leadership: counts of rescued jobs and purged heartbeats."""
+        try:
+            counts = await self._rescue()
+        except psycopg.errors.UndefinedTable:
+            # The node's liveness already said once that `oban-py migrate` adds the table.
+            counts = await self._rescue_by_time()
+        if counts["dead_producer"] or counts["stuck"]:
+            self.log.warning("rescued orphaned jobs", **counts)
+        return counts
+
+    async def _rescue(self) -> dict[str, int]:
         settings = self.settings
         queries = self.oban.queries
         async with self.oban.pool.connection() as conn:
@@ -105,10 +72,14 @@ class Lifeline(Periodic):
                 queries["heartbeat_purge"], {"retention": settings.heartbeat_retention}
             )
             purged = cursor.rowcount
-        if dead or stuck:
-            self.log.warning(
-                "rescued orphaned jobs",
-                dead_producer=[r[0] for r in dead],
-                stuck=[r[0] for r in stuck],
-            )
         return {"dead_producer": len(dead), "stuck": len(stuck), "purged": max(purged, 0)}
+
+    async def _rescue_by_time(self) -> dict[str, int]:
+        params = {
+            "rescue_after": self.settings.rescue_after,
+            "queues": list(self.oban.config.queues),
+        }
+        async with self.oban.pool.connection() as conn:
+            cursor = await conn.execute(self.oban.queries["rescue_stuck_jobs_by_time"], params)
+            stuck = await cursor.fetchall()
+        return {"dead_producer": 0, "stuck": len(stuck), "purged": 0}

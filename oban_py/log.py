@@ -66,7 +66,6 @@ DEFAULT_EVENTS = (
     "oban.stager.*",
     "oban.pruner.*",
     "oban.lifeline.*",
-    "oban.heartbeat.*",
     "oban.cron.*",
     "oban.peer.*",
     "oban.sonar.*",
@@ -76,7 +75,7 @@ DEFAULT_EVENTS = (
 #: Job states that mean the attempt failed: logged at warning level.
 FAILED_STATES = frozenset({"retryable", "discarded"})
 #: Periodic duties that tick every second or so: their routine passes are logged at debug level.
-CHATTY = frozenset({"oban.stager", "oban.heartbeat", "oban.gossip", "oban.peer", "oban.sonar"})
+CHATTY = frozenset({"oban.stager", "oban.gossip", "oban.peer", "oban.sonar"})
 
 _job_log = structlog.get_logger("oban.job")
 _plugin_log = structlog.get_logger("oban.plugin")
@@ -117,8 +116,8 @@ def _log_job(event: str, measurements: Mapping[str, Any], metadata: Mapping[str,
         fields["state"] = state or "failure"
         fields["error"] = repr(result)
         level = "warning" if state in FAILED_STATES or kind == "exception" else "info"
-        # A shutdown interrupts a job without failing it: the lifeline will run it again.
-        message = "job interrupted" if state == "executing" else "job failed"
+        # A shutdown interrupts a job without failing it: it is released to run again.
+        message = "job interrupted" if metadata.get("kind") == "exit" else "job failed"
         getattr(_job_log, level)(message, event_name=event, **fields)
         return
     fields["state"] = state
@@ -138,6 +137,13 @@ def _plain(value: Any) -> Any:
     return None
 
 
+def _did_something(result: Any) -> bool:
+    # A pass reporting counts did nothing when every count is zero.
+    if isinstance(result, dict):
+        return any(result.values())
+    return bool(result)
+
+
 def _log_other(event: str, measurements: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
     prefix, _, kind = event.rpartition(".")
     fields = {k: p for k, v in metadata.items() if (p := _plain(v)) is not None}
@@ -155,7 +161,7 @@ def _log_other(event: str, measurements: Mapping[str, Any], metadata: Mapping[st
         _plugin_log.warning("plugin failed", event_name=event, plugin=prefix, **fields)
         return
     # Passes that did nothing, and duties that tick every second, would drown the job events.
-    quiet = prefix in CHATTY or not fields.get("result")
+    quiet = prefix in CHATTY or not _did_something(fields.get("result"))
     level = "debug" if quiet else "info"
     getattr(_plugin_log, level)("plugin ran", event_name=event, plugin=prefix, **fields)
 

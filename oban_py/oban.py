@@ -1,10 +1,13 @@
 """``Oban``: a node. A ``Client`` that also runs queues, next to Elixir nodes on one table.
 
-``start`` checks the schema, then starts the notifier (LISTEN ``insert`` and ``signal``), the
-peer and the duties when those modules are present, the shared acker and one producer per
-queue; ``stop`` reverses it after giving running jobs ``shutdown_grace`` seconds. Signals use
-Elixir's payloads byte for byte, so Oban Web and Elixir nodes can pause, scale or kill jobs
-here, and this node can do the same to them.
+``start`` checks the schema, then starts the shared acker, the liveness threads (heartbeat and
+watchdog, ``liveness.py``), the notifier (LISTEN ``insert`` and ``signal``), the peer and the
+duties when those modules are present, and one producer per queue. ``stop`` stops fetching,
+gives running jobs ``shutdown_grace`` seconds, interrupts the rest and waits until each has
+ended (a sync job's thread cannot be stopped: the node keeps beating until it ends), flushes the
+outcomes, and only then gives up its heartbeat rows. Signals use Elixir's payloads byte for
+byte, so Oban Web and Elixir nodes can pause, scale or kill jobs here, and this node can do the
+same to them.
 """
 
 from __future__ import annotations
@@ -12,17 +15,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
-from concurrent.futures import ThreadPoolExecutor
+import inspect
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from psycopg.conninfo import make_conninfo
 
 from oban_py import schema, telemetry
 from oban_py.acker import Acker
 from oban_py.client import Client
 from oban_py.config import Config
+from oban_py.liveness import Liveness
 from oban_py.producer import Producer
+from oban_py.threads import WorkerThreads
 
 if TYPE_CHECKING:
     from oban_py.notifier import Notifier
@@ -32,8 +38,10 @@ log = structlog.get_logger("oban.node")
 
 #: How long a pkilled job may ignore its cancellation flag before its task is cancelled.
 PKILL_GRACE = 1.0
-#: Sync workers never get more threads than this, whatever the queue limits add up to.
-MAX_THREADS = 256
+#: Pool connection keyword arguments that are psycopg's, not libpq parameters.
+_PSYCOPG_OPTIONS = frozenset(
+    {"autocommit", "prepare_threshold", "row_factory", "cursor_factory", "context"}
+)
 
 
 class Oban(Client):
@@ -56,10 +64,8 @@ class Oban(Client):
         self.peer: Periodic | None = None
         self.duties: list[Periodic] = []
         self.acker: Acker | None = None
-        limits = sum(q.limit for q in config.queues.values()) or 4
-        self.threads = ThreadPoolExecutor(
-            max_workers=min(MAX_THREADS, limits), thread_name_prefix="oban-worker"
-        )
+        self.liveness: Liveness | None = None
+        self.threads = WorkerThreads(sum(q.limit for q in config.queues.values()) or 4)
         self.started = False
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -89,23 +95,34 @@ class Oban(Client):
             await schema.check(conn, self.config.prefix)
         self.acker = Acker(self.pool, self.queries)
         self.acker.start()
+        self.liveness = Liveness(
+            self.config,
+            await self._own_conninfo(),
+            self.queries,
+            on_fence=self._fence,
+            on_unfence=self._unfence,
+            running_workers=self._running_workers,
+        )
+        self.liveness.start()
         await self._start_notifier()
         await self._start_duties()
         for queue, spec in self.config.queues.items():
             self._start_producer(queue, spec.limit, paused=spec.paused)
-        self._beat()
+        if not self.config.queues:
+            log.warning("node started with no queues: it runs no jobs", node=self.config.node)
         self.started = True
         telemetry.execute("oban.node.start", {}, {"node": self.config.node, "oban": self})
 
     async def stop(self) -> None:
-        """Stop fetching, wait ``shutdown_grace`` for running jobs, cancel the rest, flush acks."""
+        """Stop fetching, give running jobs ``shutdown_grace``, interrupt the rest and wait for
+        each to end, flush the outcomes, then release the heartbeat rows."""
         if not self.started:
             await self.close()
             return
         self.started = False
         producers = list(self.producers.values())
         await asyncio.gather(*(p.halt() for p in producers))
-        await asyncio.gather(*(p.drain(self.config.shutdown_grace) for p in producers))
+        await asyncio.gather(*(p.finish(self.config.shutdown_grace) for p in producers))
         self.producers.clear()
         if self.acker is not None:
             await self.acker.stop()
@@ -117,6 +134,10 @@ class Oban(Client):
             with contextlib.suppress(Exception):
                 await self.peer.stop()
             self.peer = None
+        if self.liveness is not None:
+            await self.liveness.stop()
+            await self._release_heartbeats([p.uuid for p in producers])
+            self.liveness = None
         if self.notifier is not None:
             with contextlib.suppress(Exception):
                 await self.notifier.stop()
@@ -124,6 +145,57 @@ class Oban(Client):
         self.threads.shutdown(wait=False, cancel_futures=True)
         telemetry.execute("oban.node.stop", {}, {"node": self.config.node, "oban": self})
         await self.close()
+
+    async def _release_heartbeats(self, uuids: list[str]) -> None:
+        # After the jobs ended and their outcomes were written: a producer with nothing left
+        # executing loses its row, one that still has rows (acks lost) is marked dead for rescue.
+        if not uuids:
+            return
+        try:
+            async with self.pool.connection() as conn:
+                await conn.execute(self.queries["heartbeat_release"], {"uuids": uuids})
+        except Exception as error:
+            # Rows left behind age out: their jobs are rescued after the ttl instead of at once.
+            log.warning("heartbeat release failed", error=repr(error))
+
+    # -- liveness -----------------------------------------------------------------------------
+
+    async def _own_conninfo(self) -> str:
+        """A conninfo for the heartbeat thread's own connection, from the DSN or the pool."""
+        if self.dsn:
+            return self.dsn
+        conninfo: Any = self.pool.conninfo
+        if callable(conninfo):
+            conninfo = conninfo()
+            if inspect.isawaitable(conninfo):
+                conninfo = await conninfo
+        # Keyword arguments of the pool's connections that are libpq parameters (a password,
+        # a host), not psycopg's own connection options.
+        kwargs = self.pool.kwargs if isinstance(self.pool.kwargs, dict) else {}
+        options = {
+            k: v
+            for k, v in kwargs.items()
+            if k not in _PSYCOPG_OPTIONS and isinstance(v, str | int)
+        }
+        return make_conninfo(str(conninfo), **options)
+
+    def _fence(self) -> None:
+        for producer in self.producers.values():
+            producer.fence()
+
+    def _unfence(self) -> None:
+        log.info("heartbeat written again: fetching resumes", node=self.config.node)
+        for producer in self.producers.values():
+            producer.unfence()
+
+    def _running_workers(self) -> list[str]:
+        # Called from the watchdog thread while the loop is stalled: copies, never mutates.
+        return [
+            a.job.worker for p in list(self.producers.values()) for a in list(p.attempts.values())
+        ]
+
+    def _resize_threads(self) -> None:
+        self.threads.resize(sum(p.limit for p in self.producers.values()) or 4)
 
     async def _start_notifier(self) -> None:
         from oban_py.notifier import Notifier
@@ -160,21 +232,21 @@ class Oban(Client):
         producer = self.producers.get(queue)
         if producer is None:
             producer = self.producers[queue] = Producer(self, queue, limit, paused=paused)
+            if self.liveness is not None:
+                self.liveness.track(producer.uuid, queue, producer.started_at)
+                if self.liveness.fenced:
+                    producer.fence()
+            self._resize_threads()
             producer.start()
             producer.wake()
-            if self.started:
-                self._beat()
         return producer
 
-    def _beat(self) -> None:
-        # Until its first heartbeat a producer's jobs are only covered by the time-based rescue
-        # (rescue_after, minutes), so record new producers now rather than an interval later.
-        from oban_py import plugins
-        from oban_py.lifeline import Heartbeat
-
-        heartbeat = plugins.find(self.duties, Heartbeat)
-        if heartbeat is not None:
-            heartbeat.wake()
+    async def _stop_producer(self, producer: Producer) -> None:
+        await producer.stop(self.config.shutdown_grace)
+        if self.liveness is not None:
+            self.liveness.untrack(producer.uuid)
+        self._resize_threads()
+        await self._release_heartbeats([producer.uuid])
 
     def _wake_all(self, *_: Any) -> None:
         for producer in self.producers.values():
@@ -211,7 +283,7 @@ class Oban(Client):
             producer = self.producers.pop(queue, None)  # type: ignore[arg-type]
             if producer is not None:
                 asyncio.get_running_loop().create_task(
-                    producer.stop(self.config.shutdown_grace), name=f"oban.stop.{queue}"
+                    self._stop_producer(producer), name=f"oban.stop.{queue}"
                 )
             return
         targets = list(self.producers.values())
@@ -225,6 +297,7 @@ class Oban(Client):
             elif action == "scale":
                 if "limit" in payload:
                     producer.scale(payload["limit"])
+                    self._resize_threads()
                 if "paused" in payload:
                     producer.paused = bool(payload["paused"])
 

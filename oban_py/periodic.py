@@ -1,8 +1,9 @@
 """The one start/stop contract shared by every periodic duty (stager, peer, pruner, lifeline...).
 
 Each component is a small object with its own interval; ``tick`` runs one pass inside a telemetry
-span ``oban.<kind>`` (start/stop/exception). A pass that raises is logged and retried after an
-exponential backoff capped at the component's interval, so no duty ever kills the node.
+span ``oban.<kind>`` (start/stop/exception). A pass that raises is logged (one line; the
+traceback at debug) and retried after an exponential backoff capped at the component's interval,
+so no duty ever kills the node.
 """
 
 from __future__ import annotations
@@ -80,11 +81,19 @@ class Periodic(ABC):
                 delay = self.next_delay()
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as error:
                 self._failures += 1
                 delay = min(self.interval, 0.1 * 2 ** min(self._failures, 10))
                 delay *= 1 + random.random() * 0.2
-                self.log.exception("periodic pass failed", failures=self._failures, retry_in=delay)
+                # One line a failure; the traceback only at debug, where it helps and does not
+                # flood production logs while the database is away.
+                self.log.warning(
+                    "periodic pass failed",
+                    error=repr(error),
+                    failures=self._failures,
+                    retry_in=round(delay, 3),
+                )
+                self.log.debug("periodic pass failure detail", exc_info=True)
             await self._sleep(delay)
 
     async def _sleep(self, delay: float) -> None:

@@ -95,19 +95,20 @@ async def notify(node: NodeLike, channel: str, payloads: list[dict[str, Any]]) -
 def build(oban: NodeLike) -> list[Periodic]:
     """The duties of a node, in start order.
 
-    Heartbeat, sonar and gossip act on every node; the stager on every node (staging everything
-    only as leader); pruner, lifeline and cron act only while ``oban.is_leader``.
+    Sonar and gossip act on every node; the stager on every node (staging everything only as
+    leader); pruner, lifeline and cron act only while ``oban.is_leader``. Heartbeats are not a
+    duty: the node's liveness threads write them (``liveness.py``).
     """
     from oban_py.cron import Cron
     from oban_py.gossip import Gossip
-    from oban_py.lifeline import Heartbeat, Lifeline
+    from oban_py.lifeline import Lifeline
     from oban_py.pruner import Pruner
     from oban_py.sonar import Sonar
     from oban_py.stager import Stager
 
     config = oban.config
     sonar = Sonar(oban)
-    duties: list[Periodic] = [Heartbeat(oban), sonar, Stager(oban, sonar=sonar)]
+    duties: list[Periodic] = [sonar, Stager(oban, sonar=sonar)]
     if config.pruner.enabled:
         duties.append(Pruner(oban))
     if config.lifeline.enabled:

@@ -1,4 +1,4 @@
-"""One producer per queue: claims available jobs up to its free capacity and runs them.
+"""One producer per queue: claims available jobs up to its free capacity and owns their attempts.
 
 A fetch is one statement (``sql/fetch_jobs.sql``) claiming at most ``limit - running`` jobs with
 ``FOR UPDATE SKIP LOCKED``, exactly as Elixir's Basic engine, with this producer's ``uuid`` as the
@@ -6,8 +6,12 @@ second element of ``attempted_by``. Fetches are triggered by an insert notificat
 queue, a job finishing, a notifier reconnect, a signal, and a poll every ``poll_interval``; a
 short cooldown between fetches turns a burst of triggers into one fetch.
 
-Each job runs in its own task (see ``executor``); its slot is released as soon as it finishes and
-its outcome goes to the node's shared acker, so the next fetch never waits for an ack.
+Each claimed job becomes an ``Attempt`` (``attempt.py``) run in its own task; its slot is freed as
+soon as it ends and its outcome goes to the node's shared acker, so the next fetch never waits for
+an ack. Every claimed row gets exactly one outcome: the attempt's, a ``discarded`` one for a row
+that cannot be read, or a release. Reconciliation, every ``RECONCILE_INTERVAL``, releases any row
+still ``executing`` under this producer's uuid that it neither runs nor has an outcome queued
+for, so nothing stays stuck while the node lives.
 """
 
 from __future__ import annotations
@@ -23,11 +27,11 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from psycopg.rows import dict_row
 
-from oban_py import executor
-from oban_py.errors import format_cancel_shutdown
+from oban_py import attempt as attempts
+from oban_py import errors, outcomes
+from oban_py.attempt import Attempt, Interrupt
 
 if TYPE_CHECKING:
-    from oban_py.job import Job
     from oban_py.oban import Oban
 
 log = structlog.get_logger("oban.producer")
@@ -37,8 +41,12 @@ log = structlog.get_logger("oban.producer")
 COOLDOWN = 0.002
 #: how often running jobs are checked for a cancel whose pkill notification was lost
 CANCEL_CHECK_INTERVAL = 5.0
+#: how often rows under this producer's uuid are reconciled with the attempts it runs
+RECONCILE_INTERVAL = 15.0
 #: how long a pkilled task may ignore its cancellation before it is abandoned (slot freed)
 ABANDON_AFTER = 1.0
+#: while stopping, how often the jobs that outlive the grace are named in the log
+STRAGGLER_REPORT_EVERY = 10.0
 #: Elixir's producer meta refresh_interval (ms), reported in check-ins
 REFRESH_INTERVAL_MS = 30_000
 
@@ -47,21 +55,8 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
-class Running:
-    """A job in flight: its task and why it was cancelled, if it was."""
-
-    __slots__ = ("abandoned", "id", "job", "reason", "task")
-
-    def __init__(self, job: Job) -> None:
-        self.job = job
-        self.id: int = job.id  # type: ignore[assignment]
-        self.task: asyncio.Task[None] | None = None
-        self.reason: str | None = None
-        self.abandoned = False
-
-
 class Producer:
-    """Fetches and runs the jobs of one queue on this node."""
+    """Fetches the jobs of one queue on this node and owns their attempts until each ends."""
 
     def __init__(self, oban: Oban, queue: str, limit: int, *, paused: bool = False) -> None:
         self.oban = oban
@@ -74,14 +69,18 @@ class Producer:
         self.shutdown_started_at: datetime | None = None
         self.poll_interval: float = oban.config.poll_interval
         self.cooldown = COOLDOWN
+        #: set while the node cannot write its heartbeat: no fetching (see ``liveness``)
+        self.fenced = False
         assert oban.acker is not None, "the node starts its acker before its producers"
         self._acker = oban.acker
-        self._jobs: dict[int, Running] = {}
+        self.attempts: dict[int, Attempt] = {}
+        self._abandoned: set[int] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._last_fetch = 0.0
         self._last_cancel_check = time.monotonic()
+        self._next_reconcile = time.monotonic() + RECONCILE_INTERVAL * (0.5 + random.random())
         self._params: dict[str, Any] = {
             "queue": queue,
             "node": oban.config.node,
@@ -94,7 +93,7 @@ class Producer:
     @property
     def running(self) -> list[int]:
         """Ids of the jobs running now."""
-        return list(self._jobs)
+        return list(self.attempts)
 
     def check(self) -> dict[str, Any]:
         """The check-in Elixir producers gossip (producer meta plus running job ids)."""
@@ -135,11 +134,48 @@ class Producer:
     def pkill(self, job_id: int, grace: float = 1.0) -> bool:
         """Cancel a running job: raise its flag now, cancel its task if still running after
         ``grace`` seconds."""
-        running = self._jobs.get(job_id)
+        running = self.attempts.get(job_id)
         if running is None:
             return False
-        self._cancel(running, "pkill", grace)
+        running.interrupt("pkill")
+        asyncio.get_running_loop().call_later(grace, self._cancel_late, running)
         return True
+
+    def fence(self) -> None:
+        """Stop fetching and interrupt every running job: the node lost its heartbeat."""
+        self.fenced = True
+        for running in list(self.attempts.values()):
+            self._interrupt(running, "fenced")
+
+    def unfence(self) -> None:
+        self.fenced = False
+        self.wake()
+
+    def _interrupt(self, running: Attempt, reason: Interrupt) -> None:
+        running.interrupt(reason)
+        task = running.task
+        if task is not None and not task.done():
+            task.cancel(reason)
+
+    def _cancel_late(self, running: Attempt) -> None:
+        task = running.task
+        if task is not None and not task.done() and not running.in_thread:
+            task.cancel("pkill")
+            asyncio.get_running_loop().call_later(ABANDON_AFTER, self._abandon, running)
+
+    def _abandon(self, running: Attempt) -> None:
+        # A coroutine that swallows CancelledError cannot be killed as Elixir kills a process.
+        # Its row is already cancelled, so nothing can run it again: record the kill, free the
+        # slot, and let the task run out on its own.
+        task = running.task
+        if task is None or task.done() or running.id in self._abandoned:
+            return
+        self._abandoned.add(running.id)
+        self._acker.push(outcomes.killed(running.job, datetime.now(UTC)))
+        log.warning("worker ignored cancellation; abandoned", job_id=running.id, queue=self.queue)
+        if self.attempts.get(running.id) is running:
+            del self.attempts[running.id]
+            self._wake.set()
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -148,12 +184,9 @@ class Producer:
             self._task = asyncio.create_task(self._loop(), name=f"oban.producer.{self.queue}")
 
     async def stop(self, grace: float) -> None:
-        """Stop fetching, give running jobs ``grace`` seconds, then cancel what is left.
-
-        Cancelled jobs get no ack: their rows stay ``executing`` for the lifeline to rescue.
-        """
+        """Stop fetching, give running jobs ``grace`` seconds, then interrupt them and wait."""
         await self.halt()
-        await self.drain(grace)
+        await self.finish(grace)
 
     async def halt(self) -> None:
         """Stop fetching; running jobs go on."""
@@ -170,50 +203,29 @@ class Producer:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def drain(self, grace: float) -> None:
-        """Wait up to ``grace`` for running jobs, then cancel the stragglers and wait for them."""
-        tasks = [r.task for r in self._jobs.values() if r.task is not None]
+    async def finish(self, grace: float) -> None:
+        """Wait up to ``grace`` for running jobs, then interrupt them and wait until each ends.
+
+        An async job ends at its cancellation and is released for another node; a plain
+        ``def`` job's thread cannot be stopped, so it keeps its row (and the node its
+        heartbeat) until it ends and its real outcome is written.
+        """
+        tasks = self._tasks()
         if tasks and grace > 0:
             await asyncio.wait(tasks, timeout=grace)
-        left = list(self._jobs.values())
-        for running in left:
-            self._cancel(running, "shutdown", None)
-        stuck = [r.task for r in left if r.task is not None]
-        if stuck:
-            await asyncio.wait(stuck, timeout=5.0)
+        for running in list(self.attempts.values()):
+            self._interrupt(running, "shutdown")
+        while tasks := self._tasks():
+            _, pending = await asyncio.wait(tasks, timeout=STRAGGLER_REPORT_EVERY)
+            if pending:
+                log.warning(
+                    "jobs still running after the shutdown grace; waiting for them to end",
+                    queue=self.queue,
+                    jobs={a.id: a.job.worker for a in self.attempts.values()},
+                )
 
-    def _cancel(self, running: Running, reason: str, grace: float | None) -> None:
-        if running.reason is None:
-            running.reason = reason
-        executor.flag_cancelled(running.job)
-        task = running.task
-        if task is None or task.done():
-            return
-        if grace is None:
-            task.cancel(reason)
-        else:
-            asyncio.get_running_loop().call_later(grace, self._cancel_late, running)
-
-    def _cancel_late(self, running: Running) -> None:
-        if running.task is not None and not running.task.done():
-            running.task.cancel(running.reason)
-            if running.reason == "pkill":
-                asyncio.get_running_loop().call_later(ABANDON_AFTER, self._abandon, running)
-
-    def _abandon(self, running: Running) -> None:
-        # A coroutine that swallows CancelledError cannot be killed as Elixir kills a process:
-        # record the kill and free its slot, and let the task run out on its own.
-        if running.task is None or running.task.done() or running.abandoned:
-            return
-        running.abandoned = True
-        job = running.job
-        now = datetime.now(UTC)
-        text = format_cancel_shutdown(job.worker)
-        self._acker.push(executor.cancel_ack(job, text, now, pkill=True))
-        log.warning("worker ignored cancellation; abandoned", job_id=running.id, queue=self.queue)
-        if self._jobs.get(running.id) is running:
-            del self._jobs[running.id]
-            self._wake.set()
+    def _tasks(self) -> list[asyncio.Task[None]]:
+        return [a.task for a in self.attempts.values() if a.task is not None and not a.task.done()]
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -233,11 +245,11 @@ class Producer:
             self._wake.clear()
             try:
                 await self._fetch()
-                if (
-                    self._jobs
-                    and time.monotonic() - self._last_cancel_check > CANCEL_CHECK_INTERVAL
-                ):
+                now = time.monotonic()
+                if self.attempts and now - self._last_cancel_check > CANCEL_CHECK_INTERVAL:
                     await self._check_cancelled()
+                if now >= self._next_reconcile:
+                    await self.reconcile()
             except asyncio.CancelledError:
                 raise
             except Exception as error:
@@ -245,38 +257,46 @@ class Producer:
                 await asyncio.sleep(min(self.poll_interval, 1.0) * (0.5 + random.random()))
 
     def _half_free(self) -> bool:
-        return 2 * (self.limit - len(self._jobs)) >= self.limit
+        return 2 * (self.limit - len(self.attempts)) >= self.limit
 
     async def _fetch(self) -> None:
         self._last_fetch = time.monotonic()
-        demand = self.limit - len(self._jobs)
-        if self.paused or demand <= 0:
+        demand = self.limit - len(self.attempts)
+        if self.paused or self.fenced or demand <= 0:
             return
         params = self._params
         params["demand"] = demand
         async with self.oban.pool.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(self.oban.queries["fetch_jobs"], params)
-            rows = await cur.fetchall()
-        for row in rows:
-            self._dispatch(row)
+            jobs, unreadable = await attempts.claimed(cur)
+        for ack in unreadable:
+            log.error(
+                "claimed a job that cannot be read; discarded", job_id=ack.id, queue=self.queue
+            )
+            self._acker.push(ack)
+        for job in jobs:
+            running = Attempt(job)
+            self.attempts[running.id] = running
+            running.task = asyncio.create_task(self._run(running))
 
-    def _dispatch(self, row: dict[str, Any]) -> None:
-        job = executor.job_from_row(row)
-        running = Running(job)
-        self._jobs[running.id] = running
-        running.task = asyncio.create_task(self._run(running))
-
-    async def _run(self, running: Running) -> None:
+    async def _run(self, running: Attempt) -> None:
         try:
-            ack = await executor.execute(self.oban, running.job, lambda: running.reason)
-            if ack is not None and not running.abandoned:
-                self._acker.push(ack)
+            ack, _ = await attempts.perform(running, self.oban.threads, self.oban.config.prefix)
+        except BaseException as error:
+            # perform never raises; should it ever, the row must still get an outcome.
+            log.error("attempt failed outside the worker", job_id=running.id, error=repr(error))
+            text = errors.format_exception(error)
+            ack = outcomes.failure(running.job, text, datetime.now(UTC), 1.0)
         finally:
-            if self._jobs.get(running.id) is running:
-                del self._jobs[running.id]
+            if self.attempts.get(running.id) is running:
+                del self.attempts[running.id]
             if not self._stopping:
                 self._wake.set()
+        if running.id in self._abandoned:
+            self._abandoned.discard(running.id)
+        else:
+            self._acker.push(ack)
 
     async def _check_cancelled(self) -> None:
         self._last_cancel_check = time.monotonic()
@@ -285,3 +305,25 @@ class Producer:
             rows = await cur.fetchall()
         for (job_id,) in rows:
             self.pkill(job_id)
+
+    async def reconcile(self) -> int:
+        """Release rows executing under this producer that it neither runs nor has an outcome
+        queued for; the number released."""
+        self._next_reconcile = time.monotonic() + RECONCILE_INTERVAL * (0.8 + 0.4 * random.random())
+        params = {"queue": self.queue, "uuid": self.uuid}
+        async with self.oban.pool.connection() as conn:
+            cur = await conn.execute(self.oban.queries["own_executing"], params)
+            rows = await cur.fetchall()
+        # Read after the rows: an attempt that ended meanwhile has its ack queued by now (or
+        # written, and then the guarded release touches nothing).
+        owned = set(self.attempts) | self._acker.owned()
+        now = datetime.now(UTC)
+        released = []
+        for job_id, attempted_at, exhausted in rows:
+            if job_id not in owned:
+                at = attempted_at.replace(tzinfo=UTC)
+                self._acker.push(outcomes.release(job_id, at, bool(exhausted), now))
+                released.append(job_id)
+        if released:
+            log.warning("released jobs this node no longer runs", queue=self.queue, ids=released)
+        return len(released)

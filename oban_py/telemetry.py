@@ -48,7 +48,7 @@ def execute(event: str, measurements: Mapping[str, Any], metadata: Mapping[str, 
         if _matches(patterns, event):
             try:
                 handler(event, measurements, metadata)
-            except Exception:
+            except BaseException:  # even SystemExit: a handler must never end a job or a node
                 _log.exception("telemetry handler failed", handler_id=handler_id, event_name=event)
 
 

@@ -5,11 +5,12 @@
   ``"inline"`` runs each job at once in the calling task without touching the database and
   returns it in its final state, ``"disabled"`` does nothing and returns the job unsaved.
 - ``assert_enqueued`` / ``refute_enqueued`` / ``all_enqueued``: what a manual-mode test checks.
-- ``drain_queue``: run a queue's jobs now, in this task, through the node's executor and acker.
+- ``drain_queue``: run a queue's jobs now, in this task, through the node's attempt and acker.
 - ``perform_job``: run one worker on some args exactly as a node would, without a database.
 
-Every job here runs through ``oban_py.executor.execute``, the function producers use, so args
-validation, timeouts, ``Snooze``/``Cancel``/``Record`` and error entries behave as in production.
+Every job here runs through ``oban_py.attempt``, the code producers run, so args validation,
+timeouts, work hooks, ``Snooze``/``Cancel``/``Record``, raised ``BaseException``s and error
+entries behave as in production; a drain claims and decodes rows as a producer does.
 """
 
 from __future__ import annotations
@@ -18,23 +19,23 @@ import asyncio
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal, cast, get_args
+from typing import Any, Literal, get_args
 
 import orjson
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from oban_py import executor, telemetry
-from oban_py.acker import Ack, Acker
+from oban_py import attempt as attempts
+from oban_py import jsonb
+from oban_py.acker import Acker
+from oban_py.attempt import Attempt
 from oban_py.client import AnyConnection, Client, get_instance
 from oban_py.job import Job, to_naive_utc
+from oban_py.outcomes import Ack
+from oban_py.threads import WorkerThreads
 from oban_py.worker import Worker, resolve
-
-if TYPE_CHECKING:
-    from oban_py.oban import Oban
 
 __all__ = [
     "Mode",
@@ -83,40 +84,23 @@ class Outcome:
         return self.state == "scheduled"
 
 
-class _Runner:
-    """The one part of a node the executor uses: the thread pool sync workers run in."""
-
-    def __init__(self) -> None:
-        self.threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="oban-testing")
+_threads: WorkerThreads | None = None
 
 
-_shared_runner: _Runner | None = None
+def _threads_for(oban: Any = None) -> WorkerThreads:
+    """The node's worker threads when draining through a node, else a small shared pool."""
+    global _threads
+    threads = getattr(oban, "threads", None)
+    if isinstance(threads, WorkerThreads):
+        return threads
+    if _threads is None:
+        _threads = WorkerThreads(4, prefix="oban-testing")
+    return _threads
 
 
-def _runner_for(oban: Any = None) -> Any:
-    global _shared_runner
-    if oban is not None and hasattr(oban, "threads"):
-        return oban
-    if _shared_runner is None:
-        _shared_runner = _Runner()
-    return _shared_runner
-
-
-async def _execute(runner: Any, job: Job) -> tuple[Ack | None, Any]:
-    """Run ``job`` through the node's executor; its ack and what ``process`` returned/raised."""
-    seen: dict[str, Any] = {}
-
-    def capture(event: str, measurements: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
-        if metadata.get("job") is job:
-            seen["result"] = metadata.get("result")
-
-    handler_id = f"oban_py.testing.{uuid.uuid4().hex}"
-    telemetry.attach(handler_id, ["oban.job.stop", "oban.job.exception"], capture)
-    try:
-        ack = await executor.execute(cast("Oban", runner), job, lambda: None)
-    finally:
-        telemetry.detach(handler_id)
-    return ack, seen.get("result")
+async def _execute(threads: WorkerThreads, job: Job) -> tuple[Ack, Any]:
+    """Run ``job`` as a producer runs it; its ack and what ``process`` returned or raised."""
+    return await attempts.perform(Attempt(job), threads)
 
 
 def apply_ack(job: Job, ack: Ack) -> Job:
@@ -130,9 +114,9 @@ def apply_ack(job: Job, ack: Ack) -> Job:
     updates["max_attempts"] = job.max_attempts + ack.extra_attempts
     updates["attempt"] = job.attempt + ack.attempt_delta
     if ack.error is not None:
-        updates["errors"] = [*job.errors, orjson.loads(ack.error)]
+        updates["errors"] = [*job.errors, jsonb.loads(ack.error)]
     if ack.meta is not None:
-        updates["meta"] = {**job.meta, **orjson.loads(ack.meta)}
+        updates["meta"] = {**job.meta, **jsonb.loads(ack.meta)}
     return job.model_copy(update=updates)
 
 
@@ -151,10 +135,8 @@ def _attempting(job: Job, attempt: int, node: str) -> Job:
     )
 
 
-async def _attempt(runner: Any, job: Job) -> Outcome:
-    ack, result = await _execute(runner, job)
-    if ack is None:  # cancelled by a shutdown: cannot happen outside a node, but stay honest
-        return Outcome(job.state, result, job)
+async def _attempt(threads: WorkerThreads, job: Job) -> Outcome:
+    ack, result = await _execute(threads, job)
     return Outcome(ack.state, result, apply_ack(job, ack))
 
 
@@ -179,7 +161,7 @@ async def perform_job(
     cls = resolve(worker) if isinstance(worker, str) else worker
     attempt = int(opts.pop("attempt", 1))
     job = _attempting(cls.new(args, **opts), attempt, node)
-    outcome = await _attempt(_runner_for(), job)
+    outcome = await _attempt(_threads_for(), job)
     if not safe and isinstance(outcome.result, BaseException):
         raise outcome.result
     return outcome
@@ -239,7 +221,7 @@ class TestingClient(Client):
             return batch
         done = []
         for job in batch:
-            outcome = await _attempt(_runner_for(), _attempting(job, 1, self.node))
+            outcome = await _attempt(_threads_for(), _attempting(job, 1, self.node))
             self.performed.append(outcome.job)
             if self.raise_errors and isinstance(outcome.result, BaseException):
                 raise outcome.result
@@ -370,7 +352,7 @@ async def drain_queue(
 ) -> dict[str, int]:
     """Run the available jobs of ``queue`` now, one after the other, in this task.
 
-    Jobs are claimed with the producers' fetch, run by the node's executor and written by its
+    Jobs are claimed with the producers' fetch, run by the node's attempt code and written by its
     acker, so rows end exactly as a node leaves them. Returns counts by outcome:
     ``{"completed", "discarded", "cancelled", "retryable", "snoozed"}``.
 
@@ -384,7 +366,7 @@ async def drain_queue(
     """
     client = _client(oban)
     await client.open()
-    runner = _runner_for(client)
+    threads = _threads_for(client)
     acker = Acker(client.pool, client.queries)
     counts = dict.fromkeys(("completed", "discarded", "cancelled", "retryable", "snoozed"), 0)
     snoozed: list[int] = []
@@ -404,14 +386,15 @@ async def drain_queue(
                 )
         async with client.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(client.queries["fetch_jobs"], fetch)
-            rows = await cur.fetchall()
-        if not rows:
+            jobs, unreadable = await attempts.claimed(cur)
+        if not jobs and not unreadable:
             return counts
-        for row in rows:
-            job = executor.job_from_row(row)
-            ack, result = await _execute(runner, job)
-            if ack is None:
-                continue
+        for ack in unreadable:
+            acker.push(ack)
+            counts[_bucket(ack.state)] += 1
+        await acker.flush()
+        for job in jobs:
+            ack, result = await _execute(threads, job)
             acker.push(ack)
             await acker.flush()
             counts[_bucket(ack.state)] += 1

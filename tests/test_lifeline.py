@@ -10,8 +10,9 @@ import psycopg
 from psycopg.rows import dict_row
 
 from oban_py.config import LifelineConfig
-from oban_py.lifeline import Heartbeat, Lifeline
-from tests.cluster_helpers import Producer, insert_job, node, states
+from oban_py.lifeline import Lifeline
+from oban_py.oban import Oban
+from tests.cluster_helpers import eventually, insert_job, node, states
 from tests.conftest import FIXTURES
 
 RESCUE = LifelineConfig(rescue_after=60, heartbeat_ttl=30)
@@ -152,22 +153,30 @@ async def test_only_the_leader_rescues(dsn: str, conn: psycopg.AsyncConnection[A
 async def test_heartbeat_records_every_local_producer_and_releases_them_on_stop(
     dsn: str, conn: psycopg.AsyncConnection[Any]
 ) -> None:
-    idle, busy = Producer("idle", node="py-1"), Producer("busy", node="py-1")
+    py = Oban(dsn=dsn, node="py-1", queues={"idle": 1, "busy": 1}, peer=False, lifeline=RESCUE)
+    await py.start()
+    idle, busy = py.producers["idle"], py.producers["busy"]
+    # A row executing under the busy producer's uuid whose outcome never arrives.
     left_behind = await executing(conn, queue="busy", by=("py-1", busy.uuid), started_ago=1)
-    async with node(dsn, node="py-1", notifier=False, lifeline=RESCUE) as py:
-        py.producers = {"idle": idle, "busy": busy}
-        heartbeat = Heartbeat(py)
-        assert await heartbeat.run_once() == 2
+
+    async def rows() -> list[tuple[str, str, str, str]]:
         cur = await conn.execute("SELECT uuid::text, node, queue, name FROM oban_py_heartbeats")
-        assert sorted(await cur.fetchall()) == sorted(
-            [(idle.uuid, "py-1", "idle", "Oban"), (busy.uuid, "py-1", "busy", "Oban")]
-        )
-        await heartbeat.stop()
-        cur = await conn.execute("SELECT uuid::text FROM oban_py_heartbeats")
-        assert await cur.fetchall() == [(busy.uuid,)]
-        # The job the stopped producer left executing is rescued on the next pass.
-        py.leader = True
-        assert (await Lifeline(py).run_once())["dead_producer"] == 1
+        return sorted(await cur.fetchall())
+
+    async def both_beating() -> bool:
+        return len(await rows()) == 2
+
+    await eventually(both_beating)
+    assert await rows() == sorted(
+        [(idle.uuid, "py-1", "idle", "Oban"), (busy.uuid, "py-1", "busy", "Oban")]
+    )
+    await py.stop()
+    cur = await conn.execute("SELECT uuid::text FROM oban_py_heartbeats")
+    assert await cur.fetchall() == [(busy.uuid,)]
+    # The job the stopped producer left executing is rescued on the next pass.
+    async with node(dsn, notifier=False, lifeline=RESCUE) as leader:
+        leader.leader = True
+        assert (await Lifeline(leader).run_once())["dead_producer"] == 1
     assert await states(conn) == {left_behind: "available"}
 
 

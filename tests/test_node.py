@@ -12,7 +12,8 @@ from nodekit import insert, row, wait_for, wait_state
 from psycopg_pool import AsyncConnectionPool
 
 from oban_py import Oban, telemetry
-from oban_py.acker import Ack, Acker
+from oban_py.acker import Acker
+from oban_py.outcomes import Ack
 from oban_py.config import LifelineConfig
 from oban_py.errors import SchemaError
 from oban_py.job import Job

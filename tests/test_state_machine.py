@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg.rows import dict_row
 
-from oban_py import executor
-from oban_py.acker import Ack
+from oban_py import outcomes as rules
+from oban_py.outcomes import Ack
 from oban_py.client import insert_sync
 from oban_py.job import Job
 from oban_py.queries import Queries
@@ -129,16 +129,16 @@ def check_step(
 def ack_for(job: Job, kind: str) -> Ack:
     now = datetime.now(UTC)
     if kind == "complete":
-        return executor.complete_ack(job, now)
+        return rules.complete(job, now)
     if kind == "fail":
-        return executor.failure_ack(job, "** (RuntimeError) boom", now, 0.0)
+        return rules.failure(job, "** (RuntimeError) boom", now, 0.0)
     if kind == "snooze":
-        return executor.snooze_ack(job, 0, now)
+        return rules.snooze(job, 0, now)
     if kind == "cancel":
-        return executor.cancel_ack(job, "** (Oban.CancelError) nope", now)
+        return rules.cancel(job, "** (Oban.CancelError) nope", now)
     from oban_py.results import Record
 
-    return executor.record_ack(job, Record({"ok": 1}), now)
+    return rules.record(job, Record({"ok": 1}), now)
 
 
 def write_ack(conn: psycopg.Connection[Any], ack: Ack) -> None:
