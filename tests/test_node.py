@@ -13,10 +13,10 @@ from psycopg_pool import AsyncConnectionPool
 
 from oban_py import Oban, telemetry
 from oban_py.acker import Acker
-from oban_py.outcomes import Ack
 from oban_py.config import LifelineConfig
 from oban_py.errors import SchemaError
 from oban_py.job import Job
+from oban_py.outcomes import Ack
 from oban_py.queries import Queries
 from oban_py.worker import Worker
 

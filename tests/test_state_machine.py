@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 from psycopg.rows import dict_row
 
 from oban_py import outcomes as rules
-from oban_py.outcomes import Ack
 from oban_py.client import insert_sync
 from oban_py.job import Job
+from oban_py.outcomes import Ack
 from oban_py.queries import Queries
 
 Q = Queries("public")
