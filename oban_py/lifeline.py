@@ -57,15 +57,20 @@ class Lifeline(Periodic):
     async def _rescue(self) -> dict[str, int]:
         settings = self.settings
         queries = self.oban.queries
+        live = [str(p.uuid) for p in self.oban.producers.values()]
         async with self.oban.pool.connection() as conn:
             async with conn.transaction():
                 cursor = await conn.execute(
-                    queries["rescue_dead_producers"], {"ttl": settings.heartbeat_ttl}
+                    queries["rescue_dead_producers"], {"ttl": settings.heartbeat_ttl, "live": live}
                 )
                 dead = await cursor.fetchall()
                 cursor = await conn.execute(
                     queries["rescue_stuck_jobs"],
-                    {"rescue_after": settings.rescue_after, "ttl": settings.heartbeat_ttl},
+                    {
+                        "rescue_after": settings.rescue_after,
+                        "ttl": settings.heartbeat_ttl,
+                        "live": live,
+                    },
                 )
                 stuck = await cursor.fetchall()
             cursor = await conn.execute(

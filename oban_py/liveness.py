@@ -195,9 +195,10 @@ class Liveness:
             return MISSING_TABLE_RETRY
         except Exception as error:
             self._close()
-            log.warning("heartbeat failed", error=repr(error), retry_in=RETRY_EVERY)
+            retry = min(RETRY_EVERY, self.interval)
+            log.warning("heartbeat failed", error=repr(error), retry_in=retry)
             log.debug("heartbeat failure detail", exc_info=True)
-            return RETRY_EVERY
+            return retry
         if not self.table:
             self.table = True
             log.info("the oban_py_heartbeats table is there: heartbeat rescue is on")

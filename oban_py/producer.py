@@ -159,14 +159,15 @@ class Producer:
 
     def _cancel_late(self, running: Attempt) -> None:
         task = running.task
-        if task is not None and not task.done() and not running.in_thread:
+        if task is not None and not task.done():
+            # An async job ends here; a thread's attempt goes on waiting for its thread.
             task.cancel("pkill")
             asyncio.get_running_loop().call_later(ABANDON_AFTER, self._abandon, running)
 
     def _abandon(self, running: Attempt) -> None:
-        # A coroutine that swallows CancelledError cannot be killed as Elixir kills a process.
-        # Its row is already cancelled, so nothing can run it again: record the kill, free the
-        # slot, and let the task run out on its own.
+        # Neither a coroutine that swallows CancelledError nor a thread can be killed as Elixir
+        # kills a process. The row is already cancelled, so nothing can run the job again:
+        # record the kill, free the slot, and let the worker run out on its own.
         task = running.task
         if task is None or task.done() or running.id in self._abandoned:
             return

@@ -1,6 +1,7 @@
 -- Fast rescue: jobs executing under a Python producer whose heartbeat stopped. Elixir's
 -- lifeline outcome: available with attempt unchanged, or discarded when out of attempts; no
--- errors entry.
+-- errors entry. The leader's own producers are alive whatever their rows say (their heartbeat
+-- may just have missed a write while the database was away), so they are never rescued here.
 UPDATE {prefix}.oban_jobs AS j
 SET state = CASE WHEN j.attempt >= j.max_attempts
               THEN 'discarded'::{prefix}.oban_job_state
@@ -12,4 +13,5 @@ WHERE j.state = 'executing'
   AND j.attempted_by[2] = h.uuid::text
   AND j.attempted_by[1] = h.node
   AND h.updated_at < timezone('UTC', now()) - make_interval(secs => %(ttl)s)
+  AND NOT h.uuid = ANY(%(live)s::uuid[])
 RETURNING j.id, j.queue, j.state::text AS state

@@ -10,6 +10,7 @@ SET state = CASE WHEN j.attempt >= j.max_attempts
 WHERE j.state = 'executing'
   AND j.attempted_at < timezone('UTC', now()) - make_interval(secs => %(rescue_after)s)
   AND j.queue IN (SELECT DISTINCT queue FROM {prefix}.oban_py_heartbeats)
+  AND NOT j.attempted_by[2] = ANY(%(live)s::text[])
   AND NOT EXISTS (
     SELECT 1 FROM {prefix}.oban_py_heartbeats AS live
     WHERE live.uuid::text = j.attempted_by[2]

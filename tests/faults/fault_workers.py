@@ -91,7 +91,7 @@ class StuckSync(Worker):
     name = "Faults.StuckSync"
 
     def process(self, job: Job) -> None:
-        deadline = time.monotonic() + 40
+        deadline = time.monotonic() + job.args.get("s", 40)
         while time.monotonic() < deadline:
             time.sleep(0.05)
 
@@ -102,7 +102,7 @@ class StuckAsync(Worker):
     name = "Faults.StuckAsync"
 
     async def process(self, job: Job) -> None:
-        deadline = time.monotonic() + 40
+        deadline = time.monotonic() + job.args.get("s", 40)
         while time.monotonic() < deadline:
             try:
                 await asyncio.sleep(0.05)
@@ -144,3 +144,43 @@ class OnceQuick(Once):
 
     def backoff(self, job: Job) -> float:
         return 0.2
+
+
+class SyncEffect(Worker):
+    """A plain ``def`` worker: records its run with start and end, sleeping ``s`` in between."""
+
+    name = "Faults.SyncEffect"
+
+    def process(self, job: Job) -> None:
+        import psycopg
+
+        with psycopg.connect(os.environ["OBAN_DSN"], autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO fault_effects (job_id, attempt, node) VALUES (%s, %s, %s)",
+                (job.id, job.attempt, (job.attempted_by or ["?"])[0]),
+            )
+            time.sleep(job.args.get("s", 1))
+            conn.execute(
+                "INSERT INTO fault_effects (job_id, attempt, node) VALUES (%s, %s, 'done')",
+                (job.id, job.attempt),
+            )
+
+
+class Blocker(Worker):
+    """Blocks the event loop with ``time.sleep`` in ``async def process`` (the classic mistake),
+    recording when each run starts and ends."""
+
+    name = "Faults.Blocker"
+
+    async def process(self, job: Job) -> None:
+        async with (await pool()).connection() as conn:
+            await conn.execute(
+                "INSERT INTO fault_effects (job_id, attempt, node) VALUES (%s, %s, %s)",
+                (job.id, job.attempt, (job.attempted_by or ["?"])[0]),
+            )
+        time.sleep(job.args.get("s", 1))  # noqa: ASYNC251 - the point of this worker
+        async with (await pool()).connection() as conn:
+            await conn.execute(
+                "INSERT INTO fault_effects (job_id, attempt, node) VALUES (%s, %s, 'done')",
+                (job.id, job.attempt),
+            )

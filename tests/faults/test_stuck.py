@@ -46,16 +46,34 @@ async def test_workers_ignoring_cancellation_are_ended_by_cancel_job(
         assert states(conn) == {"cancelled": 2, "executing": 2}
 
 
-def test_sigterm_ends_a_node_whose_workers_ignore_cancellation(
+def test_sigterm_waits_for_workers_that_ignore_cancellation_and_writes_their_outcome(
     fault_dsn: str, nodes: object
 ) -> None:
     with psycopg.connect(fault_dsn, autocommit=True) as conn:
-        insert_jobs(conn, "Faults.StuckSync", 1)
-        insert_jobs(conn, "Faults.StuckAsync", 1)
+        insert_jobs(conn, "Faults.StuckSync", 1, args='{"s": 3}')
+        insert_jobs(conn, "Faults.StuckAsync", 1, args='{"s": 3}')
         node = nodes("default:10", "py-stuck", OBAN_SHUTDOWN_GRACE="0.5")  # type: ignore[operator]
         wait_started(node)
         wait_until(lambda: states(conn).get("executing", 0) == 2, 10, 0.02)
         node.signal(signal.SIGTERM)
-        assert node.wait(8) is not None, "a stuck worker must not keep the node alive"
-        # Abandoned, not acked: the rows stay executing for the lifeline.
+        # Neither a thread nor a coroutine swallowing its cancellation can be stopped, so the
+        # node keeps their rows (and its heartbeat) until they end, then writes what they did.
+        assert node.wait(1.5) is None, "the node must not leave while its workers still run"
         assert states(conn) == {"executing": 2}
+        assert node.wait(15) == 0, node.log()
+        assert states(conn) == {"completed": 2}
+
+
+def test_a_second_signal_leaves_at_once_and_the_jobs_stay_for_the_lifeline(
+    fault_dsn: str, nodes: object
+) -> None:
+    with psycopg.connect(fault_dsn, autocommit=True) as conn:
+        insert_jobs(conn, "Faults.StuckSync", 1, args='{"s": 30}')
+        node = nodes("default:10", "py-stuck", OBAN_SHUTDOWN_GRACE="0.5")  # type: ignore[operator]
+        wait_started(node)
+        wait_until(lambda: states(conn).get("executing", 0) == 1, 10, 0.02)
+        node.signal(signal.SIGTERM)
+        wait_until(lambda: "stopping gracefully" in node.log(), 5, 0.05)
+        node.signal(signal.SIGTERM)
+        assert node.wait(8) is not None, "a second signal must end the node"
+        assert states(conn) == {"executing": 1}
