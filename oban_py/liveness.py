@@ -180,9 +180,14 @@ class Liveness:
         if not producers:
             self._last_ok = time.monotonic()
             return self.interval
-        started = time.monotonic()
         try:
+            started = time.monotonic()
             self._upsert(producers)
+            # A write that waited (a lock, a slow server) stamped its rows with the time it
+            # began: write again, so a lifted fence rests on a fresh row, not an old one.
+            while time.monotonic() - started > self.interval and not self._stopping.is_set():
+                started = time.monotonic()
+                self._upsert(producers)
         except psycopg.errors.UndefinedTable:
             self._close()
             if self.table:
