@@ -143,7 +143,8 @@ async def test_an_error_text_with_nul_or_a_lone_surrogate_is_stored_and_holds_ba
     fine = [await insert(conn, Quick.name, queue="life") for _ in range(20)]
     async with node(dsn) as oban:
         result = await settled(conn, poisoned + fine)
-        assert oban.acker is not None and oban.acker.pending == 0
+        assert oban.acker is not None
+        assert oban.acker.pending == 0
     assert [result[i] for i in poisoned] == ["retryable", "retryable"]
     assert {result[i] for i in fine} == {"completed"}
     nul, surrogate = [(await row(conn, i))["errors"][0]["error"] for i in poisoned]
@@ -164,7 +165,8 @@ async def test_a_base_exception_from_a_worker_fails_the_attempt_and_the_node_goe
         # The node still runs jobs afterwards.
         after = await insert(conn, Quick.name, queue="life")
         await wait_state(conn, after, "completed")
-        assert oban.started and oban.producers["life"].running == []
+        assert oban.started
+        assert oban.producers["life"].running == []
     # Wrapped as Elixir wraps exits and throws. A CancelledError the worker raised itself is
     # its own failure, not the node's cancel.
     name = {
@@ -180,7 +182,8 @@ async def test_stored_traces_start_at_the_worker_not_in_the_library(dsn: str, co
         failed = await wait_state(conn, job, "retryable")
     error = failed["errors"][0]["error"]
     assert "test_attempt_lifecycle.py" in error
-    assert "oban_py/" not in error and "asyncio" not in error
+    assert "oban_py/" not in error
+    assert "asyncio" not in error
 
 
 # -- what the row holds --------------------------------------------------------------------------
