@@ -52,4 +52,4 @@ def test_gossip_is_opt_out() -> None:
 
     kinds = [duty.kind for duty in build(Holder())]  # type: ignore[arg-type]
     assert "oban.gossip" not in kinds
-    assert kinds[:3] == ["oban.heartbeat", "oban.sonar", "oban.stager"]
+    assert kinds[:2] == ["oban.sonar", "oban.stager"]
