@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -89,24 +89,10 @@ def _encodable(text: Any) -> bool:
     return True
 
 
-def _sketch(bins: Mapping[int, int], size: int) -> dict[str, Any]:
-    return {"data": {str(b): n for b, n in sorted(bins.items())}, "size": size}
-
-
-class _Series:
-    __slots__ = ("count", "exec_bins", "wait_bins")
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.exec_bins: dict[int, int] = {}
-        self.wait_bins: dict[int, int] = {}
-
-    def add(self, exec_ns: int, wait_ns: int) -> None:
-        self.count += 1
-        b = sketch_bin(exec_ns)
-        self.exec_bins[b] = self.exec_bins.get(b, 0) + 1
-        b = sketch_bin(wait_ns)
-        self.wait_bins[b] = self.wait_bins.get(b, 0) + 1
+def _sketch(values: list[int]) -> dict[str, Any]:
+    # Counter counts in C: this runs once a second over every job of that second.
+    bins = Counter(map(sketch_bin, values))
+    return {"data": {str(b): n for b, n in sorted(bins.items())}, "size": len(values)}
 
 
 def aggregate(samples: list[Sample]) -> tuple[list[dict[str, Any]], int]:
@@ -114,38 +100,41 @@ def aggregate(samples: list[Sample]) -> tuple[list[dict[str, Any]], int]:
 
     Ordered as oban_met emits them: by series, then state, queue and worker.
     """
-    groups: dict[Key, _Series] = {}
+    groups: dict[Key, tuple[list[int], list[int]]] = {}
     for state, queue, worker, duration, queue_time in samples:
         try:
-            label = STATES.get(state) if isinstance(state, str) else None
+            label = STATES.get(state) if type(state) is str else None
             if label is None:
                 continue
-            exec_ns, wait_ns = native(duration), native(queue_time)
+            # The common case (positive ints) skips the checks of native().
+            if type(duration) is not int or duration <= 0:
+                duration = native(duration)
+            if type(queue_time) is not int or queue_time <= 0:
+                queue_time = native(queue_time)
             key = (label, queue, worker)
-            series = groups.get(key)
-            if series is None:
+            group = groups.get(key)
+            if group is None:
                 if not (_encodable(queue) and _encodable(worker)):
                     continue
-                series = groups[key] = _Series()
-            series.add(exec_ns, wait_ns)
+                group = groups[key] = ([], [])
         except (TypeError, ValueError, OverflowError):
             continue
+        group[0].append(duration)
+        group[1].append(queue_time)
     keys = sorted(groups)
     metrics: list[dict[str, Any]] = []
     for name in ("exec_count", "exec_time", "wait_time"):
         for key in keys:
-            series = groups[key]
+            execs, waits = groups[key]
             if name == "exec_count":
-                value: dict[str, Any] = {"data": [1] * series.count}
-            elif name == "exec_time":
-                value = _sketch(series.exec_bins, series.count)
+                value: dict[str, Any] = {"data": [1] * len(execs)}
             else:
-                value = _sketch(series.wait_bins, series.count)
+                value = _sketch(execs if name == "exec_time" else waits)
             state, queue, worker = key
             metrics.append(
                 {"queue": queue, "series": name, "state": state, "value": value, "worker": worker}
             )
-    return metrics, sum(s.count for s in groups.values())
+    return metrics, sum(len(execs) for execs, _ in groups.values())
 
 
 def fit(base: dict[str, Any], metrics: list[dict[str, Any]]) -> list[dict[str, Any]]:
