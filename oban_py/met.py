@@ -23,6 +23,7 @@ the tuple, never raises); all checking and encoding happens in the once-a-second
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections import Counter, deque
@@ -38,6 +39,8 @@ REPORT_INTERVAL = 1.0
 #: Samples kept between two reports; beyond it the oldest are dropped, so a stalled report
 #: cannot grow memory without bound (about 40 s of a 5,000 jobs/s node).
 MAX_SAMPLES = 200_000
+#: Seconds the last report at stop may take: a database that is gone must not hold up shutdown.
+FINAL_REPORT_TIMEOUT = 2.0
 
 JOB_EVENTS = ("oban.job.stop", "oban.job.exception")
 
@@ -168,7 +171,7 @@ class Metrics(Periodic):
         # Jobs finished in the last second before a graceful stop still reach Web; the notifier
         # is stopped after the duties.
         try:
-            await self.run_once()
+            await asyncio.wait_for(self.run_once(), FINAL_REPORT_TIMEOUT)
         except Exception as error:
             self.log.debug("last metrics report lost", error=repr(error))
 

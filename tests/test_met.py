@@ -559,3 +559,31 @@ async def test_a_stopped_node_detaches_its_handler(dsn: str) -> None:
     async with py_node(dsn, "py-met", {"alpha": 1}):
         assert any(h.startswith("oban_py.met.") for h in telemetry._handlers)
     assert not any(h.startswith("oban_py.met.") for h in telemetry._handlers)
+
+
+class Unanswered:
+    """A notifier whose NOTIFY never returns, as when the database went away mid-shutdown."""
+
+    def listen(self, channel: str, callback: Any) -> None:
+        return None
+
+    async def notify(self, channel: str, payloads: list[dict[str, Any]]) -> None:
+        await asyncio.Event().wait()
+
+    async def stop(self) -> None:
+        return None
+
+
+async def test_the_last_report_at_stop_never_holds_up_shutdown(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("oban_py.met.FINAL_REPORT_TIMEOUT", 0.2)
+    async with holder_node(dsn, node="py-met", notifier=False) as holder:
+        holder.notifier = Unanswered()
+        met = Metrics(holder)
+        met.start()
+        await asyncio.sleep(0.05)
+        began = time.monotonic()
+        await met.stop()
+        assert time.monotonic() - began < 2.0
+        assert met.handler_id not in telemetry._handlers
