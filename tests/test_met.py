@@ -138,6 +138,20 @@ def merged(payloads: list[dict[str, Any]], series: str) -> dict[tuple[str, str, 
     return out
 
 
+def labels(payloads: list[dict[str, Any]], label: str, lookback: int = 120) -> list[str]:
+    """``Recorder.labels/3``: each metric is stored with its labels plus the payload's node, and
+    a label's values are those of metrics stored in the last ``lookback`` seconds."""
+    since = int(time.time()) - lookback
+    found = set()
+    for payload in payloads:
+        for m in payload["metrics"]:
+            stored = {k: v for k, v in m.items() if k not in ("series", "value")}
+            stored["node"] = payload["node"]
+            if label in stored and payload["time"] >= since:
+                found.add(stored[label])
+    return sorted(found)
+
+
 def fixture() -> list[dict[str, Any]]:
     notes: list[dict[str, Any]] = json.loads(
         (FIXTURES / "oban_met" / "notifications.json").read_text()
@@ -273,6 +287,11 @@ async def test_exec_counts_per_queue_state_and_worker_equal_the_jobs_each_node_f
         await asyncio.sleep(0.3)  # nothing counted twice arrives late
         for name in expected:
             assert exec_counts(listener.on("metrics", name)) == expected[name]
+    # What Web's node suggestions read: both Python nodes, beside any Elixir node.
+    elixir = [p for p in fixture_payloads("metrics") if p["metrics"]]
+    heard = listener.on("metrics") + [{**p, "time": int(time.time())} for p in elixir]
+    assert labels(heard, "node") == ["elixir-node-1", "py-met-a", "py-met-b"]
+    assert labels(listener.on("metrics"), "queue") == ["alpha", "beta"]
     a = expected["py-met-a"]
     assert a[("alpha", "completed", "Py.Met.Ok")] == 7
     assert a[("alpha", "discarded", "Py.Met.Fails")] == 4
