@@ -179,9 +179,9 @@ class Metrics(Periodic):
         """The telemetry handler: runs in the job's own task, so it only queues a sample."""
         try:
             # Handlers are process-wide: count only the jobs this node ran, as oban_met
-            # matches the event's conf.
+            # matches the event's conf. The prefix is an optional key of the events.
             by = meta["job"].attempted_by
-            if by[0] != self.node or meta["prefix"] != self.prefix:
+            if by[0] != self.node or meta.get("prefix", self.prefix) != self.prefix:
                 return
             self.samples.append(
                 (

@@ -458,8 +458,9 @@ async def test_the_handler_never_raises_and_bad_samples_never_spoil_a_report(dsn
         ]
         for measurements, metadata in poison:
             met.record("oban.job.stop", measurements, metadata)  # never raises
+        without_prefix = {k: v for k, v in meta().items() if k != "prefix"}
         kept: list[tuple[dict[str, Any], dict[str, Any]]] = [
-            (good, meta()),
+            (good, without_prefix),
             ({"duration": -5_000, "queue_time": 0}, meta(worker="nul\x00worker")),
             ({"duration": 10**30, "queue_time": 1.5e9}, meta(state="success")),
         ]
@@ -515,7 +516,8 @@ async def test_the_crontab_is_shared_at_start_in_the_shape_of_the_fixture(dsn: s
         assert isinstance(expr, str)
         assert isinstance(worker, str)
         assert isinstance(opts, dict)
-    plain, with_opts = ours["crontab"]
+    # Configured entries come first; entries declared by @worker(cron=...) follow.
+    plain, with_opts = ours["crontab"][:2]
     assert plain[:2] == ["* * * * *", "Py.Met.Ok"]
     assert set(plain[2]) == {"name"}  # Elixir's entry without options has {}; plus the name
     assert with_opts[2] == {
@@ -534,10 +536,17 @@ async def test_the_shared_cron_name_is_the_one_on_the_jobs_the_entry_inserts(dsn
         async with holder.pool.connection() as conn:
             cur = await conn.execute("SELECT meta->>'cron_name' FROM oban_jobs ORDER BY id")
             names = [r[0] for r in await cur.fetchall()]
-    assert names == [entry[2]["name"] for entry in shared]
+    configured = [entry[2]["name"] for entry in shared[:2]]
+    assert configured == [CronEntry.coerce(spec).name for spec in CRONTAB]
+    # Both entries are due at 12:05; every job inserted carries a name the crontab shares.
+    assert set(configured) <= set(names) <= {entry[2]["name"] for entry in shared}
 
 
-async def test_every_node_shares_its_crontab_even_an_empty_one(dsn: str) -> None:
+async def test_every_node_shares_its_crontab_even_an_empty_one(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No entry declared by a worker decorator elsewhere in this process.
+    monkeypatch.setattr("oban_py.cron._registered", {})
     async with holder_node(dsn, node="py-empty", notifier=False) as holder:
         assert Cronitor(holder).payload() == {"crontab": [], "name": "Oban", "node": "py-empty"}
 
