@@ -5,6 +5,7 @@
     python3 dev.py bench --only drain     # drain, bulk, single, latency, rss
     python3 dev.py bench --asyncio        # the node on asyncio's own loop (default: uvloop)
     python3 dev.py bench --peers          # the same scenarios through other libraries
+    python3 dev.py bench --web-ab 4       # drain c=50 with Oban Web publishing on vs off, 4 pairs
 
 The database is created on the DATABASE_URL server (else an embedded one) and dropped after.
 """
@@ -56,6 +57,39 @@ def _print_drain(label: str, runs: list[dict[str, Any]]) -> None:
     print(_row("node peak RSS", _collect(runs, "rss_mb"), "MB", "{:.1f}"))
 
 
+def _web_ab(
+    bench: db.BenchDatabase, pairs: int, concurrency: int, jobs: int, *, uvloop: bool
+) -> dict[str, Any]:
+    """Drains with ``Config.web`` on and off, interleaved; the order alternates between pairs
+    so drift on a shared machine (other load, cache warmth) falls on both sides alike."""
+    on: list[dict[str, Any]] = []
+    off: list[dict[str, Any]] = []
+    ratios: list[float] = []
+    print(f"drain {jobs:,} jobs at concurrency {concurrency}: Oban Web publishing on vs off")
+    for pair in range(pairs):
+        order = (True, False) if pair % 2 == 0 else (False, True)
+        found = {
+            web: scenarios.drain(bench, concurrency, jobs, uvloop=uvloop, web=web) for web in order
+        }
+        on.append(found[True])
+        off.append(found[False])
+        ratio = found[True]["db_rate"] / found[False]["db_rate"]
+        ratios.append(ratio)
+        first = "on first" if order[0] else "off first"
+        print(
+            f"  pair {pair + 1} ({first}): on {found[True]['db_rate']:,.0f} jobs/s,"
+            f" off {found[False]['db_rate']:,.0f} jobs/s, on/off {ratio:.3f};"
+            f" node CPU/job on {found[True]['node_us_per_job']:.0f} µs,"
+            f" off {found[False]['node_us_per_job']:.0f} µs"
+        )
+    print(_row("jobs/s, publishing on", _collect(on, "db_rate"), "jobs/s"))
+    print(_row("jobs/s, publishing off", _collect(off, "db_rate"), "jobs/s"))
+    print(_row("on/off ratio per pair", ratios, "", "{:.3f}"))
+    print(_row("node CPU per job, on", _collect(on, "node_us_per_job"), "µs"))
+    print(_row("node CPU per job, off", _collect(off, "node_us_per_job"), "µs"))
+    return {"on": on, "off": off, "ratios": ratios}
+
+
 def _repeat(runs: int, fn: Callable[[], dict[str, Any]]) -> list[dict[str, Any]]:
     return [fn() for _ in range(runs)]
 
@@ -76,6 +110,13 @@ def main() -> int:
     )
     parser.add_argument("--peers", action="store_true", help="also run oban (PyPI) and pgqueuer")
     parser.add_argument("--json", help="also write every figure to this file")
+    parser.add_argument(
+        "--web-ab",
+        type=int,
+        metavar="PAIRS",
+        help="only: drain at c=50 (or --concurrency) with Oban Web publishing on and off,"
+        " PAIRS interleaved pairs",
+    )
     parser.add_argument(
         "--concurrency",
         type=int,
@@ -106,6 +147,12 @@ def main() -> int:
         f"{results['nproc']} CPUs, load {_load()}{', asyncio loop' if args.asyncio else ', uvloop'}"
     )
     try:
+        if args.web_ab:
+            for c in args.concurrency or (50,):
+                results[f"web_ab_c{c}"] = _web_ab(
+                    bench, args.web_ab, c, jobs, uvloop=not args.asyncio
+                )
+            chosen = []
         if "drain" in chosen:
             for c in args.concurrency or (10, 50, 200):
                 found = _repeat(

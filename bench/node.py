@@ -58,7 +58,13 @@ async def drain(opts: dict[str, Any]) -> dict[str, Any]:
     dsn, queue = opts["dsn"], opts["queue"]
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         pg_before = db.postgres_cpu()
-        oban = Oban(dsn=dsn, queues={queue: opts["concurrency"]}, node="bench", peer=False)
+        oban = Oban(
+            dsn=dsn,
+            queues={queue: opts["concurrency"]},
+            node="bench",
+            peer=False,
+            web=opts.get("web", True),
+        )
         cpu0, t0 = time.process_time(), time.monotonic()
         await oban.start()
         await asyncio.wait_for(DONE.wait(), opts.get("timeout", 300))

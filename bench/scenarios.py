@@ -27,12 +27,18 @@ def _node(mode: str, opts: dict[str, Any]) -> list[str]:
     return [sys.executable, "-m", "bench.node", mode, json.dumps(opts)]
 
 
-def drain(bench: BenchDatabase, concurrency: int, count: int, *, uvloop: bool) -> dict[str, Any]:
-    """Fill a queue, start a node in a subprocess, and measure it draining the queue."""
+def drain(
+    bench: BenchDatabase, concurrency: int, count: int, *, uvloop: bool, web: bool = True
+) -> dict[str, Any]:
+    """Fill a queue, start a node in a subprocess, and measure it draining the queue.
+
+    ``web`` is the node's ``Config.web``: whether it publishes metrics, crontab and gossip.
+    """
     bench.reset()
     bench.fill("bench", count)
     opts = {"dsn": bench.dsn, "queue": "bench", "concurrency": concurrency, "count": count}
     opts["uvloop"] = uvloop
+    opts["web"] = web
     out = subprocess.run(_node("drain", opts), cwd=ROOT, capture_output=True, text=True)
     if out.returncode != 0:
         raise BenchFailure(f"node failed:\n{out.stderr[-3000:]}")

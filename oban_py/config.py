@@ -73,6 +73,9 @@ class Config(_Model):
     lifeline: LifelineConfig = Field(default_factory=LifelineConfig)
     crontab: list[Any] = Field(default_factory=list)
     timezone: str = "Etc/UTC"
+    #: Publish what Oban Web reads through oban_met: job metrics (``metrics``), the crontab
+    #: (``cronitor``) and queue check-ins (``gossip``). ``False`` turns all three off.
+    web: bool = True
     gossip: bool = True
     gossip_interval: Annotated[float, Field(gt=0)] = 1.0
     #: Seconds the event loop may go without running before the watchdog logs it (0: never).

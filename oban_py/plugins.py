@@ -96,12 +96,15 @@ def build(oban: NodeLike) -> list[Periodic]:
     """The duties of a node, in start order.
 
     Sonar and gossip act on every node; the stager on every node (staging everything only as
-    leader); pruner, lifeline and cron act only while ``oban.is_leader``. Heartbeats are not a
-    duty: the node's liveness threads write them (``liveness.py``).
+    leader); pruner, lifeline and cron act only while ``oban.is_leader``. Gossip, metrics and
+    cronitor publish for Oban Web, unless ``config.web`` is off. Heartbeats are not a duty: the
+    node's liveness threads write them (``liveness.py``).
     """
     from oban_py.cron import Cron
+    from oban_py.cronitor import Cronitor
     from oban_py.gossip import Gossip
     from oban_py.lifeline import Lifeline
+    from oban_py.met import Metrics
     from oban_py.pruner import Pruner
     from oban_py.sonar import Sonar
     from oban_py.stager import Stager
@@ -114,8 +117,10 @@ def build(oban: NodeLike) -> list[Periodic]:
     if config.lifeline.enabled:
         duties.append(Lifeline(oban))
     duties.append(Cron(oban))
-    if config.gossip:
+    if config.web and config.gossip:
         duties.append(Gossip(oban))
+    if config.web:
+        duties += [Metrics(oban), Cronitor(oban)]
     return duties
 
 

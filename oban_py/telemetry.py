@@ -19,6 +19,11 @@ Handler = Callable[[str, Mapping[str, Any], Mapping[str, Any]], None]
 
 _log = structlog.get_logger("oban_py.telemetry")
 _handlers: dict[str, tuple[frozenset[str], Handler]] = {}
+# Event name -> the handlers it reaches, so a job's events skip matching every pattern of every
+# handler. attach/detach replace the whole dict: a route computed from the old handlers can
+# only land in the discarded dict, even when another thread attaches meanwhile.
+_routes: dict[str, tuple[tuple[str, Handler], ...]] = {}
+_MAX_ROUTES = 1024
 
 
 def attach(handler_id: str, events: str | Iterable[str], handler: Handler) -> None:
@@ -27,12 +32,17 @@ def attach(handler_id: str, events: str | Iterable[str], handler: Handler) -> No
     ``events`` may end in ``*`` to match a whole family (``"oban.job.*"``). Re-attaching an id
     replaces the previous handler.
     """
+    global _routes
     names = frozenset([events] if isinstance(events, str) else events)
     _handlers[handler_id] = (names, handler)
+    _routes = {}
 
 
 def detach(handler_id: str) -> bool:
-    return _handlers.pop(handler_id, None) is not None
+    global _routes
+    found = _handlers.pop(handler_id, None) is not None
+    _routes = {}
+    return found
 
 
 def _matches(patterns: frozenset[str], event: str) -> bool:
@@ -44,12 +54,24 @@ def _matches(patterns: frozenset[str], event: str) -> bool:
 def execute(event: str, measurements: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
     if not _handlers:
         return
-    for handler_id, (patterns, handler) in list(_handlers.items()):
-        if _matches(patterns, event):
-            try:
-                handler(event, measurements, metadata)
-            except BaseException:  # even SystemExit: a handler must never end a job or a node
-                _log.exception("telemetry handler failed", handler_id=handler_id, event_name=event)
+    for handler_id, handler in _route(event):
+        try:
+            handler(event, measurements, metadata)
+        except BaseException:  # even SystemExit: a handler must never end a job or a node
+            _log.exception("telemetry handler failed", handler_id=handler_id, event_name=event)
+
+
+def _route(event: str) -> tuple[tuple[str, Handler], ...]:
+    routes = _routes
+    route = routes.get(event)
+    if route is None:
+        items = list(_handlers.items())
+        route = tuple((hid, handler) for hid, (names, handler) in items if _matches(names, event))
+        # Event names are a small fixed set in practice; a caller inventing names per call
+        # must not grow the cache without bound.
+        if len(routes) < _MAX_ROUTES:
+            routes[event] = route
+    return route
 
 
 @contextmanager
