@@ -563,7 +563,7 @@ def test_web_off_builds_no_publishing_duty() -> None:
 
     kinds = {duty.kind for duty in build(Holder())}  # type: ignore[arg-type]
     assert not kinds & {"oban.metrics", "oban.cronitor", "oban.gossip"}
-    assert {"oban.heartbeat", "oban.sonar", "oban.stager", "oban.cron"} <= kinds
+    assert {"oban.sonar", "oban.stager", "oban.cron"} <= kinds
     Holder.config = Config()
     assert {"oban.metrics", "oban.cronitor", "oban.gossip"} <= {d.kind for d in build(Holder())}  # type: ignore[arg-type]
 
