@@ -17,6 +17,8 @@ Sync ``process`` functions run in the node's bounded thread pool, never on the e
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import inspect
 import time
 import traceback
@@ -29,6 +31,7 @@ import orjson
 from oban_py import backoff, errors, telemetry, terms
 from oban_py.acker import Ack
 from oban_py.errors import UnknownWorker
+from oban_py.hooks import WorkHook, work_hooks
 from oban_py.job import Job
 from oban_py.results import Cancel, Record, Snooze
 from oban_py.worker import resolve
@@ -269,10 +272,14 @@ async def _perform(oban: Oban, worker: Any, job: Job) -> Any:
     timeout = getattr(worker, "timeout", None)
     seconds = timeout(job) if timeout is not None else None
     process = worker.process
+    # Work hooks (oban_py.hooks): a minimal application so the Django integration (i17) can be
+    # tested now; the executor/producer rewrite carries it over. Without hooks nothing changes.
+    hooks = work_hooks()
     if inspect.iscoroutinefunction(process):
-        work: Any = process(job)
+        work: Any = _in_task(hooks, process, job) if hooks else process(job)
     else:
-        work = asyncio.get_running_loop().run_in_executor(oban.threads, process, job)
+        call = functools.partial(_in_thread, hooks, process) if hooks else process
+        work = asyncio.get_running_loop().run_in_executor(oban.threads, call, job)
     if seconds is None:
         return await work
     try:
@@ -282,3 +289,19 @@ async def _perform(oban: Oban, worker: Any, job: Job) -> Any:
         flag_cancelled(job)
         error.oban_timeout = seconds  # type: ignore[attr-defined]
         raise
+
+
+def _in_thread(hooks: tuple[WorkHook, ...], process: Callable[[Job], Any], job: Job) -> Any:
+    """``process(job)`` inside every hook's ``around_thread``, in the pool thread."""
+    with contextlib.ExitStack() as stack:
+        for hook in hooks:
+            stack.enter_context(hook.around_thread(job))
+        return process(job)
+
+
+async def _in_task(hooks: tuple[WorkHook, ...], process: Callable[[Job], Any], job: Job) -> Any:
+    """``await process(job)`` inside every hook's ``around_task``, in the job's task."""
+    async with contextlib.AsyncExitStack() as stack:
+        for hook in hooks:
+            await stack.enter_async_context(hook.around_task(job))
+        return await process(job)
