@@ -10,9 +10,9 @@ sees, inside its transaction:
   async views), so rows the test created are visible to it;
 - ``drain_queue``: run a queue's enqueued jobs the same way, and write their outcomes, on the
   test's connection;
-- a ``TestingClient("inline")`` or ``("disabled")`` registered as ``"Oban"`` also governs
-  ``oban_py_ext.django.enqueue``: inline runs the job at once (as ``perform_job`` does),
-  disabled skips it.
+- ``with oban_mode("inline")`` (or ``"disabled"``), or any ``TestingClient`` in that mode
+  registered as ``"Oban"``, also governs ``oban_py_ext.django.enqueue``: inline runs the job
+  at once (as ``perform_job`` does), disabled skips it.
 
 No thread here keeps a connection open, so ``manage.py test`` can drop the test database.
 """
@@ -22,7 +22,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -37,7 +38,7 @@ from oban_py.errors import InstanceNotFound
 from oban_py.executor import job_from_row
 from oban_py.job import Job
 from oban_py.queries import Queries
-from oban_py.testing import Outcome, TestingClient
+from oban_py.testing import Mode, Outcome, TestingClient
 from oban_py.worker import Worker, resolve
 from oban_py_ext.django import conf, raw_connection
 
@@ -47,6 +48,7 @@ __all__ = [
     "all_enqueued",
     "assert_enqueued",
     "drain_queue",
+    "oban_mode",
     "perform_job",
     "refute_enqueued",
 ]
@@ -142,6 +144,21 @@ def enqueue_in_mode(jobs: list[Job]) -> list[Job] | None:
             raise outcome.result
         done.append(outcome.job)
     return done
+
+
+@contextmanager
+def oban_mode(mode: Mode) -> Iterator[TestingClient]:
+    """A ``TestingClient(mode)`` registered as ``"Oban"`` for the block, closed after it, so a
+    test cannot leave its mode to the next one. Inline and disabled modes govern
+    ``enqueue`` and ``Worker.enqueue``; manual mode (``enqueue`` inserts on the test's
+    connection) needs no client at all."""
+    if mode == "manual":
+        raise ValueError("manual mode is the default under Django: no testing client needed")
+    client = TestingClient(mode)
+    try:
+        yield client
+    finally:
+        async_to_sync(client.close)()
 
 
 # -- reading oban_jobs on Django's connection ------------------------------------------------

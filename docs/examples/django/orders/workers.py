@@ -4,8 +4,8 @@ import time
 
 from django.db import connection
 from django.db.models import F
-
 from oban_py import Job, Worker
+
 from orders.models import Order
 
 
