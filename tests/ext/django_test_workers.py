@@ -1,4 +1,4 @@
-"""Workers the Django ``oban start`` test imports through ``OBAN["workers"]``."""
+"""Workers of the Django tests: ORM work, sync (pool threads) and async (asgiref's thread)."""
 
 from __future__ import annotations
 
@@ -10,3 +10,28 @@ class DjangoMailer(Worker):
 
     async def process(self, job: Job) -> None:
         return None
+
+
+class SyncOrm(Worker):
+    name = "Py.Ext.Django.SyncOrm"
+    queue = "orm"
+    max_attempts = 3
+
+    def process(self, job: Job) -> None:
+        from django.contrib.auth.models import User
+        from django.db import connection
+
+        with connection.cursor() as cur:
+            cur.execute("SELECT pg_sleep(0.02)")
+        User.objects.filter(username="nobody").exists()
+
+
+class AsyncOrm(Worker):
+    name = "Py.Ext.Django.AsyncOrm"
+    queue = "orm"
+    max_attempts = 3
+
+    async def process(self, job: Job) -> None:
+        from django.contrib.auth.models import User
+
+        await User.objects.filter(username="nobody").aexists()

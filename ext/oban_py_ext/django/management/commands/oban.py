@@ -99,19 +99,23 @@ class Command(BaseCommand):
             passthrough = sub.add_parser(alias, help=help_text, add_help=False)
             passthrough.add_argument("rest", nargs=argparse.REMAINDER)
 
-    def run_from_argv(self, argv: list[str]) -> None:
-        # argparse cannot hand `pause --help` (an option first) to a REMAINDER argument: give
-        # every command but start its arguments as typed, for oban-py's own parser.
-        name = argv[2] if len(argv) > 2 else ""
-        if name != "start" and ALIASES.get(name, name) in _cli_commands():
-            from django.db import connections
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+        parse_args = parser.parse_args
 
-            try:
-                self._passthrough(ALIASES.get(name, name), argv[3:])
-            finally:
-                connections.close_all()
-            return
-        super().run_from_argv(argv)
+        def parse(args: Any = None, namespace: Any = None) -> Any:
+            # argparse cannot hand `pause --help` (an option first) to a REMAINDER argument:
+            # every command but start gets its arguments as typed, for oban-py's own parser.
+            given = list(args) if args is not None else []
+            name = given[0] if given else ""
+            if name != "start" and ALIASES.get(name, name) in _cli_commands():
+                parsed = parse_args([name], namespace)
+                parsed.rest = given[1:]
+                return parsed
+            return parse_args(args, namespace)
+
+        parser.parse_args = parse  # type: ignore[method-assign]
+        return parser
 
     def handle(self, *args: Any, **options: Any) -> None:
         action = options["action"]
