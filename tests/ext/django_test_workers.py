@@ -35,3 +35,26 @@ class AsyncOrm(Worker):
         from django.contrib.auth.models import User
 
         await User.objects.filter(username="nobody").aexists()
+
+
+#: (start, end) of each OrmBound job's ORM-thread work, to see whether they overlapped.
+ORM_SPANS: list[tuple[float, float]] = []
+
+
+class OrmBound(Worker):
+    """An async job whose work is a blocking ORM-thread call, as ``aget`` and friends are."""
+
+    name = "Py.Ext.Django.OrmBound"
+    queue = "orm"
+
+    async def process(self, job: Job) -> None:
+        import time
+
+        from asgiref.sync import sync_to_async
+
+        def work() -> None:
+            start = time.monotonic()
+            time.sleep(0.2)
+            ORM_SPANS.append((start, time.monotonic()))
+
+        await sync_to_async(work)()

@@ -8,6 +8,7 @@ import io
 import time
 from collections.abc import Iterator
 from datetime import UTC
+from itertools import pairwise
 from typing import Any
 
 import django
@@ -468,3 +469,18 @@ async def test_a_connection_kill_mid_run_fails_no_later_job(
         assert set(settled.values()) == {("completed", 1)}
         # CONN_MAX_AGE = 0: every job's connection was closed when the job ended.
         assert _django_backends(project) == 0
+
+
+async def test_async_orm_jobs_run_concurrently_each_in_its_own_orm_thread(
+    project: str, orm_node_config: Any
+) -> None:
+    from django_test_workers import ORM_SPANS, OrmBound
+
+    ORM_SPANS.clear()
+    async with Oban(orm_node_config) as node:
+        batch = await node.enqueue_many([OrmBound.new({"n": i}) for i in range(8)])
+        settled = await _settled(node, [j.id for j in batch if j.id])
+    assert set(settled.values()) == {("completed", 1)}
+    spans = sorted(ORM_SPANS)
+    # Through asgiref's one shared thread they would run one after the other.
+    assert any(later[0] < earlier[1] for earlier, later in pairwise(spans))

@@ -5,12 +5,16 @@ Django releases a request's connections when the request ends (``request_finishe
 pool thread keeps its connection for good, and once the server drops it (a restart, a failover,
 ``pg_terminate_backend``) every later job on that thread fails with "the connection is closed".
 
-The hook runs ``close_old_connections`` before and after each job, in the context where the
-job's ORM calls run: the pool thread of a sync ``process``, and asgiref's thread-sensitive
-executor (where ``aget``/``asave`` run) for an async one. Each connection is then kept or closed
-per the database's settings: with ``CONN_MAX_AGE = 0`` (Django's default) it is closed after
-every job, a connection that saw an error is closed unless it still answers, and
-``CONN_HEALTH_CHECKS`` is honoured on the next use.
+Around a sync ``process`` the hook runs ``close_old_connections`` before and after the job, in
+the pool thread: each connection is then kept or closed per the database's settings (with
+``CONN_MAX_AGE = 0``, Django's default, closed after every job; one that saw an error closed
+unless it still answers; ``CONN_HEALTH_CHECKS`` honoured on the next use).
+
+Around an async ``process`` it enters asgiref's ``ThreadSensitiveContext``, as Django's ASGI
+handler does for each request: the job's async ORM calls (``aget``, ``asave``...) run in a
+thread of their own instead of the one thread every such call in the process would share, so
+async ORM jobs run concurrently up to the queue's limit. That thread ends with the job, so its
+connections are closed when the job ends, whatever ``CONN_MAX_AGE`` says.
 
 A connection inside ``atomic()`` is left alone: closing it would break a transaction that the
 job did not open (a test's, when a job runs inline inside ``TestCase``).
@@ -21,7 +25,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import SyncToAsync, ThreadSensitiveContext, sync_to_async
 
 from oban_py.job import Job
 
@@ -37,7 +41,16 @@ def release_connections() -> None:
             conn.close_if_unusable_or_obsolete()
 
 
-_release_in_orm_thread = sync_to_async(release_connections, thread_sensitive=True)
+def close_connections() -> None:
+    """Close this thread's connections that are not in a transaction (the thread is ending)."""
+    from django.db import connections
+
+    for conn in connections.all(initialized_only=True):
+        if not conn.in_atomic_block:
+            conn.close()
+
+
+_close_in_orm_thread = sync_to_async(close_connections, thread_sensitive=True)
 
 
 class DjangoConnections:
@@ -53,11 +66,14 @@ class DjangoConnections:
 
     @asynccontextmanager
     async def around_task(self, job: Job) -> AsyncIterator[None]:
-        await _release_in_orm_thread()
-        try:
-            yield
-        finally:
-            await _release_in_orm_thread()
+        async with ThreadSensitiveContext() as context:
+            try:
+                yield
+            finally:
+                # Only when the job's ORM thread was started: most async jobs make no ORM call,
+                # and starting a thread just to close nothing would cost every one of them.
+                if context in SyncToAsync.context_to_thread_executor:
+                    await _close_in_orm_thread()
 
 
 def install() -> None:
