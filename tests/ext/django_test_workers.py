@@ -58,3 +58,17 @@ class OrmBound(Worker):
             ORM_SPANS.append((start, time.monotonic()))
 
         await sync_to_async(work)()
+
+
+class PooledOrm(Worker):
+    """ORM work on the ``pooled`` alias, whose Django pool is smaller than the thread count."""
+
+    name = "Py.Ext.Django.PooledOrm"
+    queue = "orm"
+    max_attempts = 1
+
+    def process(self, job: Job) -> None:
+        from django.db import connections
+
+        with connections["pooled"].cursor() as cur:
+            cur.execute("SELECT pg_sleep(0.02)")

@@ -50,6 +50,11 @@ def project(server_dsn: str) -> Iterator[str]:
     }
     strict = {**database, "OPTIONS": {"sslmode": "verify-full"}}
     lite = {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}
+    # Django's own pool, smaller than the node's thread count.
+    pooled = {
+        **database,
+        "OPTIONS": {**database["OPTIONS"], "pool": {"min_size": 1, "max_size": 2, "timeout": 5}},
+    }
     if settings.configured:
         settings.DATABASES["default"].update(database)
     else:
@@ -59,7 +64,13 @@ def project(server_dsn: str) -> Iterator[str]:
             ALLOWED_HOSTS=["testserver"],
             USE_TZ=True,
             TIME_ZONE="Asia/Tokyo",
-            DATABASES={"default": database, "tuned": tuned, "strict": strict, "lite": lite},
+            DATABASES={
+                "default": database,
+                "tuned": tuned,
+                "strict": strict,
+                "lite": lite,
+                "pooled": pooled,
+            },
             INSTALLED_APPS=[
                 "django.contrib.admin",
                 "django.contrib.auth",
@@ -484,3 +495,15 @@ async def test_async_orm_jobs_run_concurrently_each_in_its_own_orm_thread(
     spans = sorted(ORM_SPANS)
     # Through asgiref's one shared thread they would run one after the other.
     assert any(later[0] < earlier[1] for earlier, later in pairwise(spans))
+
+
+async def test_jobs_give_connections_back_to_djangos_pool(
+    project: str, orm_node_config: Any
+) -> None:
+    from django_test_workers import PooledOrm
+
+    async with Oban(orm_node_config) as node:
+        batch = await node.enqueue_many([PooledOrm.new({"n": i}) for i in range(24)])
+        settled = await _settled(node, [j.id for j in batch if j.id])
+    # 8 pool threads share a pool of 2: each job holds a connection only while it runs.
+    assert set(settled.values()) == {("completed", 1)}
