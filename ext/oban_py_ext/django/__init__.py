@@ -1,6 +1,8 @@
-"""Django: an app (``"oban_py_ext.django"`` in ``INSTALLED_APPS``) with ``OBAN = {...}`` settings,
-a migration installing the schema, ``manage.py oban ...``, transactional enqueue and a read-only
-admin of jobs with retry and cancel actions.
+"""Django: an app (``"oban_py_ext.django"`` in ``INSTALLED_APPS``) with ``OBAN = {...}`` settings
+(``conf``, validated by ``checks``), a migration installing the schema, ``manage.py oban ...``,
+transactional enqueue, Django's connections released around every job (``connections``),
+testing helpers on the test's connection (``testing``) and a read-only admin of jobs with retry
+and cancel actions.
 
     from oban_py_ext.django import enqueue
 

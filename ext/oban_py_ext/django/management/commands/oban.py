@@ -19,10 +19,12 @@ from typing import Any, TextIO, cast
 
 import typer
 import typer.main
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.module_loading import autodiscover_modules
 from pydantic import ValidationError
 
+from oban_py.cli_common import EXIT_NOT_INSTALLED, EXIT_UNREACHABLE, EXIT_USAGE
 from oban_py_ext.django import conf
 
 #: ``manage.py oban <name>`` → the ``oban-py`` command it runs.
@@ -134,7 +136,10 @@ class Command(BaseCommand):
         given = {arg.split("=", 1)[0] for arg in rest}
         if "--help" not in rest:
             if "dsn" in params and "--dsn" not in given:
-                argv += ["--dsn", conf.dsn()]
+                try:
+                    argv += ["--dsn", conf.dsn()]
+                except ImproperlyConfigured as error:
+                    raise CommandError(str(error), returncode=EXIT_USAGE) from None
             if "prefix" in params and "--prefix" not in given:
                 argv += ["--prefix", conf.prefix()]
         # oban-py prints to sys.stdout/stderr; call_command(stdout=...) must capture it.
@@ -165,11 +170,14 @@ class Command(BaseCommand):
                 else dict(conf.options().get("queues", {}))
             )
         except SettingsError as error:
-            raise CommandError(str(error)) from None
+            raise CommandError(str(error), returncode=EXIT_USAGE) from None
         for spec in options["queue"]:
             name, sep, limit = spec.partition("=")
             if not name or not sep or not limit.strip().lstrip("-").isdigit():
-                raise CommandError(f"--queue takes NAME=LIMIT (a whole number), got {spec!r}")
+                raise CommandError(
+                    f"--queue takes NAME=LIMIT (a whole number), got {spec!r}",
+                    returncode=EXIT_USAGE,
+                )
             queues[name] = int(limit)
         overrides["queues"] = queues
         for key in ("node", "shutdown_grace"):
@@ -181,7 +189,9 @@ class Command(BaseCommand):
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
             )
-            raise CommandError(f"invalid node settings: {problems}") from None
+            raise CommandError(
+                f"invalid node settings: {problems}", returncode=EXIT_USAGE
+            ) from None
         self._require_schema()
         self._configure_logging(options["log_level"], options["log_format"])
         self._import_workers()
@@ -209,12 +219,14 @@ class Command(BaseCommand):
         except OperationalError as error:
             where = conf.database()
             detail = " ".join(str(error).split())
-            raise CommandError(f"cannot reach the database {where!r}: {detail}") from None
+            raise CommandError(
+                f"cannot reach the database {where!r}: {detail}", returncode=EXIT_UNREACHABLE
+            ) from None
         finally:
             # The node has its own pool: this thread's connection would idle for the node's life.
             connections.close_all()
         if problem is not None:
-            raise CommandError(f"{problem}. {FIX}")
+            raise CommandError(f"{problem}. {FIX}", returncode=EXIT_NOT_INSTALLED)
 
     def _configure_logging(self, level: str, fmt: str) -> None:
         from oban_py import log
@@ -232,7 +244,9 @@ class Command(BaseCommand):
             try:
                 importlib.import_module(module)
             except ImportError as error:
-                raise CommandError(f"cannot import worker module {module!r}: {error}") from None
+                raise CommandError(
+                    f"cannot import worker module {module!r}: {error}", returncode=EXIT_USAGE
+                ) from None
 
 
 def _stop_like_sigterm(loop: Any) -> None:
