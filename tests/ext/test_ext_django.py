@@ -329,6 +329,19 @@ def test_an_option_libpq_does_not_know_stops_the_node(
         conf.dsn("strict")
 
 
+@pytest.mark.parametrize("poison", ["shop\x00", "caf\udce9"])
+def test_an_option_libpq_would_cut_short_stops_the_node(
+    project: str, monkeypatch: pytest.MonkeyPatch, poison: str
+) -> None:
+    from oban_py_ext.django import conf
+
+    # libpq stops reading at a NUL: the sslmode after it would be dropped without a word.
+    options = connections["strict"].settings_dict["OPTIONS"]
+    monkeypatch.setitem(options, "application_name", poison)
+    with pytest.raises(ImproperlyConfigured, match="libpq cannot take"):
+        conf.dsn("strict")
+
+
 def test_assume_role_becomes_a_startup_role(project: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from oban_py_ext.django import conf
 
@@ -391,7 +404,13 @@ def test_an_incomplete_schema_is_reported_and_start_refuses_with_the_django_fix(
 
 
 def test_bad_start_options_are_command_errors(project: str) -> None:
-    for args in (["--queue", "default=0"], ["--queue", "default=x"], ["--queues", "a:b"]):
+    for args in (
+        ["--queue", "default=0"],
+        ["--queue", "default=x"],
+        ["--queue", "default=" + "9" * 40],
+        ["--queue", "=5"],
+        ["--queues", "a:b"],
+    ):
         with pytest.raises(CommandError):
             call_command("oban", "start", *args, stderr=io.StringIO())
 

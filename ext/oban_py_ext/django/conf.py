@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 from django.core.exceptions import ImproperlyConfigured
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from oban_py import Config
 
@@ -61,14 +61,20 @@ def dsn(using: str | None = None) -> str:
         # Django runs SET ROLE after connecting; a startup option does the same for the node.
         escaped = str(role).replace("\\", "\\\\").replace(" ", "\\ ")
         params["options"] = f"{params.get('options', '')} -c role={escaped}".strip()
+    wanted = {k: str(v) for k, v in params.items() if v is not None}
     try:
-        return make_conninfo(**{k: str(v) for k, v in params.items() if v is not None})
-    except psycopg.ProgrammingError as error:
+        built = make_conninfo(**wanted)
+        # libpq reads the DSN as a C string: whatever it would not read back (a value cut at a
+        # NUL, say, and every option after it) must stop the node, not be dropped.
+        if conninfo_to_dict(built) != wanted:
+            raise psycopg.ProgrammingError("libpq does not read the options back as given")
+    except (psycopg.ProgrammingError, UnicodeEncodeError) as error:
         raise ImproperlyConfigured(
-            f"DATABASES[{alias!r}]['OPTIONS'] holds something libpq does not know, so the Oban"
-            f" node cannot connect as Django does: {' '.join(str(error).split())}."
+            f"DATABASES[{alias!r}] holds an option libpq cannot take ({sorted(wanted)}), so the"
+            f" Oban node cannot connect as Django does: {' '.join(str(error).split())}."
             " Fix the option, or give OBAN['dsn'] explicitly."
         ) from None
+    return built
 
 
 def config(**overrides: Any) -> Config:
