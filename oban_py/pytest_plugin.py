@@ -11,6 +11,8 @@ Fixtures:
 - ``oban_testing``: a :class:`oban_py.testing.TestingClient` in that mode, registered as
   ``"Oban"`` so ``Worker.enqueue`` in the code under test uses it; closed after the test.
   Inline and disabled modes never touch the database and do not need ``oban_dsn``.
+- ``oban_testing_options``: the client's options (the ``oban_dsn`` of manual mode), resolved
+  in a sync fixture so an ``oban_dsn`` override may use the Django ORM under pytest-django.
 """
 
 from __future__ import annotations
