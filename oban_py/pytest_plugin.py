@@ -11,6 +11,8 @@ Fixtures:
 - ``oban_testing``: a :class:`oban_py.testing.TestingClient` in that mode, registered as
   ``"Oban"`` so ``Worker.enqueue`` in the code under test uses it; closed after the test.
   Inline and disabled modes never touch the database and do not need ``oban_dsn``.
+- ``oban_testing_options``: the client's options (the ``oban_dsn`` of manual mode), resolved
+  in a sync fixture so an ``oban_dsn`` override may use the Django ORM under pytest-django.
 """
 
 from __future__ import annotations
@@ -53,19 +55,26 @@ def oban_testing_mode(request: pytest.FixtureRequest) -> str:
     return str(mode)
 
 
+@pytest.fixture
+def oban_testing_options(oban_testing_mode: str, request: pytest.FixtureRequest) -> dict[str, Any]:
+    """What ``oban_testing`` builds its client with, resolved in a sync fixture: an overridden
+    ``oban_dsn`` may use the Django ORM (pytest-django's ``db``), which refuses to run inside
+    the async fixture's event loop."""
+    if oban_testing_mode == "manual":
+        return {"dsn": request.getfixturevalue("oban_dsn")}
+    return {}
+
+
 # The async fixture needs pytest-asyncio; without it the plugin still loads, minus the fixture.
 if importlib.util.find_spec("pytest_asyncio") is not None:
     import pytest_asyncio
 
     @pytest_asyncio.fixture
     async def oban_testing(
-        request: pytest.FixtureRequest, oban_testing_mode: str
+        oban_testing_mode: str, oban_testing_options: dict[str, Any]
     ) -> AsyncIterator[TestingClient]:
         """A testing client in ``oban_testing_mode``, registered as ``"Oban"``."""
-        options: dict[str, Any] = {}
-        if oban_testing_mode == "manual":
-            options["dsn"] = request.getfixturevalue("oban_dsn")
-        client = TestingClient(oban_testing_mode, **options)  # type: ignore[arg-type]
+        client = TestingClient(oban_testing_mode, **oban_testing_options)  # type: ignore[arg-type]
         try:
             yield client
         finally:

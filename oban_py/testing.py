@@ -19,6 +19,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, get_args
@@ -98,7 +99,7 @@ def _threads_for(oban: Any = None) -> WorkerThreads:
     return _threads
 
 
-async def _execute(threads: WorkerThreads, job: Job) -> tuple[Ack, Any]:
+async def _execute(threads: Executor, job: Job) -> tuple[Ack, Any]:
     """Run ``job`` as a producer runs it; its ack and what ``process`` returned or raised."""
     return await attempts.perform(Attempt(job), threads)
 
@@ -135,7 +136,7 @@ def _attempting(job: Job, attempt: int, node: str) -> Job:
     )
 
 
-async def _attempt(threads: WorkerThreads, job: Job) -> Outcome:
+async def _attempt(threads: Executor, job: Job) -> Outcome:
     ack, result = await _execute(threads, job)
     return Outcome(ack.state, result, apply_ack(job, ack))
 

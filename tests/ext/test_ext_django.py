@@ -3,8 +3,12 @@ Django, so the app's migration is what installs the schema."""
 
 from __future__ import annotations
 
+import asyncio
 import io
+import time
 from collections.abc import Iterator
+from datetime import UTC
+from itertools import pairwise
 from typing import Any
 
 import django
@@ -12,12 +16,18 @@ import psycopg
 import pytest
 from conftest import create_database, drop_database, dsn_for
 from django.conf import settings
-from django.core.management import call_command
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management import CommandError, call_command
+from django.core.management.base import SystemCheckError
 from django.db import connections, transaction
-from psycopg.conninfo import conninfo_to_dict
+from django.test import override_settings
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from oban_py import Job
+from oban_py import Job, Oban
 from oban_py.schema import CURRENT_VERSION
+
+#: Django's own connections in these tests, told apart from the node's on the server.
+DJANGO_APP = "django-under-test"
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +42,18 @@ def project(server_dsn: str) -> Iterator[str]:
         "PASSWORD": params.get("password", ""),
         "HOST": params.get("host", "127.0.0.1"),
         "PORT": params.get("port", "5432"),
+        "OPTIONS": {"application_name": DJANGO_APP},
+    }
+    tuned = {
+        **database,
+        "OPTIONS": {"application_name": "oban-tuned", "options": "-c statement_timeout=5000"},
+    }
+    strict = {**database, "OPTIONS": {"sslmode": "verify-full"}}
+    lite = {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}
+    # Django's own pool, smaller than the node's thread count.
+    pooled = {
+        **database,
+        "OPTIONS": {**database["OPTIONS"], "pool": {"min_size": 1, "max_size": 2, "timeout": 5}},
     }
     if settings.configured:
         settings.DATABASES["default"].update(database)
@@ -41,7 +63,14 @@ def project(server_dsn: str) -> Iterator[str]:
             SECRET_KEY="oban-py-ext-tests",
             ALLOWED_HOSTS=["testserver"],
             USE_TZ=True,
-            DATABASES={"default": database},
+            TIME_ZONE="Asia/Tokyo",
+            DATABASES={
+                "default": database,
+                "tuned": tuned,
+                "strict": strict,
+                "lite": lite,
+                "pooled": pooled,
+            },
             INSTALLED_APPS=[
                 "django.contrib.admin",
                 "django.contrib.auth",
@@ -89,7 +118,7 @@ def test_migrate_installs_the_current_schema(project: str) -> None:
     call_command("oban", "version", stdout=out)
     assert out.getvalue().strip() == str(CURRENT_VERSION)
     call_command("oban", "install", stdout=out)
-    assert f"version {CURRENT_VERSION} -> {CURRENT_VERSION}" in out.getvalue()
+    assert f"already at version {CURRENT_VERSION}" in out.getvalue()
 
 
 def test_enqueue_inside_atomic_rolls_back_with_it(project: str) -> None:
@@ -181,12 +210,319 @@ def test_admin_actions_need_the_change_permission(project: str) -> None:
     assert [j["state"] for j in jobs(project, "Py.Ext.Django.Viewer")] == ["available"]
 
 
-def test_start_runs_a_node_that_works_the_configured_queues(project: str) -> None:
+def test_sqlmigrate_prints_the_install_script(project: str) -> None:
+    out = io.StringIO()
+    call_command("sqlmigrate", "oban_py", "0001", stdout=out)
+    assert "CREATE TABLE" in out.getvalue()
+    assert "CANNOT BE WRITTEN AS SQL" not in out.getvalue()
+
+
+def test_admin_times_are_aware_utc_and_shown_in_the_users_time_zone(project: str) -> None:
+    from django.contrib.auth.models import User
+    from django.test import Client as HttpClient
+    from oban_py_ext.django import enqueue
+    from oban_py_ext.django.models import Job as JobRow
+
+    job = enqueue(Job(worker="Py.Ext.Django.Times"))
+    with psycopg.connect(project) as conn:
+        conn.execute(
+            b"UPDATE oban_jobs SET scheduled_at = '2030-01-02 03:04:05' WHERE id = %s", [job.id]
+        )
+    row = JobRow.objects.get(id=job.id)
+    assert row.scheduled_at.tzinfo is not None
+    assert row.scheduled_at.astimezone(UTC).isoformat() == "2030-01-02T03:04:05+00:00"
+    # Lookups with aware values compare against the naive UTC column.
+    assert JobRow.objects.filter(id=job.id, scheduled_at=row.scheduled_at).exists()
+    http = HttpClient()
+    http.force_login(User.objects.create_superuser("tz-admin", "tz@example.com", "pw"))
+    page = http.get("/admin/oban_py/job/", {"q": "Py.Ext.Django.Times"})
+    assert b"Jan. 2, 2030, 12:04 p.m." in page.content  # 03:04 UTC in Asia/Tokyo
+
+
+def test_admin_says_when_nothing_could_be_cancelled_or_retried(project: str) -> None:
+    from django.contrib.auth.models import User
+    from django.test import Client as HttpClient
     from oban_py_ext.django import enqueue
 
-    job = enqueue(Job(worker="Py.Ext.Django.Mailer", queue="mail"))
+    done = enqueue(Job(worker="Py.Ext.Django.Finished"))
+    waiting = enqueue(Job(worker="Py.Ext.Django.Finished"))
+    with psycopg.connect(project) as conn:
+        conn.execute(
+            b"UPDATE oban_jobs SET state = 'completed', completed_at = now() WHERE id = %s",
+            [done.id],
+        )
+    http = HttpClient()
+    http.force_login(User.objects.create_superuser("msg-admin", "msg@example.com", "pw"))
+    url = "/admin/oban_py/job/"
+    page = http.post(url, {"action": "cancel", "_selected_action": [done.id]}, follow=True)
+    assert b"No job cancelled" in page.content
+    assert b"0 job(s) cancelled" not in page.content
+    both = {"action": "cancel", "_selected_action": [done.id, waiting.id]}
+    page = http.post(url, both, follow=True)
+    assert b"1 of 2 job(s) cancelled" in page.content
+    page = http.post(url, {"action": "retry", "_selected_action": [done.id]}, follow=True)
+    assert b"1 job(s) retried" in page.content
+
+
+def test_admin_queue_filter_lists_every_queue_without_a_full_scan(project: str) -> None:
+    from django.contrib.auth.models import User
+    from django.test import Client as HttpClient
+    from oban_py_ext.django import enqueue_many
+    from oban_py_ext.django.actions import queue_names
+
+    enqueue_many([Job(worker="Py.Ext.Django.Q", queue=q) for q in ("alpha", "beta", "beta")])
+    assert {"alpha", "beta"} <= set(queue_names())
+    http = HttpClient()
+    http.force_login(User.objects.create_superuser("q-admin", "q@example.com", "pw"))
+    page = http.get("/admin/oban_py/job/", {"queue": "alpha"})
+    assert page.status_code == 200
+    assert b"?queue=beta" in page.content
+
+
+def test_only_the_usable_permissions_exist(project: str) -> None:
+    from django.contrib.auth.models import Permission
+
+    found = Permission.objects.filter(content_type__app_label="oban_py")
+    assert sorted(p.codename for p in found) == ["change_job", "view_job"]
+
+
+# -- the node's DSN ----------------------------------------------------------------------------
+
+
+def _config_for(alias: str) -> Any:
+    from oban_py_ext.django import conf
+
+    with override_settings(OBAN={"database": alias, "peer": False, "queues": {}}):
+        return conf.config()
+
+
+async def test_the_node_connects_with_every_option_of_the_django_database(project: str) -> None:
+    config = _config_for("tuned")
+    async with Oban(config) as node:
+        async with node.pool.connection() as conn:
+            cur = await conn.execute("SHOW statement_timeout")
+            assert (await cur.fetchone()) == ("5s",)
+        with psycopg.connect(project) as admin:
+            names = admin.execute(
+                "SELECT application_name FROM pg_stat_activity WHERE datname = current_database()"
+            ).fetchall()
+    assert ("oban-tuned",) in names
+
+
+def test_sslmode_verify_full_is_kept_so_no_plain_connection_is_made(project: str) -> None:
+    from oban_py_ext.django import conf
+
+    dsn = conf.dsn("strict")
+    assert conninfo_to_dict(dsn)["sslmode"] == "verify-full"
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(dsn, connect_timeout=3).close()
+
+
+def test_an_option_libpq_does_not_know_stops_the_node(
+    project: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from oban_py_ext.django import conf
+
+    options = connections["strict"].settings_dict["OPTIONS"]
+    monkeypatch.setitem(options, "sslmdoe", "require")
+    with pytest.raises(ImproperlyConfigured, match="sslmdoe"):
+        conf.dsn("strict")
+
+
+@pytest.mark.parametrize("poison", ["shop\x00", "caf\udce9"])
+def test_an_option_libpq_would_cut_short_stops_the_node(
+    project: str, monkeypatch: pytest.MonkeyPatch, poison: str
+) -> None:
+    from oban_py_ext.django import conf
+
+    # libpq stops reading at a NUL: the sslmode after it would be dropped without a word.
+    options = connections["strict"].settings_dict["OPTIONS"]
+    monkeypatch.setitem(options, "application_name", poison)
+    with pytest.raises(ImproperlyConfigured, match="libpq cannot take"):
+        conf.dsn("strict")
+
+
+def test_assume_role_becomes_a_startup_role(project: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from oban_py_ext.django import conf
+
+    options = connections["strict"].settings_dict["OPTIONS"]
+    monkeypatch.setitem(options, "assume_role", "reporting")
+    assert "-c role=reporting" in conninfo_to_dict(conf.dsn("strict"))["options"]
+
+
+# -- settings, schema and database checks ------------------------------------------------------
+
+
+def test_misspelt_oban_settings_fail_the_system_check(project: str) -> None:
+    with (
+        override_settings(OBAN={"queus": {"default": 10}}),
+        pytest.raises(SystemCheckError, match="queus"),
+    ):
+        call_command("check")
+    with (
+        override_settings(OBAN={"queues": {"default": 0}}),
+        pytest.raises(SystemCheckError, match="greater than 0"),
+    ):
+        call_command("check")
+
+
+def test_sqlite_is_refused_with_a_clear_message(project: str) -> None:
+    from oban_py_ext.django import enqueue
+
+    with override_settings(OBAN={"database": "lite"}):
+        with pytest.raises(SystemCheckError, match="needs PostgreSQL"):
+            call_command("check")
+        with pytest.raises(ImproperlyConfigured, match="needs PostgreSQL"):
+            enqueue(Job(worker="Py.Ext.Django.Lite"))
+        with pytest.raises((SystemCheckError, ImproperlyConfigured), match="needs PostgreSQL"):
+            call_command("migrate", database="lite", verbosity=0)
+
+
+def test_an_incomplete_schema_is_reported_and_start_refuses_with_the_django_fix(
+    project: str,
+) -> None:
+    from django.core.checks import run_checks
+
+    def warnings() -> list[str]:
+        return [m.msg for m in run_checks(databases=["default"]) if m.id == "oban.W001"]
+
+    with psycopg.connect(project, autocommit=True) as conn:
+        conn.execute("DROP TABLE oban_py_heartbeats")
+    assert any("oban_py_heartbeats" in w for w in warnings())
+    with pytest.raises(CommandError, match=r"manage\.py oban migrate"):
+        call_command("oban", "start", stderr=io.StringIO())
+    call_command("oban", "migrate", stdout=io.StringIO())
+    assert warnings() == []
+
+    with psycopg.connect(project, autocommit=True) as conn:
+        conn.execute("COMMENT ON TABLE oban_jobs IS '12'")
+    assert any("version 12" in w for w in warnings())
+    with pytest.raises(CommandError, match=r"version 12.*manage\.py oban migrate"):
+        call_command("oban", "start", stderr=io.StringIO())
+    call_command("oban", "migrate", stdout=io.StringIO())
+    assert warnings() == []
+
+
+def test_bad_start_options_are_command_errors(project: str) -> None:
+    for args in (
+        ["--queue", "default=0"],
+        ["--queue", "default=x"],
+        ["--queue", "default=" + "9" * 40],
+        ["--queue", "=5"],
+        ["--queues", "a:b"],
+    ):
+        with pytest.raises(CommandError):
+            call_command("oban", "start", *args, stderr=io.StringIO())
+
+
+def test_every_oban_py_command_runs_on_the_django_database(project: str) -> None:
     out = io.StringIO()
-    call_command("oban", "start", "--run-for", "1.5", stdout=out)
-    assert "running mail" in out.getvalue()
-    assert [j["state"] for j in jobs(project, "Py.Ext.Django.Mailer")] == ["completed"]
-    assert job.id is not None
+    call_command("oban", "enqueue", "Py.Ext.Django.Cli", "--queue", "cli", stdout=out)
+    call_command("oban", "jobs", "--queue", "cli", "--json", stdout=out)
+    assert '"worker":"Py.Ext.Django.Cli"' in out.getvalue()
+    assert [j["queue"] for j in jobs(project, "Py.Ext.Django.Cli")] == ["cli"]
+
+
+def test_flush_empties_oban_jobs_like_any_apps_table(project: str) -> None:
+    from oban_py_ext.django import enqueue
+
+    enqueue(Job(worker="Py.Ext.Django.Flushed"))
+    call_command("flush", interactive=False, verbosity=0)
+    assert jobs(project, "Py.Ext.Django.Flushed") == []
+
+
+# -- connections around jobs -------------------------------------------------------------------
+
+
+@pytest.fixture
+def orm_node_config(project: str) -> Any:
+    """A node on the project database whose own connections are named apart from Django's."""
+    from oban_py_ext.django import conf
+
+    connections.close_all()  # this thread's connection is not a job's
+    node_dsn = make_conninfo(project, application_name="oban-node")
+    with override_settings(OBAN={"peer": False, "queues": {"orm": 8}}):
+        return conf.config(dsn=node_dsn, stage_interval=0.1, poll_interval=0.1)
+
+
+def _django_backends(project: str) -> int:
+    with psycopg.connect(project) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [DJANGO_APP]
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _kill_django_backends(project: str) -> int:
+    with psycopg.connect(project) as conn:
+        killed = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            [DJANGO_APP],
+        ).fetchall()
+    return len(killed)
+
+
+async def _settled(node: Oban, ids: list[int]) -> dict[int, tuple[str, int]]:
+    deadline = time.monotonic() + 30.0
+    while True:
+        async with node.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT id, state::text, attempt FROM oban_jobs WHERE id = ANY(%s)", [ids]
+            )
+            rows = {r[0]: (r[1], r[2]) for r in await cur.fetchall()}
+        if all(s not in ("available", "executing") for s, _ in rows.values()):
+            return rows
+        if time.monotonic() > deadline:
+            raise AssertionError(f"jobs still running: {rows}")
+        await asyncio.sleep(0.1)
+
+
+async def test_a_connection_kill_mid_run_fails_no_later_job(
+    project: str, orm_node_config: Any
+) -> None:
+    from django_test_workers import AsyncOrm, SyncOrm
+
+    async with Oban(orm_node_config) as node:
+        first = await node.enqueue_many(
+            [SyncOrm.new({"n": i}) for i in range(60)] + [AsyncOrm.new({"n": i}) for i in range(20)]
+        )
+        await asyncio.sleep(0.4)
+        assert _kill_django_backends(project) > 0
+        settled = await _settled(node, [j.id for j in first if j.id])
+        assert {s for s, _ in settled.values()} <= {"completed", "retryable"}
+
+        later = await node.enqueue_many(
+            [SyncOrm.new({"n": i}) for i in range(40)] + [AsyncOrm.new({"n": i}) for i in range(20)]
+        )
+        settled = await _settled(node, [j.id for j in later if j.id])
+        assert set(settled.values()) == {("completed", 1)}
+        # CONN_MAX_AGE = 0: every job's connection was closed when the job ended.
+        assert _django_backends(project) == 0
+
+
+async def test_async_orm_jobs_run_concurrently_each_in_its_own_orm_thread(
+    project: str, orm_node_config: Any
+) -> None:
+    from django_test_workers import ORM_SPANS, OrmBound
+
+    ORM_SPANS.clear()
+    async with Oban(orm_node_config) as node:
+        batch = await node.enqueue_many([OrmBound.new({"n": i}) for i in range(8)])
+        settled = await _settled(node, [j.id for j in batch if j.id])
+    assert set(settled.values()) == {("completed", 1)}
+    spans = sorted(ORM_SPANS)
+    # Through asgiref's one shared thread they would run one after the other.
+    assert any(later[0] < earlier[1] for earlier, later in pairwise(spans))
+
+
+async def test_jobs_give_connections_back_to_djangos_pool(
+    project: str, orm_node_config: Any
+) -> None:
+    from django_test_workers import PooledOrm
+
+    async with Oban(orm_node_config) as node:
+        batch = await node.enqueue_many([PooledOrm.new({"n": i}) for i in range(24)])
+        settled = await _settled(node, [j.id for j in batch if j.id])
+    # 8 pool threads share a pool of 2: each job holds a connection only while it runs.
+    assert set(settled.values()) == {("completed", 1)}

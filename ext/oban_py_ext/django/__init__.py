@@ -1,6 +1,8 @@
-"""Django: an app (``"oban_py_ext.django"`` in ``INSTALLED_APPS``) with ``OBAN = {...}`` settings,
-a migration installing the schema, ``manage.py oban ...``, transactional enqueue and a read-only
-admin of jobs with retry and cancel actions.
+"""Django: an app (``"oban_py_ext.django"`` in ``INSTALLED_APPS``) with ``OBAN = {...}`` settings
+(``conf``, validated by ``checks``), a migration installing the schema, ``manage.py oban ...``,
+transactional enqueue, Django's connections released around every job (``connections``),
+testing helpers on the test's connection (``testing``) and a read-only admin of jobs with retry
+and cancel actions.
 
     from oban_py_ext.django import enqueue
 
@@ -44,9 +46,15 @@ def _decoded(job: Job) -> Job:
 
 def raw_connection(using: str | None = None) -> Any:
     """Django's underlying psycopg connection for ``using`` (``OBAN["database"]`` by default)."""
+    from django.core.exceptions import ImproperlyConfigured
     from django.db import connections
 
-    connection = connections[using or conf.database()]
+    alias = using or conf.database()
+    connection = connections[alias]
+    if connection.vendor != "postgresql":
+        raise ImproperlyConfigured(
+            f"oban_py needs PostgreSQL: DATABASES[{alias!r}] uses {connection.vendor}"
+        )
     connection.ensure_connection()
     return connection.connection
 
@@ -56,6 +64,12 @@ def enqueue_many(jobs: Iterable[Job], using: str | None = None) -> list[Job]:
     batch = list(jobs)
     if not batch:
         return []
+    # TODO(sync insert API): enqueue through Django's cursor so CaptureQueriesContext and
+    # execute_wrapper see the insert (issue 17, friction 13).
+    from oban_py_ext.django.testing import enqueue_in_mode
+
+    if (handled := enqueue_in_mode(batch)) is not None:
+        return handled
     inserted = insert_sync(raw_connection(using), Queries(conf.prefix()), batch)
     return [_decoded(job) for job in inserted]
 

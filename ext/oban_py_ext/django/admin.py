@@ -8,14 +8,43 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from oban_py_ext.django.actions import cancel_jobs, retry_jobs
+from oban_py_ext.django.actions import cancel_jobs, queue_names, retry_jobs
 from oban_py_ext.django.models import Job
+
+
+class QueueFilter(admin.SimpleListFilter):
+    """Queues listed from the index, not by ``SELECT DISTINCT`` over every row."""
+
+    title = "queue"
+    parameter_name = "queue"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(name, name) for name in queue_names()]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> QuerySet[Job]:
+        value = self.value()
+        return queryset.filter(queue=value) if value else queryset
+
+
+def _report(
+    admin_: admin.ModelAdmin[Job], request: HttpRequest, done: int, asked: int, verb: str, why: str
+) -> None:
+    if done == asked:
+        admin_.message_user(request, f"{done} job(s) {verb}", messages.SUCCESS)
+    elif done == 0:
+        admin_.message_user(request, f"No job {verb}: {why}", messages.WARNING)
+    else:
+        admin_.message_user(
+            request,
+            f"{done} of {asked} job(s) {verb}; the others were skipped: {why}",
+            messages.WARNING,
+        )
 
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = ("id", "worker", "queue", "state", "attempt", "max_attempts", "scheduled_at")
-    list_filter = ("state", "queue")
+    list_filter = ("state", QueueFilter)
     search_fields = ("worker",)
     actions = ("retry", "cancel")
 
@@ -34,10 +63,12 @@ class JobAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     @admin.action(description="Retry selected jobs", permissions=["manage"])
     def retry(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        count = retry_jobs(list(queryset.values_list("id", flat=True)))
-        self.message_user(request, f"{count} job(s) retried", messages.SUCCESS)
+        ids = list(queryset.values_list("id", flat=True))
+        why = "available and executing jobs are not retried"
+        _report(self, request, retry_jobs(ids), len(ids), "retried", why)
 
     @admin.action(description="Cancel selected jobs", permissions=["manage"])
     def cancel(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        count = cancel_jobs(list(queryset.values_list("id", flat=True)))
-        self.message_user(request, f"{count} job(s) cancelled", messages.SUCCESS)
+        ids = list(queryset.values_list("id", flat=True))
+        why = "completed, discarded and cancelled jobs are finished already"
+        _report(self, request, cancel_jobs(ids), len(ids), "cancelled", why)

@@ -10,3 +10,10 @@ class ObanConfig(AppConfig):
     label = "oban_py"
     verbose_name = "Oban jobs"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # Registering checks is the import's side effect, as for Django's own apps.
+        from oban_py_ext.django import checks, connections
+
+        del checks
+        connections.install()

@@ -1,5 +1,6 @@
 """The ``OBAN`` Django setting: any ``oban_py.Config`` field, plus ``database`` (the alias whose
-connection enqueues and whose credentials the node uses when ``dsn`` is absent).
+connection enqueues and whose credentials the node uses when ``dsn`` is absent) and ``workers``
+(modules ``manage.py oban start`` imports).
 
     OBAN = {"queues": {"default": 10, "mailers": 5}, "prefix": "public"}
 """
@@ -8,11 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from psycopg.conninfo import make_conninfo
+import psycopg
+from django.core.exceptions import ImproperlyConfigured
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from oban_py import Config
 
-_OWN_KEYS = ("database", "workers")
+OWN_KEYS = ("database", "workers")
+#: Keys of ``get_connection_params()`` that are psycopg arguments, not libpq options: the
+#: node's connections set their own (row factory, adapters, prepared statements).
+_PSYCOPG_ONLY = ("cursor_factory", "context", "prepare_threshold")
 
 
 def options() -> dict[str, Any]:
@@ -29,27 +35,51 @@ def prefix() -> str:
     return str(options().get("prefix", "public"))
 
 
-def dsn() -> str:
-    """``OBAN["dsn"]``, else a DSN built from the Django database's settings."""
+def dsn(using: str | None = None) -> str:
+    """``OBAN["dsn"]``, else the DSN of the Django database: every libpq option of its
+    ``OPTIONS`` (``sslmode``, ``sslrootcert``, ``application_name``, ``options``, ``service``,
+    ``target_session_attrs``...) is carried over, and anything libpq does not know makes this
+    raise ``ImproperlyConfigured`` rather than connect without it."""
     given = options().get("dsn")
-    if given:
+    if given and using is None:
         return str(given)
     from django.db import connections
 
-    db = connections[database()].settings_dict
-    params = {
-        "dbname": db.get("NAME"),
-        "user": db.get("USER"),
-        "password": db.get("PASSWORD"),
-        "host": db.get("HOST"),
-        "port": db.get("PORT"),
-    }
-    return make_conninfo(**{k: str(v) for k, v in params.items() if v})
+    alias = using or database()
+    conn = connections[alias]
+    if conn.vendor != "postgresql":
+        raise ImproperlyConfigured(
+            f"oban_py needs PostgreSQL: DATABASES[{alias!r}] uses {conn.vendor}"
+        )
+    # Django's own translation of NAME/USER/.../OPTIONS into connection arguments, so the node
+    # connects exactly as Django does (service files and NAME=None included).
+    params: dict[str, Any] = dict(conn.get_connection_params())
+    for key in _PSYCOPG_ONLY:
+        params.pop(key, None)
+    role = conn.settings_dict.get("OPTIONS", {}).get("assume_role")
+    if role:
+        # Django runs SET ROLE after connecting; a startup option does the same for the node.
+        escaped = str(role).replace("\\", "\\\\").replace(" ", "\\ ")
+        params["options"] = f"{params.get('options', '')} -c role={escaped}".strip()
+    wanted = {k: str(v) for k, v in params.items() if v is not None}
+    try:
+        built = make_conninfo(**wanted)
+        # libpq reads the DSN as a C string: whatever it would not read back (a value cut at a
+        # NUL, say, and every option after it) must stop the node, not be dropped.
+        if conninfo_to_dict(built) != wanted:
+            raise psycopg.ProgrammingError("libpq does not read the options back as given")
+    except (psycopg.ProgrammingError, UnicodeEncodeError) as error:
+        raise ImproperlyConfigured(
+            f"DATABASES[{alias!r}] holds an option libpq cannot take ({sorted(wanted)}), so the"
+            f" Oban node cannot connect as Django does: {' '.join(str(error).split())}."
+            " Fix the option, or give OBAN['dsn'] explicitly."
+        ) from None
+    return built
 
 
 def config(**overrides: Any) -> Config:
     """The node's ``Config`` from the settings."""
-    values = {k: v for k, v in options().items() if k not in _OWN_KEYS}
+    values = {k: v for k, v in options().items() if k not in OWN_KEYS}
     values["dsn"] = dsn()
     values.update(overrides)
     return Config(**values)

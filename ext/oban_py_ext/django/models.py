@@ -1,7 +1,9 @@
-"""``Job``: a read-only, unmanaged view of ``oban_jobs`` for the admin and queries.
+"""``Job``: a read-only view of ``oban_jobs`` for the admin and queries.
 
 Writes go through ``enqueue`` and the admin actions (the library's own SQL), never ``save()``:
-Elixir and Python nodes own these rows.
+Elixir and Python nodes own these rows. The table is the schema migration's (``0001``), never
+created or altered from this model; the model is nonetheless *managed* so that Django's
+``flush`` (and so ``TransactionTestCase`` between tests) empties it like any app's table.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from django.contrib.postgres.fields import ArrayField
 from django.db import models
 
 from oban_py_ext.django import conf
+from oban_py_ext.django.fields import UTCDateTimeField
 
 STATES = [
     (s, s)
@@ -47,18 +50,19 @@ class Job(models.Model):
     max_attempts = models.IntegerField()
     priority = models.IntegerField()
     attempted_by = ArrayField(models.TextField(), null=True)
-    inserted_at = models.DateTimeField()
-    scheduled_at = models.DateTimeField()
-    attempted_at = models.DateTimeField(null=True)
-    completed_at = models.DateTimeField(null=True)
-    discarded_at = models.DateTimeField(null=True)
-    cancelled_at = models.DateTimeField(null=True)
+    inserted_at = UTCDateTimeField()
+    scheduled_at = UTCDateTimeField()
+    attempted_at = UTCDateTimeField(null=True)
+    completed_at = UTCDateTimeField(null=True)
+    discarded_at = UTCDateTimeField(null=True)
+    cancelled_at = UTCDateTimeField(null=True)
 
     class Meta:
-        managed = False
         db_table = table()
         ordering = ("-id",)
         verbose_name = "job"
+        # Rows are never added or deleted here; retry and cancel need change_job.
+        default_permissions = ("view", "change")
 
     def __str__(self) -> str:
         return f"{self.worker} #{self.id} ({self.state})"
