@@ -66,10 +66,10 @@ def start(
         typer.Option("--loop", help="Event loop: auto (uvloop when installed), uvloop, asyncio."),
     ] = "auto",
 ) -> None:
-    """Run a node until SIGTERM/SIGINT: the first signal stops it gracefully within the
+    r"""Run a node until SIGTERM/SIGINT: the first signal stops it gracefully within the
     shutdown grace, a second one stops it at once (exit 1, unfinished jobs left to the lifeline).
 
-    Settings: arguments, then OBAN_* variables, then oban.toml, then [tool.oban] in
+    Settings: arguments, then OBAN_* variables, then oban.toml, then \[tool.oban] in
     pyproject.toml.
     """
     if loop not in ("auto", "uvloop", "asyncio"):

@@ -37,13 +37,24 @@ class SettingsError(ValueError):
 
 
 def parse_queues(spec: str) -> dict[str, int]:
-    """``"mailers:10,default:5"`` → ``{"mailers": 10, "default": 5}``; a bare name gets 10."""
+    """``"mailers:10,default:5"`` → ``{"mailers": 10, "default": 5}``; a bare name gets 10.
+
+    ``NAME:LIMIT`` is the one syntax (the CLI, ``OBAN_QUEUES``, ``oban.toml`` and Django's
+    ``manage.py oban start --queue``). A name holding ``=`` or whitespace is refused rather than
+    started as a queue nobody enqueues into: ``mailers=10`` is a typo of ``mailers:10``.
+    """
     queues: dict[str, int] = {}
     for part in filter(None, (p.strip() for p in spec.split(","))):
         name, _, limit = part.partition(":")
         name = name.strip()
         if not name:
             raise SettingsError(f"queues: empty queue name in {spec!r}")
+        if "=" in name or any(c.isspace() for c in name):
+            guess = ":".join(name.replace("=", " ").split())
+            raise SettingsError(
+                f"queues: {part!r} is not NAME:LIMIT (did you mean {guess!r}?);"
+                " expected e.g. mailers:10,default:5"
+            )
         try:
             queues[name] = int(limit) if limit.strip() else 10
         except ValueError:

@@ -18,6 +18,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils.module_loading import autodiscover_modules
 
 from oban_py import Oban, schema
+from oban_py.settings import SettingsError, parse_queues
 from oban_py_ext.django import conf
 
 
@@ -30,7 +31,9 @@ class Command(BaseCommand):
         sub.add_parser("migrate", help="bring the schema to this library's version")
         sub.add_parser("version", help="print the schema version recorded in the database")
         start = sub.add_parser("start", help="run a node until SIGINT or SIGTERM")
-        start.add_argument("--queue", action="append", default=[], metavar="NAME=LIMIT")
+        start.add_argument(
+            "--queue", action="append", default=[], metavar="NAME:LIMIT", help="repeatable"
+        )
         # For tests and smoke checks: stop by itself after this many seconds.
         start.add_argument("--run-for", type=float, default=None, help=SUPPRESS)
 
@@ -44,10 +47,10 @@ class Command(BaseCommand):
         elif action == "start":
             queues = dict(conf.options().get("queues", {}))
             for spec in options["queue"]:
-                name, _, limit = spec.partition("=")
-                if not name or not limit.isdigit():
-                    raise CommandError(f"--queue takes NAME=LIMIT, got {spec!r}")
-                queues[name] = int(limit)
+                try:
+                    queues.update(parse_queues(spec))
+                except SettingsError as error:
+                    raise CommandError(f"--queue takes NAME:LIMIT: {error}") from None
             self._import_workers()
             asyncio.run(self._start(queues, options["run_for"]))
 
