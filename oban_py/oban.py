@@ -86,7 +86,7 @@ class Oban(Client):
             return
         await self.open()
         async with self.pool.connection() as conn:
-            await schema.check(conn, self.config.prefix)
+            await schema.check(conn, self.config.prefix, self.config.dsn)
         self.acker = Acker(self.pool, self.queries)
         self.acker.start()
         await self._start_notifier()

@@ -84,17 +84,38 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
     return values
 
 
-def _from_toml(cwd: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    pyproject: dict[str, Any] = {}
-    if (path := cwd / "pyproject.toml").is_file():
-        pyproject = tomllib.loads(path.read_text()).get("tool", {}).get("oban", {})
-    own: dict[str, Any] = {}
-    if (path := cwd / "oban.toml").is_file():
-        own = tomllib.loads(path.read_text())
-    for table in (pyproject, own):
-        if isinstance(table.get("queues"), str):
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise SettingsError(f"{path}: not valid TOML: {error}") from None
+    except OSError as error:
+        raise SettingsError(f"cannot read config file {path}: {error.strerror}") from None
+
+
+def _queues_in(table: dict[str, Any], path: Path) -> dict[str, Any]:
+    if isinstance(table.get("queues"), str):
+        try:
             table["queues"] = parse_queues(table["queues"])
-    return pyproject, own
+        except SettingsError as error:
+            raise SettingsError(f"{path}: {error}") from None
+    return table
+
+
+def _from_toml(cwd: Path, config_file: Path | None) -> list[tuple[str, dict[str, Any]]]:
+    found: list[tuple[str, dict[str, Any]]] = []
+    if config_file is not None:
+        # An explicit file replaces both of the working directory's.
+        table = _read_toml(config_file)
+        if config_file.name == "pyproject.toml":
+            table = table.get("tool", {}).get("oban", {})
+        return [(str(config_file), _queues_in(table, config_file))]
+    if (path := cwd / "pyproject.toml").is_file():
+        table = _read_toml(path).get("tool", {}).get("oban", {})
+        found.append((f"{path} [tool.oban]", _queues_in(table, path)))
+    if (path := cwd / "oban.toml").is_file():
+        found.append((str(path), _queues_in(_read_toml(path), path)))
+    return found
 
 
 def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
@@ -112,10 +133,17 @@ def load_config(
     *,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    config_file: Path | None = None,
 ) -> Config:
-    """Build a ``Config`` from every source above; ``None`` arguments are treated as unset."""
-    pyproject, own = _from_toml(cwd or Path.cwd())
-    sources = [pyproject, own, _from_env(os.environ if env is None else env), arguments or {}]
+    """Build a ``Config`` from every source above; ``None`` arguments are treated as unset.
+
+    ``config_file`` (``oban-py start --config PATH``) is read instead of ``oban.toml`` and
+    ``pyproject.toml``; a ``pyproject.toml`` given there is read from its ``[tool.oban]``.
+    An invalid setting is reported with the files it may come from.
+    """
+    files = _from_toml(cwd or Path.cwd(), config_file)
+    sources = [table for _, table in files]
+    sources += [_from_env(os.environ if env is None else env), dict(arguments or {})]
     merged: dict[str, Any] = {}
     for source in sources:
         merged = _merge(merged, source)
@@ -125,4 +153,5 @@ def load_config(
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in error.errors()
         )
-        raise SettingsError(f"invalid configuration: {problems}") from None
+        origin = f" (settings read from {', '.join(name for name, _ in files)})" if files else ""
+        raise SettingsError(f"invalid configuration: {problems}{origin}") from None

@@ -190,3 +190,13 @@ def test_start_runs_a_node_that_works_the_configured_queues(project: str) -> Non
     assert "running mail" in out.getvalue()
     assert [j["state"] for j in jobs(project, "Py.Ext.Django.Mailer")] == ["completed"]
     assert job.id is not None
+
+
+def test_start_takes_the_cli_queue_syntax_and_refuses_name_equals_limit(project: str) -> None:
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match=r"--queue takes NAME:LIMIT.*did you mean 'mail:2'"):
+        call_command("oban", "start", "--queue", "mail=2", "--run-for", "0.1")
+    out = io.StringIO()
+    call_command("oban", "start", "--queue", "mail:1,other:2", "--run-for", "0.5", stdout=out)
+    assert "running mail, other" in out.getvalue()
