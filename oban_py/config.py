@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -76,6 +76,9 @@ class Config(_Model):
     gossip: bool = True
     gossip_interval: Annotated[float, Field(gt=0)] = 1.0
     sonar_interval: Annotated[float, Field(gt=0)] = 15.0
+    #: What the node logs through structlog once started: ``failures`` (failed attempts, jobs
+    #: cut off by a shutdown, failed plugin passes), ``all`` (every job and pass) or ``off``.
+    default_logger: Literal["failures", "all", "off"] = "failures"
 
     @field_validator("queues", mode="before")
     @classmethod

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from oban_py import schema, telemetry
+from oban_py.log import attach_node_logger
 from oban_py.acker import Acker
 from oban_py.client import Client
 from oban_py.config import Config
@@ -87,6 +88,7 @@ class Oban(Client):
         await self.open()
         async with self.pool.connection() as conn:
             await schema.check(conn, self.config.prefix, self.config.dsn)
+        attach_node_logger(self.config.default_logger)
         self.acker = Acker(self.pool, self.queries)
         self.acker.start()
         await self._start_notifier()
