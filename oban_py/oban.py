@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from oban_py import schema, telemetry
-from oban_py.log import attach_node_logger
 from oban_py.acker import Acker
 from oban_py.client import Client
 from oban_py.config import Config
+from oban_py.log import attach_node_logger
 from oban_py.producer import Producer
 
 if TYPE_CHECKING:

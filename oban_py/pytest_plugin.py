@@ -9,12 +9,15 @@ Fixtures:
   ``@pytest.mark.oban_testing("inline")`` (or ``"disabled"``); override the fixture to change
   the default for a directory.
 - ``oban_testing``: a :class:`oban_py.testing.TestingClient` in that mode, registered as
-  ``"Oban"`` so ``Worker.enqueue`` in the code under test uses it; closed after the test.
-  Inline and disabled modes never touch the database and do not need ``oban_dsn``.
+  ``"Oban"`` so ``Worker.enqueue`` in the code under test uses it. After the test it deletes
+  the jobs it inserted (``reset(scoped=True)``: other tests' rows on a shared database stay)
+  and closes. Inline and disabled modes get ``oban_dsn`` too when it is available (an inline
+  job enqueued in a transaction runs after the commit), and run without it otherwise.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 from collections.abc import AsyncIterator
@@ -22,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from oban_py.testing import MODES, TestingClient
+from oban_py.testing import MODES, TestingClient, reset
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -65,8 +68,16 @@ if importlib.util.find_spec("pytest_asyncio") is not None:
         options: dict[str, Any] = {}
         if oban_testing_mode == "manual":
             options["dsn"] = request.getfixturevalue("oban_dsn")
+        else:
+            # Inline and disabled modes run without a database when there is none.
+            with contextlib.suppress(pytest.skip.Exception):
+                options["dsn"] = request.getfixturevalue("oban_dsn")
         client = TestingClient(oban_testing_mode, **options)  # type: ignore[arg-type]
         try:
             yield client
         finally:
-            await client.close()
+            try:
+                if client.enqueued:
+                    await reset(client, scoped=True)
+            finally:
+                await client.close()
