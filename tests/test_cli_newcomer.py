@@ -277,3 +277,10 @@ def test_a_node_started_with_no_queues_warns(dsn: str) -> None:
     warning = next(e for e in events if e["event"].startswith("node started with no queues"))
     assert warning["level"] == "warning"
     assert "OBAN_QUEUES" in warning["event"]
+
+
+def test_queues_hearing_nothing_names_a_blocked_loop_as_a_cause(dsn: str) -> None:
+    result = run("queues", "--dsn", dsn, "--wait", "0.2")
+    assert result.returncode == 0
+    assert "No check-ins heard in 0.2 s" in result.stderr
+    assert "event loop is blocked" in result.stderr
