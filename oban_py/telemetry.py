@@ -18,7 +18,7 @@ import structlog
 Handler = Callable[[str, Mapping[str, Any], Mapping[str, Any]], None]
 
 _log = structlog.get_logger("oban_py.telemetry")
-_handlers: dict[str, tuple[frozenset[str], Handler]] = {}
+_handlers: dict[str, tuple[frozenset[str], tuple[str, ...], Handler]] = {}
 
 
 def attach(handler_id: str, events: str | Iterable[str], handler: Handler) -> None:
@@ -28,7 +28,10 @@ def attach(handler_id: str, events: str | Iterable[str], handler: Handler) -> No
     replaces the previous handler.
     """
     names = frozenset([events] if isinstance(events, str) else events)
-    _handlers[handler_id] = (names, handler)
+    # Families apart from exact names: matching runs for every job event, so it stays a set
+    # lookup plus a startswith over the (few) families.
+    families = tuple(n[:-1] for n in names if n.endswith("*"))
+    _handlers[handler_id] = (names, families, handler)
 
 
 def detach(handler_id: str) -> bool:
@@ -40,17 +43,15 @@ def attached(handler_id: str) -> bool:
     return handler_id in _handlers
 
 
-def _matches(patterns: frozenset[str], event: str) -> bool:
-    if event in patterns:
-        return True
-    return any(p.endswith("*") and event.startswith(p[:-1]) for p in patterns)
+def _matches(names: frozenset[str], families: tuple[str, ...], event: str) -> bool:
+    return event in names or event.startswith(families)
 
 
 def execute(event: str, measurements: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
     if not _handlers:
         return
-    for handler_id, (patterns, handler) in list(_handlers.items()):
-        if _matches(patterns, event):
+    for handler_id, (names, families, handler) in list(_handlers.items()):
+        if _matches(names, families, event):
             try:
                 handler(event, measurements, metadata)
             except Exception:

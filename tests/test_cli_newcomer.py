@@ -284,3 +284,18 @@ def test_queues_hearing_nothing_names_a_blocked_loop_as_a_cause(dsn: str) -> Non
     assert result.returncode == 0
     assert "No check-ins heard in 0.2 s" in result.stderr
     assert "event loop is blocked" in result.stderr
+
+
+async def test_a_node_on_a_missing_schema_names_the_fix_without_the_password(
+    empty_dsn: str,
+) -> None:
+    from oban_py import Oban, SchemaError
+
+    oban = Oban(dsn=make_conninfo(empty_dsn, password="hunter2"), peer=False)
+    with pytest.raises(SchemaError) as raised:
+        await oban.start()
+    await oban.stop()
+    message = str(raised.value)
+    assert "hunter2" not in message
+    assert "password=****" in message
+    assert "Run: oban-py migrate --dsn " in message
