@@ -31,7 +31,7 @@ from oban_py.config import Config
 from oban_py.errors import DatabaseUnavailable, SchemaError
 from oban_py.schema._dsn import mask_password
 from oban_py.schema.cli import Dsn, Prefix
-from oban_py.settings import SettingsError, load_config, parse_queues
+from oban_py.settings import SettingsError, load_config, parse_queues, unknown_variables
 from oban_py.worker import registered
 
 #: Exit code of a node stopped by a second signal, before its running jobs finished.
@@ -110,6 +110,9 @@ def start(
         config = load_config(arguments, config_file=config_file)
     except SettingsError as error:
         raise fail(str(error), EXIT_USAGE) from None
+    for variable, meant in unknown_variables():
+        guess = f"; did you mean {meant}?" if meant else ""
+        _log.warning(f"{variable} is not a setting and is ignored{guess}", variable=variable)
     require_dsn(config.dsn)
     _import_workers(imports or [])
     if dry_run:

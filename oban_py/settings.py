@@ -19,6 +19,7 @@ surprise; the merge here is a few explicit lines instead.
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from collections.abc import Mapping
@@ -30,6 +31,8 @@ from pydantic import ValidationError
 from oban_py.config import Config
 
 ENV_PREFIX = "OBAN_"
+#: OBAN_* variables that are not Config fields but are read elsewhere (the pytest plugin).
+OTHER_VARIABLES = frozenset({"OBAN_DSN", "OBAN_TEST_DSN"})
 
 
 class SettingsError(ValueError):
@@ -100,6 +103,24 @@ def _queues_in(table: dict[str, Any], path: Path) -> dict[str, Any]:
         except SettingsError as error:
             raise SettingsError(f"{path}: {error}") from None
     return table
+
+
+def unknown_variables(env: Mapping[str, str] | None = None) -> list[tuple[str, str | None]]:
+    """``OBAN_*`` variables that name no setting, each with the one it may be a typo of.
+
+    They are ignored (an application may use the prefix for its own), so a typo such as
+    ``OBAN_QUEUE`` would silently start a node with no queues: the CLI warns about them.
+    """
+    known = {f"{ENV_PREFIX}{name.upper()}" for name in Config.model_fields}
+    found = []
+    for key in sorted(os.environ if env is None else env):
+        if not key.startswith(ENV_PREFIX) or key in OTHER_VARIABLES:
+            continue
+        if key.split("__")[0] in known:
+            continue
+        close = difflib.get_close_matches(key.split("__")[0], sorted(known), n=1, cutoff=0.8)
+        found.append((key, close[0] if close else None))
+    return found
 
 
 def _from_toml(cwd: Path, config_file: Path | None) -> list[tuple[str, dict[str, Any]]]:

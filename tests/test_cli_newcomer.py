@@ -299,3 +299,18 @@ async def test_a_node_on_a_missing_schema_names_the_fix_without_the_password(
     assert "hunter2" not in message
     assert "password=****" in message
     assert "Run: oban-py migrate --dsn " in message
+
+
+def test_a_misspelt_oban_variable_is_named_with_the_setting_it_may_mean(dsn: str) -> None:
+    result = run(
+        "start",
+        "--dsn",
+        dsn,
+        "--dry-run",
+        env={"OBAN_QUEUE": "mailers:1", "OBAN_PRUNER__MAX_AGE": "60", "OBAN_TEST_DSN": dsn},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "OBAN_QUEUE is not a setting and is ignored; did you mean OBAN_QUEUES?" in result.stderr
+    assert "OBAN_PRUNER" not in result.stderr
+    assert "OBAN_TEST_DSN" not in result.stderr
+    assert "would run no queues" in result.stderr
