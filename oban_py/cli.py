@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
-from oban_py import cli_jobs, cli_node
+from oban_py import __version__, cli_jobs, cli_node, cli_stats, schema
 from oban_py.schema import cli as schema_cli
 
 app = typer.Typer(
@@ -16,14 +18,31 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"oban-py {__version__} (Oban schema version {schema.CURRENT_VERSION})")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[
+        bool | None,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version and the schema version it needs, and exit.",
+        ),
+    ] = None,
+) -> None:
     """oban-py: PostgreSQL job processing compatible with Elixir Oban."""
 
 
 schema_cli.register(app)
 cli_node.register(app)
 cli_jobs.register(app)
+cli_stats.register(app)
 
 
 @app.command()

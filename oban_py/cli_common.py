@@ -72,7 +72,7 @@ async def preflight(dsn: str, prefix: str) -> None:
         raise fail(f"cannot reach PostgreSQL at {where}: {detail}", EXIT_UNREACHABLE) from None
     async with conn:
         try:
-            await schema.check(conn, prefix)
+            await schema.check(conn, prefix, dsn)
         except SchemaError as error:
             raise fail(str(error), EXIT_NOT_INSTALLED) from None
 

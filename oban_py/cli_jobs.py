@@ -103,18 +103,26 @@ def jobs(
         "limit": limit,
     }
 
-    async def fetch(client: Client) -> list[Job]:
+    async def fetch(client: Client) -> tuple[list[Job], list[str]]:
         async with client.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(client.queries["jobs_list"], params)
-            return [Job.from_row(row) for row in await cur.fetchall()]
+            jobs = [Job.from_row(row) for row in await cur.fetchall()]
+            if jobs or not worker:
+                return jobs, []
+            # Workers are stored by their full dotted name; a short one finds nothing.
+            await cur.execute(client.queries["workers_ending"], {"tail": worker})
+            return jobs, [row["worker"] for row in await cur.fetchall()]
 
-    found = with_client(dsn, prefix, fetch)
+    found, near = with_client(dsn, prefix, fetch)
     if as_json:
         for job in found:
             typer.echo(job_line(job))
         return
     if not found:
-        typer.echo("No jobs match.", err=True)
+        hint = ""
+        if near:
+            hint = f" Workers are matched by full name; did you mean {' or '.join(near)}?"
+        typer.echo(f"No jobs match.{hint}", err=True)
         return
     typer.echo(f"{'ID':>8}  {'STATE':<10} {'QUEUE':<14} {'ATTEMPT':<8} {'SCHEDULED AT':<20} WORKER")
     for job in found:

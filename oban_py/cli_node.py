@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
@@ -28,8 +29,10 @@ from oban_py.cli_common import (
 )
 from oban_py.config import Config
 from oban_py.errors import DatabaseUnavailable, SchemaError
+from oban_py.schema._dsn import mask_password
 from oban_py.schema.cli import Dsn, Prefix
-from oban_py.settings import SettingsError, load_config, parse_queues
+from oban_py.settings import SettingsError, load_config, parse_queues, unknown_variables
+from oban_py.worker import registered
 
 #: Exit code of a node stopped by a second signal, before its running jobs finished.
 EXIT_FORCED = EXIT_FAILED
@@ -65,11 +68,27 @@ def start(
         str,
         typer.Option("--loop", help="Event loop: auto (uvloop when installed), uvloop, asyncio."),
     ] = "auto",
+    config_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="A TOML file of settings, read instead of oban.toml and pyproject.toml.",
+            dir_okay=False,
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Check settings, database, schema and worker imports, print the node's"
+            " configuration and exit without running it.",
+        ),
+    ] = False,
 ) -> None:
-    """Run a node until SIGTERM/SIGINT: the first signal stops it gracefully within the
+    r"""Run a node until SIGTERM/SIGINT: the first signal stops it gracefully within the
     shutdown grace, a second one stops it at once (exit 1, unfinished jobs left to the lifeline).
 
-    Settings: arguments, then OBAN_* variables, then oban.toml, then [tool.oban] in
+    Settings: arguments, then OBAN_* variables, then oban.toml, then \[tool.oban] in
     pyproject.toml.
     """
     if loop not in ("auto", "uvloop", "asyncio"):
@@ -88,13 +107,39 @@ def start(
     try:
         if queues is not None:
             arguments["queues"] = parse_queues(queues)
-        config = load_config(arguments)
+        config = load_config(arguments, config_file=config_file)
     except SettingsError as error:
         raise fail(str(error), EXIT_USAGE) from None
+    for variable, meant in unknown_variables():
+        guess = f"; did you mean {meant}?" if meant else ""
+        _log.warning(f"{variable} is not a setting and is ignored{guess}", variable=variable)
     require_dsn(config.dsn)
     _import_workers(imports or [])
+    if dry_run:
+        raise typer.Exit(_dry_run(config))
     log.attach_default_logger()
     raise typer.Exit(_run(config, new_loop(loop)))
+
+
+def _dry_run(config: Config) -> int:
+    assert config.dsn is not None
+    asyncio.run(preflight(config.dsn, config.prefix))
+    shown = config.model_dump(mode="json")
+    shown["dsn"] = mask_password(config.dsn)
+    typer.echo(orjson.dumps(shown, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
+    workers = ", ".join(sorted(registered())) or "none"
+    typer.echo(
+        f"dry run: settings valid, database reachable, schema current; workers: {workers}."
+        f" Node {config.node} would run {_queue_list(config)}.",
+        err=True,
+    )
+    return 0
+
+
+def _queue_list(config: Config) -> str:
+    if not config.queues:
+        return "no queues"
+    return ", ".join(f"{name}:{spec.limit}" for name, spec in config.queues.items())
 
 
 def new_loop(choice: str) -> asyncio.AbstractEventLoop:
@@ -174,6 +219,13 @@ async def _serve(config: Config) -> int:
     except DatabaseUnavailable as error:
         await oban.close()
         raise fail(str(error), EXIT_UNREACHABLE) from None
+    if not config.queues:
+        # Often a typo (OBAN_QUEUES=, --queues in the wrong place): say so before going quiet.
+        _log.warning(
+            "node started with no queues: it runs cluster duties but no jobs;"
+            " give --queues NAME:LIMIT, OBAN_QUEUES or queues in oban.toml",
+            node=config.node,
+        )
     _log.info(
         "node started",
         node=config.node,
@@ -231,8 +283,9 @@ def queues(
         return
     if not checks:
         typer.echo(
-            f"No check-ins heard in {wait:g} s: no node with gossip enabled runs queues in"
-            f" prefix {prefix!r}.",
+            f"No check-ins heard in {wait:g} s in prefix {prefix!r}: no node with gossip"
+            " enabled runs queues there, or a node's event loop is blocked (a worker doing"
+            " blocking work in async def process); try a longer --wait.",
             err=True,
         )
         return

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -23,64 +23,112 @@ def default_node() -> str:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Attribute docstrings become field descriptions: docs/configuration.md is generated from
+    # them, so the reference cannot drift from the model.
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class QueueConfig(_Model):
     limit: Annotated[int, Field(gt=0, le=10_000)] = 10
+    """Jobs of this queue running at once on this node (``queues={"mailers": 10}`` sets it)."""
     paused: bool = False
+    """Start the queue paused: it fetches nothing until resumed (``oban-py resume``)."""
 
 
 class PrunerConfig(_Model):
     enabled: bool = True
+    """Delete finished jobs (on the leader). Elixir's pruner is off unless configured."""
     # A day: long enough to inspect results. Beside an Elixir pruner the shorter max_age wins.
     max_age: Annotated[float, Field(gt=0)] = 86_400.0
+    """Seconds a completed, cancelled or discarded job is kept."""
     interval: Annotated[float, Field(gt=0)] = 30.0
+    """Seconds between pruning passes."""
     limit: Annotated[int, Field(gt=0)] = 10_000
+    """Rows deleted at most per pass."""
 
 
 class LifelineConfig(_Model):
     enabled: bool = True
+    """Rescue jobs left ``executing`` by dead nodes (on the leader)."""
     # Elixir's default: a time-based rescue must not take back a long job that is still running.
     rescue_after: Annotated[float, Field(gt=0)] = 3_600.0
+    """Seconds after which an ``executing`` job whose producer is not beating is rescued
+    (Elixir's time-based rescue, limited to queues Python nodes run)."""
     interval: Annotated[float, Field(gt=0)] = 15.0
+    """Seconds between lifeline passes (a node's own shutdown releases its jobs at once)."""
     # Producers of this library beat every heartbeat_interval; one silent for heartbeat_ttl is
     # dead and its executing jobs are rescued at once.
     heartbeat_interval: Annotated[float, Field(gt=0)] = 5.0
+    """Seconds between the liveness beats of this node's producers (written from a thread of
+    their own, so a blocked event loop does not stop them)."""
     heartbeat_ttl: Annotated[float, Field(gt=0)] = 30.0
+    """Seconds of silence after which a Python producer is dead and its jobs are rescued. A
+    node that could not write its beat for half of it stops and releases its jobs first."""
     # Rows of dead producers are kept this long so their uuids stay known as Python's.
     heartbeat_retention: Annotated[float, Field(gt=0)] = 86_400.0
+    """Seconds the beat rows of dead producers are kept."""
 
 
 class Config(_Model):
     dsn: str | None = None
-    #: The Elixir instance name used in signal idents (``Oban.<node>``); keep Elixir's default.
+    """PostgreSQL connection string (``postgresql://user:pass@host/db`` or ``key=value``);
+    ``Oban(pool=...)`` may give a pool instead."""
+    # The Elixir instance name used in signal idents (``Oban.<node>``); keep Elixir's default.
     name: Annotated[str, Field(min_length=1)] = "Oban"
+    """Instance name: registered for ``get_instance`` and ``Worker.enqueue``, and Elixir's
+    ``name`` in signal idents (``Oban.<node>``)."""
     node: Annotated[str, Field(min_length=1)] = Field(default_factory=default_node)
+    """This node's name in ``attempted_by``, leadership and signals; one per process."""
     prefix: Annotated[str, Field(min_length=1, max_length=63)] = "public"
+    """PostgreSQL schema holding the Oban tables."""
     queues: dict[str, QueueConfig] = Field(default_factory=dict)
-    #: Leadership row name in oban_peers; distinct from Elixir's so Elixir keeps its own leader.
+    """Queues this node runs: ``{"mailers": 10}`` or ``{"mailers": {"limit": 10, "paused":
+    true}}``; none makes an insert-and-duties-only node."""
+    # Leadership row name in oban_peers; distinct from Elixir's so Elixir keeps its own leader.
     peer_name: str | None = None
+    """Leadership row name in ``oban_peers``; ``None`` means ``"<name>.py"``, apart from
+    Elixir's so Elixir keeps its own leader."""
     peer: bool = True
-    #: Leadership lease in seconds (Elixir's 30 s); the leader renews at about half of it.
+    """Take part in leadership (leaders run cron, pruner, lifeline and staging)."""
+    # Leadership lease in seconds (Elixir's 30 s); the leader renews at about half of it.
     peer_interval: Annotated[float, Field(gt=0)] = 30.0
+    """Leadership lease in seconds (Elixir's); the leader renews it at about half."""
     pool_size: Annotated[int, Field(gt=0)] = 10
+    """Connections in the node's pool (the notifier holds one more of its own)."""
     poll_interval: Annotated[float, Field(gt=0)] = 1.0
+    """Seconds between fetches of an idle producer when no notification woke it."""
     shutdown_grace: Annotated[float, Field(ge=0)] = 15.0
+    """Seconds running jobs get to finish on ``stop()``; then async jobs are cancelled and
+    released, and plain ``def`` jobs (whose threads cannot be stopped) are waited for."""
     stage_interval: Annotated[float, Field(gt=0)] = 1.0
+    """Seconds between passes making due scheduled and retryable jobs available."""
     stage_limit: Annotated[int, Field(gt=0)] = 5_000
+    """Jobs staged at most per pass."""
     pruner: PrunerConfig = Field(default_factory=PrunerConfig)
+    """Deleting old finished jobs (a mapping of the fields below, or ``PrunerConfig``)."""
     lifeline: LifelineConfig = Field(default_factory=LifelineConfig)
+    """Rescuing orphaned jobs (a mapping of the fields below, or ``LifelineConfig``)."""
     crontab: list[Any] = Field(default_factory=list)
+    """Periodic jobs: ``(expr, worker)``, ``(expr, worker, opts)`` or mappings with ``expr``,
+    ``worker``, ``args``, ``queue``, ``priority``, ``max_attempts``, ``tags``, ``meta``,
+    ``timezone``."""
     timezone: str = "Etc/UTC"
-    #: Publish what Oban Web reads through oban_met: job metrics (``metrics``), the crontab
-    #: (``cronitor``) and queue check-ins (``gossip``). ``False`` turns all three off.
+    """Timezone of crontab expressions without one of their own."""
     web: bool = True
+    """Publish what Oban Web reads through oban_met: job metrics (``metrics``), the crontab
+    (``cronitor``) and queue check-ins (``gossip``). ``False`` turns all three off."""
     gossip: bool = True
+    """Publish queue check-ins on the ``gossip`` channel (``oban-py queues``, Oban Web)."""
     gossip_interval: Annotated[float, Field(gt=0)] = 1.0
-    #: Seconds the event loop may go without running before the watchdog logs it (0: never).
+    """Seconds between gossip check-ins."""
     stall_threshold: Annotated[float, Field(ge=0)] = 1.0
+    """Seconds the event loop may go without running before the watchdog logs which workers
+    run and where the loop is stuck (``0``: never)."""
     sonar_interval: Annotated[float, Field(gt=0)] = 15.0
+    """Seconds between sonar pings, which tell whether notifications reach this node."""
+    default_logger: Literal["failures", "all", "off"] = "failures"
+    """What the node logs through structlog once started: ``failures`` (failed attempts, jobs
+    cut off by a shutdown, failed plugin passes), ``all`` (every job and pass) or ``off``."""
 
     @field_validator("queues", mode="before")
     @classmethod

@@ -186,6 +186,31 @@ def attach_default_logger(events: Iterable[str] = DEFAULT_EVENTS) -> None:
     telemetry.attach(HANDLER_ID, list(events), default_handler)
 
 
+#: What a node logs when the application chose nothing (``Config.default_logger="failures"``):
+#: failed attempts, jobs cut off by a shutdown, and failed plugin passes, all at warning level.
+FAILURE_EVENTS = (
+    "oban.job.exception",
+    *(f"{family[:-2]}.exception" for family in DEFAULT_EVENTS if family != "oban.job.*"),
+)
+#: The choices of ``Config.default_logger``.
+NODE_LOGGERS = ("failures", "all", "off")
+
+
+def attach_node_logger(choice: str = "failures") -> None:
+    """What ``Oban.start`` does with ``Config.default_logger``.
+
+    ``"failures"`` logs :data:`FAILURE_EVENTS` unless :func:`attach_default_logger` was called
+    already (it logs them too, with everything else); ``"all"`` is
+    :func:`attach_default_logger`; ``"off"`` attaches nothing, for an application that logs
+    telemetry events its own way. Either logger stays attached for the process, once, whatever
+    the number of nodes; :func:`detach_default_logger` removes it.
+    """
+    if choice == "all":
+        attach_default_logger()
+    elif choice == "failures" and not telemetry.attached(HANDLER_ID):
+        telemetry.attach(HANDLER_ID, list(FAILURE_EVENTS), default_handler)
+
+
 def detach_default_logger() -> bool:
     """Stop logging telemetry events; True when the default logger was attached."""
     return telemetry.detach(HANDLER_ID)

@@ -27,6 +27,7 @@ from oban_py.acker import Acker
 from oban_py.client import Client
 from oban_py.config import Config
 from oban_py.liveness import Liveness
+from oban_py.log import attach_node_logger
 from oban_py.producer import Producer
 from oban_py.threads import WorkerThreads
 
@@ -92,7 +93,8 @@ class Oban(Client):
             return
         await self.open()
         async with self.pool.connection() as conn:
-            await schema.check(conn, self.config.prefix)
+            await schema.check(conn, self.config.prefix, self.config.dsn)
+        attach_node_logger(self.config.default_logger)
         self.acker = Acker(self.pool, self.queries)
         self.acker.start()
         self.liveness = Liveness(

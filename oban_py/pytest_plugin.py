@@ -9,14 +9,17 @@ Fixtures:
   ``@pytest.mark.oban_testing("inline")`` (or ``"disabled"``); override the fixture to change
   the default for a directory.
 - ``oban_testing``: a :class:`oban_py.testing.TestingClient` in that mode, registered as
-  ``"Oban"`` so ``Worker.enqueue`` in the code under test uses it; closed after the test.
-  Inline and disabled modes never touch the database and do not need ``oban_dsn``.
-- ``oban_testing_options``: the client's options (the ``oban_dsn`` of manual mode), resolved
-  in a sync fixture so an ``oban_dsn`` override may use the Django ORM under pytest-django.
+  ``"Oban"`` so ``Worker.enqueue`` in the code under test uses it. After the test it deletes
+  the jobs it inserted (``reset(scoped=True)``: other tests' rows on a shared database stay)
+  and closes. Inline and disabled modes get ``oban_dsn`` too when it is available (an inline
+  job enqueued in a transaction runs after the commit), and run without it otherwise.
+- ``oban_testing_options``: the client's options (``oban_dsn``), resolved in a sync fixture so
+  an ``oban_dsn`` override may use the Django ORM under pytest-django.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 from collections.abc import AsyncIterator
@@ -24,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from oban_py.testing import MODES, TestingClient
+from oban_py.testing import MODES, TestingClient, reset
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -62,6 +65,10 @@ def oban_testing_options(oban_testing_mode: str, request: pytest.FixtureRequest)
     the async fixture's event loop."""
     if oban_testing_mode == "manual":
         return {"dsn": request.getfixturevalue("oban_dsn")}
+    # Inline and disabled modes run without a database when there is none (with one, an inline
+    # job enqueued in a transaction runs after the commit).
+    with contextlib.suppress(pytest.skip.Exception):
+        return {"dsn": request.getfixturevalue("oban_dsn")}
     return {}
 
 
@@ -78,4 +85,8 @@ if importlib.util.find_spec("pytest_asyncio") is not None:
         try:
             yield client
         finally:
-            await client.close()
+            try:
+                if client.enqueued:
+                    await reset(client, scoped=True)
+            finally:
+                await client.close()

@@ -3,7 +3,9 @@
 Returning ``None`` (or any other value) completes the job; raising fails it. These three ask for
 something else, with the meaning Elixir Oban gives the matching perform results:
 
-- ``Snooze(seconds)`` is ``{:snooze, seconds}``: run again later without spending an attempt;
+- ``Snooze(seconds)`` is ``{:snooze, seconds}``: run again later; as in Elixir 2.23 the attempt
+  still counts (``job.attempt`` goes 1, 2, 3) and ``max_attempts`` grows by one, so snoozing
+  never uses up the retries a failure would get;
 - ``Cancel(reason)`` is ``{:cancel, reason}``: stop for good, recording the reason;
 - ``Record(value)`` completes the job and stores ``value`` in ``meta`` (Oban Pro's recorded
   jobs: ``meta.recorded = true``, ``meta.return`` = Base64 of the Erlang term).
@@ -19,7 +21,8 @@ from oban_py.terms import RECORD_LIMIT
 
 @dataclass(frozen=True, slots=True)
 class Snooze:
-    """Run the job again ``seconds`` from now; the attempt is not counted (see ``executor``)."""
+    """Run the job again ``seconds`` from now: the attempt counts, ``max_attempts`` grows by one
+    (Elixir's rule, ``executor.snooze_ack``), so a snooze never costs a retry."""
 
     seconds: int
 

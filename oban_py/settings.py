@@ -19,6 +19,7 @@ surprise; the merge here is a few explicit lines instead.
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from collections.abc import Mapping
@@ -30,6 +31,8 @@ from pydantic import ValidationError
 from oban_py.config import Config
 
 ENV_PREFIX = "OBAN_"
+#: OBAN_* variables that are not Config fields but are read elsewhere (the pytest plugin).
+OTHER_VARIABLES = frozenset({"OBAN_DSN", "OBAN_TEST_DSN"})
 
 
 class SettingsError(ValueError):
@@ -37,13 +40,24 @@ class SettingsError(ValueError):
 
 
 def parse_queues(spec: str) -> dict[str, int]:
-    """``"mailers:10,default:5"`` → ``{"mailers": 10, "default": 5}``; a bare name gets 10."""
+    """``"mailers:10,default:5"`` → ``{"mailers": 10, "default": 5}``; a bare name gets 10.
+
+    ``NAME:LIMIT`` is the one syntax (the CLI, ``OBAN_QUEUES``, ``oban.toml`` and Django's
+    ``manage.py oban start --queue``). A name holding ``=`` or whitespace is refused rather than
+    started as a queue nobody enqueues into: ``mailers=10`` is a typo of ``mailers:10``.
+    """
     queues: dict[str, int] = {}
     for part in filter(None, (p.strip() for p in spec.split(","))):
         name, _, limit = part.partition(":")
         name = name.strip()
         if not name:
             raise SettingsError(f"queues: empty queue name in {spec!r}")
+        if "=" in name or any(c.isspace() for c in name):
+            guess = ":".join(name.replace("=", " ").split())
+            raise SettingsError(
+                f"queues: {part!r} is not NAME:LIMIT (did you mean {guess!r}?);"
+                " expected e.g. mailers:10,default:5"
+            )
         try:
             queues[name] = int(limit) if limit.strip() else 10
         except ValueError:
@@ -73,17 +87,56 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
     return values
 
 
-def _from_toml(cwd: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    pyproject: dict[str, Any] = {}
-    if (path := cwd / "pyproject.toml").is_file():
-        pyproject = tomllib.loads(path.read_text()).get("tool", {}).get("oban", {})
-    own: dict[str, Any] = {}
-    if (path := cwd / "oban.toml").is_file():
-        own = tomllib.loads(path.read_text())
-    for table in (pyproject, own):
-        if isinstance(table.get("queues"), str):
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise SettingsError(f"{path}: not valid TOML: {error}") from None
+    except OSError as error:
+        raise SettingsError(f"cannot read config file {path}: {error.strerror}") from None
+
+
+def _queues_in(table: dict[str, Any], path: Path) -> dict[str, Any]:
+    if isinstance(table.get("queues"), str):
+        try:
             table["queues"] = parse_queues(table["queues"])
-    return pyproject, own
+        except SettingsError as error:
+            raise SettingsError(f"{path}: {error}") from None
+    return table
+
+
+def unknown_variables(env: Mapping[str, str] | None = None) -> list[tuple[str, str | None]]:
+    """``OBAN_*`` variables that name no setting, each with the one it may be a typo of.
+
+    They are ignored (an application may use the prefix for its own), so a typo such as
+    ``OBAN_QUEUE`` would silently start a node with no queues: the CLI warns about them.
+    """
+    known = {f"{ENV_PREFIX}{name.upper()}" for name in Config.model_fields}
+    found = []
+    for key in sorted(os.environ if env is None else env):
+        if not key.startswith(ENV_PREFIX) or key in OTHER_VARIABLES:
+            continue
+        if key.split("__")[0] in known:
+            continue
+        close = difflib.get_close_matches(key.split("__")[0], sorted(known), n=1, cutoff=0.8)
+        found.append((key, close[0] if close else None))
+    return found
+
+
+def _from_toml(cwd: Path, config_file: Path | None) -> list[tuple[str, dict[str, Any]]]:
+    found: list[tuple[str, dict[str, Any]]] = []
+    if config_file is not None:
+        # An explicit file replaces both of the working directory's.
+        table = _read_toml(config_file)
+        if config_file.name == "pyproject.toml":
+            table = table.get("tool", {}).get("oban", {})
+        return [(str(config_file), _queues_in(table, config_file))]
+    if (path := cwd / "pyproject.toml").is_file():
+        table = _read_toml(path).get("tool", {}).get("oban", {})
+        found.append((f"{path} [tool.oban]", _queues_in(table, path)))
+    if (path := cwd / "oban.toml").is_file():
+        found.append((str(path), _queues_in(_read_toml(path), path)))
+    return found
 
 
 def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
@@ -101,10 +154,17 @@ def load_config(
     *,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    config_file: Path | None = None,
 ) -> Config:
-    """Build a ``Config`` from every source above; ``None`` arguments are treated as unset."""
-    pyproject, own = _from_toml(cwd or Path.cwd())
-    sources = [pyproject, own, _from_env(os.environ if env is None else env), arguments or {}]
+    """Build a ``Config`` from every source above; ``None`` arguments are treated as unset.
+
+    ``config_file`` (``oban-py start --config PATH``) is read instead of ``oban.toml`` and
+    ``pyproject.toml``; a ``pyproject.toml`` given there is read from its ``[tool.oban]``.
+    An invalid setting is reported with the files it may come from.
+    """
+    files = _from_toml(cwd or Path.cwd(), config_file)
+    sources = [table for _, table in files]
+    sources += [_from_env(os.environ if env is None else env), dict(arguments or {})]
     merged: dict[str, Any] = {}
     for source in sources:
         merged = _merge(merged, source)
@@ -114,4 +174,5 @@ def load_config(
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in error.errors()
         )
-        raise SettingsError(f"invalid configuration: {problems}") from None
+        origin = f" (settings read from {', '.join(name for name, _ in files)})" if files else ""
+        raise SettingsError(f"invalid configuration: {problems}{origin}") from None

@@ -45,6 +45,11 @@ def detach(handler_id: str) -> bool:
     return found
 
 
+def attached(handler_id: str) -> bool:
+    """True when a handler is attached under ``handler_id``."""
+    return handler_id in _handlers
+
+
 def _matches(patterns: frozenset[str], event: str) -> bool:
     if event in patterns:
         return True

@@ -7,6 +7,14 @@
 - ``assert_enqueued`` / ``refute_enqueued`` / ``all_enqueued``: what a manual-mode test checks.
 - ``drain_queue``: run a queue's jobs now, in this task, through the node's attempt and acker.
 - ``perform_job``: run one worker on some args exactly as a node would, without a database.
+- ``mode``: ``with mode("inline"):`` switches every testing client for the block;
+  ``reset``: delete the jobs a test left (all of them, or only its own).
+
+In inline mode a job enqueued with ``conn=`` inside a transaction on a connection of the testing
+client's own pool (as ``oban_py_ext.fastapi.transaction()`` lends) runs after that transaction
+commits, and not at all when it rolls back: the code under test sees what production would.
+A testing client follows the event loop it is used in (Starlette's ``TestClient`` runs each
+request in a loop of its own), opening a fresh pool when the loop it opened one in has gone.
 
 Every job here runs through ``oban_py.attempt``, the code producers run, so args validation,
 timeouts, work hooks, ``Snooze``/``Cancel``/``Record``, raised ``BaseException``s and error
@@ -16,15 +24,19 @@ entries behave as in production; a drain claims and decodes rows as a producer d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, get_args
 
 import orjson
+import psycopg
+from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -33,6 +45,7 @@ from oban_py import jsonb
 from oban_py.acker import Acker
 from oban_py.attempt import Attempt
 from oban_py.client import AnyConnection, Client, get_instance
+from oban_py.errors import ObanError
 from oban_py.job import Job, to_naive_utc
 from oban_py.outcomes import Ack
 from oban_py.threads import WorkerThreads
@@ -45,8 +58,10 @@ __all__ = [
     "all_enqueued",
     "assert_enqueued",
     "drain_queue",
+    "mode",
     "perform_job",
     "refute_enqueued",
+    "reset",
 ]
 
 Mode = Literal["inline", "manual", "disabled"]
@@ -58,6 +73,23 @@ UNLIMITED = 100_000
 TESTING_NODE = "oban-testing"
 #: A DSN that is never connected to: inline and disabled clients need no database.
 _NO_DATABASE = "postgresql://oban-testing.invalid/inline"
+
+# A stack, not a context variable: Starlette's TestClient runs the app in another thread, which
+# a context variable set in the test would not reach.
+_mode_stack: list[Mode] = []
+
+
+@contextmanager
+def mode(testing_mode: Mode) -> Iterator[None]:
+    """Within the block, every ``TestingClient`` enqueues in ``testing_mode`` whatever mode it
+    was created with (process-wide, nestable): ``with mode("inline"): ...`` in a manual test."""
+    if testing_mode not in MODES:
+        raise ValueError(f"testing mode must be one of {', '.join(MODES)}, got {testing_mode!r}")
+    _mode_stack.append(testing_mode)
+    try:
+        yield
+    finally:
+        _mode_stack.pop()
 
 
 # -- outcomes of one attempt -----------------------------------------------------------------
@@ -176,8 +208,10 @@ class TestingClient(Client):
 
     It registers under ``name`` (default ``"Oban"``) like any client, so ``Worker.enqueue`` in
     the code under test goes through it. ``manual`` needs ``dsn`` or ``pool``; ``inline`` and
-    ``disabled`` need neither. In inline mode an exception raised by a job propagates to the
-    caller of ``enqueue`` (as Elixir's inline engine does) unless ``raise_errors=False``.
+    ``disabled`` need neither, but inline mode needs ``dsn`` for code that asks for a connection
+    (a ``transaction()`` dependency): its jobs then run once that transaction commits. In inline
+    mode an exception raised by a job propagates to the caller of ``enqueue`` (as Elixir's
+    inline engine does) unless ``raise_errors=False``.
     """
 
     __test__ = False  # not a pytest test class, whatever its name
@@ -198,28 +232,87 @@ class TestingClient(Client):
         if mode == "manual" and dsn is None and pool is None:
             raise ValueError("manual testing mode inserts jobs: give a dsn= or a pool=")
         self.has_database = dsn is not None or pool is not None
-        if not self.has_database:
-            dsn = _NO_DATABASE
-        super().__init__(dsn=dsn, pool=pool, prefix=prefix, name=name)
+        super().__init__(dsn=dsn or _NO_DATABASE, pool=pool, prefix=prefix, name=name)
         self.mode: Mode = mode
         self.node = node
         self.raise_errors = raise_errors
         #: In inline mode, every job run so far, in its final state.
         self.performed: list[Job] = []
+        #: In manual mode, the ids of the jobs inserted through this client, oldest first
+        #: (what ``drain_queue(scoped=True)`` and ``reset(scoped=True)`` are limited to).
+        self.enqueued: list[int] = []
+        # Inline jobs waiting for their transaction: id(conn) -> [(txid, jobs)].
+        self._held: dict[int, list[tuple[int, list[Job]]]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        if pool is None:
+            # Replaces the pool Client made (never opened) with one that knows when a
+            # connection it lent comes back, or that explains why there is none.
+            self.pool = self._new_pool()
+
+    @property
+    def active_mode(self) -> Mode:
+        """The mode ``enqueue`` follows now: the innermost ``with mode(...)``, else ``mode``."""
+        return _mode_stack[-1] if _mode_stack else self.mode
+
+    def _new_pool(self) -> AsyncConnectionPool[Any]:
+        if not self.has_database:
+            return _NoDatabasePool(self.mode)
+        return _TestingPool(
+            self,
+            self.config.dsn or "",
+            min_size=1,
+            max_size=self.config.pool_size,
+            open=False,
+            configure=self._configure,
+            name=f"oban.{self.config.name}.testing",
+        )
+
+    def _pool_is_stale(self) -> bool:
+        return self._opened and self._owns_pool and self._loop is not asyncio.get_running_loop()
+
+    def _abandon_pool(self) -> None:
+        # Its loop has gone (or is another thread's): it can be neither used nor closed from
+        # here. Its idle connections are closed at the socket; the rest die with that loop.
+        for conn in list(getattr(self.pool, "_pool", ())):
+            with contextlib.suppress(Exception):
+                conn.pgconn.finish()
+        self.pool = self._new_pool()
+        self._opened = False
+        self._open_lock = None
 
     async def open(self) -> None:
-        """Open the pool, unless this client was given no database (inline or disabled)."""
-        if self.has_database:
-            await super().open()
+        """Open the pool (again, in this loop, if it was opened in a loop that has gone);
+        nothing when this client was given no database (inline or disabled)."""
+        if not self.has_database:
+            return
+        if self._pool_is_stale():
+            self._abandon_pool()
+        await super().open()
+        self._loop = asyncio.get_running_loop()
+
+    async def close(self) -> None:
+        if self._pool_is_stale():
+            self._abandon_pool()
+        await super().close()
 
     async def enqueue_many(
         self, jobs: Iterable[Job], conn: AnyConnection | None = None
     ) -> list[Job]:
         batch = list(jobs)
-        if self.mode == "manual":
-            return await super().enqueue_many(batch, conn=conn)
-        if self.mode == "disabled":
+        current = self.active_mode
+        if current == "manual":
+            if not self.has_database:
+                raise ObanError(_NO_DATABASE_HELP.format(mode=self.mode, need="manual mode"))
+            inserted = await super().enqueue_many(batch, conn=conn)
+            self.enqueued.extend(j.id for j in inserted if j.id is not None and not j.conflict)
+            return inserted
+        if current == "disabled":
             return batch
+        if conn is not None and await self._hold(conn, batch):
+            return batch
+        return await self._perform_inline(batch)
+
+    async def _perform_inline(self, batch: list[Job]) -> list[Job]:
         done = []
         for job in batch:
             outcome = await _attempt(_threads_for(), _attempting(job, 1, self.node))
@@ -228,6 +321,87 @@ class TestingClient(Client):
                 raise outcome.result
             done.append(outcome.job)
         return done
+
+    async def _hold(self, conn: AnyConnection, batch: list[Job]) -> bool:
+        """Keep inline jobs for after the commit of ``conn``'s open transaction, when this
+        client lent ``conn`` and so will see it come back; False to run them now."""
+        pool = self.pool
+        lent = isinstance(pool, _TestingPool) and id(conn) in pool.lent
+        if not lent or not isinstance(conn, psycopg.AsyncConnection):
+            return False
+        if conn.info.transaction_status != TransactionStatus.INTRANS:
+            return False
+        cur = await conn.execute(self.queries["testing_xact_id"])
+        row = await cur.fetchone()
+        assert row is not None
+        self._held.setdefault(id(conn), []).append((int(row[0]), batch))
+        return True
+
+    async def _returned(self, conn: psycopg.AsyncConnection[Any], failed: bool) -> None:
+        """``conn`` is back: run what its committed transactions held, drop the rest."""
+        held = self._held.pop(id(conn), [])
+        if not held or failed or conn.info.transaction_status != TransactionStatus.IDLE:
+            return
+        committed: list[Job] = []
+        for txid, batch in held:
+            cur = await conn.execute(self.queries["testing_xact_status"], {"txid": txid})
+            row = await cur.fetchone()
+            if row is not None and row[0] == "committed":
+                committed.extend(batch)
+        if committed:
+            await self._perform_inline(committed)
+
+
+_NO_DATABASE_HELP = (
+    "TestingClient({mode!r}) was given no database, so {need} cannot have a connection:"
+    " create it with TestingClient({mode!r}, dsn=...) (the oban_testing fixture does when"
+    " oban_dsn is available); inline jobs enqueued in a transaction then run after it commits"
+)
+
+
+class _NoDatabasePool(AsyncConnectionPool[Any]):
+    """The pool of a testing client without a database: asking it for a connection explains."""
+
+    def __init__(self, mode: str) -> None:
+        super().__init__(_NO_DATABASE, open=False, name="oban.testing.no-database")
+        self._mode = mode
+
+    @asynccontextmanager
+    async def connection(self, timeout: float | None = None) -> AsyncIterator[Any]:  # noqa: ASYNC109
+        raise ObanError(_NO_DATABASE_HELP.format(mode=self._mode, need="code asking for one"))
+        yield  # pragma: no cover - makes this a generator
+
+    async def getconn(self, timeout: float | None = None) -> Any:  # noqa: ASYNC109
+        raise ObanError(_NO_DATABASE_HELP.format(mode=self._mode, need="code asking for one"))
+
+
+class _TestingPool(AsyncConnectionPool[Any]):
+    """A pool that tells its testing client when a connection it lent comes back."""
+
+    def __init__(self, owner: TestingClient, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._owner = owner
+        self.lent: set[int] = set()
+
+    @asynccontextmanager
+    async def connection(self, timeout: float | None = None) -> AsyncIterator[Any]:  # noqa: ASYNC109
+        # Opens on first use, and in this loop if the one it was opened in has gone (then the
+        # client has a new pool, which lends the connection instead).
+        await self._owner.open()
+        if self._owner.pool is not self:
+            async with self._owner.pool.connection(timeout) as conn:
+                yield conn
+            return
+        async with super().connection(timeout) as conn:
+            self.lent.add(id(conn))
+            failed = True
+            try:
+                yield conn
+                failed = False
+            finally:
+                self.lent.discard(id(conn))
+                # The body's transaction block has ended; the pool has not taken conn back yet.
+                await self._owner._returned(conn, failed)
 
 
 # -- assertions on enqueued jobs ---------------------------------------------------------------
@@ -335,7 +509,40 @@ def _summary(job: Job) -> str:
     return f"#{job.id} {job.worker} queue={job.queue} state={job.state} args={args}"
 
 
+# -- reset -----------------------------------------------------------------------------------
+
+
+async def reset(oban: Client | None = None, *, scoped: bool = False) -> int:
+    """Delete the jobs of ``oban``'s prefix and forget what a testing client ran or inserted;
+    returns how many rows were deleted.
+
+    ``scoped=True`` deletes only the jobs this ``TestingClient`` inserted (and those its jobs
+    inserted through it), for a database other tests use at the same time. A client without a
+    database only forgets.
+    """
+    client = _client(oban)
+    only: list[int] | None = None
+    if isinstance(client, TestingClient):
+        only = list(client.enqueued) if scoped else None
+        client.performed.clear()
+        client.enqueued.clear()
+        if not client.has_database:
+            return 0
+    elif scoped:
+        raise ValueError("reset(scoped=True) needs a TestingClient: it knows what it inserted")
+    if only == []:
+        return 0
+    await client.open()
+    async with client.pool.connection() as conn:
+        cur = await conn.execute(client.queries["testing_reset"], {"only": only})
+        return int(cur.rowcount)
+
+
 # -- drain_queue -----------------------------------------------------------------------------
+
+
+def _only(client: Client) -> list[int] | None:
+    return list(client.enqueued) if isinstance(client, TestingClient) else None
 
 
 def _bucket(state: str) -> str:
@@ -350,6 +557,7 @@ async def drain_queue(
     with_recursion: bool = False,
     with_limit: int | None = None,
     with_safety: bool = True,
+    scoped: bool = False,
 ) -> dict[str, int]:
     """Run the available jobs of ``queue`` now, one after the other, in this task.
 
@@ -363,9 +571,15 @@ async def drain_queue(
       (and, with ``with_scheduled``, retries) run too; a job snoozed during the drain is not
       staged again, so a snoozing worker cannot loop forever;
     - ``with_limit``: at most this many jobs per pass;
-    - ``with_safety=False``: re-raise the first exception a job raises (after recording it).
+    - ``with_safety=False``: re-raise the first exception a job raises (after recording it);
+    - ``scoped=True``: only jobs this ``TestingClient`` inserted (jobs inserted by those jobs
+      through it included), so tests sharing a database never run each other's jobs.
     """
     client = _client(oban)
+    if scoped and not isinstance(client, TestingClient):
+        raise ValueError(
+            "drain_queue(scoped=True) needs a TestingClient: it knows what it inserted"
+        )
     await client.open()
     threads = _threads_for(client)
     acker = Acker(client.pool, client.queries)
@@ -383,10 +597,20 @@ async def drain_queue(
             async with client.pool.connection() as conn:
                 await conn.execute(
                     client.queries["drain_stage"],
-                    {"queue": queue, "until": until, "exclude": snoozed},
+                    {
+                        "queue": queue,
+                        "until": until,
+                        "exclude": snoozed,
+                        "only": _only(client) if scoped else None,
+                    },
                 )
         async with client.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(client.queries["fetch_jobs"], fetch)
+            if scoped:
+                await cur.execute(
+                    client.queries["drain_fetch_scoped"], {**fetch, "only": _only(client)}
+                )
+            else:
+                await cur.execute(client.queries["fetch_jobs"], fetch)
             jobs, unreadable = await attempts.claimed(cur)
         if not jobs and not unreadable:
             return counts

@@ -67,7 +67,8 @@ def test_migrate_down_and_up_with_prefix(empty_dsn: str) -> None:
 
     outdated = run("schema-version", "--dsn", empty_dsn, "--prefix", "My-Schema")
     assert outdated.stdout.strip() == "12"
-    assert "older than 14" in outdated.stderr
+    assert outdated.returncode == EXIT_NOT_INSTALLED
+    assert "error: The Oban schema in prefix 'My-Schema' is at version 12" in outdated.stderr
 
     up = run("migrate", "--dsn", empty_dsn, "--prefix", "My-Schema")
     assert "from version 12 to 14" in up.stdout
@@ -84,7 +85,7 @@ def test_missing_schema_prints_zero_and_not_installed(empty_dsn: str) -> None:
     result = run("schema-version", "--dsn", empty_dsn)
     assert result.returncode == EXIT_NOT_INSTALLED
     assert result.stdout.strip() == "0"
-    assert "not installed in prefix 'public'" in result.stderr
+    assert "error: The Oban schema in prefix 'public' is not installed" in result.stderr
 
 
 def test_no_dsn_is_a_usage_error() -> None:

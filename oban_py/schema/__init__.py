@@ -26,6 +26,7 @@ from psycopg import sql
 from oban_py.errors import SchemaError
 from oban_py.schema import v01, v02, v03, v04, v05, v06, v07, v08, v09, v10, v11, v12, v13, v14
 from oban_py.schema._ddl import DEFAULT_PREFIX, Statement, ddl
+from oban_py.schema._dsn import shell_dsn
 
 __all__ = [
     "CURRENT_VERSION",
@@ -175,18 +176,35 @@ async def uninstall(conn: psycopg.AsyncConnection[Any], prefix: str = DEFAULT_PR
             await conn.execute(stmt)
 
 
-def fix_command(conn: psycopg.AsyncConnection[Any], prefix: str) -> str:
-    """The ``oban-py migrate`` command line that brings this connection's database up to date."""
-    return f"oban-py migrate --dsn {shlex.quote(conn.info.dsn)} --prefix {shlex.quote(prefix)}"
+def fix_command(dsn: str | None, prefix: str) -> str:
+    """The ``oban-py migrate`` command line that brings the database at ``dsn`` up to date.
+
+    It shows the DSN the user gave, not psycopg's parsed conninfo (which drops the password and
+    adds libpq's defaults): ``"$OBAN_DSN"``/``"$DATABASE_URL"`` when it came from there, else
+    the string itself with its password masked, so nothing secret reaches a log or a terminal.
+    """
+    shown = shell_dsn(dsn)
+    return f"oban-py migrate --dsn {shown} --prefix {shlex.quote(prefix)}"
 
 
-async def check(conn: psycopg.AsyncConnection[Any], prefix: str = DEFAULT_PREFIX) -> None:
-    """Raise :class:`SchemaError` unless the schema is installed at ``CURRENT_VERSION`` or later."""
-    found = await migrated_version(conn, prefix)
+def schema_problem(found: int, prefix: str, dsn: str | None) -> str | None:
+    """What is wrong with a schema at version ``found`` and the command fixing it, or None."""
     if found >= CURRENT_VERSION:
-        return
+        return None
     state = "is not installed" if found == 0 else f"is at version {found}"
-    raise SchemaError(
+    return (
         f"The Oban schema in prefix {prefix!r} {state}; oban_py needs version {CURRENT_VERSION}."
-        f" Run: {fix_command(conn, prefix)}"
+        f" Run: {fix_command(dsn, prefix)}"
     )
+
+
+async def check(
+    conn: psycopg.AsyncConnection[Any], prefix: str = DEFAULT_PREFIX, dsn: str | None = None
+) -> None:
+    """Raise :class:`SchemaError` unless the schema is installed at ``CURRENT_VERSION`` or later.
+
+    ``dsn`` is the connection string as the user gave it, for the fix command in the message.
+    """
+    problem = schema_problem(await migrated_version(conn, prefix), prefix, dsn)
+    if problem is not None:
+        raise SchemaError(problem)

@@ -143,22 +143,12 @@ def uninstall(
 
 
 def schema_version(dsn: Dsn = None, prefix: Prefix = "public") -> None:
-    """Print the installed Oban schema version (0 and exit code 5 when not installed)."""
+    """Print the installed Oban schema version; exit 5 with the fix when it is missing or old."""
     found = _run(dsn, lambda conn: schema.migrated_version(conn, prefix))
     typer.echo(str(found))
-    if found == 0:
-        typer.echo(
-            f"The Oban schema is not installed in prefix {prefix!r};"
-            f" run: oban-py install --prefix {prefix}",
-            err=True,
-        )
-        raise typer.Exit(EXIT_NOT_INSTALLED)
-    if found < schema.CURRENT_VERSION:
-        typer.echo(
-            f"Version {found} is older than {schema.CURRENT_VERSION};"
-            f" run: oban-py migrate --prefix {prefix}",
-            err=True,
-        )
+    problem = schema.schema_problem(found, prefix, dsn)
+    if problem is not None:
+        raise _fail(problem, EXIT_NOT_INSTALLED)
 
 
 def register(app: typer.Typer) -> None:

@@ -405,10 +405,12 @@ def test_an_incomplete_schema_is_reported_and_start_refuses_with_the_django_fix(
 
 def test_bad_start_options_are_command_errors(project: str) -> None:
     for args in (
-        ["--queue", "default=0"],
-        ["--queue", "default=x"],
-        ["--queue", "default=" + "9" * 40],
-        ["--queue", "=5"],
+        ["--queue", "default:0"],
+        ["--queue", "default:x"],
+        ["--queue", "default:" + "9" * 40],
+        ["--queue", ":5"],
+        # One syntax everywhere, the CLI's: NAME=LIMIT is refused with a hint.
+        ["--queue", "mail=2"],
         ["--queues", "a:b"],
     ):
         with pytest.raises(CommandError):

@@ -67,7 +67,7 @@ class Command(BaseCommand):
             "--queue",
             action="append",
             default=[],
-            metavar="NAME=LIMIT",
+            metavar="NAME:LIMIT",
             help="repeatable: add a queue, or change one's limit, on top of the others",
         )
         start.add_argument("--node", help="node name (default host.pid)")
@@ -169,16 +169,10 @@ class Command(BaseCommand):
                 if options["queues"] is not None
                 else dict(conf.options().get("queues", {}))
             )
+            for spec in options["queue"]:
+                queues.update(parse_queues(spec))
         except SettingsError as error:
             raise CommandError(str(error), returncode=EXIT_USAGE) from None
-        for spec in options["queue"]:
-            name, sep, limit = spec.partition("=")
-            if not name or not sep or not limit.strip().lstrip("-").isdigit():
-                raise CommandError(
-                    f"--queue takes NAME=LIMIT (a whole number), got {spec!r}",
-                    returncode=EXIT_USAGE,
-                )
-            queues[name] = int(limit)
         overrides["queues"] = queues
         for key in ("node", "shutdown_grace"):
             if options[key] is not None:

@@ -1,0 +1,2 @@
+-- Inline testing mode: 'committed', 'aborted' or 'in progress' for a transaction id seen earlier.
+SELECT txid_status(%(txid)s::bigint)
