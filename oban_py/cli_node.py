@@ -219,13 +219,6 @@ async def _serve(config: Config) -> int:
     except DatabaseUnavailable as error:
         await oban.close()
         raise fail(str(error), EXIT_UNREACHABLE) from None
-    if not config.queues:
-        # Often a typo (OBAN_QUEUES=, --queues in the wrong place): say so before going quiet.
-        _log.warning(
-            "node started with no queues: it runs cluster duties but no jobs;"
-            " give --queues NAME:LIMIT, OBAN_QUEUES or queues in oban.toml",
-            node=config.node,
-        )
     _log.info(
         "node started",
         node=config.node,

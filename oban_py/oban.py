@@ -111,7 +111,12 @@ class Oban(Client):
         for queue, spec in self.config.queues.items():
             self._start_producer(queue, spec.limit, paused=spec.paused)
         if not self.config.queues:
-            log.warning("node started with no queues: it runs no jobs", node=self.config.node)
+            # Often a typo (OBAN_QUEUES=, --queues in the wrong place): say so before going quiet.
+            log.warning(
+                "node started with no queues: it runs cluster duties but no jobs; give"
+                " queues={...}, --queues NAME:LIMIT, OBAN_QUEUES or queues in oban.toml",
+                node=self.config.node,
+            )
         self.started = True
         telemetry.execute("oban.node.start", {}, {"node": self.config.node, "oban": self})
 
