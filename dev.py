@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / "python"
-EXTRAS = "dev,embedded,docs,fastapi,django,sqlalchemy,otel,prometheus"
+EXTRAS = "dev,embedded,docs,fastapi,django,sqlalchemy,otel,prometheus,web"
 
 
 def ensure_venv() -> None:

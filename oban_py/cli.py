@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from oban_py import cli_jobs, cli_node
+from oban_py import cli_jobs, cli_node, cli_web
 from oban_py.schema import cli as schema_cli
 
 app = typer.Typer(
@@ -24,6 +24,7 @@ def _root() -> None:
 schema_cli.register(app)
 cli_node.register(app)
 cli_jobs.register(app)
+cli_web.register(app)
 
 
 @app.command()
