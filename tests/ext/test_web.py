@@ -50,7 +50,8 @@ def insert(dsn: str, **row: Any) -> int:
 
 def state_of(dsn: str, job_id: int) -> str | None:
     with psycopg.connect(dsn) as conn:
-        found = conn.execute("SELECT state::text FROM oban_jobs WHERE id = %s", (job_id,)).fetchone()
+        query = "SELECT state::text FROM oban_jobs WHERE id = %s"
+        found = conn.execute(query, (job_id,)).fetchone()
     return None if found is None else str(found[0])
 
 
@@ -168,7 +169,8 @@ def test_paging_keeps_the_filter(dsn: str) -> None:
 
 def test_job_page_shows_args_meta_errors_and_the_decoded_result(dsn: str, web: TestClient) -> None:
     recorded = encode_recorded({"sum": 42, "status": Atom("ok")})
-    error = {"attempt": 1, "at": "2026-01-01T00:00:00Z", "error": "** (RuntimeError) boom\n  x.ex:1"}
+    trace = "** (RuntimeError) boom\n    (app) lib/x.ex:1: X.perform/1"
+    error = {"attempt": 1, "at": "2026-01-01T00:00:00Z", "error": trace}
     job_id = insert(
         dsn,
         args={"big": 123456789012345678901234567890, "huge": 1, "s": "é"},
@@ -265,7 +267,7 @@ def test_actions_need_post_and_the_csrf_token(dsn: str, web: TestClient) -> None
 
 
 def test_bulk_actions_apply_to_every_job_matching_the_filter(dsn: str, web: TestClient) -> None:
-    failed = [insert(dsn, state="discarded", queue="q", attempt=1, max_attempts=1) for _ in range(5)]
+    failed = [insert(dsn, state="discarded", queue="q", attempt=1, max_attempts=1) for _ in "12345"]
     other = insert(dsn, state="discarded", queue="elsewhere", attempt=1, max_attempts=1)
     done = post(web, "/jobs/bulk", action="retry", state="discarded", queue="q")
     assert done.status_code == 303
@@ -307,8 +309,13 @@ def test_queue_actions_are_signals_every_node_obeys(dsn: str, web: TestClient) -
         ({"action": "pause"}, {"action": "pause", "queue": "mailers", "ident": "any"}),
         (
             {"action": "scale", "limit": "7", "node": "web-1"},
-            {"action": "scale", "queue": "mailers", "limit": 7, "node": "web-1",
-             "ident": "Oban.web-1"},
+            {
+                "action": "scale",
+                "queue": "mailers",
+                "limit": 7,
+                "node": "web-1",
+                "ident": "Oban.web-1",
+            },
         ),
     ]
     for form, expected in cases:
@@ -319,8 +326,9 @@ def test_queue_actions_are_signals_every_node_obeys(dsn: str, web: TestClient) -
                 break
             threading.Event().wait(0.05)
         assert [json.loads(p) for p in heard] == [expected]
-    bad = web.get(post(web, "/queue-actions", queue="mailers", action="scale", limit="0")
-                  .headers["location"]).text
+    bad = web.get(
+        post(web, "/queue-actions", queue="mailers", action="scale", limit="0").headers["location"]
+    ).text
     assert "The limit must be 1..10000." in bad
 
 
@@ -344,7 +352,7 @@ def test_read_only_shows_no_action_and_refuses_every_post(dsn: str) -> None:
     with TestClient(create_app(dsn=dsn, read_only=True)) as web:
         page = web.get(f"/jobs/{job_id}").text
         assert "read-only" in page
-        assert "<form method=\"post\"" not in page
+        assert '<form method="post"' not in page
         assert post(web, f"/jobs/{job_id}/retry").status_code == 403
         assert post(web, "/queue-actions", queue="q", action="pause").status_code == 403
     assert state_of(dsn, job_id) == "discarded"
@@ -464,8 +472,17 @@ def test_nodes_come_from_gossip_check_ins_including_elixir_ones(dsn: str) -> Non
 
 def test_malformed_check_ins_are_ignored() -> None:
     watch = NodeWatch("postgresql://unused", "public")
-    watch.heard_gossip({"checks": [None, 1, "x", {"node": 5}, {"node": "n", "queue": "q",
-                                                              "limit": True, "running": "no"}]})
+    watch.heard_gossip(
+        {
+            "checks": [
+                None,
+                1,
+                "x",
+                {"node": 5},
+                {"node": "n", "queue": "q", "limit": True, "running": "no"},
+            ]
+        }
+    )
     watch.heard_gossip({"checks": "not a list"})
     (check,) = watch.checks()
     assert (check.node, check.queue, check.limit, check.running) == ("n", "q", None, 0)

@@ -262,14 +262,10 @@ async def jobs(request: Request) -> Response:
         after=_int_param(request, "after"),
         size=dashboard.settings.page_size,
     )
-    counts = await dashboard.counts.get()
+    # Queue names for the filter's suggestions come from check-ins: free, unlike a count.
+    queues = sorted({check.queue for check in dashboard.nodes.checks()})
     return dashboard.render(
-        request,
-        "jobs.html",
-        error=None,
-        filter=job_filter,
-        page=page,
-        queues=sorted(counts.queues),
+        request, "jobs.html", error=None, filter=job_filter, page=page, queues=queues
     )
 
 
