@@ -131,6 +131,40 @@ def test_job_list_refuses_unusable_filters_with_a_reason(web: TestClient) -> Non
     assert web.get("/jobs?worker=" + "x" * 5000).status_code == 400
 
 
+def test_hostile_filter_values_are_searched_or_refused_never_crash(
+    dsn: str, web: TestClient
+) -> None:
+    job_id = insert(dsn, args={"n": 1})
+    hostile = [
+        "%ED%A0%80",  # a lone surrogate, UTF-8 encoded: not valid UTF-8
+        "%FF%FE",
+        "[" * 900 + "]" * 900,  # deeper than a JSON parser goes
+        "%5B1%2C2%5D",  # [1,2]: JSON but no object, searched as text
+        "%7B%22n%22%3A1e400%7D",  # {"n":1e400}: beyond double range
+        "%22%3B%20DROP%20TABLE%20oban_jobs%3B%20--",
+        "%25%5F%5C",  # LIKE wildcards mean nothing here
+    ]
+    for value in hostile:
+        for field in ("args", "queue", "worker", "tags"):
+            response = web.get(f"/jobs?{field}={value}")
+            assert response.status_code == 200, (field, value, response.text[:300])
+    assert ids_on(web.get("/jobs?args=%7B%22n%22%3A1%7D").text) == [job_id]
+
+
+def test_the_web_command_refuses_unsafe_or_malformed_options(dsn: str) -> None:
+    from typer.testing import CliRunner
+
+    from oban_py.cli import app
+
+    runner = CliRunner()
+    exposed = runner.invoke(app, ["web", "--dsn", dsn, "--host", "0.0.0.0"])
+    assert exposed.exit_code == 2
+    assert "without --token or --basic" in exposed.output
+    assert runner.invoke(app, ["web", "--dsn", dsn, "--basic", "nopassword"]).exit_code == 2
+    assert runner.invoke(app, ["web", "--dsn", dsn, "--token", "short"]).exit_code == 2
+    assert runner.invoke(app, ["web"], env={"DATABASE_URL": "", "OBAN_DSN": ""}).exit_code == 2
+
+
 def test_job_list_pages_by_keyset_both_ways(dsn: str) -> None:
     ids = [insert(dsn, args={"n": i}) for i in range(60)]
     with TestClient(create_app(dsn=dsn, page_size=25)) as web:

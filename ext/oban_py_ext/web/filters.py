@@ -76,7 +76,8 @@ class JobFilter:
         if self.args is not None:
             try:
                 parsed = jsonb.loads(self.args)
-            except ValueError:
+            except (ValueError, RecursionError):
+                # Not JSON (or nested past the parser's depth): searched as text instead.
                 parsed = None
             if isinstance(parsed, dict):
                 contained = jsonb.dumps_str(parsed)
