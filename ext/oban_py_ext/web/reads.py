@@ -14,6 +14,7 @@ from importlib.resources import files
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -24,6 +25,17 @@ from oban_py_ext.web.filters import STATES, JobFilter
 @cache
 def _text(name: str) -> str:
     return files("oban_py_ext.web.sql").joinpath(f"{name}.sql").read_text(encoding="utf-8")
+
+
+@cache
+def _filter_clauses() -> dict[str, str]:
+    """``job_filters.sql``: each ``name: condition`` line, comments left out."""
+    clauses: dict[str, str] = {}
+    for line in _text("job_filters").splitlines():
+        if line.strip() and not line.startswith("--"):
+            name, _, condition = line.partition(":")
+            clauses[name.strip()] = condition.strip()
+    return clauses
 
 
 @dataclass
@@ -77,18 +89,7 @@ class Reads:
         self.pool = pool
         self.prefix = prefix
         self.timeout_ms = max(1, int(statement_timeout * 1000))
-        where = _text("jobs_where")
-        self._older = compose(
-            where + "  AND (%(cursor)s::bigint IS NULL OR id < %(cursor)s)\n"
-            "ORDER BY id DESC\nLIMIT %(limit)s\n",
-            prefix,
-        )
-        self._newer = compose(
-            where + "  AND id > %(cursor)s::bigint\nORDER BY id ASC\nLIMIT %(limit)s\n", prefix
-        )
-        self._ids = compose(
-            where + "  AND id > %(cursor)s::bigint\nORDER BY id ASC\nLIMIT %(limit)s\n", prefix
-        )
+        self._pages: dict[tuple[tuple[str, ...], str], bytes] = {}
         self._counts = compose(_text("counts"), prefix)
         self._activity = compose(_text("activity"), prefix)
         self._job = compose(_text("job_row"), prefix)
@@ -125,6 +126,37 @@ class Reads:
                 failed[59 - ago] = int(row["failed"])
         return Activity(completed, failed)
 
+    def _filtered(self, names: tuple[str, ...], order: str) -> bytes:
+        """``jobs_page.sql`` with the conditions ``names`` (from ``job_filters.sql``)."""
+        key = (names, order)
+        query = self._pages.get(key)
+        if query is None:
+            clauses = _filter_clauses()
+            where = sql.SQL(" AND ").join(sql.SQL(clauses[n]) for n in names) if names else None
+            query = (
+                sql.SQL(_text("jobs_page"))
+                .format(
+                    prefix=sql.Identifier(self.prefix),
+                    where=where if where is not None else sql.SQL("true"),
+                    order=sql.SQL(order),
+                )
+                .as_bytes(None)
+            )
+            self._pages[key] = query
+        return query
+
+    async def _matching(
+        self, job_filter: JobFilter, bound: str | None, cursor: int | None, limit: int
+    ) -> list[dict[str, Any]]:
+        params = {k: v for k, v in job_filter.params().items() if v is not None}
+        names = tuple(sorted(params))
+        if bound is not None:
+            names += (bound,)
+            params["cursor"] = cursor
+        order = "DESC" if bound in (None, "before") else "ASC"
+        params["limit"] = limit
+        return await self._all(self._filtered(names, order), params)
+
     async def page(
         self, job_filter: JobFilter, *, before: int | None, after: int | None, size: int
     ) -> Page:
@@ -132,14 +164,14 @@ class Reads:
 
         One extra row is read to know whether a further page exists, so no count is needed.
         """
-        params = job_filter.params() | {"limit": size + 1}
         if after is not None:
-            rows = await self._all(self._newer, params | {"cursor": after})
+            rows = await self._matching(job_filter, "after", after, size + 1)
             more_newer = len(rows) > size
             rows = list(reversed(rows[:size]))
             older = rows[-1]["id"] if rows else None
             return Page(rows, older, rows[0]["id"] if rows and more_newer else None)
-        rows = await self._all(self._older, params | {"cursor": before})
+        bound = "before" if before is not None else None
+        rows = await self._matching(job_filter, bound, before, size + 1)
         more_older = len(rows) > size
         rows = rows[:size]
         older = rows[-1]["id"] if rows and more_older else None
@@ -148,7 +180,7 @@ class Reads:
 
     async def matching_ids(self, job_filter: JobFilter, *, after: int, limit: int) -> list[int]:
         """Ids matching the filter above ``after``, ascending: one batch of a bulk action."""
-        rows = await self._all(self._ids, job_filter.params() | {"cursor": after, "limit": limit})
+        rows = await self._matching(job_filter, "after", after, limit)
         return [int(row["id"]) for row in rows]
 
     async def job(self, job_id: int) -> dict[str, Any] | None:
