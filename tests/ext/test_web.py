@@ -441,13 +441,49 @@ def test_the_authorize_hook_decides_for_mounting_apps(dsn: str) -> None:
 
 def test_mounted_under_a_path_every_link_keeps_the_prefix(dsn: str) -> None:
     insert(dsn, queue="mounted")
-    host = Starlette(routes=[Mount("/ops/oban", create_app(dsn=dsn))])
+    dashboard = create_app(dsn=dsn)
+    host = Starlette(routes=[Mount("/ops/oban", dashboard)])
     with TestClient(host) as web:
         html = web.get("/ops/oban/").text
         assert 'href="/ops/oban/static/dashboard.css"' in html
         assert 'href="/ops/oban/queues/mounted"' in html
         assert web.get("/ops/oban/static/dashboard.js").status_code == 200
         assert web.get("/ops/oban/jobs").status_code == 200
+        assert web.portal is not None
+        web.portal.call(dashboard.state.dashboard.close)
+
+
+def test_mounted_in_fastapi_beside_its_own_routes(dsn: str) -> None:
+    from fastapi import FastAPI
+
+    from oban_py import Oban
+
+    insert(dsn, state="discarded", attempt=1, max_attempts=1)
+    node = Oban(dsn=dsn, peer=False, name="FastApiWeb")
+    api = FastAPI()
+
+    @api.get("/health")
+    def health() -> dict[str, str]:
+        return {"ok": "yes"}
+
+    dashboard = create_app(node)
+    api.mount("/admin/jobs", dashboard)
+    with TestClient(api) as web:
+        assert web.get("/health").json() == {"ok": "yes"}
+        html = web.get("/admin/jobs/").text
+        assert 'href="/admin/jobs/jobs?state=discarded"' in html
+        token = csrf(web)
+        job_id = ids_on(web.get("/admin/jobs/jobs").text)[0]
+        done = web.post(
+            f"/admin/jobs/jobs/{job_id}/retry", data={"_csrf": token}, follow_redirects=False
+        )
+        assert done.status_code == 303
+        assert done.headers["location"] == f"/admin/jobs/jobs/{job_id}"
+        # A mounted app gets no lifespan: the application closes it, then its own node.
+        assert web.portal is not None
+        web.portal.call(dashboard.state.dashboard.close)
+        web.portal.call(node.close)
+    assert state_of(dsn, job_id) == "available"
 
 
 # -- live data, nodes ------------------------------------------------------------------------
