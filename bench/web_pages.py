@@ -120,6 +120,20 @@ async def measure(dsn: str, runs: int) -> list[tuple[str, list[float], list[floa
     return results
 
 
+def report(dsn: str, runs: int) -> None:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT count(*), EXISTS (SELECT FROM pg_statistic_ext "
+            "WHERE stxname = 'oban_jobs_state_queue_stats') FROM oban_jobs"
+        ).fetchone()
+    assert row is not None
+    print(f"{row[0]:,} jobs; extended statistics on (state, queue): {'yes' if row[1] else 'no'}")
+    print(f"{'page':<34} {'request: median':>16} {'p95':>8} {'max':>8}   query alone (ms)")
+    for label, request_ms, query_ms in asyncio.run(measure(dsn, runs)):
+        query = _ms(query_ms) if query_ms else "       —"
+        print(f"{label:<34} {_ms(request_ms):>34}   {query}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -129,8 +143,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="CREATE STATISTICS (mcv, dependencies) ON state, queue first (docs/dashboard.md)",
     )
+    parser.add_argument(
+        "--dsn", help="measure a database seeded earlier (--keep) instead of seeding one"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the database (prints its DSN)")
     args = parser.parse_args(argv)
+    if args.dsn:
+        report(args.dsn, args.runs)
+        return 0
     bench_db = db.BenchDatabase(db.server_dsn())
     bench_db.create()
     try:
@@ -142,10 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                 conn.execute(STATS)
                 conn.execute("ANALYZE oban_jobs")
             print("with extended statistics on (state, queue)")
-        print(f"{'page':<34} {'request: median':>16} {'p95':>8} {'max':>8}   query alone (ms)")
-        for label, request_ms, query_ms in asyncio.run(measure(bench_db.dsn, args.runs)):
-            query = _ms(query_ms) if query_ms else "       —"
-            print(f"{label:<34} {_ms(request_ms):>34}   {query}")
+        report(bench_db.dsn, args.runs)
     finally:
         if args.keep:
             print(f"kept: {bench_db.dsn}")
