@@ -297,7 +297,22 @@ def test_actions_need_post_and_the_csrf_token(dsn: str, web: TestClient) -> None
         follow_redirects=False,
     )
     assert other_site.status_code == 403
+    sandboxed = web.post(
+        f"/jobs/{job_id}/cancel",
+        data={"_csrf": csrf(web)},
+        headers={"origin": "null"},
+        follow_redirects=False,
+    )
+    assert sandboxed.status_code == 403
     assert state_of(dsn, job_id) == "available"
+    behind_proxy = web.post(
+        f"/jobs/{job_id}/cancel",
+        data={"_csrf": csrf(web)},
+        headers={"origin": "https://ops.example.com", "x-forwarded-host": "ops.example.com"},
+        follow_redirects=False,
+    )
+    assert behind_proxy.status_code == 303
+    assert state_of(dsn, job_id) == "cancelled"
 
 
 def test_bulk_actions_apply_to_every_job_matching_the_filter(dsn: str, web: TestClient) -> None:
@@ -412,6 +427,8 @@ def test_a_token_guards_pages_and_actions(dsn: str) -> None:
         assert "s3cret-token" not in signed_in.headers["set-cookie"]
         assert web.get("/").status_code == 200
         assert post(web, f"/jobs/{job_id}/cancel").status_code == 303
+        assert post(web, "/logout").status_code == 303
+        assert web.get("/", follow_redirects=False).status_code == 303
     assert state_of(dsn, job_id) == "cancelled"
 
 

@@ -387,6 +387,16 @@ async def login(request: Request) -> Response:
     return response
 
 
+async def logout(request: Request) -> Response:
+    root = request.scope.get("root_path", "").rstrip("/")
+    form = await request.form()
+    if not csrf_ok(request, form.get(CSRF_FIELD)):
+        return PlainTextResponse("missing or wrong CSRF token", 403, headers=SECURITY_HEADERS)
+    response = RedirectResponse(f"{root}/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path=root or "/")
+    return response
+
+
 # -- the application ------------------------------------------------------------------------
 
 
@@ -462,6 +472,7 @@ def create_app(
         Route("/live/queues/{queue:path}", guarded(queue_live)),
         Route("/queue-actions", guarded(queue_action), methods=["POST"]),
         Route("/login", login, methods=["GET", "POST"]),
+        Route("/logout", logout, methods=["POST"]),
         Mount("/static", StaticFiles(packages=[("oban_py_ext.web", "static")]), name="static"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)

@@ -106,7 +106,13 @@ def csrf_ok(request: Request, submitted: Any) -> bool:
     if not cookie or not isinstance(submitted, str) or not _same(cookie, submitted):
         return False
     origin = request.headers.get("origin")
-    # An opaque origin ("null", from a sandboxed frame) has no host and is refused too.
-    if origin is not None:
-        return urlsplit(origin).netloc == request.headers.get("host", "")
-    return True
+    if origin is None:
+        return True
+    # Behind a proxy that rewrites Host, the public name is in X-Forwarded-Host; a cross-site
+    # form cannot set that header. An opaque origin ("null", a sandboxed frame) has no host.
+    hosts = {request.headers.get("host", "")}
+    forwarded = request.headers.get("x-forwarded-host")
+    if forwarded:
+        hosts.add(forwarded.split(",")[0].strip())
+    netloc = urlsplit(origin).netloc
+    return bool(netloc) and netloc in hosts
