@@ -10,7 +10,8 @@ Install with the ``web`` extra: ``pip install "oban-py[web]"``.
 
 from __future__ import annotations
 
-from oban_py_ext.web.app import Dashboard, create_app
+from oban_py_ext.web.app import create_app
+from oban_py_ext.web.dashboard import Dashboard
 from oban_py_ext.web.security import Authorize
 
 __all__ = ["Authorize", "Dashboard", "create_app"]
