@@ -40,7 +40,7 @@ if not CHROMIUM.exists():
         "Debian's chromium is not installed (/usr/bin/chromium): apt-get install chromium",
         allow_module_level=True,
     )
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the dev extra")
+from playwright import sync_api  # noqa: E402 - only once chromium is known to be there
 
 
 def free_port() -> int:
