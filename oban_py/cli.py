@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from oban_py import __version__, cli_jobs, cli_node, cli_stats, schema
+from oban_py import __version__, cli_jobs, cli_node, cli_stats, cli_web, schema
 from oban_py.schema import cli as schema_cli
 
 app = typer.Typer(
@@ -43,6 +43,7 @@ schema_cli.register(app)
 cli_node.register(app)
 cli_jobs.register(app)
 cli_stats.register(app)
+cli_web.register(app)
 
 
 @app.command()

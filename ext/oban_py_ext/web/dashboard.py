@@ -1,0 +1,133 @@
+"""The state behind one dashboard app, and how its pages are rendered and answered.
+
+``Dashboard`` holds the reads, the actions, the node watch and the shared (cached) values; it
+renders templates with the CSRF token and the flash message of the previous action, and sends
+every response with the security headers below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, unquote
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from oban_py.client import Client
+from oban_py_ext.web.actions import Actions, Outcome
+from oban_py_ext.web.cache import Shared
+from oban_py_ext.web.filters import STATES
+from oban_py_ext.web.nodes import NodeWatch
+from oban_py_ext.web.reads import Activity, Counts, Reads
+from oban_py_ext.web.render import environment
+from oban_py_ext.web.security import CSRF_COOKIE, CSRF_FIELD, Access, new_csrf_token
+
+FLASH_COOKIE = "oban_web_flash"
+#: No script or style from anywhere but the dashboard itself, no framing, forms only to itself.
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+SECURITY_HEADERS = {
+    "content-security-policy": CSP,
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "same-origin",
+    "cache-control": "no-store",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    read_only: bool
+    refresh_interval: float
+    chart_interval: float
+    page_size: int
+    title: str
+
+
+class Dashboard:
+    """The state behind one dashboard app (``app.state.dashboard``)."""
+
+    def __init__(
+        self,
+        client: Client,
+        *,
+        owns_client: bool,
+        access: Access,
+        settings: Settings,
+        statement_timeout: float,
+        bulk_limit: int,
+    ) -> None:
+        self.client = client
+        self.owns_client = owns_client
+        self.access = access
+        self.settings = settings
+        self.reads = Reads(client.pool, client.config.prefix, statement_timeout)
+        self.actions = Actions(client, self.reads, bulk_limit)
+        dsn = client.config.dsn or str(getattr(client.pool, "conninfo", ""))
+        self.nodes = NodeWatch(dsn, client.config.prefix)
+        self.counts: Shared[Counts] = Shared(self.reads.counts, settings.refresh_interval)
+        self.activity: Shared[Activity] = Shared(self.reads.activity, settings.chart_interval)
+        self.env = environment()
+
+    async def ready(self) -> None:
+        await self.client.open()
+        await self.nodes.ensure_started()
+
+    async def close(self) -> None:
+        """Stop listening and close the pool the dashboard opened (not a caller's)."""
+        await self.nodes.stop()
+        await self.actions.close()
+        if self.owns_client:
+            await self.client.close()
+
+    # -- rendering --------------------------------------------------------------------------
+
+    def render(
+        self, request: Request, template: str, status: int = 200, **context: Any
+    ) -> Response:
+        csrf = request.cookies.get(CSRF_COOKIE) or new_csrf_token()
+        flash = request.cookies.get(FLASH_COOKIE)
+        root = request.scope.get("root_path", "").rstrip("/")
+        body = self.env.get_template(template).render(
+            root=root,
+            csrf=csrf,
+            csrf_field=CSRF_FIELD,
+            flash=read_flash(flash),
+            settings=self.settings,
+            states=STATES,
+            login=self.access.needs_login,
+            **context,
+        )
+        response = HTMLResponse(body, status_code=status, headers=SECURITY_HEADERS)
+        if CSRF_COOKIE not in request.cookies:
+            response.set_cookie(
+                CSRF_COOKIE, csrf, httponly=True, samesite="strict", path=root or "/"
+            )
+        if flash is not None:
+            response.delete_cookie(FLASH_COOKIE, path=root or "/")
+        return response
+
+
+def read_flash(value: str | None) -> dict[str, Any] | None:
+    if not value:
+        return None
+    kind, _, text = unquote(value).partition(":")
+    return {"ok": kind == "ok", "text": text[:500]}
+
+
+def back(request: Request, location: str, outcome: Outcome) -> Response:
+    root = request.scope.get("root_path", "").rstrip("/")
+    response = RedirectResponse(root + location, status_code=303, headers=SECURITY_HEADERS)
+    value = ("ok:" if outcome.ok else "error:") + outcome.message
+    response.set_cookie(
+        FLASH_COOKIE, quote(value), httponly=True, samesite="strict", path=root or "/"
+    )
+    return response
+
+
+def dashboard_of(request: Request) -> Dashboard:
+    dashboard: Dashboard = request.app.state.dashboard
+    return dashboard

@@ -1,0 +1,122 @@
+"""The pages (GET): overview, job list, job, queue, and the live fragments they refresh."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from oban_py_ext.web import charts
+from oban_py_ext.web.dashboard import Dashboard, dashboard_of
+from oban_py_ext.web.filters import STATES, FilterError, JobFilter
+
+
+async def overview(request: Request) -> Response:
+    dashboard = dashboard_of(request)
+    return dashboard.render(request, "overview.html", **await _overview_context(dashboard))
+
+
+async def overview_live(request: Request) -> Response:
+    dashboard = dashboard_of(request)
+    return dashboard.render(request, "_overview_live.html", **await _overview_context(dashboard))
+
+
+async def _overview_context(dashboard: Dashboard) -> dict[str, Any]:
+    counts = await dashboard.counts.get()
+    activity = await dashboard.activity.get()
+    checks = dashboard.nodes.checks()
+    per_queue: dict[str, dict[str, Any]] = {}
+    for check in checks:
+        entry = per_queue.setdefault(
+            check.queue, {"limit": 0, "running": 0, "nodes": 0, "paused": 0}
+        )
+        entry["limit"] += check.limit or 0
+        entry["running"] += check.running
+        entry["nodes"] += 1
+        entry["paused"] += int(check.paused)
+    queues = sorted(set(counts.queues) | set(per_queue))
+    return {
+        "counts": counts,
+        "totals": counts.by_state(),
+        "queues": queues,
+        "live": per_queue,
+        "nodes": dashboard.nodes.nodes(),
+        "last_heard": dashboard.nodes.last_heard,
+        "listening": dashboard.nodes.listening,
+        "activity": activity,
+        "throughput_chart": charts.stacked_bars(
+            "Completed jobs per minute, last hour",
+            [("completed", "bar-ok", activity.completed)],
+        ),
+        "failure_chart": charts.stacked_bars(
+            "Failed attempts per minute, last hour",
+            [("failed", "bar-fail", activity.failed)],
+        ),
+    }
+
+
+def _int_param(request: Request, name: str) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None or not raw.strip():
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        return None
+    # Ids are bigint: anything outside is no cursor at all.
+    return value if 0 <= value < 2**63 else None
+
+
+async def jobs(request: Request) -> Response:
+    dashboard = dashboard_of(request)
+    try:
+        job_filter = JobFilter.parse(request.query_params)
+    except FilterError as error:
+        return dashboard.render(
+            request, "jobs.html", status=400, error=str(error), filter=JobFilter(), page=None
+        )
+    page = await dashboard.reads.page(
+        job_filter,
+        before=_int_param(request, "before"),
+        after=_int_param(request, "after"),
+        size=dashboard.settings.page_size,
+    )
+    # Queue names for the filter's suggestions come from check-ins: free, unlike a count.
+    queues = sorted({check.queue for check in dashboard.nodes.checks()})
+    return dashboard.render(
+        request, "jobs.html", error=None, filter=job_filter, page=page, queues=queues
+    )
+
+
+async def job(request: Request) -> Response:
+    dashboard = dashboard_of(request)
+    job_id = request.path_params["job_id"]
+    row = await dashboard.reads.job(job_id) if job_id < 2**63 else None
+    if row is None:
+        return dashboard.render(
+            request, "error.html", status=404, message=f"No job with id {job_id}."
+        )
+    errors = row["errors"] if isinstance(row["errors"], list) else []
+    return dashboard.render(request, "job.html", job=row, errors=list(reversed(errors)))
+
+
+async def queue(request: Request) -> Response:
+    dashboard = dashboard_of(request)
+    return dashboard.render(request, "queue.html", **await _queue_context(request, dashboard))
+
+
+async def queue_live(request: Request) -> Response:
+    dashboard = dashboard_of(request)
+    return dashboard.render(request, "_queue_live.html", **await _queue_context(request, dashboard))
+
+
+async def _queue_context(request: Request, dashboard: Dashboard) -> dict[str, Any]:
+    name = request.path_params["queue"]
+    counts = await dashboard.counts.get()
+    by_state = dict.fromkeys(STATES, 0)
+    if name in counts.queues:
+        by_state.update(counts.queues[name].by_state)
+    checks = [c for c in dashboard.nodes.checks() if c.queue == name]
+    recent = await dashboard.reads.page(JobFilter(queue=name), before=None, after=None, size=10)
+    return {"queue": name, "by_state": by_state, "checks": checks, "recent": recent.rows}

@@ -1,0 +1,589 @@
+"""The dashboard (oban_py_ext.web) over HTTP: pages, filters, paging, actions, access, escaping.
+
+Requests go through Starlette's test client to the real app on a real database; the browser
+tests (test_web_browser.py) drive the same pages in Chromium.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from oban_py_ext.web import create_app
+from oban_py_ext.web.cache import Shared
+from oban_py_ext.web.nodes import NodeWatch
+from starlette.applications import Starlette
+from starlette.routing import Mount
+from starlette.testclient import TestClient
+
+from oban_py import notifier
+from oban_py.client import _instances, get_instance
+from oban_py.config import Config
+from oban_py.terms import Atom, encode_recorded
+
+FIXTURES = Path(__file__).resolve().parent.parent.parent / "compat_fixtures"
+XSS = "<script>window.__xss = 1</script><img src=x onerror=alert(1)>"
+
+
+def insert(dsn: str, **row: Any) -> int:
+    columns = {"queue": "default", "worker": "Web.Test", "args": {}, **row}
+    for key in ("args", "meta"):
+        if key in columns and not isinstance(columns[key], str):
+            columns[key] = json.dumps(columns[key])
+    names = ", ".join(columns)
+    marks = ", ".join(f"%({k})s" for k in columns)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        found = conn.execute(
+            f"INSERT INTO oban_jobs ({names}) VALUES ({marks}) RETURNING id".encode(), columns
+        ).fetchone()
+    assert found is not None
+    return int(found[0])
+
+
+def state_of(dsn: str, job_id: int) -> str | None:
+    with psycopg.connect(dsn) as conn:
+        query = "SELECT state::text FROM oban_jobs WHERE id = %s"
+        found = conn.execute(query, (job_id,)).fetchone()
+    return None if found is None else str(found[0])
+
+
+@pytest.fixture
+def web(dsn: str) -> Iterator[TestClient]:
+    with TestClient(create_app(dsn=dsn), base_url="http://127.0.0.1:8765") as client:
+        yield client
+
+
+def csrf(client: TestClient) -> str:
+    if "oban_web_csrf" not in client.cookies:
+        client.get("/jobs")
+    return str(client.cookies["oban_web_csrf"])
+
+
+def post(client: TestClient, path: str, **data: Any) -> Any:
+    return client.post(path, data={"_csrf": csrf(client), **data}, follow_redirects=False)
+
+
+def ids_on(html: str) -> list[int]:
+    return [int(i) for i in re.findall(r'<tr data-id="(\d+)">', html)]
+
+
+# -- pages -----------------------------------------------------------------------------------
+
+
+def test_overview_shows_counts_by_state_and_queue(dsn: str, web: TestClient) -> None:
+    for _ in range(3):
+        insert(dsn, queue="mailers", state="available")
+    insert(dsn, queue="mailers", state="discarded")
+    insert(dsn, queue="media", state="scheduled", scheduled_at="2100-01-01")
+    page = web.get("/")
+    assert page.status_code == 200
+    html = page.text
+    assert re.search(r'state-available"[^>]*data-state="available">\s*<span class="n">3<', html)
+    row = re.search(r'<tr data-queue="mailers">(.*?)</tr>', html, re.S)
+    assert row is not None
+    assert '<td class="num" data-state="available">3</td>' in row.group(1)
+    assert '<td class="num" data-state="discarded">1</td>' in row.group(1)
+    assert 'data-queue="media"' in html
+
+
+def test_every_page_sends_a_strict_content_security_policy(web: TestClient) -> None:
+    headers = web.get("/").headers
+    assert "script-src 'self'" in headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    assert headers["x-frame-options"] == "DENY"
+
+
+def test_job_list_filters_by_state_queue_worker_tags_and_args(dsn: str, web: TestClient) -> None:
+    a = insert(dsn, queue="q1", worker="W.A", tags=["vip"], args={"account": 7, "n": 1})
+    b = insert(dsn, queue="q2", worker="W.B", args={"account": 8, "email": "ann@example.com"})
+    c = insert(dsn, queue="q1", worker="W.B", state="discarded", args={"account": 7})
+
+    def listed(query: str) -> list[int]:
+        response = web.get("/jobs?" + query)
+        assert response.status_code == 200, response.text
+        return ids_on(response.text)
+
+    assert listed("") == [c, b, a]
+    assert listed("state=discarded") == [c]
+    assert listed("queue=q1") == [c, a]
+    assert listed("worker=W.B") == [c, b]
+    assert listed("tags=vip") == [a]
+    assert listed("args=%7B%22account%22%3A7%7D") == [c, a]  # {"account":7}, containment
+    assert listed("args=ann%40example") == [b]  # plain text: searched in the args' JSON
+    assert listed("queue=q1&worker=W.B") == [c]
+
+
+def test_job_list_refuses_unusable_filters_with_a_reason(web: TestClient) -> None:
+    bad_state = web.get("/jobs?state=running")
+    assert bad_state.status_code == 400
+    assert "unknown state" in bad_state.text
+    nul = web.get("/jobs?queue=a%00b")
+    assert nul.status_code == 400
+    assert "NUL" in nul.text
+    assert web.get("/jobs?worker=" + "x" * 5000).status_code == 400
+
+
+def test_hostile_filter_values_are_searched_or_refused_never_crash(
+    dsn: str, web: TestClient
+) -> None:
+    job_id = insert(dsn, args={"n": 1})
+    hostile = [
+        "%ED%A0%80",  # a lone surrogate, UTF-8 encoded: not valid UTF-8
+        "%FF%FE",
+        "[" * 900 + "]" * 900,  # deeper than a JSON parser goes
+        "%5B1%2C2%5D",  # [1,2]: JSON but no object, searched as text
+        "%7B%22n%22%3A1e400%7D",  # {"n":1e400}: beyond double range
+        "%22%3B%20DROP%20TABLE%20oban_jobs%3B%20--",
+        "%25%5F%5C",  # LIKE wildcards mean nothing here
+    ]
+    for value in hostile:
+        for field in ("args", "queue", "worker", "tags"):
+            response = web.get(f"/jobs?{field}={value}")
+            assert response.status_code == 200, (field, value, response.text[:300])
+    assert ids_on(web.get("/jobs?args=%7B%22n%22%3A1%7D").text) == [job_id]
+
+
+def test_the_web_command_refuses_unsafe_or_malformed_options(dsn: str) -> None:
+    from typer.testing import CliRunner
+
+    from oban_py.cli import app
+
+    runner = CliRunner()
+    exposed = runner.invoke(app, ["web", "--dsn", dsn, "--host", "0.0.0.0"])
+    assert exposed.exit_code == 2
+    assert "without --token or --basic" in exposed.output
+    assert runner.invoke(app, ["web", "--dsn", dsn, "--basic", "nopassword"]).exit_code == 2
+    assert runner.invoke(app, ["web", "--dsn", dsn, "--token", "short"]).exit_code == 2
+    assert runner.invoke(app, ["web"], env={"DATABASE_URL": "", "OBAN_DSN": ""}).exit_code == 2
+
+
+def test_job_list_pages_by_keyset_both_ways(dsn: str) -> None:
+    ids = [insert(dsn, args={"n": i}) for i in range(60)]
+    with TestClient(create_app(dsn=dsn, page_size=25)) as web:
+        first = web.get("/jobs").text
+        assert ids_on(first) == ids[::-1][:25]
+        older = re.search(r'rel="next" href="([^"]+)"', first)
+        assert older is not None
+        assert 'rel="prev"' not in first
+        second = web.get(older.group(1).replace("&amp;", "&")).text
+        assert ids_on(second) == ids[::-1][25:50]
+        third_link = re.search(r'rel="next" href="([^"]+)"', second)
+        assert third_link is not None
+        third = web.get(third_link.group(1).replace("&amp;", "&")).text
+        assert ids_on(third) == ids[::-1][50:]
+        assert 'rel="next"' not in third
+        back = re.search(r'rel="prev" href="([^"]+)"', third)
+        assert back is not None
+        assert ids_on(web.get(back.group(1).replace("&amp;", "&")).text) == ids[::-1][25:50]
+        # Cursors that are no ids at all are ignored, not errors.
+        assert web.get("/jobs?before=99999999999999999999999").status_code == 200
+        assert web.get("/jobs?before=-5&after=abc").status_code == 200
+
+
+def test_paging_keeps_the_filter(dsn: str) -> None:
+    for i in range(30):
+        insert(dsn, queue="even" if i % 2 == 0 else "odd")
+    with TestClient(create_app(dsn=dsn, page_size=10)) as web:
+        first = web.get("/jobs?queue=even").text
+        link = re.search(r'rel="next" href="([^"]+)"', first)
+        assert link is not None
+        assert "queue=even" in link.group(1)
+        rows = ids_on(web.get(link.group(1).replace("&amp;", "&")).text)
+        assert len(rows) == 5
+        assert all(state_of(dsn, i) == "available" for i in rows)
+
+
+def test_job_page_shows_args_meta_errors_and_the_decoded_result(dsn: str, web: TestClient) -> None:
+    recorded = encode_recorded({"sum": 42, "status": Atom("ok")})
+    trace = "** (RuntimeError) boom\n    (app) lib/x.ex:1: X.perform/1"
+    error = {"attempt": 1, "at": "2026-01-01T00:00:00Z", "error": trace}
+    job_id = insert(
+        dsn,
+        args={"big": 123456789012345678901234567890, "huge": 1, "s": "é"},
+        meta={"return": recorded, "note": "kept"},
+        attempt=1,
+        state="retryable",
+    )
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE oban_jobs SET errors = ARRAY[%s::jsonb] WHERE id = %s",
+            (json.dumps(error), job_id),
+        )
+    html = web.get(f"/jobs/{job_id}").text
+    assert "123456789012345678901234567890" in html  # wide integers exact
+    assert "** (RuntimeError) boom" in html
+    assert "Attempt 1 · 2026-01-01T00:00:00Z" in html
+    assert "&#39;sum&#39;: 42" in html  # decoded Erlang term, escaped
+    assert "Progress" in html
+    assert "Workflow" in html
+
+
+def test_poison_rows_render_without_crashing(dsn: str, web: TestClient) -> None:
+    # Rows Elixir or hand-written SQL can leave: args that are no object, a recorded value
+    # that is no term, an error entry that is no object, a number beyond double range.
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        found = conn.execute(
+            "INSERT INTO oban_jobs (queue, worker, args, meta, errors) VALUES "
+            "('default', 'W', '[1, \"two\", null]', '{\"return\": \"!!not base64!!\"}', "
+            "ARRAY['\"just text\"'::jsonb, '{\"n\": 1e400}'::jsonb]) RETURNING id"
+        ).fetchone()
+    assert found is not None
+    page = web.get(f"/jobs/{found[0]}")
+    assert page.status_code == 200
+    assert "cannot decode the recorded term" in page.text
+    assert "1" + "0" * 400 in page.text  # jsonb spells 1e400 out; shown exactly
+    assert web.get("/jobs").status_code == 200
+    assert web.get("/jobs/99999999").status_code == 404
+    assert web.get("/jobs/99999999999999999999").status_code == 404
+
+
+def test_database_values_are_escaped_everywhere(dsn: str, web: TestClient) -> None:
+    job_id = insert(dsn, queue=XSS, worker=XSS, args={"html": XSS}, tags=[XSS], meta={"m": XSS})
+    pages = [
+        web.get("/").text,
+        web.get("/jobs").text,
+        web.get(f"/jobs/{job_id}").text,
+        web.get("/queues/" + XSS.replace("/", "%2F")).text,
+    ]
+    for html in pages:
+        assert "<script>window.__xss" not in html
+        assert "<img src=x" not in html
+    assert "&lt;script&gt;window.__xss = 1&lt;/script&gt;" in pages[2]
+
+
+# -- actions ---------------------------------------------------------------------------------
+
+
+def test_retry_cancel_and_delete_one_job(dsn: str, web: TestClient) -> None:
+    discarded = insert(dsn, state="discarded", attempt=1, max_attempts=1)
+    waiting = insert(dsn)
+    retried = post(web, f"/jobs/{discarded}/retry")
+    assert retried.status_code == 303
+    assert state_of(dsn, discarded) == "available"
+    assert post(web, f"/jobs/{waiting}/cancel").status_code == 303
+    assert state_of(dsn, waiting) == "cancelled"
+    report = web.get(f"/jobs/{waiting}").text
+    assert f"Job {waiting}: cancelled." in report
+    assert post(web, f"/jobs/{waiting}/delete").status_code == 303
+    assert state_of(dsn, waiting) is None
+
+
+def test_an_action_that_does_nothing_says_why(dsn: str, web: TestClient) -> None:
+    job_id = insert(dsn)  # available: nothing to retry
+    page = web.get(post(web, f"/jobs/{job_id}/retry").headers["location"]).text
+    assert "was not retried: it is available or executing already" in page
+
+
+def test_actions_need_post_and_the_csrf_token(dsn: str, web: TestClient) -> None:
+    job_id = insert(dsn)
+    assert web.get(f"/jobs/{job_id}/cancel").status_code == 405
+    no_token = web.post(f"/jobs/{job_id}/cancel", data={}, follow_redirects=False)
+    assert no_token.status_code == 403
+    csrf(web)
+    wrong = web.post(f"/jobs/{job_id}/cancel", data={"_csrf": "guess"}, follow_redirects=False)
+    assert wrong.status_code == 403
+    other_site = web.post(
+        f"/jobs/{job_id}/cancel",
+        data={"_csrf": csrf(web)},
+        headers={"origin": "https://evil.example"},
+        follow_redirects=False,
+    )
+    assert other_site.status_code == 403
+    sandboxed = web.post(
+        f"/jobs/{job_id}/cancel",
+        data={"_csrf": csrf(web)},
+        headers={"origin": "null"},
+        follow_redirects=False,
+    )
+    assert sandboxed.status_code == 403
+    assert state_of(dsn, job_id) == "available"
+    behind_proxy = web.post(
+        f"/jobs/{job_id}/cancel",
+        data={"_csrf": csrf(web)},
+        headers={"origin": "https://ops.example.com", "x-forwarded-host": "ops.example.com"},
+        follow_redirects=False,
+    )
+    assert behind_proxy.status_code == 303
+    assert state_of(dsn, job_id) == "cancelled"
+
+
+def test_bulk_actions_apply_to_every_job_matching_the_filter(dsn: str, web: TestClient) -> None:
+    failed = [insert(dsn, state="discarded", queue="q", attempt=1, max_attempts=1) for _ in "12345"]
+    other = insert(dsn, state="discarded", queue="elsewhere", attempt=1, max_attempts=1)
+    done = post(web, "/jobs/bulk", action="retry", state="discarded", queue="q")
+    assert done.status_code == 303
+    assert "queue=q" in done.headers["location"]
+    assert [state_of(dsn, i) for i in failed] == ["available"] * 5
+    assert state_of(dsn, other) == "discarded"
+    assert "Retried 5 of 5 matching jobs." in web.get(done.headers["location"]).text
+    unfiltered = web.get(post(web, "/jobs/bulk", action="delete").headers["location"]).text
+    assert "Bulk actions need a filter." in unfiltered
+    assert state_of(dsn, other) == "discarded"
+
+
+def test_bulk_actions_stop_at_the_bulk_limit(dsn: str) -> None:
+    for _ in range(7):
+        insert(dsn, queue="many")
+    with TestClient(create_app(dsn=dsn, bulk_limit=4)) as web:
+        report = web.get(post(web, "/jobs/bulk", action="cancel", queue="many").headers["location"])
+        assert "Cancelled 4 of 4 matching jobs (the bulk limit" in report.text
+
+
+def listen(dsn: str, channel: str) -> tuple[list[str], threading.Event]:
+    heard: list[str] = []
+    ready = threading.Event()
+
+    def run() -> None:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'LISTEN "{channel}"'.encode())
+            ready.set()
+            for note in conn.notifies(timeout=5, stop_after=1):
+                heard.append(note.payload)
+
+    threading.Thread(target=run, daemon=True).start()
+    assert ready.wait(5)
+    return heard, ready
+
+
+def test_queue_actions_are_signals_every_node_obeys(dsn: str, web: TestClient) -> None:
+    cases = [
+        ({"action": "pause"}, {"action": "pause", "queue": "mailers", "ident": "any"}),
+        (
+            {"action": "scale", "limit": "7", "node": "web-1"},
+            {
+                "action": "scale",
+                "queue": "mailers",
+                "limit": 7,
+                "node": "web-1",
+                "ident": "Oban.web-1",
+            },
+        ),
+    ]
+    for form, expected in cases:
+        heard, _ = listen(dsn, "public.oban_signal")
+        assert post(web, "/queue-actions", queue="mailers", **form).status_code == 303
+        for _ in range(100):
+            if heard:
+                break
+            threading.Event().wait(0.05)
+        assert [json.loads(p) for p in heard] == [expected]
+    bad = web.get(
+        post(web, "/queue-actions", queue="mailers", action="scale", limit="0").headers["location"]
+    ).text
+    assert "The limit must be 1..10000." in bad
+
+
+def test_the_dashboard_does_not_replace_the_applications_instance(dsn: str) -> None:
+    from oban_py import Client
+
+    mine = Client(dsn=dsn)
+    try:
+        with TestClient(create_app(dsn=dsn)) as web:
+            post(web, "/queue-actions", queue="q", action="pause")
+        assert get_instance("Oban") is mine
+    finally:
+        _instances.pop("Oban", None)
+
+
+# -- read-only, access -----------------------------------------------------------------------
+
+
+def test_read_only_shows_no_action_and_refuses_every_post(dsn: str) -> None:
+    job_id = insert(dsn, state="discarded", attempt=1, max_attempts=1)
+    with TestClient(create_app(dsn=dsn, read_only=True)) as web:
+        page = web.get(f"/jobs/{job_id}").text
+        assert "read-only" in page
+        assert '<form method="post"' not in page
+        assert post(web, f"/jobs/{job_id}/retry").status_code == 403
+        assert post(web, "/queue-actions", queue="q", action="pause").status_code == 403
+    assert state_of(dsn, job_id) == "discarded"
+
+
+def test_a_token_guards_pages_and_actions(dsn: str) -> None:
+    job_id = insert(dsn)
+    with TestClient(create_app(dsn=dsn, token="s3cret-token")) as web:
+        to_login = web.get("/", follow_redirects=False)
+        assert to_login.status_code == 303
+        assert to_login.headers["location"].endswith("/login")
+        refused = post(web, f"/jobs/{job_id}/cancel")
+        assert refused.status_code == 401
+        assert state_of(dsn, job_id) == "available"
+        bearer = {"authorization": "Bearer s3cret-token"}
+        assert web.get("/", headers=bearer).status_code == 200
+        wrong = web.post("/login", data={"_csrf": csrf(web), "token": "nope"})
+        assert wrong.status_code == 401
+        signed_in = web.post(
+            "/login", data={"_csrf": csrf(web), "token": "s3cret-token"}, follow_redirects=False
+        )
+        assert signed_in.status_code == 303
+        assert "s3cret-token" not in signed_in.headers["set-cookie"]
+        assert web.get("/").status_code == 200
+        assert post(web, f"/jobs/{job_id}/cancel").status_code == 303
+        assert post(web, "/logout").status_code == 303
+        assert web.get("/", follow_redirects=False).status_code == 303
+    assert state_of(dsn, job_id) == "cancelled"
+
+
+def test_basic_auth_prompts_and_checks_credentials(dsn: str) -> None:
+    with TestClient(create_app(dsn=dsn, basic=("ops", "pa:ss"))) as web:
+        prompt = web.get("/")
+        assert prompt.status_code == 401
+        assert prompt.headers["www-authenticate"].startswith("Basic")
+        good = base64.b64encode(b"ops:pa:ss").decode()
+        assert web.get("/", headers={"authorization": f"Basic {good}"}).status_code == 200
+        bad = base64.b64encode(b"ops:wrong").decode()
+        assert web.get("/", headers={"authorization": f"Basic {bad}"}).status_code == 401
+        assert web.get("/", headers={"authorization": "Basic %%%"}).status_code == 401
+
+
+def test_the_authorize_hook_decides_for_mounting_apps(dsn: str) -> None:
+    job_id = insert(dsn)
+
+    async def only_reads(request: Any) -> bool:
+        return bool(request.method == "GET")
+
+    with TestClient(create_app(dsn=dsn, authorize=only_reads)) as web:
+        assert web.get("/").status_code == 200
+        assert post(web, f"/jobs/{job_id}/cancel").status_code == 403
+    assert state_of(dsn, job_id) == "available"
+
+
+def test_mounted_under_a_path_every_link_keeps_the_prefix(dsn: str) -> None:
+    insert(dsn, queue="mounted")
+    dashboard = create_app(dsn=dsn)
+    host = Starlette(routes=[Mount("/ops/oban", dashboard)])
+    with TestClient(host) as web:
+        html = web.get("/ops/oban/").text
+        assert 'href="/ops/oban/static/dashboard.css"' in html
+        assert 'href="/ops/oban/queues/mounted"' in html
+        assert web.get("/ops/oban/static/dashboard.js").status_code == 200
+        assert web.get("/ops/oban/jobs").status_code == 200
+        assert web.portal is not None
+        web.portal.call(dashboard.state.dashboard.close)
+
+
+def test_mounted_in_fastapi_beside_its_own_routes(dsn: str) -> None:
+    from fastapi import FastAPI
+
+    from oban_py import Oban
+
+    insert(dsn, state="discarded", attempt=1, max_attempts=1)
+    node = Oban(dsn=dsn, peer=False, name="FastApiWeb")
+    api = FastAPI()
+
+    @api.get("/health")
+    def health() -> dict[str, str]:
+        return {"ok": "yes"}
+
+    dashboard = create_app(node)
+    api.mount("/admin/jobs", dashboard)
+    with TestClient(api) as web:
+        assert web.get("/health").json() == {"ok": "yes"}
+        html = web.get("/admin/jobs/").text
+        assert 'href="/admin/jobs/jobs?state=discarded"' in html
+        token = csrf(web)
+        job_id = ids_on(web.get("/admin/jobs/jobs").text)[0]
+        done = web.post(
+            f"/admin/jobs/jobs/{job_id}/retry", data={"_csrf": token}, follow_redirects=False
+        )
+        assert done.status_code == 303
+        assert done.headers["location"] == f"/admin/jobs/jobs/{job_id}"
+        # A mounted app gets no lifespan: the application closes it, then its own node.
+        assert web.portal is not None
+        web.portal.call(dashboard.state.dashboard.close)
+        web.portal.call(node.close)
+    assert state_of(dsn, job_id) == "available"
+
+
+# -- live data, nodes ------------------------------------------------------------------------
+
+
+def test_live_refresh_reads_counts_once_per_interval_for_any_number_of_viewers(
+    dsn: str,
+) -> None:
+    app = create_app(dsn=dsn, refresh_interval=60.0)
+    with TestClient(app) as web:
+        for _ in range(10):
+            assert web.get("/live/overview").status_code == 200
+        counts: Shared[Any] = app.state.dashboard.counts
+        assert counts.loads == 1
+
+
+async def test_concurrent_readers_share_one_load() -> None:
+    calls = 0
+
+    async def slow() -> int:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.05)
+        return calls
+
+    shared = Shared(slow, ttl=10.0)
+    assert await asyncio.gather(*(shared.get() for _ in range(20))) == [1] * 20
+    shared.invalidate()
+    assert await shared.get() == 2
+
+
+def gossip_fixture() -> dict[str, Any]:
+    notes = json.loads((FIXTURES / "oban_met" / "notifications.json").read_text())
+    note = next(n for n in notes if n["channel"] == "public.oban_gossip")
+    payload: dict[str, Any] = note["payload"]
+    return payload
+
+
+def test_nodes_come_from_gossip_check_ins_including_elixir_ones(dsn: str) -> None:
+    app = create_app(dsn=dsn)
+    with TestClient(app) as web:
+        web.get("/")  # starts listening
+        watch: NodeWatch = app.state.dashboard.nodes
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            notifier.publish_sync(conn, "public", "gossip", [gossip_fixture()])
+        for _ in range(100):
+            if watch.checks():
+                break
+            threading.Event().wait(0.05)
+        html = web.get("/").text
+        assert '<tr data-node="elixir-node-1">' in html
+        assert "ex</a> 3 · 0" in html
+        queue_page = web.get("/queues/ex").text
+        assert '<tr data-node="elixir-node-1">' in queue_page
+
+
+def test_malformed_check_ins_are_ignored() -> None:
+    watch = NodeWatch("postgresql://unused", "public")
+    watch.heard_gossip(
+        {
+            "checks": [
+                None,
+                1,
+                "x",
+                {"node": 5},
+                {"node": "n", "queue": "q", "limit": True, "running": "no"},
+            ]
+        }
+    )
+    watch.heard_gossip({"checks": "not a list"})
+    (check,) = watch.checks()
+    assert (check.node, check.queue, check.limit, check.running) == ("n", "q", None, 0)
+
+
+def test_config_name_reaches_signals(dsn: str) -> None:
+    # Signals address nodes as "<instance name>.<node>", so the dashboard's name must be the
+    # nodes' instance name.
+    heard, _ = listen(dsn, "public.oban_signal")
+    with TestClient(create_app(dsn=dsn, name="MyApp.Oban")) as web:
+        post(web, "/queue-actions", queue="q", action="resume", node="n1")
+    for _ in range(100):
+        if heard:
+            break
+        threading.Event().wait(0.05)
+    assert json.loads(heard[0])["ident"] == "MyApp.Oban.n1"
+    assert Config(name="MyApp.Oban", node="n1").ident == "MyApp.Oban.n1"

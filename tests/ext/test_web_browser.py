@@ -1,0 +1,356 @@
+"""The dashboard in a real headless Chromium (Debian's ``chromium``, driven by Playwright).
+
+The server is ``oban-py web`` itself, run in a subprocess with a token; nodes are
+``oban-py start`` subprocesses. Each test writes a screenshot of the page it exercised to
+``docs/assets/`` (the dashboard docs show them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+OBAN_PY = str(Path(sys.executable).parent / "oban-py")
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+ASSETS = ROOT / "docs" / "assets"
+TOKEN = "browser-test-token"
+XSS = '<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2">'
+
+if not CHROMIUM.exists():
+    pytest.skip(
+        "Debian's chromium is not installed (/usr/bin/chromium): apt-get install chromium",
+        allow_module_level=True,
+    )
+from playwright import sync_api  # noqa: E402 - only once chromium is known to be there
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("OBAN_")}
+
+
+def sql(dsn: str, query: str, params: Any = None) -> list[tuple[Any, ...]]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        cur = conn.execute(query.encode(), params)
+        return cur.fetchall() if cur.description else []
+
+
+def insert(dsn: str, **row: Any) -> int:
+    columns = {"queue": "default", "worker": "CliSupport.Echo", "args": {}, **row}
+    for key in ("args", "meta"):
+        if key in columns and not isinstance(columns[key], str):
+            columns[key] = json.dumps(columns[key])
+    names = ", ".join(columns)
+    marks = ", ".join(f"%({k})s" for k in columns)
+    ((job_id,),) = sql(
+        dsn, f"INSERT INTO oban_jobs ({names}) VALUES ({marks}) RETURNING id", columns
+    )
+    return int(job_id)
+
+
+def state_of(dsn: str, job_id: int) -> str:
+    ((state,),) = sql(dsn, "SELECT state::text FROM oban_jobs WHERE id = %s", (job_id,))
+    return str(state)
+
+
+@pytest.fixture
+def server(dsn: str) -> Iterator[str]:
+    """``oban-py web`` on a free port, guarded by a token; yields its base URL."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [OBAN_PY, "web", "--dsn", dsn, "--port", str(port), "--token", TOKEN, "--refresh", "1"],
+        cwd=ROOT,
+        env=clean_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"oban-py web exited: {proc.stderr.read() if proc.stderr else ''}")
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+        except OSError:
+            return False
+        return True
+
+    try:
+        wait_for(up)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def node(dsn: str) -> Iterator[Callable[[str], None]]:
+    """Starts ``oban-py start`` nodes running the given queues; stops them after the test."""
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(queues: str, name: str = "web-test-node") -> None:
+        procs.append(
+            subprocess.Popen(
+                [
+                    OBAN_PY,
+                    "start",
+                    "--dsn",
+                    dsn,
+                    "--queues",
+                    queues,
+                    "--node",
+                    name,
+                    "--import",
+                    "tests.clisupport.workers",
+                    "--shutdown-grace",
+                    "1",
+                ],
+                cwd=ROOT,
+                env=clean_env(),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
+        )
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Any, server: str) -> Iterator[Any]:
+    """A signed-in page; every confirmation dialog is accepted."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=server)
+    tab = context.new_page()
+    tab.on("dialog", lambda dialog: dialog.accept())
+    tab.goto("/login")
+    tab.fill("input[name=token]", TOKEN)
+    tab.click("button[type=submit]")
+    tab.wait_for_url(server + "/")
+    yield tab
+    context.close()
+
+
+def shot(page: Any, name: str) -> None:
+    ASSETS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ASSETS / f"dashboard-{name}.png"), full_page=True)
+
+
+def test_overview_shows_the_counts_of_a_seeded_database(dsn: str, page: Any, node: Any) -> None:
+    # The node runs "mailers" only; what it could change is kept out of its way (scheduled
+    # far ahead), so the counts below stay what was seeded.
+    for _ in range(90):
+        insert(dsn, queue="mailers", state="completed", attempt=1)
+    # Spread over the last hour, unevenly, so the throughput chart has a shape.
+    sql(
+        dsn,
+        "UPDATE oban_jobs SET attempted_at = timezone('UTC', now()) - ((id * id) % 60) * "
+        "interval '1 minute', completed_at = timezone('UTC', now()) - ((id * id) % 60) * "
+        "interval '1 minute' + interval '2 seconds' WHERE state = 'completed'",
+    )
+    for _ in range(3):
+        insert(dsn, queue="media", state="available")
+    for i in range(2):
+        insert(dsn, queue="mailers", state="discarded", attempt=1, max_attempts=1)
+        sql(
+            dsn,
+            "UPDATE oban_jobs SET attempted_at = timezone('UTC', now()) - interval "
+            f"'{10 + i * 20} minutes' WHERE state = 'discarded'",
+        )
+    insert(dsn, queue="mailers", state="scheduled", scheduled_at="2100-01-01")
+    completed = sql(dsn, "SELECT count(*) FROM oban_jobs WHERE state = 'completed'")[0][0]
+    node("mailers:5,reports:2")
+
+    page.goto("/")
+    # The page was first shown before the seeding: the live refresh brings the counts.
+    wait_for(lambda: page.text_content(".state-available .n") == "3")
+    assert page.text_content(".state-completed .n") == str(completed)
+    assert page.text_content(".state-discarded .n") == "2"
+    assert page.text_content(".state-scheduled .n") == "1"
+    assert page.text_content('tr[data-queue="media"] td[data-state="available"]') == "3"
+    page.wait_for_selector('tr[data-node="web-test-node"]', timeout=15_000)
+    assert "reports" in page.text_content('tr[data-node="web-test-node"]')
+    # The last hour's activity is read at most every 15 s: the charts follow on their own.
+    wait_for(lambda: page.locator("svg.chart rect.bar-ok").count() > 0, timeout=30)
+    assert page.locator("svg.chart rect.bar-fail").count() >= 1
+    shot(page, "overview")
+
+
+def test_the_job_list_filters_and_pages(dsn: str, page: Any) -> None:
+    ids = [insert(dsn, queue="alpha" if i % 2 else "beta", args={"n": i}) for i in range(60)]
+    alpha = [job_id for i, job_id in enumerate(ids) if i % 2]
+    page.goto("/jobs")
+    assert page.locator("tr[data-id]").count() == 25
+    page.fill("input[name=queue]", "alpha")
+    page.click("form.filters button[type=submit]")
+    page.wait_for_url("**/jobs?*queue=alpha*")
+    shown = [
+        int(x)
+        for x in page.locator("tr[data-id]").evaluate_all("rows => rows.map(r => r.dataset.id)")
+    ]
+    assert shown == alpha[::-1][:25]
+    shot(page, "jobs")
+    page.click("a[rel=next]")
+    older = [
+        int(x)
+        for x in page.locator("tr[data-id]").evaluate_all("rows => rows.map(r => r.dataset.id)")
+    ]
+    assert older == alpha[::-1][25:]
+    assert page.locator("a[rel=next]").count() == 0
+    page.click("a[rel=prev]")
+    assert page.locator("tr[data-id]").first.get_attribute("data-id") == str(alpha[-1])
+
+
+def test_retrying_and_cancelling_from_the_job_page_changes_the_row(dsn: str, page: Any) -> None:
+    from oban_py.terms import Atom, encode_recorded
+
+    job_id = insert(
+        dsn,
+        queue="mailers",
+        worker="MyApp.Workers.Welcome",
+        state="discarded",
+        attempt=3,
+        max_attempts=3,
+        args={"user_id": 42, "template": "welcome"},
+        meta={"return": encode_recorded({"sent": True, "provider": Atom("ses")})},
+        tags=["signup"],
+    )
+    trace = (
+        'Traceback (most recent call last):\n  File "app/workers.py", line 12, in process\n'
+        '    raise TimeoutError("smtp timed out")\nTimeoutError: smtp timed out'
+    )
+    sql(
+        dsn,
+        "UPDATE oban_jobs SET errors = ARRAY[%s::jsonb, %s::jsonb], attempted_at = "
+        "timezone('UTC', now()), discarded_at = timezone('UTC', now()) WHERE id = %s",
+        (
+            json.dumps({"attempt": 2, "at": "2026-12-02T01:58:00.120000Z", "error": trace}),
+            json.dumps({"attempt": 3, "at": "2026-12-02T02:01:00.250000Z", "error": trace}),
+            job_id,
+        ),
+    )
+    page.goto(f"/jobs/{job_id}")
+    assert page.text_content("#job-state") == "discarded"
+    assert "TimeoutError: smtp timed out" in page.text_content("body")
+    assert "'provider': Atom('ses')" in page.text_content("#job-result")
+    shot(page, "job")
+    page.click("button[value=retry]")
+    page.wait_for_selector("p.flash.ok")
+    assert page.text_content("#job-state") == "available"
+    assert state_of(dsn, job_id) == "available"
+    page.click("button[value=cancel]")
+    page.wait_for_selector("p.flash.ok")
+    assert page.text_content("#job-state") == "cancelled"
+    assert state_of(dsn, job_id) == "cancelled"
+
+
+def test_pausing_a_queue_stops_a_running_nodes_fetching(dsn: str, page: Any, node: Any) -> None:
+    node("web:2")
+    page.goto("/queues/web")
+    row = 'tr[data-node="web-test-node"]'
+    page.wait_for_selector(row, timeout=15_000)  # heard through gossip, live refresh
+    page.click("#queue-pause")
+    page.wait_for_selector("p.flash.ok")
+    wait_for(lambda: page.text_content(f"{row} .paused-cell") == "paused")
+    held = [insert(dsn, queue="web") for _ in range(3)]
+    sql(dsn, "SELECT pg_notify('public.oban_insert', '{\"queue\":\"web\"}')")
+    time.sleep(3)  # a running node fetches within its 1 s poll; paused, it must not
+    assert [state_of(dsn, i) for i in held] == ["available"] * 3
+    page.reload()  # the newest-jobs table is not live; the counts and nodes are
+    page.wait_for_selector(row)
+    shot(page, "queue")
+    page.click("#queue-resume")
+    page.wait_for_selector("p.flash.ok")
+    wait_for(lambda: all(state_of(dsn, i) == "completed" for i in held))
+    wait_for(lambda: page.text_content(f"{row} .paused-cell") == "no")
+
+
+def test_an_xss_payload_in_args_renders_inert(dsn: str, page: Any) -> None:
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: dialogs.append(dialog.message))
+    job_id = insert(dsn, queue="x", worker="Evil", args={"name": XSS}, tags=[XSS])
+    for path in ("/jobs", f"/jobs/{job_id}", "/"):
+        page.goto(path)
+        page.wait_for_load_state("load")
+        assert page.evaluate("window.__xss") is None
+    page.goto(f"/jobs/{job_id}")
+    assert json.dumps(XSS) in page.text_content("#job-args")  # shown as the text it is
+    assert page.locator("#job-args img").count() == 0
+    assert dialogs == []
+
+
+def test_an_action_without_the_token_is_refused(dsn: str, browser: Any, server: str) -> None:
+    job_id = insert(dsn)
+    stranger = browser.new_context(base_url=server)
+    try:
+        tab = stranger.new_page()
+        tab.goto("/")
+        assert tab.url == server + "/login"
+        shot(tab, "login")
+        refused = stranger.request.post(f"/jobs/{job_id}/cancel", form={"_csrf": "x"})
+        assert refused.status == 401
+        forged = stranger.request.post(
+            f"/jobs/{job_id}/cancel",
+            form={"_csrf": "x"},
+            headers={"authorization": f"Bearer {TOKEN}"},
+        )
+        assert forged.status == 403  # the token alone is not enough: the CSRF token is missing
+    finally:
+        stranger.close()
+    assert state_of(dsn, job_id) == "available"
