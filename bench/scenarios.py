@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -28,18 +29,29 @@ def _node(mode: str, opts: dict[str, Any]) -> list[str]:
 
 
 def drain(
-    bench: BenchDatabase, concurrency: int, count: int, *, uvloop: bool, web: bool = True
+    bench: BenchDatabase,
+    concurrency: int,
+    count: int,
+    *,
+    uvloop: bool,
+    web: bool = True,
+    tree: Path | None = None,
 ) -> dict[str, Any]:
     """Fill a queue, start a node in a subprocess, and measure it draining the queue.
 
     ``web`` is the node's ``Config.web``: whether it publishes metrics, crontab and gossip.
+    ``tree`` runs the node from another checkout of this repository (its ``oban_py`` and
+    ``bench/node.py``, first on the path), for A/B pairs of two versions on the same venv.
     """
     bench.reset()
     bench.fill("bench", count)
     opts = {"dsn": bench.dsn, "queue": "bench", "concurrency": concurrency, "count": count}
     opts["uvloop"] = uvloop
     opts["web"] = web
-    out = subprocess.run(_node("drain", opts), cwd=ROOT, capture_output=True, text=True)
+    env = None if tree is None else {**os.environ, "PYTHONPATH": str(tree)}
+    out = subprocess.run(
+        _node("drain", opts), cwd=tree or ROOT, capture_output=True, text=True, env=env
+    )
     if out.returncode != 0:
         raise BenchFailure(f"node failed:\n{out.stderr[-3000:]}")
     figures = json.loads(out.stdout.strip().splitlines()[-1])

@@ -1,0 +1,59 @@
+"""Drain rate of this checkout against another one, as interleaved pairs on one machine.
+
+    python -m bench.code_ab /path/to/other/checkout [--pairs 4] [--concurrency 50] [--jobs 20000]
+
+The other checkout (``git worktree add /tmp/before <commit>``) runs with this venv, its own
+``oban_py`` first on the path. Each pair drains the same number of no-op jobs once with each
+tree, the order alternating between pairs so drift on a shared machine falls on both sides;
+every drain is checked in the database (``scenarios.drain``). Prints each pair and the
+min / median / max of the rates and of the this/other ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bench import db, scenarios
+from bench.scenarios import summary
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.code_ab", description=__doc__)
+    parser.add_argument("other", type=Path, help="another checkout of this repository")
+    parser.add_argument("--pairs", type=int, default=4)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--jobs", type=int, default=20_000)
+    args = parser.parse_args()
+    bench = db.BenchDatabase(db.server_dsn())
+    bench.create()
+    rates: dict[str, list[float]] = {"this": [], "other": []}
+    ratios: list[float] = []
+    try:
+        for pair in range(args.pairs):
+            order = ("this", "other") if pair % 2 == 0 else ("other", "this")
+            found = {}
+            for side in order:
+                tree = None if side == "this" else args.other.resolve()
+                found[side] = scenarios.drain(
+                    bench, args.concurrency, args.jobs, uvloop=True, tree=tree
+                )["db_rate"]
+                rates[side].append(found[side])
+            ratios.append(found["this"] / found["other"])
+            print(
+                f"pair {pair + 1} ({order[0]} first): this {found['this']:,.0f} jobs/s,"
+                f" other {found['other']:,.0f} jobs/s, this/other {ratios[-1]:.3f}",
+                flush=True,
+            )
+    finally:
+        bench.drop()
+    for side, values in rates.items():
+        lo, mid, hi = summary(values)
+        print(f"{side:>5}: {lo:,.0f} / {mid:,.0f} / {hi:,.0f} jobs/s (min / median / max)")
+    lo, mid, hi = summary(ratios)
+    print(f"this/other: {lo:.3f} / {mid:.3f} / {hi:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
