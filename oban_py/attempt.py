@@ -335,28 +335,34 @@ _MICROSECOND = timedelta(microseconds=1)
 
 
 class _Span:
-    """``oban.job.start``, then ``oban.job.stop`` or ``oban.job.exception``, as Elixir emits."""
+    """``oban.job.start``, then ``oban.job.stop`` or ``oban.job.exception``, as Elixir emits.
 
-    __slots__ = ("job", "meta", "start")
+    Metadata is built only for events some handler receives: with no handler, or only a
+    failure logger, a job that succeeds costs a clock read.
+    """
+
+    __slots__ = ("job", "prefix", "start")
 
     def __init__(self, job: Job, prefix: str | None) -> None:
         self.job = job
-        self.meta: dict[str, Any] | None = None
-        self.start = 0
-        if telemetry._handlers:
-            self.start = time.monotonic_ns()
-            self.meta = {
-                "job": job,
-                "id": job.id,
-                "args": job.args,
-                "queue": job.queue,
-                "worker": job.worker,
-                "attempt": job.attempt,
-                "max_attempts": job.max_attempts,
-                "tags": job.tags,
-                "prefix": prefix,
-            }
-            telemetry.execute("oban.job.start", {"system_time": time.time_ns()}, self.meta)
+        self.prefix = prefix
+        self.start = time.monotonic_ns() if telemetry._handlers else 0
+        if self.start and telemetry.listening("oban.job.start"):
+            telemetry.execute("oban.job.start", {"system_time": time.time_ns()}, self._meta())
+
+    def _meta(self) -> dict[str, Any]:
+        job = self.job
+        return {
+            "job": job,
+            "id": job.id,
+            "args": job.args,
+            "queue": job.queue,
+            "worker": job.worker,
+            "attempt": job.attempt,
+            "max_attempts": job.max_attempts,
+            "tags": job.tags,
+            "prefix": self.prefix,
+        }
 
     def _measurements(self) -> dict[str, int]:
         job = self.job
@@ -369,19 +375,21 @@ class _Span:
     def end(
         self, ack: Ack, result: Any, failed: BaseException | None, *, interrupted: str | None
     ) -> None:
-        if self.meta is None:
+        if not self.start:
             return
-        meta = {**self.meta, "state": ack.state, "result": result}
-        if failed is None:
-            telemetry.execute("oban.job.stop", self._measurements(), meta)
+        event = "oban.job.stop" if failed is None else "oban.job.exception"
+        if not telemetry.listening(event):
             return
-        # Elixir reports a job its node stopped as an exit, anything the worker did as an error.
-        ours = interrupted is not None and isinstance(failed, asyncio.CancelledError)
-        kind = "exit" if ours else "error"
-        meta.update(
-            kind=kind,
-            error=failed,
-            reason=failed,
-            stacktrace=traceback.extract_tb(failed.__traceback__),
-        )
-        telemetry.execute("oban.job.exception", self._measurements(), meta)
+        meta = self._meta()
+        meta.update(state=ack.state, result=result)
+        if failed is not None:
+            # Elixir reports a job its node stopped as an exit, anything the worker did as an
+            # error.
+            ours = interrupted is not None and isinstance(failed, asyncio.CancelledError)
+            meta.update(
+                kind="exit" if ours else "error",
+                error=failed,
+                reason=failed,
+                stacktrace=traceback.extract_tb(failed.__traceback__),
+            )
+        telemetry.execute(event, self._measurements(), meta)

@@ -56,6 +56,12 @@ def _matches(patterns: frozenset[str], event: str) -> bool:
     return any(p.endswith("*") and event.startswith(p[:-1]) for p in patterns)
 
 
+def listening(event: str) -> bool:
+    """True when some handler would receive ``event``: emitters skip building metadata
+    nobody reads (a node logging only failures builds none for the jobs that succeed)."""
+    return bool(_handlers) and bool(_route(event))
+
+
 def execute(event: str, measurements: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
     if not _handlers:
         return
