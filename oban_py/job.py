@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -22,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from oban_py import jsonb
 from oban_py.unique import Unique, coerce_replace
 
 #: The DB check is ``0 < char_length < 128``; Elixir's changeset allows 128, which the DB rejects.
@@ -77,8 +77,9 @@ def _json_object(value: Any, field: str) -> dict[str, Any]:
         raise ValueError(f"{field} must be a JSON object (a dict), got {type(value).__name__}")
     value = dict(value)
     try:
-        # Round-trip so the job holds exactly what the database will (tuples → lists ...).
-        result: dict[str, Any] = orjson.loads(orjson.dumps(value))
+        # Round-trip so the job holds exactly what the database will (tuples → lists ...);
+        # through jsonb so wide integers and out-of-range numbers stay exact.
+        result: dict[str, Any] = jsonb.loads(jsonb.dumps(value))
     except TypeError as error:
         raise ValueError(f"{field} must serialise to JSON: {error}") from None
     return result
@@ -308,7 +309,7 @@ def _copy_json(value: dict[str, Any] | None) -> dict[str, Any]:
     # Flat objects of JSON scalars (the usual args) need no round trip to be a faithful copy.
     for item in value.values():
         if item.__class__ not in _SCALARS:
-            result: dict[str, Any] = orjson.loads(orjson.dumps(value))
+            result: dict[str, Any] = jsonb.loads(jsonb.dumps(value))
             return result
     return dict(value)
 

@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
 import orjson
+import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -245,6 +246,17 @@ class TestingClient(Client):
                 raise outcome.result
             done.append(outcome.job)
         return done
+
+    def enqueue_many_sync(
+        self, jobs: Iterable[Job], conn: psycopg.Connection[Any] | None = None
+    ) -> list[Job]:
+        batch = list(jobs)
+        if self.mode == "manual":
+            return super().enqueue_many_sync(batch, conn=conn)
+        if self.mode == "disabled":
+            return batch
+        # Inline mode runs each job's attempt, which is async: on a loop of its own.
+        return asyncio.run(self.enqueue_many(batch))
 
 
 # -- assertions on enqueued jobs ---------------------------------------------------------------

@@ -1,0 +1,152 @@
+"""The connection pools of a client: an async one for the runtime, a sync one for sync callers.
+
+Both configure their connections the same way: exact JSON decoding (``oban_py.jsonb``) and
+autocommit, so a single enqueue is one round trip rather than statement + COMMIT on return to
+the pool; work of several statements opens its own transaction. Each opens on first use, so a
+script that only calls ``enqueue_sync`` never starts the async pool and vice versa.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.types.json import set_json_loads
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from oban_py import jsonb
+from oban_py.errors import DatabaseUnavailable
+
+CONNECT_TIMEOUT = 10
+
+
+async def _configure_async(conn: psycopg.AsyncConnection[Any]) -> None:
+    set_json_loads(jsonb.loads, conn)
+    await conn.set_autocommit(True)
+
+
+def _configure_sync(conn: psycopg.Connection[Any]) -> None:
+    set_json_loads(jsonb.loads, conn)
+    conn.autocommit = True
+
+
+def _where(dsn: str) -> str:
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as error:
+        raise DatabaseUnavailable(f"invalid database DSN: {error}") from None
+    return "{user}@{host}:{port}/{dbname}".format(
+        user=params.get("user", "<default user>"),
+        host=params.get("host", "<default host>"),
+        port=params.get("port", 5432),
+        dbname=params.get("dbname", "<default database>"),
+    )
+
+
+def _unavailable(where: str, error: psycopg.OperationalError) -> DatabaseUnavailable:
+    reason = " ".join(str(error).split())
+    return DatabaseUnavailable(f"cannot connect to PostgreSQL {where}: {reason}")
+
+
+class AsyncPool:
+    """The async pool: created from a DSN (owned, closed by ``close``) or given by the caller."""
+
+    def __init__(
+        self, dsn: str | None, size: int, name: str, pool: AsyncConnectionPool[Any] | None
+    ) -> None:
+        self.dsn = dsn
+        self.owned = pool is None
+        self.opened = pool is not None
+        self._lock: asyncio.Lock | None = None
+        if pool is None:
+            pool = AsyncConnectionPool(
+                dsn or "",
+                min_size=1,
+                max_size=size,
+                open=False,
+                configure=_configure_async,
+                name=name,
+            )
+        self.pool: AsyncConnectionPool[Any] = pool
+
+    async def open(self) -> None:
+        """Open the pool, failing fast with ``DatabaseUnavailable`` when the DSN does not work."""
+        if self.opened:
+            return
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self.opened:
+                return
+            await self._probe()
+            await self.pool.open(wait=True, timeout=CONNECT_TIMEOUT)
+            self.opened = True
+
+    async def _probe(self) -> None:
+        dsn = self.dsn or ""
+        where = _where(dsn)
+        try:
+            conn = await psycopg.AsyncConnection.connect(dsn, connect_timeout=CONNECT_TIMEOUT)
+        except psycopg.OperationalError as error:
+            raise _unavailable(where, error) from None
+        await conn.close()
+
+    async def close(self) -> None:
+        if self.owned and self.opened:
+            await self.pool.close()
+            self.opened = False
+
+
+class SyncPool:
+    """The sync pool, for ``*_sync`` calls made without a connection; opened on first use."""
+
+    def __init__(self, dsn: str | None, size: int, name: str, pool: ConnectionPool[Any] | None):
+        self.dsn = dsn
+        self.owned = pool is None
+        self.opened = pool is not None
+        self._given = pool
+        self._size = size
+        self._name = name
+        self._lock = threading.Lock()
+
+    def get(self) -> ConnectionPool[Any]:
+        """The open pool, created and probed on the first call."""
+        if self._given is not None and self.opened:
+            return self._given
+        with self._lock:
+            if self._given is None:
+                if self.dsn is None:
+                    raise ValueError(
+                        "sync calls without conn= need a client built with dsn= or sync_pool="
+                    )
+                self._probe()
+                self._given = ConnectionPool(
+                    self.dsn,
+                    min_size=1,
+                    max_size=self._size,
+                    open=False,
+                    configure=_configure_sync,
+                    name=f"{self._name}.sync",
+                )
+            if not self.opened:
+                self._given.open(wait=True, timeout=CONNECT_TIMEOUT)
+                self.opened = True
+            return self._given
+
+    def _probe(self) -> None:
+        dsn = self.dsn or ""
+        where = _where(dsn)
+        try:
+            psycopg.connect(dsn, connect_timeout=CONNECT_TIMEOUT).close()
+        except psycopg.OperationalError as error:
+            raise _unavailable(where, error) from None
+
+    def close(self) -> None:
+        with self._lock:
+            if self.owned and self.opened and self._given is not None:
+                self._given.close()
+                self._given = None
+                self.opened = False
