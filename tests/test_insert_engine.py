@@ -203,7 +203,8 @@ async def test_in_a_callers_transaction_a_lock_held_elsewhere_is_a_conflict_not_
     await holder.close()
     # As Elixir's pg_try_advisory_xact_lock: reported as a conflict, not inserted, no wait.
     assert (first.conflict, first.id) == (True, None)
-    assert not other.conflict and other.id is not None
+    assert not other.conflict
+    assert other.id is not None
     assert await scalar(conn, "SELECT count(*) FROM oban_jobs WHERE args = '{\"n\": 5}'") == 1
 
 
@@ -225,7 +226,8 @@ async def test_replace_writes_only_the_fields_the_new_job_sets(api: Api) -> None
     first = await api.enqueue(uniq(1, priority=5, max_attempts=3, tags=["keep"]))
     fields = ["priority", "max_attempts", "tags", "meta"]
     again = await api.enqueue(uniq(1, meta={"v": 2}, replace={"available": fields}))
-    assert again.conflict and again.id == first.id
+    assert again.conflict
+    assert again.id == first.id
     # Before: priority 5 and max_attempts 3 became 0 and 20 (the new job's defaults).
     assert (again.priority, again.max_attempts, again.tags) == (5, 3, ["keep"])
     assert again.meta == {"v": 2}
@@ -238,7 +240,8 @@ async def test_replace_by_state_leaves_other_states_alone(api: Api) -> None:
     first = await api.enqueue(uniq(1, schedule_in=600))
     later = datetime.now(UTC) + timedelta(hours=2)
     again = await api.enqueue(uniq(1, scheduled_at=later, replace={"available": ["scheduled_at"]}))
-    assert again.conflict and again.scheduled_at == first.scheduled_at
+    assert again.conflict
+    assert again.scheduled_at == first.scheduled_at
     moved = await api.enqueue(uniq(1, scheduled_at=later, replace={"scheduled": ["scheduled_at"]}))
     assert moved.scheduled_at == later
 
@@ -260,9 +263,12 @@ async def test_update_changes_only_the_given_columns_and_keeps_wide_integers(
     api: Api, conn: psycopg.AsyncConnection[Any]
 ) -> None:
     job_id = await elixir_row(conn)
-    before = await scalar(conn, "SELECT row_to_json(j)::text FROM oban_jobs j WHERE id = %s", job_id)
+    before = await scalar(
+        conn, "SELECT row_to_json(j)::text FROM oban_jobs j WHERE id = %s", job_id
+    )
     updated = await api.update_job(job_id, priority=3)
-    assert updated is not None and updated.priority == 3
+    assert updated is not None
+    assert updated.priority == 3
     # Before: args came back as 1.2345678901234568e+29 and were written back rounded.
     assert updated.args["id"] == WIDE
     after = await scalar(conn, "SELECT row_to_json(j)::text FROM oban_jobs j WHERE id = %s", job_id)
@@ -274,7 +280,8 @@ async def test_update_args_writes_wide_integers_exactly(
 ) -> None:
     job_id = await elixir_row(conn)
     updated = await api.update_job(job_id, args={"id": WIDE + 1})
-    assert updated is not None and updated.args == {"id": WIDE + 1}
+    assert updated is not None
+    assert updated.args == {"id": WIDE + 1}
     stored = await scalar(conn, "SELECT args::text FROM oban_jobs WHERE id = %s", job_id)
     assert stored == f'{{"id": {WIDE + 1}}}'
 
@@ -289,7 +296,8 @@ async def test_a_future_scheduled_at_schedules_the_job_and_a_past_one_makes_it_a
     assert (scheduled.state, scheduled.scheduled_at) == ("scheduled", later)
     earlier = datetime.now(UTC) - timedelta(minutes=1)
     available = await api.update_job(job.id or 0, scheduled_at=earlier)
-    assert available is not None and available.state == "available"
+    assert available is not None
+    assert available.state == "available"
 
 
 @pytest.mark.parametrize("state", ["executing", "completed", "suspended", "cancelled"])
@@ -332,11 +340,13 @@ async def test_wide_integers_and_huge_numbers_round_trip_through_insert_and_get(
     )
     for job in (plain, unique):
         stored = await scalar(conn, "SELECT args::text FROM oban_jobs WHERE id = %s", job.id)
-        assert str(WIDE) in stored and str(2**70) in stored
+        assert str(WIDE) in stored
+        assert str(2**70) in stored
         assert (await api.get_job(job.id or 0)) == job
         assert job.args == args
     again = await api.enqueue(Job(worker="Py.U", args=args, unique=True))
-    assert again.conflict and again.id == unique.id
+    assert again.conflict
+    assert again.id == unique.id
 
 
 # -- sync API semantics -------------------------------------------------------------------------
@@ -352,7 +362,7 @@ class Email(Worker):
 
 def test_non_object_args_fail_with_a_clear_error() -> None:
     # Before: "dictionary update sequence element #0 has length 1".
-    with pytest.raises(InvalidArgs, match="Py.Email args must be a JSON object"):
+    with pytest.raises(InvalidArgs, match=r"Py\.Email args must be a JSON object"):
         Email.new(["x"])  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="args must be a JSON object"):
         Job(worker="W", args=["x"])
@@ -366,7 +376,8 @@ def test_async_enqueue_called_from_sync_code_fails_loudly(dsn: str) -> None:
         with pytest.raises(RuntimeError, match="enqueue_many_sync"):
             client.enqueue_many([Email.new({})])
         job = Email.enqueue_sync({"to": "a@example.com"})
-        assert job.id is not None and job.queue == "mail"
+        assert job.id is not None
+        assert job.queue == "mail"
         assert client.get_job_sync(job.id) == job
     finally:
         client.close_sync()
