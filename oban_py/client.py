@@ -150,7 +150,7 @@ class Client:
     async def _run(self, work: Work[T], conn: AnyConnection | None) -> T:
         if conn is None:
             await self.open()
-            async with self.pool.connection() as pooled:
+            async with self._pools.connection() as pooled:
                 return await run_async(pooled, work)
         if isinstance(conn, psycopg.AsyncConnection):
             return await run_async(conn, work)

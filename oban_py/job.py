@@ -8,7 +8,7 @@ Rows read back from the database go through ``Job.from_row`` without re-validati
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -289,6 +289,51 @@ class Job(BaseModel):
         return self.args if self._typed_args is None else self._typed_args
 
 
+def stored_many(jobs: Sequence[Job], rows: Sequence[Sequence[Any]]) -> list[Job]:
+    """``job.stored(*row[:3])`` for each job and row of one INSERT, faster in bulk.
+
+    A statement's rows share their ``inserted_at`` (the transaction's ``now()``), so each
+    distinct timestamp is made aware once per batch instead of once per job.
+    """
+    aware: dict[datetime, datetime] = {}
+    new = Job.__new__
+    _set = object.__setattr__
+    defaults = _ROW_DEFAULTS
+    private = _PRIVATE_DEFAULTS
+    columns = _COLUMN_SET
+    out = []
+    for job, row in zip(jobs, rows, strict=True):
+        mine = job.__dict__
+        values = defaults.copy()
+        values["id"] = row[0]
+        values["state"] = mine["state"]
+        values["queue"] = mine["queue"]
+        values["worker"] = mine["worker"]
+        values["max_attempts"] = mine["max_attempts"]
+        values["priority"] = mine["priority"]
+        values["args"] = _copy_json(mine["args"])
+        values["meta"] = _copy_json(mine["meta"])
+        values["tags"] = list(mine["tags"])
+        values["errors"] = []
+        inserted_at = row[1]
+        inserted = aware.get(inserted_at)
+        if inserted is None:
+            inserted = aware[inserted_at] = _aware(inserted_at)
+        values["inserted_at"] = inserted
+        scheduled_at = row[2]
+        if scheduled_at == inserted_at:
+            values["scheduled_at"] = inserted
+        else:
+            values["scheduled_at"] = _aware(scheduled_at)
+        built = new(Job)
+        _set(built, "__dict__", values)
+        _set(built, "__pydantic_fields_set__", columns.copy())
+        _set(built, "__pydantic_extra__", None)
+        _set(built, "__pydantic_private__", private.copy())
+        out.append(built)
+    return out
+
+
 #: Every field of a row-built job before the row's columns are laid over it; the mutable
 #: defaults are replaced per job (``from_row`` never shares them: they are overwritten or None).
 _ROW_DEFAULTS: dict[str, Any] = {
@@ -301,6 +346,7 @@ _PRIVATE_DEFAULTS: dict[str, Any] = {
 
 
 _SCALARS = (str, int, float, bool, type(None))
+_COLUMN_SET = set(COLUMNS)
 
 
 def _copy_json(value: dict[str, Any] | None) -> dict[str, Any]:

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
+from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
@@ -71,6 +74,40 @@ class AsyncPool:
                 name=name,
             )
         self.pool: AsyncConnectionPool[Any] = pool
+        # One connection kept out of the pool for the client's own calls while it is free:
+        # sequential enqueues skip the pool's checkout and return (most of a single enqueue's
+        # client time); concurrent calls take pool connections as before.
+        self._held: psycopg.AsyncConnection[Any] | None = None
+        self._held_busy = False
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A connection for one call: the held one when it is free, else one of the pool."""
+        if self._held_busy or self.pool.max_size < 2:
+            async with self.pool.connection() as conn:
+                yield conn
+            return
+        self._held_busy = True
+        try:
+            conn = self._held
+            if conn is None:
+                conn = self._held = await self.pool.getconn()
+            try:
+                yield conn
+            except BaseException:
+                await self._release()
+                raise
+            if conn.closed or conn.info.transaction_status != pq.TransactionStatus.IDLE:
+                await self._release()
+        finally:
+            self._held_busy = False
+
+    async def _release(self) -> None:
+        # The pool checks what it gets back: a broken or mid-transaction one is reset or
+        # replaced, so a failed call never leaves the held connection in a bad state.
+        conn, self._held = self._held, None
+        if conn is not None:
+            await self.pool.putconn(conn)
 
     async def open(self) -> None:
         """Open the pool, failing fast with ``DatabaseUnavailable`` when the DSN does not work."""
@@ -95,6 +132,8 @@ class AsyncPool:
         await conn.close()
 
     async def close(self) -> None:
+        if self._held is not None and not self._held_busy:
+            await self._release()
         if self.owned and self.opened:
             await self.pool.close()
             self.opened = False

@@ -35,7 +35,7 @@ from psycopg import sql
 from oban_py import jsonb
 from oban_py.hooks import apply_insert_hooks
 from oban_py.insert.statements import Program, Statement, Work
-from oban_py.job import Job, to_naive_utc
+from oban_py.job import Job, stored_many, to_naive_utc
 from oban_py.queries import Queries
 from oban_py.unique import Unique, compared_value, lock_key
 
@@ -75,8 +75,8 @@ def _insert(queries: Queries, jobs: Sequence[Job], own_transaction: bool) -> Pro
         sent = [jobs[i] for i in chunk]
         rows = yield plain_statement(queries, sent, insert_channel)
         # Each row starts with id, inserted_at, scheduled_at (the single-job form adds more).
-        for i, job, row in zip(chunk, sent, rows, strict=True):
-            results[i] = job.stored(row[0], row[1], row[2])
+        for i, job in zip(chunk, stored_many(sent, rows), strict=True):
+            results[i] = job
     if len(plain) < len(jobs):
         plan = unique_plan(queries.prefix, jobs)
         yield from _resolve(queries, jobs, plan, own_transaction, insert_channel, results)
