@@ -126,8 +126,8 @@ async def run(pairs: int, size: int, count: int, with_peer: bool) -> dict[str, A
                 peer_text = f"{theirs:,.0f}" if theirs is not None else "-"
                 print(
                     f"pair {n + 1}: enqueue_many {size:,} in one call {ours:,.0f} jobs/s "
-                    f"(client CPU {share:.0%} of it), pgqueuer {peer_text}; single enqueue {one:,.0f}/s vs raw INSERT "
-                    f"{raw:,.0f}/s ({one / raw:.2f})",
+                    f"(client CPU {share:.0%} of it), pgqueuer {peer_text}; "
+                    f"single enqueue {one:,.0f}/s vs raw INSERT {raw:,.0f}/s ({one / raw:.2f})",
                     flush=True,
                 )
     finally:
