@@ -290,22 +290,23 @@ class Job(BaseModel):
 
 
 def stored_many(jobs: Sequence[Job], rows: Sequence[Sequence[Any]]) -> list[Job]:
-    """``job.stored(*row[:3])`` for each job and row of one INSERT, faster in bulk.
+    """``job.stored(*row[:3])`` for each job and row of one INSERT, faster in bulk."""
+    return finish_stored(prepare_stored(jobs), rows)
 
-    A statement's rows share their ``inserted_at`` (the transaction's ``now()``), so each
-    distinct timestamp is made aware once per batch instead of once per job.
-    """
-    aware: dict[datetime, datetime] = {}
+
+def prepare_stored(jobs: Sequence[Job]) -> list[Job]:
+    """The jobs an INSERT of ``jobs`` stores, but for the columns the server chooses (id,
+    inserted_at, scheduled_at; ``finish_stored`` sets them). Built while the server runs the
+    statement, this work overlaps its round trip."""
     new = Job.__new__
     _set = object.__setattr__
     defaults = _ROW_DEFAULTS
     private = _PRIVATE_DEFAULTS
     columns = _COLUMN_SET
     out = []
-    for job, row in zip(jobs, rows, strict=True):
+    for job in jobs:
         mine = job.__dict__
         values = defaults.copy()
-        values["id"] = row[0]
         values["state"] = mine["state"]
         values["queue"] = mine["queue"]
         values["worker"] = mine["worker"]
@@ -315,16 +316,6 @@ def stored_many(jobs: Sequence[Job], rows: Sequence[Sequence[Any]]) -> list[Job]
         values["meta"] = _copy_json(mine["meta"])
         values["tags"] = list(mine["tags"])
         values["errors"] = []
-        inserted_at = row[1]
-        inserted = aware.get(inserted_at)
-        if inserted is None:
-            inserted = aware[inserted_at] = _aware(inserted_at)
-        values["inserted_at"] = inserted
-        scheduled_at = row[2]
-        if scheduled_at == inserted_at:
-            values["scheduled_at"] = inserted
-        else:
-            values["scheduled_at"] = _aware(scheduled_at)
         built = new(Job)
         _set(built, "__dict__", values)
         _set(built, "__pydantic_fields_set__", columns.copy())
@@ -332,6 +323,26 @@ def stored_many(jobs: Sequence[Job], rows: Sequence[Sequence[Any]]) -> list[Job]
         _set(built, "__pydantic_private__", private.copy())
         out.append(built)
     return out
+
+
+def finish_stored(prepared: list[Job], rows: Sequence[Sequence[Any]]) -> list[Job]:
+    """Set the server-chosen columns of ``prepare_stored`` jobs from the INSERT's rows.
+
+    A statement's rows share their ``inserted_at`` (the transaction's ``now()``), so each
+    distinct timestamp is made aware once per batch instead of once per job.
+    """
+    aware: dict[datetime, datetime] = {}
+    for job, row in zip(prepared, rows, strict=True):
+        values = job.__dict__
+        values["id"] = row[0]
+        inserted_at = row[1]
+        inserted = aware.get(inserted_at)
+        if inserted is None:
+            inserted = aware[inserted_at] = _aware(inserted_at)
+        values["inserted_at"] = inserted
+        scheduled_at = row[2]
+        values["scheduled_at"] = inserted if scheduled_at == inserted_at else _aware(scheduled_at)
+    return prepared
 
 
 #: Every field of a row-built job before the row's columns are laid over it; the mutable

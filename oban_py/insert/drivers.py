@@ -8,7 +8,9 @@ transaction the caller has open, and the program is told so.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
+from contextlib import AsyncExitStack, ExitStack
 from typing import Any, TypeVar
 
 import psycopg
@@ -18,7 +20,7 @@ from psycopg.types.json import set_json_loads
 
 from oban_py import jsonb
 from oban_py.insert.planner import insert_plan
-from oban_py.insert.statements import Program, Work
+from oban_py.insert.statements import Program, Receive, Work
 from oban_py.job import Job
 from oban_py.queries import Queries
 
@@ -45,25 +47,40 @@ async def _drive_async(conn: psycopg.AsyncConnection[Any], program: Program[T]) 
     # spare the awaited close that made up a tenth of a single enqueue.
     tuples: psycopg.AsyncCursor[Any] | None = None
     dicts: psycopg.AsyncCursor[Any] | None = None
+    pending: deque[psycopg.AsyncCursor[Any]] = deque()
     rows: list[Any] | None = None
-    while True:
-        try:
-            step = program.send(rows) if rows is not None else next(program)
-        except StopIteration as done:
-            result: T = done.value
-            return result
-        if step.dicts:
-            if dicts is None:
-                dicts = conn.cursor(row_factory=dict_row)
-                # A caller's connection may decode JSON with the standard loads: be exact here.
-                set_json_loads(jsonb.loads, dicts)
-            cur = dicts
-        else:
-            if tuples is None:
-                tuples = conn.cursor(row_factory=tuple_row)
-            cur = tuples
-        await cur.execute(step.query, step.params, prepare=step.prepare)
-        rows = await cur.fetchall() if cur.pgresult and cur.pgresult.ntuples else []
+    async with AsyncExitStack() as stack:
+        while True:
+            try:
+                step = program.send(rows) if rows is not None else next(program)
+            except StopIteration as done:
+                result: T = done.value
+                return result
+            if isinstance(step, Receive):
+                rows = await pending.popleft().fetchall()
+                if not pending:
+                    await stack.aclose()
+                continue
+            if step.pipelined:
+                if not pending:
+                    await stack.enter_async_context(conn.pipeline())
+                cur = conn.cursor(row_factory=tuple_row)
+                await cur.execute(step.query, step.params, prepare=step.prepare)
+                pending.append(cur)
+                rows = []
+                continue
+            if step.dicts:
+                if dicts is None:
+                    dicts = conn.cursor(row_factory=dict_row)
+                    # A caller's connection may decode JSON with the standard loads: be exact.
+                    set_json_loads(jsonb.loads, dicts)
+                cur = dicts
+            else:
+                if tuples is None:
+                    tuples = conn.cursor(row_factory=tuple_row)
+                cur = tuples
+            await cur.execute(step.query, step.params, prepare=step.prepare)
+            rows = await cur.fetchall() if cur.pgresult and cur.pgresult.ntuples else []
 
 
 def run_sync(conn: psycopg.Connection[Any], work: Work[T]) -> T:
@@ -78,24 +95,39 @@ def run_sync(conn: psycopg.Connection[Any], work: Work[T]) -> T:
 def _drive_sync(conn: psycopg.Connection[Any], program: Program[T]) -> T:
     tuples: psycopg.Cursor[Any] | None = None
     dicts: psycopg.Cursor[Any] | None = None
+    pending: deque[psycopg.Cursor[Any]] = deque()
     rows: list[Any] | None = None
-    while True:
-        try:
-            step = program.send(rows) if rows is not None else next(program)
-        except StopIteration as done:
-            result: T = done.value
-            return result
-        if step.dicts:
-            if dicts is None:
-                dicts = conn.cursor(row_factory=dict_row)
-                set_json_loads(jsonb.loads, dicts)
-            cur = dicts
-        else:
-            if tuples is None:
-                tuples = conn.cursor(row_factory=tuple_row)
-            cur = tuples
-        cur.execute(step.query, step.params, prepare=step.prepare)
-        rows = cur.fetchall() if cur.pgresult and cur.pgresult.ntuples else []
+    with ExitStack() as stack:
+        while True:
+            try:
+                step = program.send(rows) if rows is not None else next(program)
+            except StopIteration as done:
+                result: T = done.value
+                return result
+            if isinstance(step, Receive):
+                rows = pending.popleft().fetchall()
+                if not pending:
+                    stack.close()
+                continue
+            if step.pipelined:
+                if not pending:
+                    stack.enter_context(conn.pipeline())
+                cur = conn.cursor(row_factory=tuple_row)
+                cur.execute(step.query, step.params, prepare=step.prepare)
+                pending.append(cur)
+                rows = []
+                continue
+            if step.dicts:
+                if dicts is None:
+                    dicts = conn.cursor(row_factory=dict_row)
+                    set_json_loads(jsonb.loads, dicts)
+                cur = dicts
+            else:
+                if tuples is None:
+                    tuples = conn.cursor(row_factory=tuple_row)
+                cur = tuples
+            cur.execute(step.query, step.params, prepare=step.prepare)
+            rows = cur.fetchall() if cur.pgresult and cur.pgresult.ntuples else []
 
 
 async def insert_async(

@@ -27,15 +27,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from psycopg import sql
 
 from oban_py import jsonb
 from oban_py.hooks import apply_insert_hooks
-from oban_py.insert.statements import Program, Statement, Work
-from oban_py.job import Job, stored_many, to_naive_utc
+from oban_py.insert.statements import RECEIVE, Program, Statement, Work
+from oban_py.job import Job, finish_stored, prepare_stored, to_naive_utc
 from oban_py.queries import Queries
 from oban_py.unique import Unique, compared_value, lock_key
 
@@ -70,13 +70,25 @@ def _insert(queries: Queries, jobs: Sequence[Job], own_transaction: bool) -> Pro
     insert_channel = channel(queries.prefix, "insert")
     results: list[Job | None] = [None] * len(jobs)
     plain = [i for i, job in enumerate(jobs) if job.unique is None]
-    for start in range(0, len(plain), CHUNK_SIZE):
-        chunk = plain[start : start + CHUNK_SIZE]
-        sent = [jobs[i] for i in chunk]
-        rows = yield plain_statement(queries, sent, insert_channel)
-        # Each row starts with id, inserted_at, scheduled_at (the single-job form adds more).
-        for i, job in zip(chunk, stored_many(sent, rows), strict=True):
-            results[i] = job
+    chunks = [plain[start : start + CHUNK_SIZE] for start in range(0, len(plain), CHUNK_SIZE)]
+    if len(plain) == 1:
+        # The common single enqueue: one plain round trip, nothing to overlap.
+        (i,) = plain
+        rows = yield plain_statement(queries, [jobs[i]], insert_channel)
+        results[i] = jobs[i].stored(rows[0][0], rows[0][1], rows[0][2])
+    elif plain:
+        # Every chunk is sent at once (pipeline mode); the returned jobs are built while the
+        # server inserts, and only their ids and timestamps wait for its rows.
+        for chunk in chunks:
+            yield replace(
+                plain_statement(queries, [jobs[i] for i in chunk], insert_channel), pipelined=True
+            )
+        for chunk in chunks:
+            prepared = prepare_stored([jobs[i] for i in chunk])
+            rows = yield RECEIVE
+            # Each row starts with id, inserted_at, scheduled_at.
+            for i, job in zip(chunk, finish_stored(prepared, rows), strict=True):
+                results[i] = job
     if len(plain) < len(jobs):
         plan = unique_plan(queries.prefix, jobs)
         yield from _resolve(queries, jobs, plan, own_transaction, insert_channel, results)

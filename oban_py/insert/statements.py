@@ -3,6 +3,10 @@
 A ``Program`` is a generator: it yields a ``Statement``, is sent that statement's rows back, and
 finally returns its result. It never touches a connection, so one program serves the async and
 the sync driver alike, and a test can run it against recorded rows.
+
+A ``pipelined`` statement is only sent (in psycopg's pipeline mode) and answered with ``[]`` at
+once; the program collects its rows later by yielding ``RECEIVE``, oldest first. In between it
+may do its own work while the server runs the statement.
 """
 
 from __future__ import annotations
@@ -27,9 +31,18 @@ class Statement:
     params: dict[str, Any] = field(default_factory=dict)
     dicts: bool = False
     prepare: bool | None = None
+    pipelined: bool = False
 
 
-Program = Generator[Statement, list[Any], T]
+class Receive:
+    """Yielded to collect the rows of the oldest pipelined statement not yet received."""
+
+    __slots__ = ()
+
+
+RECEIVE = Receive()
+
+Program = Generator[Statement | Receive, list[Any], T]
 
 
 @dataclass(frozen=True, slots=True)
