@@ -407,3 +407,65 @@ def test_the_planner_is_pure_and_shared() -> None:
         program.send([(1, now, now)])
     (job,) = done.value.value
     assert (job.id, job.inserted_at) == (1, now.replace(tzinfo=UTC))
+
+
+# -- poison inputs ------------------------------------------------------------------------------
+
+
+async def test_a_nul_the_database_refuses_fails_that_call_only(
+    api: Api, conn: psycopg.AsyncConnection[Any]
+) -> None:
+    # jsonb cannot hold U+0000: the server refuses it, and the next call works as before.
+    for batch in (
+        [Job(worker="W", args={"s": "a\x00b"})],
+        [Job(worker="W"), uniq(1, meta={"x": "\x00"})],
+    ):
+        with pytest.raises(psycopg.DataError):
+            await api.enqueue_many(batch)
+        assert (await api.enqueue(Job(worker="W", args={"ok": 1}))).id is not None
+    assert await scalar(conn, "SELECT count(*) FROM oban_jobs") == 2
+
+
+def test_lone_surrogates_and_non_json_values_fail_when_the_job_is_built() -> None:
+    with pytest.raises(ValueError, match="must serialise to JSON"):
+        Job(worker="W", args={"s": "\ud800"})
+    with pytest.raises(ValueError, match="must serialise to JSON"):
+        Job(worker="W", meta={"when": object()})
+
+
+async def test_a_cancelled_bulk_insert_leaves_nothing_and_the_client_keeps_working(
+    dsn: str, conn: psycopg.AsyncConnection[Any]
+) -> None:
+    async with Client(dsn=dsn, name="Oban") as client:
+        await client.enqueue(Job(worker="W"))  # the held connection exists
+        jobs = [Job(worker="Big", args={"i": i}) for i in range(20_000)]
+        task = asyncio.ensure_future(client.enqueue_many(jobs))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        again = await client.enqueue_many([Job(worker="After"), uniq(1)])
+        assert [j.id is not None for j in again] == [True, True]
+    assert await scalar(conn, "SELECT count(*) FROM oban_jobs WHERE worker = 'Big'") in (0, 20_000)
+    assert await scalar(conn, "SELECT count(*) FROM oban_jobs WHERE worker <> 'Big'") == 3
+
+
+async def test_an_insert_hook_raising_a_base_exception_inserts_nothing(
+    api: Api, conn: psycopg.AsyncConnection[Any]
+) -> None:
+    from oban_py.hooks import add_insert_hook, remove_insert_hook
+
+    class Stop(BaseException):
+        pass
+
+    def hook(job: Job) -> Job:
+        raise Stop
+
+    add_insert_hook("stop", hook)
+    try:
+        with pytest.raises(Stop):
+            await api.enqueue_many([Job(worker="W"), Job(worker="W")])
+    finally:
+        remove_insert_hook("stop")
+    assert (await api.enqueue(Job(worker="W"))).id is not None
+    assert await scalar(conn, "SELECT count(*) FROM oban_jobs") == 1
