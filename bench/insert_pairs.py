@@ -3,9 +3,10 @@
     python -m bench.insert_pairs                 # 3 pairs of each
     python -m bench.insert_pairs --pairs 5 --no-peer
 
-bulk: one ``enqueue_many`` call of 20,000 jobs (built beforehand, the call alone timed) and,
-right after it, one ``Queries.enqueue`` call of 20,000 jobs by pgqueuer 1.6 (``--peer``, its own
-venv and database, see ``bench/peers.py``). single: 1,000 sequential ``enqueue`` calls on an
+bulk: one ``enqueue_many`` call of 20,000 jobs (built beforehand, the call alone timed), the
+server inserting the same rows by itself (``generate_series``: its own bound), and one
+``Queries.enqueue`` call of 20,000 jobs by pgqueuer 1.6 (its own venv and database, see
+``bench/peers.py``; ``--no-peer`` skips it). single: 1,000 sequential ``enqueue`` calls on an
 idle client (building each ``Job`` included), then 1,000 one-row ``INSERT``s sent one at a time
 on one held connection (the server's round-trip rate). Every count is checked in the database.
 Prints each pair and the medians, one JSON line last.
@@ -31,6 +32,14 @@ from bench.scenarios import BenchFailure
 from oban_py import Client, Job
 
 RAW = "INSERT INTO oban_jobs (queue, worker, args) VALUES (%s, %s, %s::jsonb)"
+# The server inserting the same rows from nothing (no client encoding, no JSON unpacking), as
+# one statement returning what ours returns: the bound of any client's bulk insert.
+SERVER_BULK = """
+INSERT INTO oban_jobs (state, queue, worker, args, meta, tags, max_attempts, priority)
+SELECT 'available', 'idle', 'Bench.Noop', jsonb_build_object('n', g), '{}', '{}', 20, 0
+FROM generate_series(1, %s) AS g
+RETURNING id, inserted_at, scheduled_at
+"""
 
 
 def _job(n: int) -> Job:
@@ -72,6 +81,15 @@ async def single(bench: db.BenchDatabase, client: Client, count: int) -> tuple[f
     return ours, raw
 
 
+def server_bulk(bench: db.BenchDatabase, size: int) -> float:
+    bench.reset()
+    with psycopg.connect(bench.dsn, autocommit=True) as conn:
+        t0 = time.perf_counter()
+        conn.execute(SERVER_BULK.encode(), (size,)).fetchall()
+        spent = time.perf_counter() - t0
+    return size / spent
+
+
 def peer_bulk(bench: db.BenchDatabase, size: int) -> float | None:
     peer = next(p for p in PEERS if p.key == "pgqueuer")
     python = _ensure_venv(peer)
@@ -106,6 +124,7 @@ async def run(pairs: int, size: int, count: int, with_peer: bool) -> dict[str, A
     figures: dict[str, list[float]] = {
         "bulk": [],
         "bulk_client_share": [],
+        "server_bulk": [],
         "peer": [],
         "single": [],
         "raw": [],
@@ -117,6 +136,8 @@ async def run(pairs: int, size: int, count: int, with_peer: bool) -> dict[str, A
                 ours, share = await bulk(bench, client, size)
                 figures["bulk"].append(ours)
                 figures["bulk_client_share"].append(share)
+                bound = server_bulk(bench, size)
+                figures["server_bulk"].append(bound)
                 theirs = peer_bulk(bench, size) if with_peer else None
                 if theirs is not None:
                     figures["peer"].append(theirs)
@@ -126,7 +147,8 @@ async def run(pairs: int, size: int, count: int, with_peer: bool) -> dict[str, A
                 peer_text = f"{theirs:,.0f}" if theirs is not None else "-"
                 print(
                     f"pair {n + 1}: enqueue_many {size:,} in one call {ours:,.0f} jobs/s "
-                    f"(client CPU {share:.0%} of it), pgqueuer {peer_text}; "
+                    f"(client CPU {share:.0%} of it; the server alone {bound:,.0f}), "
+                    f"pgqueuer {peer_text}; "
                     f"single enqueue {one:,.0f}/s vs raw INSERT {raw:,.0f}/s ({one / raw:.2f})",
                     flush=True,
                 )
@@ -135,8 +157,11 @@ async def run(pairs: int, size: int, count: int, with_peer: bool) -> dict[str, A
     medians = {k: statistics.median(v) for k, v in figures.items() if v}
     ratios = [a / b for a, b in zip(figures["single"], figures["raw"], strict=True)]
     medians["single_ratio"] = statistics.median(ratios)
+    bounds = [a / b for a, b in zip(figures["bulk"], figures["server_bulk"], strict=True)]
+    medians["bulk_of_server"] = statistics.median(bounds)
     print(
-        f"median: enqueue_many {medians['bulk']:,.0f} jobs/s (pgqueuer "
+        f"median: enqueue_many {medians['bulk']:,.0f} jobs/s = {medians['bulk_of_server']:.2f} x "
+        f"the server alone {medians['server_bulk']:,.0f} (pgqueuer "
         f"{medians.get('peer', float('nan')):,.0f}); single {medians['single']:,.0f}/s = "
         f"{medians['single_ratio']:.2f} x raw {medians['raw']:,.0f}/s"
     )

@@ -83,11 +83,12 @@ def _insert(queries: Queries, jobs: Sequence[Job], own_transaction: bool) -> Pro
             yield replace(
                 plain_statement(queries, [jobs[i] for i in chunk], insert_channel), pipelined=True
             )
-        for chunk in chunks:
-            prepared = prepare_stored([jobs[i] for i in chunk])
+        # psycopg collects every pending result on the first receive: build all first.
+        prepared = [prepare_stored([jobs[i] for i in chunk]) for chunk in chunks]
+        for chunk, built in zip(chunks, prepared, strict=True):
             rows = yield RECEIVE
             # Each row starts with id, inserted_at, scheduled_at.
-            for i, job in zip(chunk, finish_stored(prepared, rows), strict=True):
+            for i, job in zip(chunk, finish_stored(built, rows), strict=True):
                 results[i] = job
     if len(plain) < len(jobs):
         plan = unique_plan(queries.prefix, jobs)
