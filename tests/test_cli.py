@@ -125,6 +125,10 @@ def test_enqueue_keeps_wide_integers_exact(dsn: str) -> None:
     stored = row(dsn, job["id"])
     assert stored is not None
     assert stored["args"] == {"id": 123456789012345678901234567890}
+    listed = run("jobs", "--dsn", dsn, "--json")
+    assert '"id":123456789012345678901234567890' in listed.stdout.replace(" ", "")
+    shown = run("jobs", "show", str(job["id"]), "--dsn", dsn)
+    assert json.loads(shown.stdout)["args"] == {"id": 123456789012345678901234567890}
 
 
 def test_jobs_lists_filters_and_shows_one(dsn: str) -> None:

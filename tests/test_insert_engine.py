@@ -469,3 +469,26 @@ async def test_an_insert_hook_raising_a_base_exception_inserts_nothing(
         remove_insert_hook("stop")
     assert (await api.enqueue(Job(worker="W"))).id is not None
     assert await scalar(conn, "SELECT count(*) FROM oban_jobs") == 1
+
+
+SEEN: list[Any] = []
+
+
+class Exact(Worker):
+    name = "Elixir.Worker"
+
+    def process(self, job: Job) -> None:
+        SEEN.append(job.args["id"])
+
+
+async def test_a_fetched_elixir_row_reaches_the_worker_exactly(
+    dsn: str, conn: psycopg.AsyncConnection[Any]
+) -> None:
+    from oban_py.testing import TestingClient, drain_queue
+
+    await elixir_row(conn)
+    SEEN.clear()
+    async with TestingClient("manual", dsn=dsn) as client:
+        await drain_queue(client, "default")
+    # Not 1.2345678901234568e+29, as a float-reading JSON decoder would give.
+    assert SEEN == [WIDE]
