@@ -83,7 +83,7 @@ class AsyncPool:
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """A connection for one call: the held one when it is free, else one of the pool."""
-        if self._held_busy or self.pool.max_size < 2:
+        if self._held_busy or self.pool.max_size < 4:
             async with self.pool.connection() as conn:
                 yield conn
             return

@@ -492,3 +492,20 @@ async def test_a_fetched_elixir_row_reaches_the_worker_exactly(
         await drain_queue(client, "default")
     # Not 1.2345678901234568e+29, as a float-reading JSON decoder would give.
     assert SEEN == [WIDE]
+
+
+def test_testing_client_modes_apply_to_sync_enqueues_too() -> None:
+    from oban_py.testing import TestingClient
+
+    inline = TestingClient("inline", name="Oban")
+    try:
+        job = Email.enqueue_sync({"to": "a@example.com"})
+        assert job.state == "completed"
+        assert inline.performed == [job]
+    finally:
+        inline.close_sync()
+    disabled = TestingClient("disabled", name="Oban")
+    try:
+        assert Email.enqueue_sync({}).id is None
+    finally:
+        disabled.close_sync()
