@@ -509,3 +509,14 @@ def test_testing_client_modes_apply_to_sync_enqueues_too() -> None:
         assert Email.enqueue_sync({}).id is None
     finally:
         disabled.close_sync()
+
+
+async def test_tags_with_quotes_commas_braces_and_backslashes_are_stored_as_given(
+    api: Api, conn: psycopg.AsyncConnection[Any]
+) -> None:
+    tags = ['a"b', "c,d", "{e}", "f\\g", "null", "ünï"]
+    one = await api.enqueue(Job(worker="W", tags=tags))
+    many = await api.enqueue_many([Job(worker="W", tags=tags)] * 2)
+    for job in (one, *many):
+        stored = await scalar(conn, "SELECT tags FROM oban_jobs WHERE id = %s", job.id)
+        assert stored == job.tags == sorted(tags)

@@ -99,6 +99,15 @@ def _insert(queries: Queries, jobs: Sequence[Job], own_transaction: bool) -> Pro
 # -- plain jobs ---------------------------------------------------------------------------------
 
 
+def text_array(values: Sequence[str]) -> str:
+    """A PostgreSQL ``text[]`` literal: dumping a list costs psycopg more than the insert's
+    whole parameter set otherwise."""
+    if not values:
+        return "{}"
+    quoted = (v.replace("\\", "\\\\").replace('"', '\\"') for v in values)
+    return "{" + ",".join(f'"{v}"' for v in quoted) + "}"
+
+
 def row_params(job: Job) -> dict[str, Any]:
     """The columns an insert writes, as statement parameters."""
     return {
@@ -107,7 +116,7 @@ def row_params(job: Job) -> dict[str, Any]:
         "worker": job.worker,
         "args": jsonb.dumps_str(job.args),
         "meta": jsonb.dumps_str(job.meta),
-        "tags": list(job.tags),
+        "tags": text_array(job.tags),
         "max_attempts": job.max_attempts,
         "priority": job.priority,
         "scheduled_at": to_naive_utc(job.scheduled_at),
