@@ -7,8 +7,9 @@ bulk: one ``enqueue_many`` call of 20,000 jobs (built beforehand, the call alone
 server inserting the same rows by itself (``generate_series``: its own bound), and one
 ``Queries.enqueue`` call of 20,000 jobs by pgqueuer 1.6 (its own venv and database, see
 ``bench/peers.py``; ``--no-peer`` skips it). single: 1,000 sequential ``enqueue`` calls on an
-idle client (building each ``Job`` included), then 1,000 one-row ``INSERT``s sent one at a time
-on one held connection (the server's round-trip rate). Every count is checked in the database.
+idle client (building each ``Job`` included) and 1,000 one-row ``INSERT``s sent one at a time on
+one held connection (the server's round-trip rate), alternating in blocks of 50. Every count is
+checked in the database.
 Prints each pair and the medians, one JSON line last.
 """
 
@@ -61,24 +62,30 @@ async def bulk(bench: db.BenchDatabase, client: Client, size: int) -> tuple[floa
 
 
 async def single(bench: db.BenchDatabase, client: Client, count: int) -> tuple[float, float]:
+    """Sequential ``enqueue`` calls and raw one-row INSERTs, alternating in blocks of 50 so
+    both see the same load."""
     bench.reset()
-    for i in range(20):
-        await client.enqueue(_job(i))
-    t0 = time.perf_counter()
-    for i in range(count):
-        await client.enqueue(_job(i))
-    ours = count / (time.perf_counter() - t0)
+    block = 50
+    ours = raw = 0.0
     async with await psycopg.AsyncConnection.connect(bench.dsn, autocommit=True) as conn:
-        for _ in range(20):
+        for i in range(20):
+            await client.enqueue(_job(i))
             await conn.execute(RAW, ("idle", "Bench.Noop", "{}"), prepare=True)
-        t0 = time.perf_counter()
-        for _ in range(count):
-            await conn.execute(RAW, ("idle", "Bench.Noop", "{}"), prepare=True)
-        raw = count / (time.perf_counter() - t0)
+        for _ in range(count // block):
+            t0 = time.perf_counter()
+            for i in range(block):
+                await client.enqueue(_job(i))
+            t1 = time.perf_counter()
+            for _ in range(block):
+                await conn.execute(RAW, ("idle", "Bench.Noop", "{}"), prepare=True)
+            t2 = time.perf_counter()
+            ours += t1 - t0
+            raw += t2 - t1
+    done = count // block * block
     stored = bench.one("SELECT count(*) FROM oban_jobs")
-    if stored != 2 * (count + 20):
-        raise BenchFailure(f"single stored {stored} of {2 * (count + 20)}")
-    return ours, raw
+    if stored != 2 * (done + 20):
+        raise BenchFailure(f"single stored {stored} of {2 * (done + 20)}")
+    return done / ours, done / raw
 
 
 def server_bulk(bench: db.BenchDatabase, size: int) -> float:
