@@ -520,3 +520,14 @@ async def test_tags_with_quotes_commas_braces_and_backslashes_are_stored_as_give
     for job in (one, *many):
         stored = await scalar(conn, "SELECT tags FROM oban_jobs WHERE id = %s", job.id)
         assert stored == job.tags == sorted(tags)
+
+
+async def test_a_refused_row_in_a_later_pipelined_chunk_rolls_back_the_whole_batch(
+    api: Api, conn: psycopg.AsyncConnection[Any]
+) -> None:
+    jobs = [Job(worker="W", args={"i": i}) for i in range(6_000)]
+    jobs[5_500] = Job(worker="W", args={"s": "\x00"})
+    with pytest.raises(psycopg.DataError):
+        await api.enqueue_many(jobs)
+    assert await scalar(conn, "SELECT count(*) FROM oban_jobs") == 0
+    assert len(await api.enqueue_many(jobs[:10])) == 10

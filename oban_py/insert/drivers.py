@@ -48,8 +48,10 @@ async def _drive_async(conn: psycopg.AsyncConnection[Any], program: Program[T]) 
     tuples: psycopg.AsyncCursor[Any] | None = None
     dicts: psycopg.AsyncCursor[Any] | None = None
     pending: deque[psycopg.AsyncCursor[Any]] = deque()
+    # Made only when a statement is pipelined: a single enqueue never pays for it.
+    stack: AsyncExitStack | None = None
     rows: list[Any] | None = None
-    async with AsyncExitStack() as stack:
+    try:
         while True:
             try:
                 step = program.send(rows) if rows is not None else next(program)
@@ -58,11 +60,12 @@ async def _drive_async(conn: psycopg.AsyncConnection[Any], program: Program[T]) 
                 return result
             if isinstance(step, Receive):
                 rows = await pending.popleft().fetchall()
-                if not pending:
+                if not pending and stack is not None:
                     await stack.aclose()
                 continue
             if step.pipelined:
                 if not pending:
+                    stack = stack or AsyncExitStack()
                     await stack.enter_async_context(conn.pipeline())
                 cur = conn.cursor(row_factory=tuple_row)
                 await cur.execute(step.query, step.params, prepare=step.prepare)
@@ -81,6 +84,15 @@ async def _drive_async(conn: psycopg.AsyncConnection[Any], program: Program[T]) 
                 cur = tuples
             await cur.execute(step.query, step.params, prepare=step.prepare)
             rows = await cur.fetchall() if cur.pgresult and cur.pgresult.ntuples else []
+    except BaseException as error:
+        # The pipeline learns of the failure, as a ``with`` block would tell it.
+        if stack is not None:
+            pipeline, stack = stack, None
+            await pipeline.__aexit__(type(error), error, error.__traceback__)
+        raise
+    finally:
+        if stack is not None:
+            await stack.aclose()
 
 
 def run_sync(conn: psycopg.Connection[Any], work: Work[T]) -> T:
@@ -96,8 +108,9 @@ def _drive_sync(conn: psycopg.Connection[Any], program: Program[T]) -> T:
     tuples: psycopg.Cursor[Any] | None = None
     dicts: psycopg.Cursor[Any] | None = None
     pending: deque[psycopg.Cursor[Any]] = deque()
+    stack: ExitStack | None = None
     rows: list[Any] | None = None
-    with ExitStack() as stack:
+    try:
         while True:
             try:
                 step = program.send(rows) if rows is not None else next(program)
@@ -106,11 +119,12 @@ def _drive_sync(conn: psycopg.Connection[Any], program: Program[T]) -> T:
                 return result
             if isinstance(step, Receive):
                 rows = pending.popleft().fetchall()
-                if not pending:
+                if not pending and stack is not None:
                     stack.close()
                 continue
             if step.pipelined:
                 if not pending:
+                    stack = stack or ExitStack()
                     stack.enter_context(conn.pipeline())
                 cur = conn.cursor(row_factory=tuple_row)
                 cur.execute(step.query, step.params, prepare=step.prepare)
@@ -128,6 +142,14 @@ def _drive_sync(conn: psycopg.Connection[Any], program: Program[T]) -> T:
                 cur = tuples
             cur.execute(step.query, step.params, prepare=step.prepare)
             rows = cur.fetchall() if cur.pgresult and cur.pgresult.ntuples else []
+    except BaseException as error:
+        if stack is not None:
+            pipeline, stack = stack, None
+            pipeline.__exit__(type(error), error, error.__traceback__)
+        raise
+    finally:
+        if stack is not None:
+            stack.close()
 
 
 async def insert_async(

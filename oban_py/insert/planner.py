@@ -62,8 +62,17 @@ def channel(prefix: str, name: str) -> str:
 def insert_plan(queries: Queries, jobs: Sequence[Job]) -> Work[list[Job]]:
     """The work of inserting ``jobs`` (after the insert hooks), results in input order."""
     amended = apply_insert_hooks(jobs)
-    several = len(amended) > 1 or any(job.unique is not None for job in amended)
+    if len(amended) == 1 and amended[0].unique is None:
+        # The common single enqueue: one statement, nothing to order or overlap.
+        return Work(lambda own: _insert_one(queries, amended[0]))
+    several = len(amended) > 1 or amended[0].unique is not None
     return Work(lambda own: _insert(queries, amended, own), transaction=several)
+
+
+def _insert_one(queries: Queries, job: Job) -> Program[list[Job]]:
+    rows = yield plain_statement(queries, [job], channel(queries.prefix, "insert"))
+    row = rows[0]
+    return [job.stored(row[0], row[1], row[2])]
 
 
 def _insert(queries: Queries, jobs: Sequence[Job], own_transaction: bool) -> Program[list[Job]]:
@@ -72,7 +81,7 @@ def _insert(queries: Queries, jobs: Sequence[Job], own_transaction: bool) -> Pro
     plain = [i for i, job in enumerate(jobs) if job.unique is None]
     chunks = [plain[start : start + CHUNK_SIZE] for start in range(0, len(plain), CHUNK_SIZE)]
     if len(plain) == 1:
-        # The common single enqueue: one plain round trip, nothing to overlap.
+        # A lone plain job beside unique ones: one plain round trip, nothing to overlap.
         (i,) = plain
         rows = yield plain_statement(queries, [jobs[i]], insert_channel)
         results[i] = jobs[i].stored(rows[0][0], rows[0][1], rows[0][2])
