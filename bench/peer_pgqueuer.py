@@ -1,7 +1,11 @@
 """Drive ``pgqueuer`` 1.6 (PyPI) through our bulk and drain scenarios; run by the peer's own
 interpreter (``/tmp/peer-pgqueuer/bin/python bench/peer_pgqueuer.py '<json>'``), so it imports
 nothing of ours. Options: ``dsn`` (a database of its own, made and dropped by ``peers.py``),
-``batches``, ``count``, ``concurrency``. Prints one JSON line of figures.
+``batches``, ``count``, ``concurrency``, ``bulk_one``. Prints one JSON line of figures.
+
+bulk_one_rate
+    one ``Queries.enqueue`` call of ``bulk_one`` jobs on emptied tables (``bulk_one_ok``: all
+    of them stored), for ``bench/insert_pairs.py``.
 
 The schema is installed with ``Queries.install()``; every connection is one asyncpg
 connection, as pgqueuer's README sets it up.
@@ -101,11 +105,19 @@ async def main(opts: dict[str, Any]) -> dict[str, Any]:
         await conn.execute("SET client_min_messages = warning")
         queries = Queries(AsyncpgDriver(conn))
         await queries.install()
+        if opts.get("bulk_one"):
+            # One call of ``bulk_one`` jobs on emptied tables (bench/insert_pairs.py).
+            await conn.execute("TRUNCATE pgqueuer, pgqueuer_log, pgqueuer_statistics")
+            count = opts["bulk_one"]
+            out["bulk_one_rate"] = count / await _enqueue(queries, count)
+            stored = await conn.fetchval("SELECT count(*) FROM pgqueuer")
+            out["bulk_one_ok"] = stored == count
         spent = 0.0
-        for _ in range(opts["batches"]):
+        for _ in range(opts.get("batches", 0)):
             spent += await _enqueue(queries, BATCH)
-        out["bulk_rate"] = opts["batches"] * BATCH / spent
-        for c in opts["concurrency"]:
+        if spent:
+            out["bulk_rate"] = opts["batches"] * BATCH / spent
+        for c in opts.get("concurrency", []):
             out[f"drain_c{c}"] = await _drain(conn, opts["dsn"], opts["count"], c)
     finally:
         await conn.close()

@@ -24,7 +24,7 @@ import orjson
 import psycopg
 import typer
 
-from oban_py import schema
+from oban_py import jsonb, schema
 from oban_py.client import Client
 from oban_py.config import Config
 from oban_py.errors import SchemaError
@@ -98,8 +98,8 @@ def parse_json_object(text: str | None, option: str) -> dict[str, Any] | None:
     if text is None:
         return None
     try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError as error:
+        value = jsonb.loads(text)
+    except ValueError as error:
         raise fail(f"{option} is not valid JSON ({error}): {text!r}", EXIT_USAGE) from None
     if not isinstance(value, dict):
         raise fail(f"{option} must be a JSON object like '{{\"id\": 1}}', got {text!r}", EXIT_USAGE)
@@ -108,8 +108,8 @@ def parse_json_object(text: str | None, option: str) -> dict[str, Any] | None:
 
 def job_json(job: Job) -> str:
     """A job as ``row_to_json`` would print it (naive UTC ISO timestamps)."""
-    return orjson.dumps(job.to_row(), option=orjson.OPT_INDENT_2).decode()
+    return jsonb.dumps(job.to_row(), option=orjson.OPT_INDENT_2).decode()
 
 
 def job_line(job: Job) -> str:
-    return orjson.dumps(job.to_row()).decode()
+    return jsonb.dumps_str(job.to_row())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -19,9 +21,11 @@ from oban_py.cli_common import (
     with_client,
 )
 from oban_py.client import Client
+from oban_py.errors import InvalidArgs, UnknownWorker
 from oban_py.job import Job
 from oban_py.schema.cli import Dsn, Prefix
 from oban_py.unique import ALL_STATES
+from oban_py.worker import Worker, resolve
 
 Json = Annotated[bool, typer.Option("--json", help="Print JSON (one object per line).")]
 
@@ -29,9 +33,16 @@ Json = Annotated[bool, typer.Option("--json", help="Print JSON (one object per l
 def enqueue(
     worker: Annotated[str, typer.Argument(help="Worker name as stored, e.g. MyApp.Mailer.")],
     args: Annotated[str, typer.Option("--args", help="Job args as a JSON object.")] = "{}",
-    queue: Annotated[str, typer.Option("--queue", "-q")] = "default",
-    priority: Annotated[int, typer.Option("--priority", help="0 (highest) to 9.")] = 0,
-    max_attempts: Annotated[int, typer.Option("--max-attempts")] = 20,
+    queue: Annotated[
+        str | None, typer.Option("--queue", "-q", help="Default: the worker's, else default.")
+    ] = None,
+    priority: Annotated[
+        int | None,
+        typer.Option("--priority", help="0 (highest) to 9. Default: the worker's, else 0."),
+    ] = None,
+    max_attempts: Annotated[
+        int | None, typer.Option("--max-attempts", help="Default: the worker's, else 20.")
+    ] = None,
     schedule_in: Annotated[
         float | None, typer.Option("--schedule-in", help="Seconds from now.")
     ] = None,
@@ -41,19 +52,29 @@ def enqueue(
     prefix: Prefix = "public",
     as_json: Json = False,
 ) -> None:
-    """Insert one job (the worker need not exist here: any node serving the queue runs it)."""
-    values: dict[str, Any] = {
-        "worker": worker,
-        "args": parse_json_object(args, "--args"),
+    """Insert one job. A worker importable here (``module.Class``, from the working directory)
+    lends its options (queue, priority, max_attempts, tags, meta, unique) and has its typed args
+    checked before anything is inserted; any other name is inserted as given, for whichever
+    node (Elixir or Python) serves the queue."""
+    given: dict[str, Any] = {
         "queue": queue,
         "priority": priority,
         "max_attempts": max_attempts,
         "schedule_in": schedule_in,
-        "meta": parse_json_object(meta, "--meta") or {},
-        "tags": [t for t in (tags or "").split(",") if t.strip()],
+        "meta": parse_json_object(meta, "--meta"),
+        "tags": None if tags is None else [t for t in tags.split(",") if t.strip()],
     }
+    opts = {k: v for k, v in given.items() if v is not None}
+    job_args = parse_json_object(args, "--args") or {}
+    cls = _importable_worker(worker)
     try:
-        job = Job(**values)
+        job = (
+            cls.new(job_args, **opts)
+            if cls is not None
+            else Job(worker=worker, args=job_args, **opts)
+        )
+    except InvalidArgs as error:
+        raise fail(f"invalid args: {error}", EXIT_USAGE) from None
     except ValidationError as error:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
         raise fail(f"invalid job: {problems}", EXIT_USAGE) from None
@@ -64,7 +85,19 @@ def enqueue(
         typer.echo(
             f"Enqueued job {inserted.id} ({inserted.worker}) in queue {inserted.queue!r}:"
             f" {inserted.state}"
+            + (" (a duplicate of an existing unique job)" if inserted.conflict else "")
         )
+
+
+def _importable_worker(name: str) -> type[Worker] | None:
+    """The Python worker class stored as ``name``, if one can be imported from here."""
+    # A console script's sys.path lacks the working directory, where the app's package lives.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return resolve(name)
+    except UnknownWorker:
+        return None
 
 
 jobs_app = typer.Typer(

@@ -8,11 +8,16 @@ start). A time matches when **all five** fields match, day-of-month AND weekday,
 cron (and croniter's default), which ORs them when both are restricted; that is why this module
 parses expressions itself instead of using croniter.
 
-Inserted jobs carry Elixir's cron meta ``{"cron": true, "cron_expr", "cron_name", "cron_tz"}``.
+Inserted jobs carry Elixir's cron meta ``{"cron": true, "cron_expr", "cron_name", "cron_tz"}``
+plus ``cron_at``, the slot's minute in UTC (``"2026-11-23T09:19:00Z"``; Elixir ignores the key).
 ``cron_name`` cannot be Elixir's ``phash2``; it is a stable hash of expression, worker and options
 (``entry_name``). Each entry's insert takes a transaction-scoped advisory lock on its name and
-skips when a job with that name was inserted within ``DEDUPE_WINDOW`` seconds, so several nodes,
-or a leader change within a minute, never insert one slot twice.
+skips when a job of that name holds that very slot, so several nodes, a leader change, a slot
+inserted late or a retried job never make one slot run twice, and never suppress another slot.
+Jobs go through the insert engine, so the worker's ``unique`` and ``replace`` apply as well.
+
+Expressions that can never run are rejected as Elixir rejects them: when both day of month and
+month are restricted, some listed day must exist in some listed month (``0 0 30 2 *`` fails).
 """
 
 from __future__ import annotations
@@ -27,12 +32,11 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
+from oban_py import jsonb
+from oban_py.insert import insert_async
+from oban_py.job import Job
 from oban_py.periodic import Periodic
-from oban_py.plugins import NodeLike, notify
-
-#: Seconds within which an existing job of the same entry means "this slot is done". Slots of
-#: one entry are >= 60 s apart, so this tolerates up to 10 s of clock skew between nodes.
-DEDUPE_WINDOW = 50.0
+from oban_py.plugins import NodeLike
 
 NICKNAMES = {
     "@annually": "0 0 1 1 *",
@@ -46,6 +50,8 @@ NICKNAMES = {
 MONTHS = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"]
 WEEKDAYS = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"]
 RANGES = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 6)]
+#: Elixir's ``@max_days_per_month`` (February may have 29).
+MAX_DAYS = {1: 31, 2: 29, 3: 31, 4: 30, 5: 31, 6: 30, 7: 31, 8: 31, 9: 30, 10: 31, 11: 30, 12: 31}
 
 _LITERAL = re.compile(r"^\d+$")
 _STEP = re.compile(r"^\*/([1-9]\d?)$")
@@ -112,6 +118,9 @@ class Expression:
         minutes, hours, days, months, weekdays = (
             _field(f, bounds) for f, bounds in zip(fields, RANGES, strict=True)
         )
+        restricted = fields[2] != "*" and fields[3] != "*"
+        if restricted and not any(day <= MAX_DAYS[m] for m in months for day in days):
+            raise ValueError(f"no day in {fields[2]!r} can occur in months {fields[3]!r}")
         return cls(minutes, hours, days, months, weekdays)
 
     def matches(self, moment: datetime) -> bool:
@@ -127,13 +136,18 @@ class Expression:
         )
 
 
+def slot_key(slot: datetime) -> str:
+    """The slot's minute in UTC as stored in ``meta.cron_at``: ``2026-11-23T09:19:00Z``."""
+    return slot.astimezone(UTC).replace(second=0, microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def entry_name(expr: str, worker: str, opts: Mapping[str, Any]) -> str:
     """The stable ``cron_name`` of an entry: same expression, worker and options, same name.
 
     A decimal string like Elixir's (whose ``phash2`` is unavailable here), in the same 0..2^27
     range: the first four bytes of SHA-256 over the canonical JSON of ``[expr, worker, opts]``.
     """
-    canonical = orjson.dumps([expr, worker, dict(opts)], option=orjson.OPT_SORT_KEYS)
+    canonical = jsonb.dumps([expr, worker, dict(opts)], option=orjson.OPT_SORT_KEYS)
     return str(int.from_bytes(hashlib.sha256(canonical).digest()[:4], "big") % 2**27)
 
 
@@ -148,6 +162,10 @@ JOB_DEFAULTS: dict[str, Any] = {
 OPTION_KEYS = ("args", "queue", "priority", "max_attempts", "tags", "meta", "timezone")
 
 
+#: Insert options a worker lends its cron jobs besides the job defaults.
+INSERT_OPTIONS = ("unique", "replace")
+
+
 def _worker_defaults(worker: str) -> dict[str, Any]:
     """The options a registered Python worker declares; none for a foreign (Elixir) worker."""
     # The package exports the @worker decorator under the module's name: import from the module.
@@ -157,7 +175,8 @@ def _worker_defaults(worker: str) -> dict[str, Any]:
         declared = resolve(worker).__oban_options__
     except Exception:
         return {}
-    return {k: v for k, v in declared.items() if k in JOB_DEFAULTS and v is not None}
+    wanted = (*JOB_DEFAULTS, *INSERT_OPTIONS)
+    return {k: v for k, v in declared.items() if k in wanted and v is not None}
 
 
 @dataclass(frozen=True)
@@ -198,13 +217,27 @@ class CronEntry:
         return entry_name(self.expr, self.worker, self.opts)
 
     def job_options(self) -> dict[str, Any]:
-        """queue, priority, max_attempts, tags and meta of the job to insert."""
+        """queue, priority, max_attempts, tags and meta of the job to insert, and the worker's
+        unique and replace options."""
         merged = {**JOB_DEFAULTS, **_worker_defaults(self.worker)}
         for key in JOB_DEFAULTS:
             value = getattr(self, key)
             if value is not None:
                 merged[key] = value
         return merged
+
+    def job(self, slot: datetime, timezone: str) -> Job:
+        """The job this entry inserts for ``slot`` (an aware minute), with its cron meta."""
+        opts = self.job_options()
+        meta = {
+            **opts.pop("meta"),
+            "cron": True,
+            "cron_expr": self.expr,
+            "cron_name": self.name,
+            "cron_tz": timezone,
+            "cron_at": slot_key(slot),
+        }
+        return Job(worker=self.worker, args=self.args, meta=meta, **opts)
 
     @classmethod
     def coerce(cls, spec: Any) -> CronEntry:
@@ -281,39 +314,23 @@ class Cron(Periodic):
     async def evaluate(self, slot: datetime) -> list[int]:
         """Insert the entries due at ``slot`` that no node inserted yet; the new job ids."""
         due = self.due(slot)
-        inserted: list[tuple[int, str]] = []
+        inserted: list[int] = []
         queries = self.oban.queries
         prefix = queries.prefix
         async with self.oban.pool.connection() as conn, conn.transaction():
             for entry in due:
                 name = entry.name
-                tz = entry.timezone or self.timezone
-                meta = {"cron": True, "cron_expr": entry.expr, "cron_name": name, "cron_tz": tz}
                 await conn.execute(queries["cron_lock"], {"key": f"oban_py.cron:{prefix}:{name}"})
-                probe = {
-                    "meta": orjson.dumps({"cron": True, "cron_name": name}).decode(),
-                    "worker": entry.worker,
-                    "window": DEDUPE_WINDOW,
-                }
-                cursor = await conn.execute(queries["cron_recent"], probe)
+                taken = {"cron": True, "cron_name": name, "cron_at": slot_key(slot)}
+                probe = {"meta": jsonb.dumps_str(taken), "worker": entry.worker}
+                cursor = await conn.execute(queries["cron_slot_taken"], probe)
                 if await cursor.fetchone() is not None:
                     continue
-                opts = entry.job_options()
-                params = {
-                    "queue": opts["queue"],
-                    "worker": entry.worker,
-                    "args": orjson.dumps(entry.args).decode(),
-                    "meta": orjson.dumps({**opts["meta"], **meta}).decode(),
-                    "tags": opts["tags"],
-                    "priority": opts["priority"],
-                    "max_attempts": opts["max_attempts"],
-                }
-                cursor = await conn.execute(queries["cron_insert"], params)
-                row = await cursor.fetchone()
-                assert row is not None
-                inserted.append((int(row[0]), opts["queue"]))
+                job = entry.job(slot, entry.timezone or self.timezone)
+                # The engine notifies the job's queue on commit, as any insert does.
+                (stored,) = await insert_async(conn, queries, [job])
+                if stored.id is not None and not stored.conflict:
+                    inserted.append(stored.id)
         # @reboot fires once per leader start: drop it once it has been evaluated as leader.
         self.entries = [e for e in self.entries if not e.expression.reboot]
-        queues = sorted({queue for _, queue in inserted})
-        await notify(self.oban, "insert", [{"queue": q} for q in queues])
-        return [job_id for job_id, _ in inserted]
+        return inserted

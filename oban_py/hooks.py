@@ -2,7 +2,8 @@
 
 A hook is ``hook(job) -> job``; it returns the job to write (usually a copy with more ``meta``,
 such as a trace context). Hooks run in the inserting task or thread, in the order they were
-added, for every job written by ``Client.enqueue``/``enqueue_many`` and ``insert_sync``, whatever
+added, for every job written by ``Client.enqueue``/``enqueue_many`` or their ``*_sync`` twins,
+whatever
 connection carries the insert. Elixir ignores ``meta`` keys it does not know, so extra keys are
 safe on a shared table. A hook that raises fails the insert: a broken hook must not silently
 write jobs without what it was meant to add.

@@ -48,6 +48,7 @@ from oban_py.client import AnyConnection, Client, get_instance
 from oban_py.errors import ObanError
 from oban_py.job import Job, to_naive_utc
 from oban_py.outcomes import Ack
+from oban_py.pool import configure_async
 from oban_py.threads import WorkerThreads
 from oban_py.worker import Worker, resolve
 
@@ -247,7 +248,7 @@ class TestingClient(Client):
         if pool is None:
             # Replaces the pool Client made (never opened) with one that knows when a
             # connection it lent comes back, or that explains why there is none.
-            self.pool = self._new_pool()
+            self._pools.replace(self._new_pool())
 
     @property
     def active_mode(self) -> Mode:
@@ -263,12 +264,13 @@ class TestingClient(Client):
             min_size=1,
             max_size=self.config.pool_size,
             open=False,
-            configure=self._configure,
+            configure=configure_async,
             name=f"oban.{self.config.name}.testing",
         )
 
     def _pool_is_stale(self) -> bool:
-        return self._opened and self._owns_pool and self._loop is not asyncio.get_running_loop()
+        pools = self._pools
+        return pools.opened and pools.owned and self._loop is not asyncio.get_running_loop()
 
     def _abandon_pool(self) -> None:
         # Its loop has gone (or is another thread's): it can be neither used nor closed from
@@ -276,9 +278,7 @@ class TestingClient(Client):
         for conn in list(getattr(self.pool, "_pool", ())):
             with contextlib.suppress(Exception):
                 conn.pgconn.finish()
-        self.pool = self._new_pool()
-        self._opened = False
-        self._open_lock = None
+        self._pools.replace(self._new_pool())
 
     async def open(self) -> None:
         """Open the pool (again, in this loop, if it was opened in a loop that has gone);
@@ -311,6 +311,22 @@ class TestingClient(Client):
         if conn is not None and await self._hold(conn, batch):
             return batch
         return await self._perform_inline(batch)
+
+    def enqueue_many_sync(
+        self, jobs: Iterable[Job], conn: psycopg.Connection[Any] | None = None
+    ) -> list[Job]:
+        batch = list(jobs)
+        current = self.active_mode
+        if current == "manual":
+            if not self.has_database:
+                raise ObanError(_NO_DATABASE_HELP.format(mode=self.mode, need="manual mode"))
+            inserted = super().enqueue_many_sync(batch, conn=conn)
+            self.enqueued.extend(j.id for j in inserted if j.id is not None and not j.conflict)
+            return inserted
+        if current == "disabled":
+            return batch
+        # Inline mode runs each job's attempt, which is async: on a loop of its own.
+        return asyncio.run(self._perform_inline(batch))
 
     async def _perform_inline(self, batch: list[Job]) -> list[Job]:
         done = []

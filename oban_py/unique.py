@@ -5,10 +5,11 @@ within the *period*. As in Elixir's Basic engine, ``args`` and ``meta`` are comp
 containment: with no ``keys`` the whole map must be equal, with ``keys`` only those keys must
 match. ``queue`` and ``worker`` are compared by equality.
 
-Concurrent inserts are serialised by a transaction-scoped advisory lock on a hash of the prefix
-and the compared values. Elixir derives its lock key from ``:erlang.phash2`` of Elixir terms,
-which cannot be reproduced here, so a Python and an Elixir insert of the same unique job in the
-same instant are only as unique as the shared lookup makes them (see docs/enqueueing.md).
+Concurrent inserts are serialised by transaction-scoped advisory locks on a hash of the prefix
+and the compared values (``lock_key``), taken as ``oban_py.insert.planner`` describes. Elixir
+derives its lock key from ``:erlang.phash2`` of Elixir terms, which cannot be reproduced here,
+so a Python and an Elixir insert of the same unique job in the same instant are only as unique
+as the shared lookup makes them (see docs/enqueueing.md).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, field_validator
+
+from oban_py import jsonb
 
 #: Every job state, in Elixir's enum order.
 ALL_STATES: tuple[str, ...] = (
@@ -166,24 +169,6 @@ def compared_value(unique: Unique, values: Mapping[str, Any], field: str) -> dic
     return {k: data[k] for k in unique.keys if k in data}
 
 
-def lookup_params(unique: Unique, values: Mapping[str, Any]) -> dict[str, Any]:
-    """Parameters of ``unique_insert.sql`` that select the duplicate of a job's ``values``."""
-    params: dict[str, Any] = {
-        "states": list(unique.states),
-        "period": unique.period,
-        "by_scheduled_at": unique.timestamp == "scheduled_at",
-        "by_worker": "worker" in unique.fields,
-        "by_queue": "queue" in unique.fields,
-    }
-    for field in ("args", "meta"):
-        compared = compared_value(unique, values, field)
-        params[f"by_{field}"] = field in unique.fields
-        params[f"{field}_match"] = orjson.dumps(compared).decode()
-        # Elixir: containment for selected keys, equality (both ways) otherwise or when empty.
-        params[f"{field}_exact"] = not unique.keys or not compared
-    return params
-
-
 def lock_key(prefix: str, unique: Unique, values: Mapping[str, Any]) -> int:
     """A stable signed 64-bit advisory-lock key for the compared values under ``prefix``."""
     parts: list[Any] = [prefix]
@@ -192,6 +177,6 @@ def lock_key(prefix: str, unique: Unique, values: Mapping[str, Any]) -> int:
             parts.append([field, compared_value(unique, values, field)])
         else:
             parts.append([field, values.get(field)])
-    encoded = orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)
+    encoded = jsonb.dumps(parts, option=orjson.OPT_SORT_KEYS)
     digest = hashlib.blake2b(encoded, digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)

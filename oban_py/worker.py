@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, overload
 
 from pydantic import BaseModel, ValidationError
 
+from oban_py.client import require_loop
 from oban_py.errors import InvalidArgs, UnknownWorker
 from oban_py.job import Job
+from oban_py.registry import get_instance
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection, Connection
@@ -73,18 +75,34 @@ class Worker:
         return Job(**values)
 
     @classmethod
-    async def enqueue(
+    def enqueue(
         cls,
         args: Mapping[str, Any] | BaseModel | None = None,
         conn: AsyncConnection[Any] | Connection[Any] | None = None,
         *,
         oban: str = "Oban",
         **opts: Any,
-    ) -> Job:
-        """Insert a job through the ``Client`` registered as ``oban`` (default ``"Oban"``)."""
-        from oban_py.client import get_instance
+    ) -> Coroutine[Any, Any, Job]:
+        """Insert a job through the ``Client`` registered as ``oban`` (default ``"Oban"``).
 
-        return await get_instance(oban).enqueue(cls.new(args, **opts), conn=conn)
+        Must be awaited in async code; called outside an event loop it raises at once (use
+        ``enqueue_sync``) rather than return a coroutine that would never insert anything.
+        """
+        require_loop("enqueue")
+        return get_instance(oban).enqueue(cls.new(args, **opts), conn=conn)
+
+    @classmethod
+    def enqueue_sync(
+        cls,
+        args: Mapping[str, Any] | BaseModel | None = None,
+        conn: Connection[Any] | None = None,
+        *,
+        oban: str = "Oban",
+        **opts: Any,
+    ) -> Job:
+        """``enqueue`` from sync code: on ``conn`` (a sync psycopg connection, joining its
+        transaction) or the client's sync pool."""
+        return get_instance(oban).enqueue_sync(cls.new(args, **opts), conn=conn)
 
     @classmethod
     def build_args(cls, job: Job) -> Any:
@@ -106,6 +124,11 @@ class Worker:
 
     @classmethod
     def _dump_args(cls, args: Mapping[str, Any] | BaseModel) -> dict[str, Any]:
+        if not isinstance(args, Mapping | BaseModel):
+            raise InvalidArgs(
+                f"{cls.__oban_name__} args must be a JSON object (a dict or a pydantic model), "
+                f"got {type(args).__name__}"
+            )
         model = cls.args_model
         if model is None:
             if isinstance(args, BaseModel):

@@ -94,6 +94,43 @@ def test_enqueue_rejects_invalid_args_json_with_exit_2(dsn: str) -> None:
     assert "priority" in result.stderr
 
 
+def test_enqueue_applies_an_importable_workers_options(dsn: str) -> None:
+    # Before: queue default, max_attempts 20, priority 0, whatever the worker declared.
+    args = json.dumps({"email": "a@example.com", "plan": 2})
+    job = enqueue(dsn, "tests.clisupport.workers.Welcome", "--args", args)
+    assert (job["worker"], job["queue"], job["max_attempts"], job["priority"]) == (
+        "CliSupport.Welcome",
+        "mailers",
+        3,
+        2,
+    )
+    given = enqueue(dsn, "tests.clisupport.workers.Welcome", "--args", args, "--queue", "vip")
+    assert given["queue"] == "vip"
+
+
+def test_enqueue_checks_typed_args_and_inserts_nothing_when_they_fail(dsn: str) -> None:
+    result = run(
+        "enqueue", "tests.clisupport.workers.Welcome", "--args", '{"email": 1}', "--dsn", dsn
+    )
+    assert result.returncode == 2
+    assert "invalid args" in result.stderr
+    assert "plan" in result.stderr
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM oban_jobs").fetchone() == (0,)
+
+
+def test_enqueue_keeps_wide_integers_exact(dsn: str) -> None:
+    job = enqueue(dsn, "My.Worker", "--args", '{"id": 123456789012345678901234567890}')
+    assert job["args"] == {"id": 123456789012345678901234567890}
+    stored = row(dsn, job["id"])
+    assert stored is not None
+    assert stored["args"] == {"id": 123456789012345678901234567890}
+    listed = run("jobs", "--dsn", dsn, "--json")
+    assert '"id":123456789012345678901234567890' in listed.stdout.replace(" ", "")
+    shown = run("jobs", "show", str(job["id"]), "--dsn", dsn)
+    assert json.loads(shown.stdout)["args"] == {"id": 123456789012345678901234567890}
+
+
 def test_jobs_lists_filters_and_shows_one(dsn: str) -> None:
     first = enqueue(dsn, "Cli.A", "--queue", "alpha")
     second = enqueue(dsn, "Cli.B", "--queue", "beta")

@@ -94,7 +94,9 @@ async def test_inserted_job_carries_elixirs_cron_meta(
     for key in ("queue", "worker", "args", "errors", "max_attempts", "priority", "tags"):
         assert job[key] == elixir[key], key
     assert job["inserted_at"] == job["scheduled_at"]
-    assert job["meta"].keys() == elixir["meta"].keys()
+    # Elixir's keys, plus the slot (cron_at), which Elixir ignores.
+    assert job["meta"].keys() == elixir["meta"].keys() | {"cron_at"}
+    assert job["meta"].pop("cron_at") == "2026-11-23T09:19:00Z"
     assert job["meta"] | {"cron_name": None} == elixir["meta"] | {"cron_name": None}
     assert job["meta"]["cron_name"] == CronEntry(*entry[:2], **entry[2]).name
 
@@ -170,3 +172,61 @@ def test_worker_decorator_registers_its_cron_entry() -> None:
     (entry,) = [e for e in cron.crontab([]) if e.worker == Hourly.__oban_name__]
     assert (entry.expr, entry.timezone) == ("0 * * * *", "Europe/Paris")
     assert entry.job_options()["queue"] == "reports"
+
+
+def test_expressions_that_can_never_run_are_rejected_as_elixir_rejects_them() -> None:
+    for never in ("0 0 30 2 *", "0 0 31 4,6,9,11 *", "0 0 31 FEB *"):
+        with pytest.raises(ValueError, match="can occur"):
+            Expression.parse(never)
+    # Some listed day exists in some listed month, or a field is unrestricted: accepted.
+    for fine in ("0 0 29 2 *", "0 0 30,31 2,3 *", "0 0 31 * *", "0 0 * 2 *"):
+        Expression.parse(fine)
+
+
+async def test_a_slot_inserted_late_does_not_hide_the_next_slot(
+    dsn: str, conn: psycopg.AsyncConnection[Any]
+) -> None:
+    # Before: a 50 s insertion-time window; the 09:19 slot inserted late hid the 09:20 one.
+    async with node(dsn, crontab=[("* * * * *", "A")], notifier=False) as py:
+        crond = Cron(py)
+        assert len(await crond.evaluate(SLOT)) == 1
+        assert len(await crond.evaluate(at("2026-11-23T09:20"))) == 1
+        assert await crond.evaluate(SLOT) == []
+    assert [j["meta"]["cron_at"] for j in await jobs(conn)] == [
+        "2026-11-23T09:19:00Z",
+        "2026-11-23T09:20:00Z",
+    ]
+
+
+async def test_a_retried_or_finished_slot_is_still_taken(
+    dsn: str, conn: psycopg.AsyncConnection[Any]
+) -> None:
+    async with node(dsn, crontab=[("* * * * *", "A")], notifier=False) as py:
+        crond = Cron(py)
+        (job_id,) = await crond.evaluate(SLOT)
+        for state in ("retryable", "completed", "discarded"):
+            await conn.execute(
+                b"UPDATE oban_jobs SET state = %s, attempt = 1 WHERE id = %s", (state, job_id)
+            )
+            assert await crond.evaluate(SLOT) == []
+    assert len(await jobs(conn)) == 1
+
+
+async def test_the_workers_unique_options_apply_to_its_cron_jobs(
+    dsn: str, conn: psycopg.AsyncConnection[Any]
+) -> None:
+    from oban_py.worker import worker
+
+    @worker(queue="reports", unique={"period": "infinity", "states": "incomplete"})
+    class Report:
+        def process(self, job: Any) -> None: ...
+
+    tab = [("* * * * *", Report.__oban_name__)]
+    async with node(dsn, crontab=tab, notifier=False) as py:
+        crond = Cron(py)
+        assert len(await crond.evaluate(SLOT)) == 1
+        # The 09:19 report has not run yet: the worker's unique options make 09:20 a duplicate.
+        assert await crond.evaluate(at("2026-11-23T09:20")) == []
+        await conn.execute(b"UPDATE oban_jobs SET state = 'completed'")
+        assert len(await crond.evaluate(at("2026-11-23T09:21"))) == 1
+    assert [j["queue"] for j in await jobs(conn)] == ["reports", "reports"]

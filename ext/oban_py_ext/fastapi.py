@@ -1,6 +1,7 @@
-"""FastAPI / Starlette: run a node with the app, enqueue inside the request's transaction.
+"""FastAPI / Starlette: run a node (or an insert-only client) with the app, enqueue inside the
+request's transaction.
 
-    oban = Oban(dsn=DSN, queues={"mailers": 10})
+    oban = Oban(dsn=DSN, queues={"mailers": 10})   # or Client(dsn=DSN): the web tier only inserts
     app = FastAPI(lifespan=lifespan(oban))
 
     @app.post("/signup")
@@ -28,19 +29,25 @@ from oban_py import Client, Job, Oban, get_instance
 
 
 def lifespan(
-    oban: Oban | Callable[[], Oban],
+    oban: Client | Callable[[], Client],
     chain: Callable[[Any], AbstractAsyncContextManager[Any]] | None = None,
 ) -> Callable[[Any], AbstractAsyncContextManager[None]]:
     """A ``lifespan=`` for FastAPI/Starlette that starts ``oban`` with the app and stops it after.
 
-    ``oban`` may be a factory, called at startup (so the node is built inside the server's
-    event loop). ``chain`` is the app's own lifespan, entered inside the node's.
+    ``oban`` is a node (``Oban``: started, so it runs queues, may lead and insert cron jobs) or
+    an insert-only ``Client`` (its pool opened and closed: the web process only enqueues, and
+    ``oban-py start`` elsewhere works the jobs). It may be a factory, called at startup (so it
+    is built inside the server's event loop). ``chain`` is the app's own lifespan, entered
+    inside this one.
     """
 
     @asynccontextmanager
     async def run(app: Any) -> AsyncIterator[None]:
-        node = oban if isinstance(oban, Oban) else oban()
-        await node.start()
+        client = oban if isinstance(oban, Client) else oban()
+        if isinstance(client, Oban):
+            await client.start()
+        else:
+            await client.open()
         try:
             if chain is None:
                 yield
@@ -48,7 +55,10 @@ def lifespan(
                 async with chain(app):
                     yield
         finally:
-            await node.stop()
+            if isinstance(client, Oban):
+                await client.stop()
+            else:
+                await client.close()
 
     return run
 

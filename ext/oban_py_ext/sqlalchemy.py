@@ -2,6 +2,8 @@
 
 The engine must use the psycopg 3 dialect (``postgresql+psycopg://``): the job is inserted on
 the very psycopg connection SQLAlchemy holds, so it commits or rolls back with the caller's work.
+Every function goes through the ``Client`` registered under ``name`` (default ``"Oban"``), for
+its prefix and insert rules; a client used only this way never opens a pool of its own.
 
     async with AsyncSession(engine) as session, session.begin():
         session.add(User(email=email))
@@ -23,8 +25,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session
 
 from oban_py import Client, Job, get_instance
-from oban_py.client import insert_sync
-from oban_py.queries import Queries
 
 SyncConn = Session | Connection
 AnyConn = Session | Connection | AsyncSession | AsyncConnection
@@ -78,14 +78,13 @@ async def enqueue(job: Job, conn: AnyConn, *, name: str = "Oban") -> Job:
     return (await enqueue_many([job], conn, name=name))[0]
 
 
-def enqueue_many_sync(jobs: Iterable[Job], conn: SyncConn, *, prefix: str = "public") -> list[Job]:
-    """Insert ``jobs`` from synchronous code in ``conn``'s transaction; needs no ``Client``."""
-    batch = list(jobs)
-    if not batch:
-        return []
-    return insert_sync(psycopg_connection(conn), Queries(prefix), batch)
+def enqueue_many_sync(jobs: Iterable[Job], conn: SyncConn, *, name: str = "Oban") -> list[Job]:
+    """Insert ``jobs`` from synchronous code in ``conn``'s transaction, with the client named
+    ``name`` (``Client.enqueue_many_sync``; the client's pools stay closed)."""
+    driver = psycopg_connection(conn)
+    return get_instance(name).enqueue_many_sync(jobs, conn=driver)
 
 
-def enqueue_sync(job: Job, conn: SyncConn, *, prefix: str = "public") -> Job:
-    """Insert ``job`` from synchronous code in ``conn``'s transaction; needs no ``Client``."""
-    return enqueue_many_sync([job], conn, prefix=prefix)[0]
+def enqueue_sync(job: Job, conn: SyncConn, *, name: str = "Oban") -> Job:
+    """Insert ``job`` from synchronous code in ``conn``'s transaction (``enqueue_many_sync``)."""
+    return enqueue_many_sync([job], conn, name=name)[0]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from pydantic import BaseModel
+
 from oban_py.job import Job
 from oban_py.worker import Worker
 
@@ -29,3 +31,21 @@ class Fail(Worker):
 
     async def process(self, job: Job) -> None:
         raise RuntimeError("boom")
+
+
+class Signup(BaseModel):
+    email: str
+    plan: int
+
+
+class Welcome(Worker):
+    """Typed args and its own options: what ``oban-py enqueue`` must apply when it can import it."""
+
+    name = "CliSupport.Welcome"
+    queue = "mailers"
+    max_attempts = 3
+    priority = 2
+    args_model = Signup
+
+    async def process(self, job: Job) -> None:
+        return None

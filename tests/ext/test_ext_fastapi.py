@@ -12,7 +12,7 @@ from fastapi import Depends, FastAPI, HTTPException
 from fastapi.testclient import TestClient
 from oban_py_ext.fastapi import Transaction, lifespan, transaction
 
-from oban_py import Job, Oban, Worker
+from oban_py import Client, Job, Oban, Worker
 
 DONE: list[str] = []
 # scope="function": commit before the response is sent, so a 200 means the job is stored.
@@ -85,3 +85,23 @@ def test_failed_request_leaves_neither_its_rows_nor_its_job(dsn: str) -> None:
         assert response.status_code == 409
     assert query(dsn, "SELECT count(*) FROM oban_jobs") == [(0,)]
     assert query(dsn, "SELECT count(*) FROM users") == [(0,)]
+
+
+def test_lifespan_takes_an_insert_only_client_for_a_web_process(dsn: str) -> None:
+    # Before: only an Oban node was accepted, so the web tier led and ran cron for no queue.
+    app = FastAPI(lifespan=lifespan(lambda: Client(dsn=dsn, name="WebOnly")))
+
+    @app.post("/enqueue")
+    async def add(
+        tx: Annotated[Transaction, Depends(transaction("WebOnly"), scope="function")],
+    ) -> dict[str, Any]:
+        job = await tx.enqueue(Welcome.new({"email": "web@example.com"}))
+        return {"job": job.id, "state": job.state}
+
+    with TestClient(app) as http:
+        response = http.post("/enqueue")
+        assert response.status_code == 200
+        assert response.json()["state"] == "available"
+    assert query(dsn, "SELECT worker, state FROM oban_jobs") == [
+        (Welcome.__oban_name__, "available")
+    ]

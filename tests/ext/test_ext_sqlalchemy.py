@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import psycopg
 import pytest
@@ -40,7 +40,15 @@ async def client(dsn: str) -> AsyncIterator[Client]:
         yield found
 
 
-def test_sync_session_commit_keeps_the_job_and_rollback_drops_it(dsn: str) -> None:
+@pytest.fixture
+def sync_client(dsn: str) -> Iterator[Client]:
+    with Client(dsn=dsn) as found:  # registered as "Oban", the sync functions' default
+        yield found
+
+
+def test_sync_session_commit_keeps_the_job_and_rollback_drops_it(
+    dsn: str, sync_client: Client
+) -> None:
     engine = create_engine(url(dsn))
     with Session(engine) as session, session.begin():
         job = enqueue_sync(Noted.new({"n": 1}), session)
@@ -58,7 +66,7 @@ def test_sync_session_commit_keeps_the_job_and_rollback_drops_it(dsn: str) -> No
     assert workers(dsn) == [("Py.Ext.Sqla.Noted", {"n": 1})]
 
 
-def test_sync_connection_joins_its_transaction(dsn: str) -> None:
+def test_sync_connection_joins_its_transaction(dsn: str, sync_client: Client) -> None:
     engine = create_engine(url(dsn))
     with engine.connect() as conn:
         enqueue_sync(Noted.new({"n": 3}), conn)

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from oban_py import client as client_module
 from oban_py.client import Client
 from oban_py.oban import Oban
+from oban_py.registry import unregistered
 from oban_py_ext.web.filters import JobFilter
 from oban_py_ext.web.reads import Reads
 
@@ -21,19 +21,6 @@ JOB_ACTIONS = ("retry", "cancel", "delete")
 QUEUE_ACTIONS = ("pause", "resume", "scale")
 #: Ids per management call of a bulk action.
 BATCH = 1_000
-
-
-def unregistered(make: Callable[[], Client]) -> Client:
-    """Build a client without replacing the application's own instance of the same name.
-
-    ``Client`` registers itself for ``get_instance``; the dashboard's helpers must not take the
-    place of the node the application created.
-    """
-    name_before = dict(client_module._instances)
-    made = make()
-    client_module._instances.clear()
-    client_module._instances.update(name_before)
-    return made
 
 
 @dataclass

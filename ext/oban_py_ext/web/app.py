@@ -16,8 +16,8 @@ from starlette.staticfiles import StaticFiles
 
 from oban_py.client import Client
 from oban_py.config import Config
+from oban_py.registry import unregistered
 from oban_py_ext.web import pages, posts
-from oban_py_ext.web.actions import unregistered
 from oban_py_ext.web.dashboard import Dashboard, Settings
 from oban_py_ext.web.guard import guarded
 from oban_py_ext.web.security import Access, Authorize

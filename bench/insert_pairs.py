@@ -1,0 +1,190 @@
+"""Insert rates as interleaved pairs, each pair under the same machine load.
+
+    python -m bench.insert_pairs                 # 3 pairs of each
+    python -m bench.insert_pairs --pairs 5 --no-peer
+
+bulk: one ``enqueue_many`` call of 20,000 jobs (built beforehand, the call alone timed), the
+server inserting the same rows by itself (``generate_series``: its own bound), and one
+``Queries.enqueue`` call of 20,000 jobs by pgqueuer 1.6 (its own venv and database, see
+``bench/peers.py``; ``--no-peer`` skips it). single: 1,000 sequential ``enqueue`` calls on an
+idle client (building each ``Job`` included) and 1,000 one-row ``INSERT``s sent one at a time on
+one held connection (the server's round-trip rate), alternating in blocks of 50. Every count is
+checked in the database.
+Prints each pair and the medians, one JSON line last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import time
+import uuid
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from bench import db
+from bench.peers import PEERS, _ensure_venv, _url
+from bench.scenarios import BenchFailure
+from oban_py import Client, Job
+
+RAW = "INSERT INTO oban_jobs (queue, worker, args) VALUES (%s, %s, %s::jsonb)"
+# The server inserting the same rows from nothing (no client encoding, no JSON unpacking), as
+# one statement returning what ours returns: the bound of any client's bulk insert.
+SERVER_BULK = """
+INSERT INTO oban_jobs (state, queue, worker, args, meta, tags, max_attempts, priority)
+SELECT 'available', 'idle', 'Bench.Noop', jsonb_build_object('n', g), '{}', '{}', 20, 0
+FROM generate_series(1, %s) AS g
+RETURNING id, inserted_at, scheduled_at
+"""
+
+
+def _job(n: int) -> Job:
+    return Job(worker="Bench.Noop", queue="idle", args={"n": n})
+
+
+async def bulk(bench: db.BenchDatabase, client: Client, size: int) -> tuple[float, float]:
+    """The rate, and the share of the call's wall time this process spent on the CPU (the
+    rest is waiting for the server)."""
+    bench.reset()
+    jobs = [_job(i) for i in range(size)]
+    t0, c0 = time.perf_counter(), time.process_time()
+    inserted = await client.enqueue_many(jobs)
+    spent, cpu = time.perf_counter() - t0, time.process_time() - c0
+    stored = bench.one("SELECT count(*) FROM oban_jobs")
+    if len(inserted) != size or stored != size:
+        raise BenchFailure(f"bulk stored {stored} of {size}")
+    return size / spent, cpu / spent
+
+
+async def single(bench: db.BenchDatabase, client: Client, count: int) -> tuple[float, float]:
+    """Sequential ``enqueue`` calls and raw one-row INSERTs, alternating in blocks of 50 so
+    both see the same load."""
+    bench.reset()
+    block = 50
+    ours = raw = 0.0
+    async with await psycopg.AsyncConnection.connect(bench.dsn, autocommit=True) as conn:
+        for i in range(20):
+            await client.enqueue(_job(i))
+            await conn.execute(RAW, ("idle", "Bench.Noop", "{}"), prepare=True)
+        for _ in range(count // block):
+            t0 = time.perf_counter()
+            for i in range(block):
+                await client.enqueue(_job(i))
+            t1 = time.perf_counter()
+            for _ in range(block):
+                await conn.execute(RAW, ("idle", "Bench.Noop", "{}"), prepare=True)
+            t2 = time.perf_counter()
+            ours += t1 - t0
+            raw += t2 - t1
+    done = count // block * block
+    stored = bench.one("SELECT count(*) FROM oban_jobs")
+    if stored != 2 * (done + 20):
+        raise BenchFailure(f"single stored {stored} of {2 * (done + 20)}")
+    return done / ours, done / raw
+
+
+def server_bulk(bench: db.BenchDatabase, size: int) -> float:
+    bench.reset()
+    with psycopg.connect(bench.dsn, autocommit=True) as conn:
+        t0 = time.perf_counter()
+        conn.execute(SERVER_BULK.encode(), (size,)).fetchall()
+        spent = time.perf_counter() - t0
+    return size / spent
+
+
+def peer_bulk(bench: db.BenchDatabase, size: int) -> float | None:
+    peer = next(p for p in PEERS if p.key == "pgqueuer")
+    python = _ensure_venv(peer)
+    if python is None:
+        print(f"peer {peer.label} skipped: not installable in {peer.venv}")
+        return None
+    name = f"pgq_pair_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(bench.admin_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        opts = {"dsn": _url(bench.admin_dsn, name), "bulk_one": size, "batches": 0}
+        done = subprocess.run(
+            [str(python), str(peer.driver), json.dumps(opts)], capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            print(f"peer {peer.label} failed: {done.stderr.strip()[-300:]}")
+            return None
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        if not result.get("bulk_one_ok"):
+            raise BenchFailure("pgqueuer did not store every job of its bulk call")
+        rate: float = result["bulk_one_rate"]
+        return rate
+    finally:
+        with psycopg.connect(bench.admin_dsn, autocommit=True) as conn:
+            drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            conn.execute(drop)
+
+
+async def run(pairs: int, size: int, count: int, with_peer: bool) -> dict[str, Any]:
+    bench = db.BenchDatabase(db.server_dsn())
+    bench.create()
+    figures: dict[str, list[float]] = {
+        "bulk": [],
+        "bulk_client_share": [],
+        "server_bulk": [],
+        "peer": [],
+        "single": [],
+        "raw": [],
+    }
+    try:
+        async with Client(dsn=bench.dsn, name="bench.pairs") as client:
+            await client.enqueue_many([_job(0), _job(1)])  # opens the pool, warms statements
+            for n in range(pairs):
+                ours, share = await bulk(bench, client, size)
+                figures["bulk"].append(ours)
+                figures["bulk_client_share"].append(share)
+                bound = server_bulk(bench, size)
+                figures["server_bulk"].append(bound)
+                theirs = peer_bulk(bench, size) if with_peer else None
+                if theirs is not None:
+                    figures["peer"].append(theirs)
+                one, raw = await single(bench, client, count)
+                figures["single"].append(one)
+                figures["raw"].append(raw)
+                peer_text = f"{theirs:,.0f}" if theirs is not None else "-"
+                print(
+                    f"pair {n + 1}: enqueue_many {size:,} in one call {ours:,.0f} jobs/s "
+                    f"(client CPU {share:.0%} of it; the server alone {bound:,.0f}), "
+                    f"pgqueuer {peer_text}; "
+                    f"single enqueue {one:,.0f}/s vs raw INSERT {raw:,.0f}/s ({one / raw:.2f})",
+                    flush=True,
+                )
+    finally:
+        bench.drop()
+    medians = {k: statistics.median(v) for k, v in figures.items() if v}
+    ratios = [a / b for a, b in zip(figures["single"], figures["raw"], strict=True)]
+    medians["single_ratio"] = statistics.median(ratios)
+    bounds = [a / b for a, b in zip(figures["bulk"], figures["server_bulk"], strict=True)]
+    medians["bulk_of_server"] = statistics.median(bounds)
+    print(
+        f"median: enqueue_many {medians['bulk']:,.0f} jobs/s = {medians['bulk_of_server']:.2f} x "
+        f"the server alone {medians['server_bulk']:,.0f} (pgqueuer "
+        f"{medians.get('peer', float('nan')):,.0f}); single {medians['single']:,.0f}/s = "
+        f"{medians['single_ratio']:.2f} x raw {medians['raw']:,.0f}/s"
+    )
+    print(json.dumps({"pairs": figures, "median": medians}))
+    return medians
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.insert_pairs", description=__doc__)
+    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--size", type=int, default=20_000, help="jobs in the bulk call")
+    parser.add_argument("--count", type=int, default=1_000, help="sequential single enqueues")
+    parser.add_argument("--no-peer", action="store_true", help="skip pgqueuer")
+    args = parser.parse_args()
+    asyncio.run(run(args.pairs, args.size, args.count, not args.no_peer))
+
+
+if __name__ == "__main__":
+    main()

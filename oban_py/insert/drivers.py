@@ -1,0 +1,171 @@
+"""The drivers: run a planner's ``Work`` on an async or a sync psycopg connection.
+
+Each is the same few lines over a different connection type: execute what the program yields,
+send back the rows, return what it returns. A ``Work`` that needs one transaction gets one when
+the connection is idle in autocommit (the driver's own transaction); otherwise it joins the
+transaction the caller has open, and the program is told so.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from contextlib import AsyncExitStack, ExitStack
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import pq
+from psycopg.rows import dict_row, tuple_row
+from psycopg.types.json import set_json_loads
+
+from oban_py import jsonb
+from oban_py.insert.planner import insert_plan
+from oban_py.insert.statements import Program, Receive, Work
+from oban_py.job import Job
+from oban_py.queries import Queries
+
+T = TypeVar("T")
+
+_IDLE = pq.TransactionStatus.IDLE
+
+
+def _own(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+    return conn.autocommit and conn.info.transaction_status == _IDLE
+
+
+async def run_async(conn: psycopg.AsyncConnection[Any], work: Work[T]) -> T:
+    """Run ``work`` on ``conn``, in a transaction of its own when it needs one and may."""
+    own = _own(conn)
+    if work.transaction and own:
+        async with conn.transaction():
+            return await _drive_async(conn, work.program(True))
+    return await _drive_async(conn, work.program(False))
+
+
+async def _drive_async(conn: psycopg.AsyncConnection[Any], program: Program[T]) -> T:
+    # Client-side cursors hold nothing on the server: left to the garbage collector, they
+    # spare the awaited close that made up a tenth of a single enqueue.
+    tuples: psycopg.AsyncCursor[Any] | None = None
+    dicts: psycopg.AsyncCursor[Any] | None = None
+    pending: deque[psycopg.AsyncCursor[Any]] = deque()
+    # Made only when a statement is pipelined: a single enqueue never pays for it.
+    stack: AsyncExitStack | None = None
+    rows: list[Any] | None = None
+    try:
+        while True:
+            try:
+                step = program.send(rows) if rows is not None else next(program)
+            except StopIteration as done:
+                result: T = done.value
+                return result
+            if isinstance(step, Receive):
+                rows = await pending.popleft().fetchall()
+                if not pending and stack is not None:
+                    await stack.aclose()
+                continue
+            if step.pipelined:
+                if not pending:
+                    stack = stack or AsyncExitStack()
+                    await stack.enter_async_context(conn.pipeline())
+                cur = conn.cursor(row_factory=tuple_row)
+                await cur.execute(step.query, step.params, prepare=step.prepare)
+                pending.append(cur)
+                rows = []
+                continue
+            if step.dicts:
+                if dicts is None:
+                    dicts = conn.cursor(row_factory=dict_row)
+                    # A caller's connection may decode JSON with the standard loads: be exact.
+                    set_json_loads(jsonb.loads, dicts)
+                cur = dicts
+            else:
+                if tuples is None:
+                    tuples = conn.cursor(row_factory=tuple_row)
+                cur = tuples
+            await cur.execute(step.query, step.params, prepare=step.prepare)
+            rows = await cur.fetchall() if cur.pgresult and cur.pgresult.ntuples else []
+    except BaseException as error:
+        # The pipeline learns of the failure, as a ``with`` block would tell it.
+        if stack is not None:
+            pipeline, stack = stack, None
+            await pipeline.__aexit__(type(error), error, error.__traceback__)
+        raise
+    finally:
+        if stack is not None:
+            await stack.aclose()
+
+
+def run_sync(conn: psycopg.Connection[Any], work: Work[T]) -> T:
+    """``run_async`` for a sync connection."""
+    own = _own(conn)
+    if work.transaction and own:
+        with conn.transaction():
+            return _drive_sync(conn, work.program(True))
+    return _drive_sync(conn, work.program(False))
+
+
+def _drive_sync(conn: psycopg.Connection[Any], program: Program[T]) -> T:
+    tuples: psycopg.Cursor[Any] | None = None
+    dicts: psycopg.Cursor[Any] | None = None
+    pending: deque[psycopg.Cursor[Any]] = deque()
+    stack: ExitStack | None = None
+    rows: list[Any] | None = None
+    try:
+        while True:
+            try:
+                step = program.send(rows) if rows is not None else next(program)
+            except StopIteration as done:
+                result: T = done.value
+                return result
+            if isinstance(step, Receive):
+                rows = pending.popleft().fetchall()
+                if not pending and stack is not None:
+                    stack.close()
+                continue
+            if step.pipelined:
+                if not pending:
+                    stack = stack or ExitStack()
+                    stack.enter_context(conn.pipeline())
+                cur = conn.cursor(row_factory=tuple_row)
+                cur.execute(step.query, step.params, prepare=step.prepare)
+                pending.append(cur)
+                rows = []
+                continue
+            if step.dicts:
+                if dicts is None:
+                    dicts = conn.cursor(row_factory=dict_row)
+                    set_json_loads(jsonb.loads, dicts)
+                cur = dicts
+            else:
+                if tuples is None:
+                    tuples = conn.cursor(row_factory=tuple_row)
+                cur = tuples
+            cur.execute(step.query, step.params, prepare=step.prepare)
+            rows = cur.fetchall() if cur.pgresult and cur.pgresult.ntuples else []
+    except BaseException as error:
+        if stack is not None:
+            pipeline, stack = stack, None
+            pipeline.__exit__(type(error), error, error.__traceback__)
+        raise
+    finally:
+        if stack is not None:
+            stack.close()
+
+
+async def insert_async(
+    conn: psycopg.AsyncConnection[Any], queries: Queries, jobs: Sequence[Job]
+) -> list[Job]:
+    """Insert ``jobs`` on an async connection (joining its transaction), in input order."""
+    if not jobs:
+        return []
+    return await run_async(conn, insert_plan(queries, jobs))
+
+
+def insert_sync(conn: psycopg.Connection[Any], queries: Queries, jobs: Sequence[Job]) -> list[Job]:
+    """Insert ``jobs`` on a sync connection (joining its transaction), in input order.
+
+    Kept for integrations written against it; new code calls ``Client.enqueue_many_sync``.
+    """
+    if not jobs:
+        return []
+    return run_sync(conn, insert_plan(queries, jobs))

@@ -1,0 +1,319 @@
+"""The insert planner: jobs in, statements and parameters out, no connection in sight.
+
+Plain jobs go in one ``INSERT`` per ``CHUNK_SIZE`` (a lone job takes the single-row form).
+Unique jobs of a call are resolved in a number of statements that does not grow with their
+number:
+
+1. one statement takes the advisory locks of every unique job at once, in ascending key order;
+2. one statement per *round* and *shape* looks every job up and inserts or replaces it.
+
+A shape is one set of unique options (fields, keys, states, period, timestamp): its options
+are statement parameters, so PostgreSQL plans the lookup for them (index on state and queue,
+GIN on args), while each job's compared values are rows of one JSON document. A round holds at
+most one job per lock key, so a later job sees what an earlier one of the same key did, as if
+they had been inserted one by one. A job identical in its unique options, key and state to an
+earlier one of the call, with no ``replace``, is that earlier job's duplicate without a
+statement of its own. Round and shape counts depend on how varied the batch is, not on its size.
+
+Why the locks cannot deadlock: in a transaction of the driver's own, every lock the transaction
+will ever hold is requested in one statement, in one global order (ascending key), so no two
+such transactions wait on each other in a cycle. In a caller's transaction, which may already
+hold locks of its own (rows it updated, unique jobs it inserted earlier), waiting could close a
+cycle, so there the locks are only *tried*, as Elixir's Basic engine does: a job whose lock
+another transaction holds is returned with ``conflict=True`` and no id, and nothing is inserted.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from psycopg import sql
+
+from oban_py import jsonb
+from oban_py.hooks import apply_insert_hooks
+from oban_py.insert.statements import RECEIVE, Program, Statement, Work
+from oban_py.job import Job, finish_stored, prepare_stored, to_naive_utc
+from oban_py.queries import Queries
+from oban_py.unique import Unique, compared_value, lock_key
+
+#: Jobs per plain INSERT statement; larger batches are split (one round trip per chunk).
+CHUNK_SIZE = 5_000
+#: Elixir's ``Job`` defaults: a field left at its default is not "set" by the job (Ecto puts
+#: only values that differ from the struct's in ``changes``, and ``replace`` takes changes).
+_DEFAULTS: dict[str, Any] = {
+    "args": {},
+    "max_attempts": 20,
+    "meta": {},
+    "priority": 0,
+    "queue": "default",
+    "scheduled_at": None,
+    "tags": [],
+}
+
+
+def channel(prefix: str, name: str) -> str:
+    """Elixir's channel name: ``<prefix>.oban_<name>``."""
+    return f"{prefix}.oban_{name}"
+
+
+def insert_plan(queries: Queries, jobs: Sequence[Job]) -> Work[list[Job]]:
+    """The work of inserting ``jobs`` (after the insert hooks), results in input order."""
+    amended = apply_insert_hooks(jobs)
+    if len(amended) == 1 and amended[0].unique is None:
+        # The common single enqueue: one statement, nothing to order or overlap.
+        return Work(lambda own: _insert_one(queries, amended[0]))
+    several = len(amended) > 1 or amended[0].unique is not None
+    return Work(lambda own: _insert(queries, amended, own), transaction=several)
+
+
+def _insert_one(queries: Queries, job: Job) -> Program[list[Job]]:
+    rows = yield plain_statement(queries, [job], channel(queries.prefix, "insert"))
+    row = rows[0]
+    return [job.stored(row[0], row[1], row[2])]
+
+
+def _insert(queries: Queries, jobs: Sequence[Job], own_transaction: bool) -> Program[list[Job]]:
+    insert_channel = channel(queries.prefix, "insert")
+    results: list[Job | None] = [None] * len(jobs)
+    plain = [i for i, job in enumerate(jobs) if job.unique is None]
+    chunks = [plain[start : start + CHUNK_SIZE] for start in range(0, len(plain), CHUNK_SIZE)]
+    if len(plain) == 1:
+        # A lone plain job beside unique ones: one plain round trip, nothing to overlap.
+        (i,) = plain
+        rows = yield plain_statement(queries, [jobs[i]], insert_channel)
+        results[i] = jobs[i].stored(rows[0][0], rows[0][1], rows[0][2])
+    elif plain:
+        # Every chunk is sent at once (pipeline mode); the returned jobs are built while the
+        # server inserts, and only their ids and timestamps wait for its rows.
+        for chunk in chunks:
+            yield replace(
+                plain_statement(queries, [jobs[i] for i in chunk], insert_channel), pipelined=True
+            )
+        # psycopg collects every pending result on the first receive: build all first.
+        prepared = [prepare_stored([jobs[i] for i in chunk]) for chunk in chunks]
+        for chunk, built in zip(chunks, prepared, strict=True):
+            rows = yield RECEIVE
+            # Each row starts with id, inserted_at, scheduled_at.
+            for i, job in zip(chunk, finish_stored(built, rows), strict=True):
+                results[i] = job
+    if len(plain) < len(jobs):
+        plan = unique_plan(queries.prefix, jobs)
+        yield from _resolve(queries, jobs, plan, own_transaction, insert_channel, results)
+    return [job for job in results if job is not None]
+
+
+# -- plain jobs ---------------------------------------------------------------------------------
+
+
+def text_array(values: Sequence[str]) -> str:
+    """A PostgreSQL ``text[]`` literal: dumping a list costs psycopg more than the insert's
+    whole parameter set otherwise."""
+    if not values:
+        return "{}"
+    quoted = (v.replace("\\", "\\\\").replace('"', '\\"') for v in values)
+    return "{" + ",".join(f'"{v}"' for v in quoted) + "}"
+
+
+def row_params(job: Job) -> dict[str, Any]:
+    """The columns an insert writes, as statement parameters."""
+    return {
+        "state": job.state,
+        "queue": job.queue,
+        "worker": job.worker,
+        "args": jsonb.dumps_str(job.args),
+        "meta": jsonb.dumps_str(job.meta),
+        "tags": text_array(job.tags),
+        "max_attempts": job.max_attempts,
+        "priority": job.priority,
+        "scheduled_at": to_naive_utc(job.scheduled_at),
+    }
+
+
+def _row(job: Job) -> dict[str, Any]:
+    return {
+        "state": job.state,
+        "queue": job.queue,
+        "worker": job.worker,
+        "args": job.args,
+        "meta": job.meta,
+        "tags": job.tags,
+        "max_attempts": job.max_attempts,
+        "priority": job.priority,
+        "scheduled_at": to_naive_utc(job.scheduled_at),
+    }
+
+
+def plain_statement(queries: Queries, jobs: Sequence[Job], insert_channel: str) -> Statement:
+    """The INSERT of plain jobs: the single-row form for one, one JSON document for many.
+
+    orjson writes the whole batch in one C call; per-column array literals built in Python
+    cost four times as much, and psycopg dumping 5,000-element lists far more.
+    """
+    if len(jobs) == 1:
+        params = row_params(jobs[0])
+        params["channel"] = insert_channel
+        return Statement(queries["insert_job"], params)
+    rows = jsonb.dumps_str([_row(job) for job in jobs])
+    return Statement(queries["insert_jobs"], {"rows": rows, "channel": insert_channel})
+
+
+# -- unique jobs --------------------------------------------------------------------------------
+
+
+@dataclass
+class UniquePlan:
+    """How the unique jobs of a call are resolved.
+
+    ``keys``: the distinct lock keys, ascending (the lock order). ``rounds``: per round, the
+    job indexes of each shape. ``followers``: job index → index of the earlier identical job
+    whose result it shares.
+    """
+
+    key_of: dict[int, int] = field(default_factory=dict)
+    keys: list[int] = field(default_factory=list)
+    rounds: list[dict[Unique, list[int]]] = field(default_factory=list)
+    followers: dict[int, int] = field(default_factory=dict)
+
+    def statements(self) -> int:
+        """Statements this plan sends: the lock, then one per shape of every round."""
+        return (1 if self.keys else 0) + sum(len(shapes) for shapes in self.rounds)
+
+
+def _values(job: Job) -> dict[str, Any]:
+    return {"args": job.args, "meta": job.meta, "queue": job.queue, "worker": job.worker}
+
+
+def _mergeable(job: Job, unique: Unique) -> bool:
+    # The earlier job's result is this job's duplicate only when a lookup right after the
+    # earlier insert would find it: its state is one of the unique states and its timestamp
+    # falls inside the period.
+    if job.replace is not None or job.state not in unique.states:
+        return False
+    return unique.timestamp == "inserted_at" or unique.period is None or job.scheduled_at is None
+
+
+def unique_plan(prefix: str, jobs: Sequence[Job]) -> UniquePlan:
+    """Lock keys, rounds and followers of the unique jobs among ``jobs``."""
+    plan = UniquePlan()
+    leaders: dict[tuple[int, Unique, str], int] = {}
+    depth: dict[int, int] = defaultdict(int)
+    for i, job in enumerate(jobs):
+        unique = job.unique
+        if unique is None:
+            continue
+        key = lock_key(prefix, unique, _values(job))
+        plan.key_of[i] = key
+        mergeable = _mergeable(job, unique)
+        identity = (key, unique, job.state)
+        if mergeable and identity in leaders:
+            plan.followers[i] = leaders[identity]
+            continue
+        level = depth[key]
+        depth[key] = level + 1
+        if level == len(plan.rounds):
+            plan.rounds.append({})
+        plan.rounds[level].setdefault(unique, []).append(i)
+        if mergeable:
+            leaders.setdefault(identity, i)
+    plan.keys = sorted(depth)
+    return plan
+
+
+def set_fields(job: Job) -> set[str]:
+    """The replaceable fields this job sets: those not at Elixir's defaults."""
+    values = job.__dict__
+    fields = {name for name, default in _DEFAULTS.items() if values[name] != default}
+    return fields | {"worker"}
+
+
+def _replace(job: Job) -> dict[str, list[str]]:
+    if not job.replace:
+        return {}
+    given = set_fields(job)
+    return {state: [f for f in fields if f in given] for state, fields in job.replace.items()}
+
+
+def _unique_row(i: int, job: Job, unique: Unique) -> dict[str, Any]:
+    row = _row(job)
+    row["ord"] = i
+    for name in ("args", "meta"):
+        compared = compared_value(unique, _values(job), name)
+        row[f"{name}_match"] = compared
+        # Elixir: containment for selected keys, equality (both ways) otherwise or when empty.
+        row[f"{name}_exact"] = not unique.keys or not compared
+    row["replace"] = _replace(job)
+    return row
+
+
+def shape_statement(
+    queries: Queries, jobs: Sequence[Job], indexes: Sequence[int], unique: Unique, channel_: str
+) -> Statement:
+    """Look up, then insert or replace, the jobs at ``indexes`` (all of one unique shape)."""
+    rows = [_unique_row(i, jobs[i], unique) for i in indexes]
+    params: dict[str, Any] = {
+        "rows": jsonb.dumps_str(rows),
+        "states": list(unique.states),
+        "period": unique.period,
+        "by_scheduled_at": unique.timestamp == "scheduled_at",
+        "by_worker": "worker" in unique.fields,
+        "by_queue": "queue" in unique.fields,
+        "by_args": "args" in unique.fields,
+        "by_meta": "meta" in unique.fields,
+        "table": sql.Identifier(queries.prefix, "oban_jobs").as_string(None),
+        "channel": channel_,
+    }
+    return Statement(queries["unique_insert"], params, dicts=True, prepare=False)
+
+
+def lock_statement(queries: Queries, keys: Sequence[int], wait: bool) -> Statement:
+    """Take (``wait``) or try the advisory locks of ``keys``, in the given (ascending) order."""
+    name = "unique_lock_wait" if wait else "unique_lock_try"
+    return Statement(queries[name], {"keys": list(keys)})
+
+
+def _unlocked(job: Job) -> Job:
+    # Elixir returns the changeset applied but not inserted, marked as a conflict.
+    copy = job.model_copy(deep=True)
+    copy.conflict = True
+    return copy
+
+
+def _resolve(
+    queries: Queries,
+    jobs: Sequence[Job],
+    plan: UniquePlan,
+    own_transaction: bool,
+    insert_channel: str,
+    results: list[Job | None],
+) -> Program[None]:
+    rows = yield lock_statement(queries, plan.keys, wait=own_transaction)
+    refused: set[int] = set()
+    if not own_transaction and rows:
+        refused = set(rows[0][0] or ())
+    for shapes in plan.rounds:
+        for unique, indexes in shapes.items():
+            todo = []
+            for i in indexes:
+                if plan.key_of[i] in refused:
+                    results[i] = _unlocked(jobs[i])
+                else:
+                    todo.append(i)
+            if not todo:
+                continue
+            found = yield shape_statement(queries, jobs, todo, unique, insert_channel)
+            for row in found:
+                job = Job.from_row(row)
+                job.conflict = bool(row["conflict"])
+                results[row["ord"]] = job
+    for i, leader in plan.followers.items():
+        shared = results[leader]
+        assert shared is not None
+        if shared.id is None:
+            results[i] = _unlocked(jobs[i])
+            continue
+        copy = shared.model_copy(deep=True)
+        copy.conflict = True
+        results[i] = copy

@@ -1,0 +1,57 @@
+"""What a planner hands a driver: statements to run, and a program that reads their rows.
+
+A ``Program`` is a generator: it yields a ``Statement``, is sent that statement's rows back, and
+finally returns its result. It never touches a connection, so one program serves the async and
+the sync driver alike, and a test can run it against recorded rows.
+
+A ``pipelined`` statement is only sent (in psycopg's pipeline mode) and answered with ``[]`` at
+once; the program collects its rows later by yielding ``RECEIVE``, oldest first. In between it
+may do its own work while the server runs the statement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """One statement: its rendered query, parameters, and how its rows come back.
+
+    ``dicts`` rows are full job rows (mappings, JSON decoded exactly); otherwise tuples.
+    ``prepare=False`` asks for a plan made for these very parameter values, for statements
+    whose parameters switch conditions on and off.
+    """
+
+    query: bytes
+    params: dict[str, Any] = field(default_factory=dict)
+    dicts: bool = False
+    prepare: bool | None = None
+    pipelined: bool = False
+
+
+class Receive:
+    """Yielded to collect the rows of the oldest pipelined statement not yet received."""
+
+    __slots__ = ()
+
+
+RECEIVE = Receive()
+
+Program = Generator[Statement | Receive, list[Any], T]
+
+
+@dataclass(frozen=True, slots=True)
+class Work(Generic[T]):
+    """A program to run, and whether its statements must share one transaction.
+
+    ``program(own_transaction)`` is told whether the transaction is the driver's own (no
+    statement of the caller's ran in it before, none will after) or the caller's.
+    """
+
+    program: Callable[[bool], Program[T]]
+    transaction: bool = False

@@ -1,1 +1,0 @@
-SELECT * FROM {prefix}.oban_jobs WHERE id = %(id)s FOR UPDATE
