@@ -25,7 +25,7 @@ from starlette.routing import Mount
 from starlette.testclient import TestClient
 
 from oban_py import notifier
-from oban_py.client import _instances, get_instance
+from oban_py.registry import forget, get_instance
 from oban_py.config import Config
 from oban_py.terms import Atom, encode_recorded
 
@@ -390,7 +390,7 @@ def test_the_dashboard_does_not_replace_the_applications_instance(dsn: str) -> N
             post(web, "/queue-actions", queue="q", action="pause")
         assert get_instance("Oban") is mine
     finally:
-        _instances.pop("Oban", None)
+        forget("Oban", mine)
 
 
 # -- read-only, access -----------------------------------------------------------------------
