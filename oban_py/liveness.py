@@ -235,6 +235,12 @@ class Liveness:
 
     def _watch(self) -> None:
         while not self._stopping.wait(WATCH_EVERY):
+            if self._loop is not None and self._loop.is_closed():
+                # The node's loop ended without stopping it (a crashed app, a test): nothing
+                # is left to beat for, and beating on would keep a dead node looking alive.
+                self._stopping.set()
+                self._wake.set()
+                return
             now = time.monotonic()
             if (
                 self.table

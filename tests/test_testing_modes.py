@@ -208,9 +208,13 @@ async def test_inline_job_in_a_transaction_runs_after_the_commit(dsn: str) -> No
 
 def test_a_client_follows_the_event_loop_it_is_used_in(dsn: str) -> None:
     client = TestingClient("manual", dsn=dsn)
+
     # Each request of Starlette's TestClient runs in a fresh loop, in another thread.
+    async def request(n: int) -> None:
+        await client.enqueue(Note.new({"n": n}))
+
     for n in range(3):
-        worker = threading.Thread(target=asyncio.run, args=(client.enqueue(Note.new({"n": n})),))
+        worker = threading.Thread(target=asyncio.run, args=(request(n),))
         worker.start()
         worker.join()
     assert len(client.enqueued) == 3

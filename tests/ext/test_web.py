@@ -25,8 +25,8 @@ from starlette.routing import Mount
 from starlette.testclient import TestClient
 
 from oban_py import notifier
-from oban_py.registry import forget, get_instance
 from oban_py.config import Config
+from oban_py.registry import forget, get_instance
 from oban_py.terms import Atom, encode_recorded
 
 FIXTURES = Path(__file__).resolve().parent.parent.parent / "compat_fixtures"

@@ -58,7 +58,7 @@ def test_acks_made_while_the_database_is_unreachable_are_written_later(
         psycopg.connect(fault_dsn, autocommit=True) as conn,
         psycopg.connect(server_dsn, autocommit=True) as admin,
     ):
-        node = nodes("default:20", "py-ack")  # type: ignore[operator]
+        node = nodes("default:20", "py-ack", OBAN_LIFELINE__HEARTBEAT_TTL="30")  # type: ignore[operator]
         wait_started(node)
         ids = insert_jobs(conn, "Faults.Effect", 20, args='{"ms": 600}')
         wait_until(lambda: states(conn).get("executing", 0) == 20, 10, 0.02)
