@@ -160,6 +160,66 @@ def test_enqueue_outside_atomic_commits_at_once(project: str) -> None:
     assert len(jobs(project, "Py.Ext.Django.Autocommit")) == 1
 
 
+def test_enqueue_goes_through_djangos_cursor_so_its_query_tooling_sees_it(project: str) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from oban_py_ext.django import enqueue
+
+    wrapped: list[str] = []
+
+    def wrapper(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        wrapped.append(sql)
+        return execute(sql, params, many, context)
+
+    with CaptureQueriesContext(connection) as captured, connection.execute_wrapper(wrapper):
+        job = enqueue(Job(worker="Py.Ext.Django.Seen", args={"n": 1}))
+    assert job.id is not None
+    assert any(
+        "INSERT INTO" in q["sql"] and "oban_jobs" in q["sql"] for q in captured.captured_queries
+    )
+    assert any("oban_jobs" in sql for sql in wrapped)
+
+
+def test_unique_jobs_through_djangos_cursor_find_their_duplicate(project: str) -> None:
+    from oban_py_ext.django import enqueue
+
+    with transaction.atomic():
+        first = enqueue(
+            Job(
+                worker="Py.Ext.Django.Unique",
+                args={"id": 123456789012345678901234567890},
+                unique={"period": 60},
+            )
+        )
+        again = enqueue(
+            Job(
+                worker="Py.Ext.Django.Unique",
+                args={"id": 123456789012345678901234567890},
+                unique={"period": 60},
+            )
+        )
+    assert not first.conflict
+    assert again.conflict
+    assert again.id == first.id
+    assert again.args == {"id": 123456789012345678901234567890}
+    assert len(jobs(project, "Py.Ext.Django.Unique")) == 1
+
+
+def test_the_async_enqueue_called_from_a_sync_view_fails_loudly(project: str) -> None:
+    from oban_py import Worker
+
+    class ProcessOrder(Worker):
+        name = "Py.Ext.Django.ProcessOrder"
+
+        def process(self, job: Job) -> None:
+            pass
+
+    # A sync view calling the async API would otherwise answer 200 having enqueued nothing.
+    with pytest.raises(RuntimeError, match="enqueue_sync"):
+        ProcessOrder.enqueue({"order": 1})
+    assert jobs(project, ProcessOrder.name) == []
+
+
 def test_admin_lists_jobs_and_retries_and_cancels_them(project: str) -> None:
     from django.contrib.auth.models import User
     from django.test import Client as HttpClient

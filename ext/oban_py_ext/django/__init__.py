@@ -10,8 +10,11 @@ and cancel actions.
         user = User.objects.create(email=email)
         enqueue(Mailer.new({"user_id": user.id}))     # rolls back with the user
 
-``enqueue`` runs on Django's own psycopg 3 connection for ``OBAN["database"]`` (``"default"``):
-inside ``atomic()`` the job joins that transaction, outside it commits at once (autocommit).
+``enqueue`` runs through Django's own cursor for ``OBAN["database"]`` (``"default"``), so
+``CaptureQueriesContext``, ``assertNumQueries`` and ``execute_wrapper`` see it: inside
+``atomic()`` the job joins that transaction, outside it commits at once (autocommit). From a
+sync view call ``enqueue`` (or ``Worker.enqueue_sync``); ``Worker.enqueue`` is async and raises
+when called outside an event loop.
 """
 
 from __future__ import annotations
@@ -19,42 +22,30 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import orjson
 from asgiref.sync import sync_to_async
 
 from oban_py import Job
-from oban_py.client import insert_sync
+from oban_py.insert.planner import insert_plan
 from oban_py.queries import Queries
-from oban_py_ext.django import conf
-
-_JSON_COLUMNS = ("args", "meta")
+from oban_py_ext.django import conf, inserts
 
 
-def _decoded(job: Job) -> Job:
-    # Django's psycopg backend loads jsonb as text (its JSONField decodes it); decode here so the
-    # returned Job looks like one returned by Client.enqueue.
-    for key in _JSON_COLUMNS:
-        value = getattr(job, key)
-        if isinstance(value, str | bytes):
-            job.__dict__[key] = orjson.loads(value)
-    if any(isinstance(entry, str | bytes) for entry in job.errors):
-        job.__dict__["errors"] = [
-            orjson.loads(e) if isinstance(e, str | bytes) else e for e in job.errors
-        ]
-    return job
-
-
-def raw_connection(using: str | None = None) -> Any:
-    """Django's underlying psycopg connection for ``using`` (``OBAN["database"]`` by default)."""
+def _postgres(using: str | None) -> str:
     from django.core.exceptions import ImproperlyConfigured
     from django.db import connections
 
     alias = using or conf.database()
-    connection = connections[alias]
-    if connection.vendor != "postgresql":
-        raise ImproperlyConfigured(
-            f"oban_py needs PostgreSQL: DATABASES[{alias!r}] uses {connection.vendor}"
-        )
+    vendor = connections[alias].vendor
+    if vendor != "postgresql":
+        raise ImproperlyConfigured(f"oban_py needs PostgreSQL: DATABASES[{alias!r}] uses {vendor}")
+    return alias
+
+
+def raw_connection(using: str | None = None) -> Any:
+    """Django's underlying psycopg connection for ``using`` (``OBAN["database"]`` by default)."""
+    from django.db import connections
+
+    connection = connections[_postgres(using)]
     connection.ensure_connection()
     return connection.connection
 
@@ -64,14 +55,11 @@ def enqueue_many(jobs: Iterable[Job], using: str | None = None) -> list[Job]:
     batch = list(jobs)
     if not batch:
         return []
-    # TODO(sync insert API): enqueue through Django's cursor so CaptureQueriesContext and
-    # execute_wrapper see the insert (issue 17, friction 13).
     from oban_py_ext.django.testing import enqueue_in_mode
 
     if (handled := enqueue_in_mode(batch)) is not None:
         return handled
-    inserted = insert_sync(raw_connection(using), Queries(conf.prefix()), batch)
-    return [_decoded(job) for job in inserted]
+    return inserts.run(_postgres(using), insert_plan(Queries(conf.prefix()), batch))
 
 
 def enqueue(job: Job, using: str | None = None) -> Job:

@@ -31,7 +31,7 @@ import orjson
 from asgiref.sync import async_to_sync, sync_to_async
 from psycopg.rows import dict_row
 
-from oban_py import jsonb, testing
+from oban_py import testing
 from oban_py.acker import batch_params
 from oban_py.client import get_instance
 from oban_py.errors import InstanceNotFound
@@ -40,6 +40,7 @@ from oban_py.queries import Queries
 from oban_py.testing import Mode, Outcome, TestingClient
 from oban_py.worker import Worker, resolve
 from oban_py_ext.django import conf, raw_connection
+from oban_py_ext.django.inserts import decoded_row
 
 T = TypeVar("T")
 
@@ -156,16 +157,6 @@ def oban_mode(mode: Mode) -> Iterator[TestingClient]:
 # -- reading oban_jobs on Django's connection ------------------------------------------------
 
 
-def _decoded_row(row: dict[str, Any]) -> dict[str, Any]:
-    # Django's psycopg adapters load jsonb as text; Job.from_row wants the decoded values.
-    for key in ("args", "meta"):
-        if isinstance(row.get(key), str | bytes):
-            row[key] = jsonb.loads(row[key])
-    if row.get("errors"):
-        row["errors"] = [jsonb.loads(e) if isinstance(e, str | bytes) else e for e in row["errors"]]
-    return row
-
-
 def _queries() -> Queries:
     return Queries(conf.prefix())
 
@@ -198,7 +189,7 @@ def all_enqueued(
     }
     with raw_connection(using).cursor(row_factory=dict_row) as cur:
         cur.execute(_queries()["jobs_list"], params)
-        found = [Job.from_row(_decoded_row(row)) for row in cur.fetchall()]
+        found = [Job.from_row(decoded_row(row)) for row in cur.fetchall()]
     if scheduled_at is not None:
         window = timedelta(seconds=delta)
         found = [
@@ -255,7 +246,7 @@ def drain_queue(
         if not rows:
             return counts
         for row in rows:
-            job = Job.from_row(_decoded_row(row))
+            job = Job.from_row(decoded_row(row))
             ack, result = _in_test_thread(testing._execute, _TestThread(), job)
             if ack is None:
                 continue
