@@ -105,12 +105,15 @@ async def claimed(cur: AsyncCursor[Any]) -> tuple[list[Job], list[Ack]]:
     jobs: list[Job] = []
     bad: list[Ack] = []
     for row in rows:
-        decoded = _decode(row, now)
-        if isinstance(decoded, Job):
-            jobs.append(decoded)
-        else:
-            bad.append(decoded)
+        _sort(_decode(row, now), jobs, bad)
     return jobs, bad
+
+
+def _sort(decoded: Job | Ack, jobs: list[Job], bad: list[Ack]) -> None:
+    if isinstance(decoded, Job):
+        jobs.append(decoded)
+    else:
+        bad.append(decoded)
 
 
 async def _claimed_one_by_one(cur: AsyncCursor[Any], now: datetime) -> tuple[list[Job], list[Ack]]:
@@ -128,11 +131,7 @@ async def _claimed_one_by_one(cur: AsyncCursor[Any], now: datetime) -> tuple[lis
             bad.append(_raw_undecodable(result, columns, index, error, now))
             continue
         if row is not None:
-            decoded = _decode(row, now)
-            if isinstance(decoded, Job):
-                jobs.append(decoded)
-            else:
-                bad.append(decoded)
+            _sort(_decode(row, now), jobs, bad)
     return jobs, bad
 
 

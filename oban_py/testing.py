@@ -301,11 +301,8 @@ class TestingClient(Client):
         batch = list(jobs)
         current = self.active_mode
         if current == "manual":
-            if not self.has_database:
-                raise ObanError(_NO_DATABASE_HELP.format(mode=self.mode, need="manual mode"))
-            inserted = await super().enqueue_many(batch, conn=conn)
-            self.enqueued.extend(j.id for j in inserted if j.id is not None and not j.conflict)
-            return inserted
+            self._require_database()
+            return self._record(await super().enqueue_many(batch, conn=conn))
         if current == "disabled":
             return batch
         if conn is not None and await self._hold(conn, batch):
@@ -318,15 +315,21 @@ class TestingClient(Client):
         batch = list(jobs)
         current = self.active_mode
         if current == "manual":
-            if not self.has_database:
-                raise ObanError(_NO_DATABASE_HELP.format(mode=self.mode, need="manual mode"))
-            inserted = super().enqueue_many_sync(batch, conn=conn)
-            self.enqueued.extend(j.id for j in inserted if j.id is not None and not j.conflict)
-            return inserted
+            self._require_database()
+            return self._record(super().enqueue_many_sync(batch, conn=conn))
         if current == "disabled":
             return batch
         # Inline mode runs each job's attempt, which is async: on a loop of its own.
         return asyncio.run(self._perform_inline(batch))
+
+    def _require_database(self) -> None:
+        if not self.has_database:
+            raise ObanError(_NO_DATABASE_HELP.format(mode=self.mode, need="manual mode"))
+
+    def _record(self, inserted: list[Job]) -> list[Job]:
+        # What scoped drains and resets are limited to: the rows this client really inserted.
+        self.enqueued.extend(j.id for j in inserted if j.id is not None and not j.conflict)
+        return inserted
 
     async def _perform_inline(self, batch: list[Job]) -> list[Job]:
         done = []

@@ -105,6 +105,7 @@ class Concurrent(Worker):
 
 def node(dsn: str, **settings: Any) -> Oban:
     settings.setdefault("queues", {"life": 10})
+    settings.setdefault("shutdown_grace", 0.2)
     return Oban(dsn=dsn, peer=False, node="py-life", poll_interval=0.05, **settings)
 
 
