@@ -242,6 +242,7 @@ def wait_for(predicate: Any, within: float = 15.0) -> None:
 
 def test_start_runs_imported_workers_and_stops_gracefully_on_sigterm(dsn: str) -> None:
     quick = enqueue(dsn, "CliSupport.Echo", "--queue", "cli")
+    threaded = enqueue(dsn, "CliSupport.EchoSync", "--queue", "cli")
     slow = enqueue(dsn, "CliSupport.Sleep", "--queue", "cli", "--args", '{"ms": 700}')
     clean = {k: v for k, v in os.environ.items() if not k.startswith("OBAN_")}
     node = subprocess.Popen(
@@ -269,6 +270,7 @@ def test_start_runs_imported_workers_and_stops_gracefully_on_sigterm(dsn: str) -
     )
     try:
         wait_for(lambda: row(dsn, quick["id"])["state"] == "completed")  # type: ignore[index]
+        wait_for(lambda: row(dsn, threaded["id"])["state"] == "completed")  # type: ignore[index]
         wait_for(lambda: row(dsn, slow["id"])["state"] == "executing")  # type: ignore[index]
         # The slow job is mid-run: a graceful stop lets it finish within the grace.
         node.send_signal(signal.SIGTERM)
@@ -286,8 +288,10 @@ def test_start_runs_imported_workers_and_stops_gracefully_on_sigterm(dsn: str) -
     assert next(e for e in events if e["event"] == "node started")["loop"] == "uvloop"
     assert "stopping gracefully" in messages
     assert messages[-1] == "node stopped"
+    # An idle pool thread left by the sync job is no worker that ignored its cancellation.
+    assert not [m for m in messages if "ignored cancellation" in m]
     stops = [e for e in events if e.get("event_name") == "oban.job.stop"]
-    assert {e["id"] for e in stops} == {quick["id"], slow["id"]}
+    assert {e["id"] for e in stops} == {quick["id"], threaded["id"], slow["id"]}
 
 
 def test_second_signal_stops_at_once_with_exit_1(dsn: str) -> None:

@@ -17,6 +17,15 @@ class Echo(Worker):
         return None
 
 
+class EchoSync(Worker):
+    """A plain def worker: after it ran, the node has an idle pool thread."""
+
+    name = "CliSupport.EchoSync"
+
+    def process(self, job: Job) -> None:
+        return None
+
+
 class Sleep(Worker):
     """Sleeps ``args["ms"]``: a job still running when the node is told to stop."""
 
