@@ -136,7 +136,7 @@ def _look_again(dsn: str, first_id: int, embedded: bool) -> str:
         # The embedded server stops with this process: its DSN would be useless afterwards.
         return (
             "\nthe embedded PostgreSQL stops with the demo; to keep the rows and look at them"
-            " with oban-py jobs / oban-py stats, run it on your own server:"
+            " with oban-py jobs / oban-py stats / the dashboard, run it on your own server:"
             " DATABASE_URL=postgresql://... python3 dev.py demo"
         )
     where = shell_dsn(dsn)
@@ -144,7 +144,9 @@ def _look_again(dsn: str, first_id: int, embedded: bool) -> str:
         "\nthe rows stay until the pruner deletes them (a day); look again with:\n"
         f"  oban-py jobs --dsn {where} --queue {QUEUE}\n"
         f"  oban-py jobs show {first_id} --dsn {where}\n"
-        f"  oban-py stats --dsn {where}"
+        f"  oban-py stats --dsn {where}\n"
+        f"  oban-py web --dsn {where}   # the dashboard on http://127.0.0.1:8765"
+        ' (needs the web extra: pip install -e ".[web]")'
     )
 
 

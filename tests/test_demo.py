@@ -24,6 +24,7 @@ def test_demo_prints_every_attempt_and_what_became_of_each_job(empty_dsn: str) -
     assert "recorded value {'sum': 6} in meta.return" in lines["Demo.Adder"]
     assert "cancelled after 1 attempt" in lines["Demo.Quitter"]
     assert "oban-py stats --dsn" in summary
+    assert "oban-py web --dsn" in summary
     # The DSN is printed as given (no password here), never psycopg's expanded conninfo.
     assert "sslcertmode" not in out
 
