@@ -47,7 +47,7 @@ Interrupt = Literal["pkill", "shutdown", "fenced"]
 class Attempt:
     """A claimed job being worked: its task, and why this node interrupted it, if it did."""
 
-    __slots__ = ("id", "in_thread", "job", "reason", "task")
+    __slots__ = ("id", "in_thread", "job", "reason", "started", "task")
 
     def __init__(self, job: Job) -> None:
         self.job = job
@@ -56,6 +56,9 @@ class Attempt:
         self.reason: Interrupt | None = None
         #: True while ``process`` runs in a pool thread, which no cancel can stop
         self.in_thread = False
+        #: False until the attempt's task has begun: a task cancelled before its first step
+        #: never runs a line of it, so it could record no outcome
+        self.started = False
 
     def interrupt(self, reason: Interrupt) -> None:
         """Raise ``job.cancelled()``; the first reason stays, but a pkill outranks the others."""

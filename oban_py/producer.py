@@ -154,8 +154,14 @@ class Producer:
     def _interrupt(self, running: Attempt, reason: Interrupt) -> None:
         running.interrupt(reason)
         task = running.task
-        if task is not None and not task.done():
-            task.cancel(reason)
+        if task is None or task.done():
+            return
+        if not running.started:
+            # Claimed in this very loop iteration: cancel once its task has begun, so the
+            # attempt can still write the outcome of the interrupt.
+            asyncio.get_running_loop().call_soon(self._interrupt, running, reason)
+            return
+        task.cancel(reason)
 
     def _cancel_late(self, running: Attempt) -> None:
         task = running.task
@@ -282,6 +288,7 @@ class Producer:
             running.task = asyncio.create_task(self._run(running))
 
     async def _run(self, running: Attempt) -> None:
+        running.started = True
         try:
             ack, _ = await attempts.perform(running, self.oban.threads, self.oban.config.prefix)
         except BaseException as error:

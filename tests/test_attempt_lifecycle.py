@@ -106,7 +106,8 @@ class Concurrent(Worker):
 def node(dsn: str, **settings: Any) -> Oban:
     settings.setdefault("queues", {"life": 10})
     settings.setdefault("shutdown_grace", 0.2)
-    return Oban(dsn=dsn, peer=False, node="py-life", poll_interval=0.05, **settings)
+    settings.setdefault("poll_interval", 0.05)
+    return Oban(dsn=dsn, peer=False, node="py-life", **settings)
 
 
 async def states(conn: Any, ids: list[int]) -> dict[int, str]:
@@ -321,3 +322,20 @@ async def test_sync_workers_follow_the_queue_limit_after_a_scale(dsn: str, conn:
         ids = [await insert(conn, Concurrent.name, queue="life") for _ in range(8)]
         await settled(conn, ids)
     assert Concurrent.most == 8
+
+
+async def test_a_job_interrupted_in_the_iteration_that_claimed_it_still_gets_its_outcome(
+    dsn: str, conn: Any
+) -> None:
+    async with node(dsn, queues={"life": 5}, poll_interval=30) as oban:
+        producer = oban.producers["life"]
+        producer.pause()
+        ids = [await insert(conn, Sleeps.name, {"s": 30}, queue="life") for _ in range(3)]
+        producer.paused = False
+        await producer._fetch()
+        # Their tasks exist but have not taken a step: a cancel now would run none of their
+        # code, and the rows would stay executing with nobody to write an outcome.
+        producer.fence()
+        for job_id in ids:
+            await wait_state(conn, job_id, "available", timeout=5)
+        assert producer.attempts == {}
