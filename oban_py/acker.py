@@ -29,6 +29,7 @@ import psycopg
 import structlog
 
 from oban_py import errors, outcomes, telemetry
+from oban_py.aio import wait_event
 from oban_py.outcomes import Ack
 
 if TYPE_CHECKING:
@@ -171,7 +172,8 @@ class Acker:
         self._pending[:0] = list(self._refused.values())
         self._refused.clear()
         try:
-            await asyncio.wait_for(self.flush(), give_up_after)
+            async with asyncio.timeout(give_up_after):
+                await self.flush()
         except TimeoutError:
             log.error("acks lost at shutdown: the database stayed unreachable", lost=self.pending)
 
@@ -179,8 +181,7 @@ class Acker:
         while True:
             await self._event.wait()
             if not self._full.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._full.wait(), self.delay)
+                await wait_event(self._full, self.delay)
             await self.flush()
 
     async def _write_batch(self) -> None:

@@ -171,7 +171,8 @@ class Metrics(Periodic):
         # Jobs finished in the last second before a graceful stop still reach Web; the notifier
         # is stopped after the duties.
         try:
-            await asyncio.wait_for(self.run_once(), FINAL_REPORT_TIMEOUT)
+            async with asyncio.timeout(FINAL_REPORT_TIMEOUT):
+                await self.run_once()
         except Exception as error:
             self.log.debug("last metrics report lost", error=repr(error))
 

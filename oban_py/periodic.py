@@ -9,7 +9,6 @@ so no duty ever kills the node.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
@@ -17,6 +16,10 @@ from typing import Any, ClassVar
 import structlog
 
 from oban_py import telemetry
+from oban_py.aio import wait_event
+
+#: Seconds a stopping duty's task gets to end after its cancellation.
+STOP_TIMEOUT = 5.0
 
 
 class Periodic(ABC):
@@ -57,8 +60,10 @@ class Periodic(ABC):
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # A pass that swallows its cancellation must not hold the node's shutdown for ever.
+            done, _ = await asyncio.wait([task], timeout=STOP_TIMEOUT)
+            if not done:
+                self.log.warning("duty did not stop when cancelled; left behind", duty=self.kind)
         await self.on_stop()
 
     async def on_stop(self) -> None:  # noqa: B027 - optional hook
@@ -97,5 +102,4 @@ class Periodic(ABC):
             await self._sleep(delay)
 
     async def _sleep(self, delay: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), delay)
+        await wait_event(self._wake, delay)

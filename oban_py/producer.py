@@ -29,6 +29,7 @@ from psycopg.rows import dict_row
 
 from oban_py import attempt as attempts
 from oban_py import errors, outcomes
+from oban_py.aio import wait_event
 from oban_py.attempt import Attempt, Interrupt
 
 if TYPE_CHECKING:
@@ -238,8 +239,7 @@ class Producer:
 
     async def _loop(self) -> None:
         while not self._stopping:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+            await wait_event(self._wake, self.poll_interval)
             since = time.monotonic() - self._last_fetch
             # The cooldown gathers a trickle of freed slots into one fetch. Once half the queue
             # is free there is little left to gather, and waiting would only idle the slots
