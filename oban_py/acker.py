@@ -176,6 +176,9 @@ class Acker:
                 await self.flush()
         except TimeoutError:
             log.error("acks lost at shutdown: the database stayed unreachable", lost=self.pending)
+        if self._refused:
+            # Stopped, so no retry task runs: their rows are left for the lifeline.
+            log.error("acks refused by the database at shutdown", job_ids=sorted(self._refused))
 
     async def _loop(self) -> None:
         while True:
@@ -217,17 +220,21 @@ class Acker:
             else:
                 await self._refuse(batch[0], error)
 
+    async def _write_one(self, ack: Ack) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(self.queries["ack_jobs"], batch_params([ack]))
+
     async def _refuse(self, ack: Ack, error: Exception) -> None:
         reason = errors.safe_str(error)
+        degraded = outcomes.degraded(ack, reason)
         try:
-            degraded = outcomes.degraded(ack, reason)
-            async with self.pool.connection() as conn:
-                await conn.execute(self.queries["ack_jobs"], batch_params([degraded]))
+            await self._write_one(degraded)
         except Exception as again:
             if _unavailable(again):
                 raise
-            self._refused[ack.id] = ack
-            if self._refused_task is None or self._refused_task.done():
+            # Kept degraded: what the database refused first is never sent again.
+            self._refused[ack.id] = degraded
+            if self._task is not None and (self._refused_task is None or self._refused_task.done()):
                 self._refused_task = asyncio.create_task(
                     self._retry_refused(), name="oban.acker.refused"
                 )
@@ -246,11 +253,7 @@ class Acker:
             await asyncio.sleep(REFUSED_RETRY)
             for job_id, ack in list(self._refused.items()):
                 try:
-                    async with self.pool.connection() as conn:
-                        await conn.execute(
-                            self.queries["ack_jobs"],
-                            batch_params([outcomes.degraded(ack, "retried")]),
-                        )
+                    await self._write_one(ack)
                 except Exception:
                     continue
                 self._refused.pop(job_id, None)

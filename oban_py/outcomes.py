@@ -54,12 +54,8 @@ class Ack(NamedTuple):
     pkill: bool = False
 
 
-def _dumps(value: Any) -> str:
-    return jsonb.dumps_str(value)
-
-
 def _entry(attempt: int, now: datetime, text: str) -> str:
-    return _dumps(errors.error_entry(attempt, now, errors.storable(text)))
+    return jsonb.dumps_str(errors.error_entry(attempt, now, errors.storable(text)))
 
 
 def _ack(job: Job, state: str, now: datetime, **fields: Any) -> Ack:
@@ -83,7 +79,7 @@ def snooze(job: Job, seconds: int, now: datetime) -> Ack:
             now,
             scheduled_at=at,
             attempt_delta=-1,
-            meta=_dumps({"snoozed": snoozed}),
+            meta=jsonb.dumps_str({"snoozed": snoozed}),
         )
     return _ack(job, "scheduled", now, scheduled_at=at, extra_attempts=1)
 
@@ -109,7 +105,7 @@ def failure(job: Job, text: str, now: datetime, backoff_seconds: float) -> Ack:
 def record(job: Job, value: Record, now: datetime) -> Ack:
     """Raises ``terms.RecordTooLarge`` (or ``TermError``): the job then fails like any error."""
     encoded = terms.encode_recorded(value.value, limit=value.limit)
-    return _ack(job, "completed", now, meta=_dumps({"recorded": True, "return": encoded}))
+    return _ack(job, "completed", now, meta=jsonb.dumps_str({"recorded": True, "return": encoded}))
 
 
 def release(job_id: int, attempted_at: datetime, exhausted: bool, now: datetime) -> Ack:

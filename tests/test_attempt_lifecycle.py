@@ -339,3 +339,33 @@ async def test_a_job_interrupted_in_the_iteration_that_claimed_it_still_gets_its
         for job_id in ids:
             await wait_state(conn, job_id, "available", timeout=5)
         assert producer.attempts == {}
+
+
+async def test_an_ack_refused_even_degraded_stays_pending_alone_and_never_holds_up_the_stop(
+    dsn: str, conn: Any
+) -> None:
+    await conn.execute(
+        """
+        CREATE FUNCTION refuse_all_of_queue() RETURNS trigger AS $$
+        BEGIN
+          IF NEW.queue = 'refused' AND NEW.state <> 'executing' THEN RAISE EXCEPTION 'no'; END IF;
+          RETURN NEW;
+        END $$ LANGUAGE plpgsql;
+        CREATE TRIGGER refuse_all_of_queue BEFORE UPDATE ON oban_jobs
+          FOR EACH ROW EXECUTE FUNCTION refuse_all_of_queue();
+        """
+    )
+    refused = await insert(conn, Quick.name, queue="refused")
+    fine = [await insert(conn, Quick.name, queue="life") for _ in range(5)]
+    oban = node(dsn, queues={"life": 5, "refused": 1})
+    with structlog.testing.capture_logs() as logs:
+        await oban.start()
+        assert oban.acker is not None
+        acker = oban.acker
+        await wait_for(lambda: refused in acker._refused, 10)
+        assert set((await settled(conn, fine)).values()) == {"completed"}
+        started = time.monotonic()
+        await oban.stop()
+        assert time.monotonic() - started < 10
+    assert (await row(conn, refused))["state"] == "executing"  # left for the lifeline
+    assert [e for e in logs if e["event"] == "acks refused by the database at shutdown"]
