@@ -274,6 +274,10 @@ class Producer:
         params = self._params
         params["demand"] = demand
         async with self.oban.pool.connection() as conn:
+            # A pause may land while the connection is awaited; a fetch begun before it must
+            # not claim jobs inserted after it.
+            if self.paused or self.fenced:
+                return
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(self.oban.queries["fetch_jobs"], params)
             jobs, unreadable = await attempts.claimed(cur)
