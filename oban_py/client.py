@@ -59,10 +59,6 @@ def require_loop(method: str) -> None:
         ) from None
 
 
-async def _first(jobs: Coroutine[Any, Any, list[Job]]) -> Job:
-    return (await jobs)[0]
-
-
 class Client:
     """Inserts and manages jobs in one prefix of one database.
 
@@ -149,9 +145,10 @@ class Client:
 
     async def _run(self, work: Work[T], conn: AnyConnection | None) -> T:
         if conn is None:
-            await self.open()
-            async with self._pools.connection() as pooled:
-                return await run_async(pooled, work)
+            pools = self._pools
+            if not pools.opened:
+                await pools.open()
+            return await pools.run(lambda pooled, cursor: run_async(pooled, work, cursor))
         if isinstance(conn, psycopg.AsyncConnection):
             return await run_async(conn, work)
         return await asyncio.to_thread(run_sync, conn, work)
@@ -169,7 +166,10 @@ class Client:
     def enqueue(self, job: Job, conn: AnyConnection | None = None) -> Coroutine[Any, Any, Job]:
         """Insert ``job``; a unique duplicate returns the existing job with ``conflict=True``."""
         require_loop("enqueue")
-        return _first(self.enqueue_many([job], conn=conn))
+        return self._enqueue_one(job, conn)
+
+    async def _enqueue_one(self, job: Job, conn: AnyConnection | None) -> Job:
+        return (await self._run(insert_plan(self.queries, [job]), conn))[0]
 
     def enqueue_many(
         self, jobs: Iterable[Job], conn: AnyConnection | None = None

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import tuple_row
 from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
@@ -24,6 +24,11 @@ from oban_py import jsonb
 from oban_py.errors import DatabaseUnavailable
 
 CONNECT_TIMEOUT = 10
+_IDLE = pq.TransactionStatus.IDLE
+
+T = TypeVar("T")
+#: What ``AsyncPool.run`` calls: a connection and, for the held one, its kept tuple cursor.
+Use = Callable[[psycopg.AsyncConnection[Any], "psycopg.AsyncCursor[Any] | None"], Awaitable[T]]
 
 
 async def configure_async(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -78,27 +83,30 @@ class AsyncPool:
         # sequential enqueues skip the pool's checkout and return (most of a single enqueue's
         # client time); concurrent calls take pool connections as before.
         self._held: psycopg.AsyncConnection[Any] | None = None
+        self._cursor: psycopg.AsyncCursor[Any] | None = None
         self._held_busy = False
 
-    @asynccontextmanager
-    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        """A connection for one call: the held one when it is free, else one of the pool."""
+    async def run(self, use: Use[T]) -> T:
+        """``use(conn, cursor)`` on a connection for one call: the held one when it is free,
+        with a tuple cursor kept for it (else ``None``), otherwise one of the pool."""
         if self._held_busy or self.pool.max_size < 4:
             async with self.pool.connection() as conn:
-                yield conn
-            return
+                return await use(conn, None)
         self._held_busy = True
         try:
             conn = self._held
             if conn is None:
                 conn = self._held = await self.pool.getconn()
+                # Made once: a cursor costs a single enqueue as much as its own Python work.
+                self._cursor = conn.cursor(row_factory=tuple_row)
             try:
-                yield conn
+                result = await use(conn, self._cursor)
             except BaseException:
                 await self._release()
                 raise
-            if conn.closed or conn.info.transaction_status != pq.TransactionStatus.IDLE:
+            if conn.closed or conn.info.transaction_status != _IDLE:
                 await self._release()
+            return result
         finally:
             self._held_busy = False
 
@@ -110,12 +118,13 @@ class AsyncPool:
         self.opened = False
         self._lock = None
         self._held = None
+        self._cursor = None
         self._held_busy = False
 
     async def _release(self) -> None:
         # The pool checks what it gets back: a broken or mid-transaction one is reset or
         # replaced, so a failed call never leaves the held connection in a bad state.
-        conn, self._held = self._held, None
+        conn, self._held, self._cursor = self._held, None, None
         if conn is not None:
             await self.pool.putconn(conn)
 

@@ -295,6 +295,9 @@ class TestingClient(Client):
             self._abandon_pool()
         await super().close()
 
+    async def _enqueue_one(self, job: Job, conn: AnyConnection | None) -> Job:
+        return (await self.enqueue_many([job], conn=conn))[0]
+
     async def enqueue_many(
         self, jobs: Iterable[Job], conn: AnyConnection | None = None
     ) -> list[Job]:

@@ -33,19 +33,29 @@ def _own(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
     return conn.autocommit and conn.info.transaction_status == _IDLE
 
 
-async def run_async(conn: psycopg.AsyncConnection[Any], work: Work[T]) -> T:
-    """Run ``work`` on ``conn``, in a transaction of its own when it needs one and may."""
-    own = _own(conn)
-    if work.transaction and own:
+async def run_async(
+    conn: psycopg.AsyncConnection[Any],
+    work: Work[T],
+    cursor: psycopg.AsyncCursor[Any] | None = None,
+) -> T:
+    """Run ``work`` on ``conn``, in a transaction of its own when it needs one and may.
+
+    ``cursor``: a tuple cursor of ``conn`` that nothing else uses meanwhile, to run tuple
+    statements on instead of a new one.
+    """
+    if work.transaction and _own(conn):
         async with conn.transaction():
-            return await _drive_async(conn, work.program(True))
-    return await _drive_async(conn, work.program(False))
+            return await _drive_async(conn, work.program(True), cursor)
+    return await _drive_async(conn, work.program(False), cursor)
 
 
-async def _drive_async(conn: psycopg.AsyncConnection[Any], program: Program[T]) -> T:
+async def _drive_async(
+    conn: psycopg.AsyncConnection[Any],
+    program: Program[T],
+    tuples: psycopg.AsyncCursor[Any] | None,
+) -> T:
     # Client-side cursors hold nothing on the server: left to the garbage collector, they
     # spare the awaited close that made up a tenth of a single enqueue.
-    tuples: psycopg.AsyncCursor[Any] | None = None
     dicts: psycopg.AsyncCursor[Any] | None = None
     pending: deque[psycopg.AsyncCursor[Any]] = deque()
     # Made only when a statement is pipelined: a single enqueue never pays for it.
