@@ -77,6 +77,10 @@ def _json_object(value: Any, field: str) -> dict[str, Any]:
         value = value.model_dump(mode="json")
     if not isinstance(value, Mapping):
         raise ValueError(f"{field} must be a JSON object (a dict), got {type(value).__name__}")
+    return _json_copy(value, field)
+
+
+def _json_copy(value: Mapping[str, Any], field: str) -> dict[str, Any]:
     copy: dict[str, Any] = dict(value)
     try:
         # Round-trip so the job holds exactly what the database will (tuples → lists ...);
@@ -286,7 +290,7 @@ class Job(BaseModel):
         job = Job.__new__(Job)
         _set = object.__setattr__
         _set(job, "__dict__", values)
-        _set(job, "__pydantic_fields_set__", set(COLUMNS))
+        _set(job, "__pydantic_fields_set__", _COLUMN_SET.copy())
         _set(job, "__pydantic_extra__", None)
         _set(job, "__pydantic_private__", _PRIVATE_DEFAULTS.copy())
         return job
@@ -342,7 +346,7 @@ def _fast_init(job: Job, data: dict[str, Any]) -> bool:
                     return False
                 values[key] = {}
             elif value.__class__ is dict:
-                values[key] = _json_object(value, key)
+                values[key] = _json_copy(value, key)
             else:
                 return False
     except ValueError:
@@ -371,8 +375,8 @@ def _fast_init(job: Job, data: dict[str, Any]) -> bool:
 
 def prepare_stored(jobs: Sequence[Job]) -> list[Job]:
     """The jobs an INSERT of ``jobs`` stores, but for the columns the server chooses (id,
-    inserted_at, scheduled_at; ``finish_stored`` sets them). Built while the server runs the
-    statement, this work overlaps its round trip."""
+    inserted_at, and scheduled_at when not given; ``finish_stored`` sets them). Built while the
+    server runs the statement, this work overlaps its round trip."""
     # Thousands of new tracked objects trigger the cyclic collector over and over, each pass
     # walking every live job (half the cost of building a 20,000-job result). None of these
     # objects forms a cycle, so collection is only deferred to the end of the loop, which runs
@@ -406,6 +410,7 @@ def _prepare(jobs: Sequence[Job]) -> list[Job]:
         values["meta"] = _copy_json(mine["meta"])
         values["tags"] = list(mine["tags"])
         values["errors"] = []
+        values["scheduled_at"] = mine["scheduled_at"]
         built = new(Job)
         _set(built, "__dict__", values)
         _set(built, "__pydantic_fields_set__", columns.copy())
@@ -415,23 +420,22 @@ def _prepare(jobs: Sequence[Job]) -> list[Job]:
     return out
 
 
-def finish_stored(prepared: list[Job], rows: Sequence[Sequence[Any]]) -> list[Job]:
-    """Set the server-chosen columns of ``prepare_stored`` jobs from the INSERT's rows.
-
-    A statement's rows share their ``inserted_at`` (the transaction's ``now()``), so each
-    distinct timestamp is made aware once per batch instead of once per job.
-    """
-    aware: dict[datetime, datetime] = {}
-    for job, row in zip(prepared, rows, strict=True):
+def finish_stored(
+    prepared: list[Job],
+    ids: Sequence[int],
+    now: datetime,
+    inserted_ats: Sequence[datetime] | None = None,
+) -> list[Job]:
+    """Set the server-chosen columns of ``prepare_stored`` jobs: their ids, in order, and the
+    statement's time: the scheduled time of those sent without one, and the insert time of all
+    (or each its own from ``inserted_ats``, when a changed column default gave them other)."""
+    aware = _aware(now)
+    for n, (job, job_id) in enumerate(zip(prepared, ids, strict=True)):
         values = job.__dict__
-        values["id"] = row[0]
-        inserted_at = row[1]
-        inserted = aware.get(inserted_at)
-        if inserted is None:
-            inserted = aware[inserted_at] = _aware(inserted_at)
-        values["inserted_at"] = inserted
-        scheduled_at = row[2]
-        values["scheduled_at"] = inserted if scheduled_at == inserted_at else _aware(scheduled_at)
+        values["id"] = job_id
+        values["inserted_at"] = aware if inserted_ats is None else _aware(inserted_ats[n])
+        if values["scheduled_at"] is None:
+            values["scheduled_at"] = aware
     return prepared
 
 

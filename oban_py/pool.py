@@ -104,7 +104,8 @@ class AsyncPool:
             except BaseException:
                 await self._release()
                 raise
-            if conn.closed or conn.info.transaction_status != _IDLE:
+            # Read off libpq directly: ``conn.info`` builds an object per call.
+            if conn.pgconn.transaction_status != _IDLE:
                 await self._release()
             return result
         finally:

@@ -56,6 +56,22 @@ async def test_enqueue_many_returns_exactly_the_stored_rows_in_input_order(
         assert job.model_dump() == (await stored(conn, job.id)).model_dump()
 
 
+async def test_a_batch_whose_rows_got_their_own_insert_times_returns_each_one(
+    client: Client, conn: psycopg.AsyncConnection[Any]
+) -> None:
+    # A batch comes back as ids and the one insert time its rows share; a changed column
+    # default that gives every row its own time must not hand all jobs the first one.
+    await conn.execute(
+        "ALTER TABLE oban_jobs ALTER COLUMN inserted_at"
+        " SET DEFAULT timezone('UTC', clock_timestamp())"
+    )
+    jobs = varied_jobs() * 3
+    inserted = await client.enqueue_many(jobs)
+    assert len({job.inserted_at for job in inserted}) == len(jobs)
+    for job in inserted:
+        assert job.model_dump() == (await stored(conn, job.id)).model_dump()
+
+
 async def test_returned_job_shares_no_mutable_value_with_the_callers_job(client: Client) -> None:
     job = Job(worker="W.Nested", args={"a": [1]}, meta={"m": 1}, tags=["t"])
     inserted = await client.enqueue(job)

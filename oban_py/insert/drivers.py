@@ -93,7 +93,8 @@ async def _drive_async(
                     tuples = conn.cursor(row_factory=tuple_row)
                 cur = tuples
             await cur.execute(step.query, step.params, prepare=step.prepare)
-            rows = await cur.fetchall() if cur.pgresult and cur.pgresult.ntuples else []
+            answer = cur.pgresult
+            rows = await cur.fetchall() if answer is not None and answer.ntuples else []
     except BaseException as error:
         # The pipeline learns of the failure, as a ``with`` block would tell it.
         if stack is not None:
@@ -151,7 +152,8 @@ def _drive_sync(conn: psycopg.Connection[Any], program: Program[T]) -> T:
                     tuples = conn.cursor(row_factory=tuple_row)
                 cur = tuples
             cur.execute(step.query, step.params, prepare=step.prepare)
-            rows = cur.fetchall() if cur.pgresult and cur.pgresult.ntuples else []
+            answer = cur.pgresult
+            rows = cur.fetchall() if answer is not None and answer.ntuples else []
     except BaseException as error:
         if stack is not None:
             pipeline, stack = stack, None

@@ -96,8 +96,9 @@ def _insert(queries: Queries, jobs: Sequence[Job], own_transaction: bool) -> Pro
         prepared = [prepare_stored([jobs[i] for i in chunk]) for chunk in chunks]
         for chunk, built in zip(chunks, prepared, strict=True):
             rows = yield RECEIVE
-            # Each row starts with id, inserted_at, scheduled_at.
-            for i, job in zip(chunk, finish_stored(built, rows), strict=True):
+            ids, now, inserted_ats = rows[0]
+            stored = finish_stored(built, ids, now, inserted_ats)
+            for i, job in zip(chunk, stored, strict=True):
                 results[i] = job
     if len(plain) < len(jobs):
         plan = unique_plan(queries.prefix, jobs)
@@ -117,19 +118,21 @@ def text_array(values: Sequence[str]) -> str:
     return "{" + ",".join(f'"{v}"' for v in quoted) + "}"
 
 
-def row_params(job: Job) -> dict[str, Any]:
-    """The columns an insert writes, as statement parameters."""
-    return {
-        "state": job.state,
-        "queue": job.queue,
-        "worker": job.worker,
-        "args": jsonb.dumps_str(job.args),
-        "meta": jsonb.dumps_str(job.meta),
-        "tags": text_array(job.tags),
-        "max_attempts": job.max_attempts,
-        "priority": job.priority,
-        "scheduled_at": to_naive_utc(job.scheduled_at),
-    }
+def row_params(job: Job, insert_channel: str) -> tuple[Any, ...]:
+    """The parameters of ``sql/insert_job.sql``: the columns an insert writes, in its order,
+    then the notification channel."""
+    return (
+        job.state,
+        job.queue,
+        job.worker,
+        jsonb.dumps_str(job.args),
+        jsonb.dumps_str(job.meta),
+        text_array(job.tags),
+        job.max_attempts,
+        job.priority,
+        to_naive_utc(job.scheduled_at),
+        insert_channel,
+    )
 
 
 def _row(job: Job) -> dict[str, Any]:
@@ -153,9 +156,7 @@ def plain_statement(queries: Queries, jobs: Sequence[Job], insert_channel: str) 
     cost four times as much, and psycopg dumping 5,000-element lists far more.
     """
     if len(jobs) == 1:
-        params = row_params(jobs[0])
-        params["channel"] = insert_channel
-        return Statement(queries["insert_job"], params)
+        return Statement(queries["insert_job"], row_params(jobs[0], insert_channel))
     rows = jsonb.dumps_str([_row(job) for job in jobs])
     return Statement(queries["insert_jobs"], {"rows": rows, "channel": insert_channel})
 

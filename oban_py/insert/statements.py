@@ -11,7 +11,7 @@ may do its own work while the server runs the statement.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -20,7 +20,8 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class Statement:
-    """One statement: its rendered query, parameters, and how its rows come back.
+    """One statement: its rendered query, parameters (named, or positional), and how its rows
+    come back.
 
     ``dicts`` rows are full job rows (mappings, JSON decoded exactly); otherwise tuples.
     ``prepare=False`` asks for a plan made for these very parameter values, for statements
@@ -28,7 +29,7 @@ class Statement:
     """
 
     query: bytes
-    params: dict[str, Any] = field(default_factory=dict)
+    params: Mapping[str, Any] | Sequence[Any] = field(default_factory=dict)
     dicts: bool = False
     prepare: bool | None = None
     pipelined: bool = False

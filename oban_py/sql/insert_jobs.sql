@@ -29,13 +29,21 @@ inserted AS (
     ORDER BY r.ord
     -- Only what the server chose: the client fills in the rest from the jobs it sent, which
     -- spares encoding and decoding every inserted row.
-    RETURNING id, inserted_at, scheduled_at, state, queue
+    RETURNING id, inserted_at, state, queue
 ),
 notified AS (
     -- Byte for byte Elixir's payload: {{"queue":"<queue>"}} (Jason writes no spaces).
     SELECT pg_notify(%(channel)s, '{{"queue":' || to_json(q.queue)::text || '}}')
     FROM (SELECT DISTINCT i.queue FROM inserted AS i WHERE i.state = 'available') AS q
 )
-SELECT inserted.id, inserted.inserted_at, inserted.scheduled_at
+-- One row for the batch: the ids in input order (assigned in it) and the statement's time, the
+-- scheduled time of every job sent without one and, as the column default has it, every row's
+-- insert time; only should a changed default give rows other insert times, those too, in the
+-- same order. Decoding thousands of rows of timestamps cost the client more than the server
+-- spent inserting them.
+SELECT array_agg(inserted.id ORDER BY inserted.id) AS ids,
+       timezone('UTC', now()) AS now,
+       CASE WHEN bool_or(inserted.inserted_at <> timezone('UTC', now()))
+            THEN array_agg(inserted.inserted_at ORDER BY inserted.id)
+       END AS inserted_ats
 FROM inserted, (SELECT count(*) FROM notified) AS sent
-ORDER BY inserted.id
