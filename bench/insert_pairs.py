@@ -71,7 +71,7 @@ async def single(bench: db.BenchDatabase, client: Client, count: int) -> tuple[f
     block = 50
     timed = {"ours": 0.0, "raw": 0.0}
 
-    async def raw_block(conn: psycopg.AsyncConnection[Any], _: object) -> None:
+    async def raw_block(conn: psycopg.AsyncConnection[Any], _: None, __: object) -> None:
         t0 = time.perf_counter()
         for _ in range(block):
             await conn.execute(RAW, ("idle", "Bench.Noop", "{}"), prepare=True)
@@ -97,7 +97,7 @@ async def single(bench: db.BenchDatabase, client: Client, count: int) -> tuple[f
 
 async def pooled(client: Client, use: Any) -> None:
     # The client's own way to its held connection (private: a benchmark may look inside).
-    await client._pools.run(use)
+    await client._pools.run(use, None)
 
 
 def server_bulk(bench: db.BenchDatabase, size: int) -> float:

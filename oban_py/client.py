@@ -148,7 +148,7 @@ class Client:
             pools = self._pools
             if not pools.opened:
                 await pools.open()
-            return await pools.run(lambda pooled, cursor: run_async(pooled, work, cursor))
+            return await pools.run(run_async, work)
         if isinstance(conn, psycopg.AsyncConnection):
             return await run_async(conn, work)
         return await asyncio.to_thread(run_sync, conn, work)

@@ -281,7 +281,8 @@ class Job(BaseModel):
         for key in ("state", "queue", "worker", "max_attempts", "priority"):
             values[key] = mine[key]
         values["args"] = _copy_json(mine["args"])
-        values["meta"] = _copy_json(mine["meta"])
+        meta = mine["meta"]
+        values["meta"] = _copy_json(meta) if meta else {}
         values["tags"] = list(mine["tags"])
         values["errors"] = []
         values["inserted_at"] = inserted = _aware(inserted_at)

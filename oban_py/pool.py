@@ -26,9 +26,11 @@ from oban_py.errors import DatabaseUnavailable
 CONNECT_TIMEOUT = 10
 _IDLE = pq.TransactionStatus.IDLE
 
+A = TypeVar("A")
 T = TypeVar("T")
-#: What ``AsyncPool.run`` calls: a connection and, for the held one, its kept tuple cursor.
-Use = Callable[[psycopg.AsyncConnection[Any], "psycopg.AsyncCursor[Any] | None"], Awaitable[T]]
+#: What ``AsyncPool.run`` calls: a connection, the caller's argument and, for the held
+#: connection, its kept tuple cursor.
+Use = Callable[[psycopg.AsyncConnection[Any], A, "psycopg.AsyncCursor[Any] | None"], Awaitable[T]]
 
 
 async def configure_async(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -86,12 +88,12 @@ class AsyncPool:
         self._cursor: psycopg.AsyncCursor[Any] | None = None
         self._held_busy = False
 
-    async def run(self, use: Use[T]) -> T:
-        """``use(conn, cursor)`` on a connection for one call: the held one when it is free,
-        with a tuple cursor kept for it (else ``None``), otherwise one of the pool."""
+    async def run(self, use: Use[A, T], arg: A) -> T:
+        """``use(conn, arg, cursor)`` on a connection for one call: the held one when it is
+        free, with a tuple cursor kept for it (else ``None``), otherwise one of the pool."""
         if self._held_busy or self.pool.max_size < 4:
             async with self.pool.connection() as conn:
-                return await use(conn, None)
+                return await use(conn, arg, None)
         self._held_busy = True
         try:
             conn = self._held
@@ -100,7 +102,7 @@ class AsyncPool:
                 # Made once: a cursor costs a single enqueue as much as its own Python work.
                 self._cursor = conn.cursor(row_factory=tuple_row)
             try:
-                result = await use(conn, self._cursor)
+                result = await use(conn, arg, self._cursor)
             except BaseException:
                 await self._release()
                 raise

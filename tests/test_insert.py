@@ -62,6 +62,8 @@ class EchoWorker(Worker):
 
 
 async def test_plain_insert_has_the_same_row_as_elixirs(client: Client, conn: Any) -> None:
+    # Written by sql/insert_job_defaults.sql: every column but queue, worker and args is left
+    # to the table's defaults, so these must be Elixir's Job defaults.
     job = await client.enqueue(EchoWorker.new({"name": "plain", "n": 1}, queue="default"))
     row = await row_json(conn, job.id)
     expected = fixture("insert_plain")

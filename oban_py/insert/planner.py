@@ -121,17 +121,31 @@ def text_array(values: Sequence[str]) -> str:
 def row_params(job: Job, insert_channel: str) -> tuple[Any, ...]:
     """The parameters of ``sql/insert_job.sql``: the columns an insert writes, in its order,
     then the notification channel."""
+    meta, tags, scheduled_at = job.meta, job.tags, job.scheduled_at
     return (
         job.state,
         job.queue,
         job.worker,
         jsonb.dumps_str(job.args),
-        jsonb.dumps_str(job.meta),
-        text_array(job.tags),
+        jsonb.dumps_str(meta) if meta else "{}",
+        text_array(tags) if tags else "{}",
         job.max_attempts,
         job.priority,
-        to_naive_utc(job.scheduled_at),
+        None if scheduled_at is None else to_naive_utc(scheduled_at),
         insert_channel,
+    )
+
+
+def _all_defaults(job: Job) -> bool:
+    """Whether every column but queue, worker and args is its default, which the table has too:
+    the server then parses three values instead of nine (a few percent of a single enqueue)."""
+    return (
+        job.state == "available"
+        and job.scheduled_at is None
+        and job.priority == 0
+        and job.max_attempts == 20
+        and not job.meta
+        and not job.tags
     )
 
 
@@ -156,7 +170,11 @@ def plain_statement(queries: Queries, jobs: Sequence[Job], insert_channel: str) 
     cost four times as much, and psycopg dumping 5,000-element lists far more.
     """
     if len(jobs) == 1:
-        return Statement(queries["insert_job"], row_params(jobs[0], insert_channel))
+        job = jobs[0]
+        if _all_defaults(job):
+            params = (job.queue, job.worker, jsonb.dumps_str(job.args), insert_channel)
+            return Statement(queries["insert_job_defaults"], params)
+        return Statement(queries["insert_job"], row_params(job, insert_channel))
     rows = jsonb.dumps_str([_row(job) for job in jobs])
     return Statement(queries["insert_jobs"], {"rows": rows, "channel": insert_channel})
 
