@@ -1,8 +1,9 @@
 """The dashboard in a real headless Chromium (Debian's ``chromium``, driven by Playwright).
 
 The server is ``oban-py web`` itself, run in a subprocess with a token; nodes are
-``oban-py start`` subprocesses. Each test writes a screenshot of the page it exercised to
-``docs/assets/`` (the dashboard docs show them).
+``oban-py start`` subprocesses. Each test takes a screenshot of the page it exercised; with
+``OBAN_SCREENSHOTS=1`` they replace the ones in ``docs/assets/`` (the dashboard docs show them),
+otherwise they go to a temporary folder, so a test run leaves the tree as it was.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,6 +34,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 ASSETS = ROOT / "docs" / "assets"
+SHOTS = Path(tempfile.gettempdir()) / "oban-py-screenshots"
 TOKEN = "browser-test-token"
 XSS = '<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2">'
 
@@ -188,8 +191,9 @@ def page(browser: Any, server: str) -> Iterator[Any]:
 
 
 def shot(page: Any, name: str) -> None:
-    ASSETS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ASSETS / f"dashboard-{name}.png"), full_page=True)
+    folder = ASSETS if os.environ.get("OBAN_SCREENSHOTS") == "1" else SHOTS
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / f"dashboard-{name}.png"), full_page=True)
 
 
 def test_overview_shows_the_counts_of_a_seeded_database(dsn: str, page: Any, node: Any) -> None:
