@@ -7,9 +7,10 @@ bulk: one ``enqueue_many`` call of 20,000 jobs (built beforehand, the call alone
 server inserting the same rows by itself (``generate_series``: its own bound), and one
 ``Queries.enqueue`` call of 20,000 jobs by pgqueuer 1.6 (its own venv and database, see
 ``bench/peers.py``; ``--no-peer`` skips it). single: 1,000 sequential ``enqueue`` calls on an
-idle client (building each ``Job`` included) and 1,000 one-row ``INSERT``s sent one at a
-time on the connection the client holds (the server's round-trip rate), alternating in blocks
-of 50. Every count is checked in the database.
+idle client timed alone (their jobs built just before each block of 50, as the bulk figure),
+1,000 more building each ``Job`` in the timed loop, and one-row ``INSERT``s sent one at a time
+on the connection the client holds (the server's round-trip rate), alternating in blocks of
+50. Every count is checked in the database.
 Prints each pair and the medians, one JSON line last.
 """
 
@@ -61,15 +62,17 @@ async def bulk(bench: db.BenchDatabase, client: Client, size: int) -> tuple[floa
     return size / spent, cpu / spent
 
 
-async def single(bench: db.BenchDatabase, client: Client, count: int) -> tuple[float, float]:
+async def single(bench: db.BenchDatabase, client: Client, count: int) -> tuple[float, float, float]:
     """Sequential ``enqueue`` calls and raw one-row INSERTs, alternating in blocks of 50 so
-    both see the same load, on the one connection the client holds for its calls: both talk to
+    all see the same load, on the one connection the client holds for its calls: all talk to
     the same server process. (On two cores, two connections alternating differ by 60-100 µs a
     call with where the scheduler happens to put their server processes, enough to swamp what
-    is measured here.)"""
+    is measured here.) Two kinds of our blocks: the call alone (each block's jobs built just
+    before it, as the bulk figure times the call alone), and building each ``Job`` in the loop
+    as well. Rates: the call, the call with building, raw."""
     bench.reset()
     block = 50
-    timed = {"ours": 0.0, "raw": 0.0}
+    timed = {"call": 0.0, "built": 0.0, "raw": 0.0}
 
     async def raw_block(conn: psycopg.AsyncConnection[Any], _: None, __: object) -> None:
         t0 = time.perf_counter()
@@ -82,17 +85,25 @@ async def single(bench: db.BenchDatabase, client: Client, count: int) -> tuple[f
     for _ in range(20 // block + 1):
         await pooled(client, raw_block)
     timed["raw"] = 0.0
-    for _ in range(count // block):
+    blocks = count // block
+    for _ in range(blocks):
+        jobs = [_job(i) for i in range(block)]
+        t0 = time.perf_counter()
+        for job in jobs:
+            await client.enqueue(job)
+        timed["call"] += time.perf_counter() - t0
+        await pooled(client, raw_block)
         t0 = time.perf_counter()
         for i in range(block):
             await client.enqueue(_job(i))
-        timed["ours"] += time.perf_counter() - t0
+        timed["built"] += time.perf_counter() - t0
         await pooled(client, raw_block)
-    done = count // block * block
+    done = blocks * block
     stored = bench.one("SELECT count(*) FROM oban_jobs")
-    if stored != 2 * done + 20 + block:
-        raise BenchFailure(f"single stored {stored} of {2 * done + 20 + block}")
-    return done / timed["ours"], done / timed["raw"]
+    expected = 4 * done + 20 + block
+    if stored != expected:
+        raise BenchFailure(f"single stored {stored} of {expected}")
+    return done / timed["call"], done / timed["built"], 2 * done / timed["raw"]
 
 
 async def pooled(client: Client, use: Any) -> None:
@@ -146,6 +157,7 @@ async def run(pairs: int, size: int, count: int, with_peer: bool) -> dict[str, A
         "server_bulk": [],
         "peer": [],
         "single": [],
+        "single_built": [],
         "raw": [],
     }
     try:
@@ -160,15 +172,17 @@ async def run(pairs: int, size: int, count: int, with_peer: bool) -> dict[str, A
                 theirs = peer_bulk(bench, size) if with_peer else None
                 if theirs is not None:
                     figures["peer"].append(theirs)
-                one, raw = await single(bench, client, count)
+                one, built, raw = await single(bench, client, count)
                 figures["single"].append(one)
+                figures["single_built"].append(built)
                 figures["raw"].append(raw)
                 peer_text = f"{theirs:,.0f}" if theirs is not None else "-"
                 print(
                     f"pair {n + 1}: enqueue_many {size:,} in one call {ours:,.0f} jobs/s "
                     f"(client CPU {share:.0%} of it; the server alone {bound:,.0f}), "
                     f"pgqueuer {peer_text}; "
-                    f"single enqueue {one:,.0f}/s vs raw INSERT {raw:,.0f}/s ({one / raw:.2f})",
+                    f"single enqueue {one:,.0f}/s ({built:,.0f}/s building each Job) vs raw "
+                    f"INSERT {raw:,.0f}/s ({one / raw:.2f}; {built / raw:.2f})",
                     flush=True,
                 )
     finally:
@@ -176,13 +190,16 @@ async def run(pairs: int, size: int, count: int, with_peer: bool) -> dict[str, A
     medians = {k: statistics.median(v) for k, v in figures.items() if v}
     ratios = [a / b for a, b in zip(figures["single"], figures["raw"], strict=True)]
     medians["single_ratio"] = statistics.median(ratios)
+    built = [a / b for a, b in zip(figures["single_built"], figures["raw"], strict=True)]
+    medians["single_built_ratio"] = statistics.median(built)
     bounds = [a / b for a, b in zip(figures["bulk"], figures["server_bulk"], strict=True)]
     medians["bulk_of_server"] = statistics.median(bounds)
     print(
         f"median: enqueue_many {medians['bulk']:,.0f} jobs/s = {medians['bulk_of_server']:.2f} x "
         f"the server alone {medians['server_bulk']:,.0f} (pgqueuer "
         f"{medians.get('peer', float('nan')):,.0f}); single {medians['single']:,.0f}/s = "
-        f"{medians['single_ratio']:.2f} x raw {medians['raw']:,.0f}/s"
+        f"{medians['single_ratio']:.2f} x raw {medians['raw']:,.0f}/s (building each Job too: "
+        f"{medians['single_built_ratio']:.2f} x)"
     )
     print(json.dumps({"pairs": figures, "median": medians}))
     return medians

@@ -43,6 +43,13 @@ async def run_async(
     ``cursor``: a tuple cursor of ``conn`` that nothing else uses meanwhile, to run tuple
     statements on instead of a new one.
     """
+    one = work.one
+    if one is not None:
+        statement, finish = one
+        cur = cursor if cursor is not None else conn.cursor(row_factory=tuple_row)
+        await cur.execute(statement.query, statement.params, prepare=statement.prepare)
+        answer = cur.pgresult
+        return finish(await cur.fetchall() if answer is not None and answer.ntuples else [])
     if work.transaction and _own(conn):
         async with conn.transaction():
             return await _drive_async(conn, work.program(True), cursor)
@@ -108,8 +115,14 @@ async def _drive_async(
 
 def run_sync(conn: psycopg.Connection[Any], work: Work[T]) -> T:
     """``run_async`` for a sync connection."""
-    own = _own(conn)
-    if work.transaction and own:
+    one = work.one
+    if one is not None:
+        statement, finish = one
+        cur = conn.cursor(row_factory=tuple_row)
+        cur.execute(statement.query, statement.params, prepare=statement.prepare)
+        answer = cur.pgresult
+        return finish(cur.fetchall() if answer is not None and answer.ntuples else [])
+    if work.transaction and _own(conn):
         with conn.transaction():
             return _drive_sync(conn, work.program(True))
     return _drive_sync(conn, work.program(False))

@@ -34,7 +34,7 @@ from psycopg import sql
 
 from oban_py import jsonb
 from oban_py.hooks import apply_insert_hooks
-from oban_py.insert.statements import RECEIVE, Program, Statement, Work
+from oban_py.insert.statements import RECEIVE, Program, Statement, Work, one_statement
 from oban_py.job import Job, finish_stored, prepare_stored, to_naive_utc
 from oban_py.queries import Queries
 from oban_py.unique import Unique, compared_value, lock_key
@@ -64,15 +64,11 @@ def insert_plan(queries: Queries, jobs: Sequence[Job]) -> Work[list[Job]]:
     amended = apply_insert_hooks(jobs)
     if len(amended) == 1 and amended[0].unique is None:
         # The common single enqueue: one statement, nothing to order or overlap.
-        return Work(lambda own: _insert_one(queries, amended[0]))
+        job = amended[0]
+        statement = plain_statement(queries, [job], channel(queries.prefix, "insert"))
+        return one_statement(statement, lambda rows: [job.stored(*rows[0][:3])])
     several = len(amended) > 1 or amended[0].unique is not None
     return Work(lambda own: _insert(queries, amended, own), transaction=several)
-
-
-def _insert_one(queries: Queries, job: Job) -> Program[list[Job]]:
-    rows = yield plain_statement(queries, [job], channel(queries.prefix, "insert"))
-    row = rows[0]
-    return [job.stored(row[0], row[1], row[2])]
 
 
 def _insert(queries: Queries, jobs: Sequence[Job], own_transaction: bool) -> Program[list[Job]]:

@@ -58,3 +58,17 @@ class Work(Generic[T]):
 
     program: Callable[[bool], Program[T]]
     transaction: bool = False
+    #: Work of one tuple statement also carries it and what makes the result of its rows, so a
+    #: driver may run it without stepping the program (the same thing, a microsecond sooner).
+    one: tuple[Statement, Callable[[list[Any]], T]] | None = None
+
+
+def one_statement(statement: Statement, finish: Callable[[list[Any]], T]) -> Work[T]:
+    """The work of running ``statement`` (tuple rows, not pipelined) and ``finish(rows)``."""
+    if statement.dicts or statement.pipelined:
+        raise ValueError("one_statement runs a tuple statement, not pipelined")
+
+    def program(own_transaction: bool) -> Program[T]:
+        return finish((yield statement))
+
+    return Work(program, one=(statement, finish))
