@@ -20,7 +20,7 @@ from psycopg.types.json import set_json_loads
 
 from oban_py import jsonb
 from oban_py.insert.planner import insert_plan
-from oban_py.insert.statements import Program, Receive, Work
+from oban_py.insert.statements import Program, Receive, Statement, Work
 from oban_py.job import Job
 from oban_py.queries import Queries
 
@@ -47,13 +47,25 @@ async def run_async(
     if one is not None:
         statement, finish = one
         cur = cursor if cursor is not None else conn.cursor(row_factory=tuple_row)
-        await cur.execute(statement.query, statement.params, prepare=statement.prepare)
-        answer = cur.pgresult
-        return finish(await cur.fetchall() if answer is not None and answer.ntuples else [])
+        return finish(await _rows_async(cur, statement))
     if work.transaction and _own(conn):
         async with conn.transaction():
             return await _drive_async(conn, work.program(True), cursor)
     return await _drive_async(conn, work.program(False), cursor)
+
+
+async def _rows_async(cur: psycopg.AsyncCursor[Any], statement: Statement) -> list[Any]:
+    """Execute ``statement`` on ``cur``; its rows (none for a statement that returns none)."""
+    await cur.execute(statement.query, statement.params, prepare=statement.prepare)
+    answer = cur.pgresult
+    return await cur.fetchall() if answer is not None and answer.ntuples else []
+
+
+def _rows_sync(cur: psycopg.Cursor[Any], statement: Statement) -> list[Any]:
+    """``_rows_async`` for a sync cursor."""
+    cur.execute(statement.query, statement.params, prepare=statement.prepare)
+    answer = cur.pgresult
+    return cur.fetchall() if answer is not None and answer.ntuples else []
 
 
 async def _drive_async(
@@ -99,9 +111,7 @@ async def _drive_async(
                 if tuples is None:
                     tuples = conn.cursor(row_factory=tuple_row)
                 cur = tuples
-            await cur.execute(step.query, step.params, prepare=step.prepare)
-            answer = cur.pgresult
-            rows = await cur.fetchall() if answer is not None and answer.ntuples else []
+            rows = await _rows_async(cur, step)
     except BaseException as error:
         # The pipeline learns of the failure, as a ``with`` block would tell it.
         if stack is not None:
@@ -118,10 +128,7 @@ def run_sync(conn: psycopg.Connection[Any], work: Work[T]) -> T:
     one = work.one
     if one is not None:
         statement, finish = one
-        cur = conn.cursor(row_factory=tuple_row)
-        cur.execute(statement.query, statement.params, prepare=statement.prepare)
-        answer = cur.pgresult
-        return finish(cur.fetchall() if answer is not None and answer.ntuples else [])
+        return finish(_rows_sync(conn.cursor(row_factory=tuple_row), statement))
     if work.transaction and _own(conn):
         with conn.transaction():
             return _drive_sync(conn, work.program(True))
@@ -164,9 +171,7 @@ def _drive_sync(conn: psycopg.Connection[Any], program: Program[T]) -> T:
                 if tuples is None:
                     tuples = conn.cursor(row_factory=tuple_row)
                 cur = tuples
-            cur.execute(step.query, step.params, prepare=step.prepare)
-            answer = cur.pgresult
-            rows = cur.fetchall() if answer is not None and answer.ntuples else []
+            rows = _rows_sync(cur, step)
     except BaseException as error:
         if stack is not None:
             pipeline, stack = stack, None
