@@ -274,26 +274,12 @@ class Job(BaseModel):
         (args and meta were round-tripped through JSON when it was built), every other column
         at its table default. Shares no mutable value with this job.
         """
-        # Called once per inserted job: filled directly, as ``from_row`` does, for speed.
-        values = _ROW_DEFAULTS.copy()
-        mine = self.__dict__
+        job = _unsaved(self.__dict__)
+        values = job.__dict__
         values["id"] = job_id
-        for key in ("state", "queue", "worker", "max_attempts", "priority"):
-            values[key] = mine[key]
-        values["args"] = _copy_json(mine["args"])
-        meta = mine["meta"]
-        values["meta"] = _copy_json(meta) if meta else {}
-        values["tags"] = list(mine["tags"])
-        values["errors"] = []
         values["inserted_at"] = inserted = _aware(inserted_at)
         # Unscheduled jobs (most) are scheduled at their insert time: one conversion, not two.
         values["scheduled_at"] = inserted if scheduled_at == inserted_at else _aware(scheduled_at)
-        job = Job.__new__(Job)
-        _set = object.__setattr__
-        _set(job, "__dict__", values)
-        _set(job, "__pydantic_fields_set__", _COLUMN_SET.copy())
-        _set(job, "__pydantic_extra__", None)
-        _set(job, "__pydantic_private__", _PRIVATE_DEFAULTS.copy())
         return job
 
     def to_row(self) -> dict[str, Any]:
@@ -386,39 +372,37 @@ def prepare_stored(jobs: Sequence[Job]) -> list[Job]:
     if paused:
         gc.disable()
     try:
-        return _prepare(jobs)
+        return [_unsaved(job.__dict__) for job in jobs]
     finally:
         if paused:
             gc.enable()
 
 
-def _prepare(jobs: Sequence[Job]) -> list[Job]:
-    new = Job.__new__
+def _unsaved(mine: dict[str, Any]) -> Job:
+    """The row an insert of the job whose fields are ``mine`` stores, but for the columns the
+    server chooses: the inserted columns as the job holds them (args and meta were round-tripped
+    through JSON when it was built), every other column at its table default, sharing no
+    mutable value with the job. Filled directly, as ``from_row`` does: it runs once per
+    inserted job."""
+    values = _ROW_DEFAULTS.copy()
+    values["state"] = mine["state"]
+    values["queue"] = mine["queue"]
+    values["worker"] = mine["worker"]
+    values["max_attempts"] = mine["max_attempts"]
+    values["priority"] = mine["priority"]
+    values["args"] = _copy_json(mine["args"])
+    meta = mine["meta"]
+    values["meta"] = _copy_json(meta) if meta else {}
+    values["tags"] = list(mine["tags"])
+    values["errors"] = []
+    values["scheduled_at"] = mine["scheduled_at"]
+    built = Job.__new__(Job)
     _set = object.__setattr__
-    defaults = _ROW_DEFAULTS
-    private = _PRIVATE_DEFAULTS
-    columns = _COLUMN_SET
-    out = []
-    for job in jobs:
-        mine = job.__dict__
-        values = defaults.copy()
-        values["state"] = mine["state"]
-        values["queue"] = mine["queue"]
-        values["worker"] = mine["worker"]
-        values["max_attempts"] = mine["max_attempts"]
-        values["priority"] = mine["priority"]
-        values["args"] = _copy_json(mine["args"])
-        values["meta"] = _copy_json(mine["meta"])
-        values["tags"] = list(mine["tags"])
-        values["errors"] = []
-        values["scheduled_at"] = mine["scheduled_at"]
-        built = new(Job)
-        _set(built, "__dict__", values)
-        _set(built, "__pydantic_fields_set__", columns.copy())
-        _set(built, "__pydantic_extra__", None)
-        _set(built, "__pydantic_private__", private.copy())
-        out.append(built)
-    return out
+    _set(built, "__dict__", values)
+    _set(built, "__pydantic_fields_set__", _COLUMN_SET.copy())
+    _set(built, "__pydantic_extra__", None)
+    _set(built, "__pydantic_private__", _PRIVATE_DEFAULTS.copy())
+    return built
 
 
 def finish_stored(
