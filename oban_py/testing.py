@@ -458,9 +458,27 @@ async def all_enqueued(
     ``scheduled_at`` matches within ``delta`` seconds. ``oban`` defaults to the instance
     registered as ``"Oban"``."""
     client = _client(oban)
-    states = [state] if isinstance(state, str) else list(state or ENQUEUED_STATES)
-    params = {
-        "states": states,
+    params = _enqueued_params(worker, queue, args, meta, tags, priority, state, limit)
+    await client.open()
+    async with client.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(client.queries["jobs_list"], params)
+        found = [Job.from_row(row) for row in await cur.fetchall()]
+    return _scheduled_near(found, scheduled_at, delta)
+
+
+def _enqueued_params(
+    worker: type[Worker] | str | None,
+    queue: str | None,
+    args: Mapping[str, Any] | None,
+    meta: Mapping[str, Any] | None,
+    tags: Sequence[str] | None,
+    priority: int | None,
+    state: str | Sequence[str] | None,
+    limit: int,
+) -> dict[str, Any]:
+    """The parameters of ``sql/jobs_list.sql`` for ``all_enqueued``'s filters."""
+    return {
+        "states": [state] if isinstance(state, str) else list(state or ENQUEUED_STATES),
         "queue": queue,
         "worker": _worker_name(worker),
         "args": None if args is None else orjson.dumps(dict(args)).decode(),
@@ -469,16 +487,15 @@ async def all_enqueued(
         "priority": priority,
         "limit": limit,
     }
-    await client.open()
-    async with client.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(client.queries["jobs_list"], params)
-        found = [Job.from_row(row) for row in await cur.fetchall()]
-    if scheduled_at is not None:
-        window = timedelta(seconds=delta)
-        found = [
-            j for j in found if j.scheduled_at and abs(j.scheduled_at - scheduled_at) <= window
-        ]
-    return found
+
+
+def _scheduled_near(found: list[Job], scheduled_at: datetime | None, delta: float) -> list[Job]:
+    """The jobs of ``found`` scheduled within ``delta`` seconds of ``scheduled_at`` (all of
+    them when it is None)."""
+    if scheduled_at is None:
+        return found
+    window = timedelta(seconds=delta)
+    return [j for j in found if j.scheduled_at and abs(j.scheduled_at - scheduled_at) <= window]
 
 
 def _describe(filters: Mapping[str, Any]) -> str:

@@ -24,10 +24,9 @@ import concurrent.futures
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, TypeVar
 
-import orjson
 from asgiref.sync import async_to_sync, sync_to_async
 from psycopg.rows import dict_row
 
@@ -176,26 +175,11 @@ def all_enqueued(
     using: str | None = None,
 ) -> list[Job]:
     """``oban_py.testing.all_enqueued`` on Django's connection ``using`` (``OBAN["database"]``)."""
-    states = [state] if isinstance(state, str) else list(state or testing.ENQUEUED_STATES)
-    params = {
-        "states": states,
-        "queue": queue,
-        "worker": testing._worker_name(worker),
-        "args": None if args is None else orjson.dumps(dict(args)).decode(),
-        "meta": None if meta is None else orjson.dumps(dict(meta)).decode(),
-        "tags": None if tags is None else [t.strip().lower() for t in tags],
-        "priority": priority,
-        "limit": limit,
-    }
+    params = testing._enqueued_params(worker, queue, args, meta, tags, priority, state, limit)
     with raw_connection(using).cursor(row_factory=dict_row) as cur:
         cur.execute(_queries()["jobs_list"], params)
         found = [Job.from_row(decoded_row(row)) for row in cur.fetchall()]
-    if scheduled_at is not None:
-        window = timedelta(seconds=delta)
-        found = [
-            j for j in found if j.scheduled_at and abs(j.scheduled_at - scheduled_at) <= window
-        ]
-    return found
+    return testing._scheduled_near(found, scheduled_at, delta)
 
 
 def assert_enqueued(*, using: str | None = None, **filters: Any) -> Job:
