@@ -138,10 +138,10 @@ def _all_defaults(job: Job) -> bool:
     return (
         job.state == "available"
         and job.scheduled_at is None
-        and job.priority == 0
-        and job.max_attempts == 20
-        and not job.meta
-        and not job.tags
+        and job.priority == _DEFAULTS["priority"]
+        and job.max_attempts == _DEFAULTS["max_attempts"]
+        and job.meta == _DEFAULTS["meta"]
+        and job.tags == _DEFAULTS["tags"]
     )
 
 
