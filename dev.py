@@ -4,7 +4,7 @@
 python3 dev.py demo    # embedded PostgreSQL (or DATABASE_URL / --dsn), a real node, real jobs
                        # (installs only the core and the embedded server)
 python3 dev.py test    # the whole test suite (installs every extra)
-python3 dev.py lint    # ruff check, ruff format --check, mypy
+python3 dev.py lint    # ruff check, ruff format --check, mypy, import-linter (layers, no cycles)
 python3 dev.py bench   # benchmarks (see bench/README.md)
 python3 dev.py docs    # the documentation site, built strictly into site/
 """
@@ -85,6 +85,8 @@ def main() -> int:
             [str(PY), "-m", "ruff", "check", "."],
             [str(PY), "-m", "ruff", "format", "--check", "."],
             [str(PY), "-m", "mypy"],
+            # The layers and the no-cycles rule of pyproject.toml's [tool.importlinter].
+            [str(BIN / "lint-imports")],
         ]
         return max(run(*c) for c in checks)
     if task == "docs":

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from oban_py import telemetry
-from oban_py.client import Client, get_instance
+from oban_py.client.core import Client, get_instance
 from oban_py.config import Config
-from oban_py.errors import (
+from oban_py.job.errors import (
     DatabaseUnavailable,
     InstanceNotFound,
     InvalidArgs,
@@ -13,11 +13,11 @@ from oban_py.errors import (
     SchemaError,
     UnknownWorker,
 )
-from oban_py.job import Job
-from oban_py.oban import Oban
-from oban_py.results import Cancel, Record, Snooze
-from oban_py.terms import Atom, RecordTooLarge
-from oban_py.unique import Unique
+from oban_py.job.model import Job
+from oban_py.job.returns import Cancel, Record, Snooze
+from oban_py.job.terms import Atom, RecordTooLarge
+from oban_py.job.unique import Unique
+from oban_py.node.instance import Oban
 from oban_py.worker import Worker, job, resolve, worker
 
 __version__ = "0.1.0"

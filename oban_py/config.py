@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from oban_py.job import MAX_NAME_LENGTH
+from oban_py.job.model import MAX_NAME_LENGTH
 
 
 def default_node() -> str:

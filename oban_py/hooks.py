@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Protocol
 
-from oban_py.job import Job
+from oban_py.job.model import Job
 
 InsertHook = Callable[[Job], Job]
 

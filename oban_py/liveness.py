@@ -39,7 +39,7 @@ from oban_py import telemetry
 
 if TYPE_CHECKING:
     from oban_py.config import Config
-    from oban_py.queries import Queries
+    from oban_py.sql import Queries
 
 log = structlog.get_logger("oban.liveness")
 

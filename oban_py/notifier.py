@@ -38,7 +38,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from oban_py import telemetry
 from oban_py.config import Config
-from oban_py.queries import Queries
+from oban_py.sql import Queries
 
 Callback = Callable[[dict[str, Any]], Any]
 Connect = Callable[[], Awaitable[psycopg.AsyncConnection[Any]]]

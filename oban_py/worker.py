@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, overload
 
 from pydantic import BaseModel, ValidationError
 
-from oban_py.client import require_loop
-from oban_py.errors import InvalidArgs, UnknownWorker
-from oban_py.job import Job
-from oban_py.registry import get_instance
+from oban_py import crontab
+from oban_py.client.core import get_instance, require_loop
+from oban_py.job.errors import InvalidArgs, UnknownWorker
+from oban_py.job.model import Job
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection, Connection
@@ -236,7 +236,7 @@ def worker(
 
     Options are validated at once (a bad queue fails at import, not at the first insert).
     ``cron`` (an expression, or ``{"expr", "timezone", "args"}``) makes the leader insert the
-    worker's jobs on that schedule (see ``oban_py.cron``).
+    worker's jobs on that schedule (see ``oban_py.crontab``).
     """
     options = {
         "queue": queue,
@@ -256,9 +256,7 @@ def worker(
         built = _apply(target, options, name)
         _check(built)
         if cron is not None:
-            # Registered here, inserted by the leader's Cron duty (oban_py.cron).
-            from oban_py import cron as crontab
-
+            # Registered here, inserted by the leader's Cron duty (oban_py.cluster.cron).
             crontab.register(built.__oban_name__, cron)
         return built
 

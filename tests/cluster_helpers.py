@@ -22,7 +22,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from oban_py.config import Config
-from oban_py.queries import Queries
+from oban_py.sql import Queries
 
 Callback = Callable[[dict[str, Any]], None]
 

@@ -20,7 +20,7 @@ from nodekit import insert, row, wait_for, wait_state
 
 from oban_py import Oban, Record
 from oban_py.config import LifelineConfig
-from oban_py.job import Job
+from oban_py.job.model import Job
 from oban_py.worker import Worker
 
 RUNS: dict[int, int] = {}
@@ -216,7 +216,7 @@ async def test_rows_no_decoder_reads_are_discarded_and_strand_no_other_claimed_j
     assert "cannot be read" in (await row(conn, infinite))["errors"][0]["error"]
     # Wide numbers reach the worker exactly, as Elixir wrote them.
     cur = await conn.execute("SELECT meta->>'return' FROM oban_jobs WHERE id = %s", (wide,))
-    from oban_py.terms import decode_recorded
+    from oban_py.job.terms import decode_recorded
 
     recorded = decode_recorded((await cur.fetchone())[0])
     assert "'n': 123456789012345678901234567890" in recorded["args"]

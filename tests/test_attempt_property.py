@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 
 from oban_py import Cancel, Client, Oban, Record, Snooze
 from oban_py.config import LifelineConfig
-from oban_py.job import Job
+from oban_py.job.model import Job
 from oban_py.worker import Worker
 
 EXAMPLES = int(os.environ.get("OBAN_PROPERTY_EXAMPLES", "30"))

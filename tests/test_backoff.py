@@ -8,7 +8,7 @@ from datetime import datetime
 import pytest
 from conftest import FIXTURES
 
-from oban_py.backoff import base_delay, clamped_attempt, default_backoff, round_half_away
+from oban_py.job.backoff import base_delay, clamped_attempt, default_backoff, round_half_away
 
 
 @pytest.mark.parametrize(

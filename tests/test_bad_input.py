@@ -26,7 +26,7 @@ from oban_py import (
     notifier,
     schema,
 )
-from oban_py.errors import error_entry
+from oban_py.job.errors import error_entry
 
 INJECTION = 'x"; DROP TABLE oban_jobs; --'
 
@@ -260,8 +260,8 @@ async def test_too_large_notification_never_fails_the_insert_or_the_transaction(
     async with conn.transaction():
         await notifier.publish(conn, "public", "insert", [huge, {"queue": "bad"}])
         job = Fine.new({"n": 1}, queue="bad")
-        from oban_py.client import insert_async
-        from oban_py.queries import Queries
+        from oban_py.client.core import insert_async
+        from oban_py.sql import Queries
 
         [inserted] = await insert_async(conn, Queries("public"), [job])
     assert (await row(conn, inserted.id))["state"] == "available"  # type: ignore[arg-type]

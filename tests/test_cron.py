@@ -10,8 +10,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from oban_py import cron
-from oban_py.cron import Cron, CronEntry, Expression
+from oban_py import crontab as cron
+from oban_py.cluster.cron import Cron, worker_defaults
+from oban_py.crontab import CronEntry, Expression
 from tests.cluster_helpers import Recorder, eventually, node
 from tests.conftest import FIXTURES
 
@@ -171,7 +172,7 @@ def test_worker_decorator_registers_its_cron_entry() -> None:
 
     (entry,) = [e for e in cron.crontab([]) if e.worker == Hourly.__oban_name__]
     assert (entry.expr, entry.timezone) == ("0 * * * *", "Europe/Paris")
-    assert entry.job_options()["queue"] == "reports"
+    assert entry.job_options(worker_defaults(entry.worker))["queue"] == "reports"
 
 
 def test_expressions_that_can_never_run_are_rejected_as_elixir_rejects_them() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from conftest import FIXTURES
 
-from oban_py.errors import (
+from oban_py.job.errors import (
     DatabaseUnavailable,
     InstanceNotFound,
     InvalidArgs,
@@ -26,7 +26,7 @@ from oban_py.errors import (
     format_timeout,
     inspect,
 )
-from oban_py.terms import Atom, decode_term
+from oban_py.job.terms import Atom, decode_term
 
 
 def job(name: str) -> dict[str, Any]:
@@ -93,7 +93,7 @@ def test_exception_text_names_non_builtin_classes_with_their_module_and_chains_c
             raise SchemaError("outer") from inner
     except SchemaError as error:
         text = format_exception(error)
-    assert text.startswith("** (oban_py.errors.SchemaError) outer\n")
+    assert text.startswith("** (oban_py.job.errors.SchemaError) outer\n")
     assert "caused by: ** (KeyError) 'inner'" in text
 
 

@@ -14,8 +14,8 @@ from nodekit import assert_like_fixture, insert, row, wait_state
 from pydantic import BaseModel
 
 from oban_py import Cancel, Oban, Record, Snooze, telemetry
-from oban_py.job import Job
-from oban_py.terms import decode_recorded
+from oban_py.job.model import Job
+from oban_py.job.terms import decode_recorded
 from oban_py.worker import Worker
 
 

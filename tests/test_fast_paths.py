@@ -8,9 +8,9 @@ from typing import Any
 from psycopg.rows import dict_row
 
 from oban_py import Client, Job
-from oban_py.acker import Acker
-from oban_py.outcomes import Ack
-from oban_py.queries import Queries
+from oban_py.node.acker import Acker
+from oban_py.node.outcomes import Ack
+from oban_py.sql import Queries
 
 ODD = {"quote": 'a"b', "slash": "c\\d", "braces": "{},NULL", "text": "é☃\n\t", "none": None}
 

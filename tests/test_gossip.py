@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from oban_py.gossip import Gossip
+from oban_py.cluster.gossip import Gossip
 from tests.cluster_helpers import Producer, Recorder, eventually, node
 
 CHECK_KEYS = {
@@ -41,8 +41,8 @@ async def test_a_node_without_producers_publishes_nothing(dsn: str) -> None:
 
 
 def test_gossip_is_opt_out() -> None:
+    from oban_py.cluster.duties import build
     from oban_py.config import Config
-    from oban_py.plugins import build
 
     class Holder:
         config = Config(gossip=False)

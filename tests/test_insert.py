@@ -11,9 +11,9 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from oban_py.client import CHUNK_SIZE, Client, get_instance
-from oban_py.errors import DatabaseUnavailable, InstanceNotFound
-from oban_py.job import Job
+from oban_py.client.core import CHUNK_SIZE, Client, get_instance
+from oban_py.job.errors import DatabaseUnavailable, InstanceNotFound
+from oban_py.job.model import Job
 from oban_py.worker import Worker
 from tests.conftest import FIXTURES
 

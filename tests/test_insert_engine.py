@@ -17,9 +17,9 @@ import psycopg
 import pytest
 
 from oban_py import Client, Job, Worker
-from oban_py.errors import InvalidArgs
 from oban_py.insert.planner import insert_plan, unique_plan
-from oban_py.queries import Queries
+from oban_py.job.errors import InvalidArgs
+from oban_py.sql import Queries
 
 WIDE = 123456789012345678901234567890
 

@@ -8,9 +8,9 @@ import psycopg
 import pytest
 
 from oban_py import Client, Job
-from oban_py.client import insert_sync
+from oban_py.client.core import insert_sync
 from oban_py.hooks import add_insert_hook, remove_insert_hook
-from oban_py.queries import Queries
+from oban_py.sql import Queries
 
 
 def stamp(job: Job) -> Job:

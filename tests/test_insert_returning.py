@@ -10,8 +10,8 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from oban_py.client import Client
-from oban_py.job import Job
+from oban_py.client.core import Client
+from oban_py.job.model import Job
 
 
 @pytest.fixture

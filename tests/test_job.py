@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from pydantic import ValidationError
 
-from oban_py.job import Job
+from oban_py.job.model import Job
 from tests.conftest import FIXTURES
 
 TIMESTAMPS = ("inserted_at", "scheduled_at", "attempted_at", "completed_at", "discarded_at")

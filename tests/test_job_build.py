@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from oban_py.job import Job
+from oban_py.job.model import Job
 
 # Poison among the plain: blank, NUL, lone surrogates, over-long names, bools where ints go,
 # integers wider than 64 bits, non-finite floats, non-text keys, tuples, nested values.

@@ -9,9 +9,9 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from oban_py.cluster.lifeline import Lifeline
 from oban_py.config import LifelineConfig
-from oban_py.lifeline import Lifeline
-from oban_py.oban import Oban
+from oban_py.node.instance import Oban
 from tests.cluster_helpers import eventually, insert_job, node, states
 from tests.conftest import FIXTURES
 

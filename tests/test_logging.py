@@ -12,7 +12,7 @@ import pytest
 import structlog
 
 from oban_py import log, telemetry
-from oban_py.job import Job
+from oban_py.job.model import Job
 from oban_py.testing import TestingClient, drain_queue, perform_job
 from oban_py.worker import Worker
 

@@ -10,8 +10,8 @@ import psycopg
 import pytest
 from pydantic import ValidationError
 
-from oban_py.client import Client
-from oban_py.job import Job
+from oban_py.client.core import Client
+from oban_py.job.model import Job
 from tests.conftest import FIXTURES
 
 STATES = ("available", "scheduled", "executing", "retryable", "completed", "discarded", "cancelled")

@@ -27,13 +27,14 @@ from nodekit import wait_for
 from psycopg import sql
 
 from oban_py import Cancel, Oban, Snooze, telemetry
+from oban_py.cluster.cron import Cron
+from oban_py.cluster.cronitor import Cronitor
+from oban_py.cluster.duties import build
+from oban_py.cluster.met import Metrics, aggregate, fit
 from oban_py.config import Config
-from oban_py.cron import Cron, CronEntry
-from oban_py.cronitor import Cronitor
-from oban_py.job import Job
-from oban_py.met import Metrics, aggregate, fit
+from oban_py.crontab import CronEntry
+from oban_py.job.model import Job
 from oban_py.notifier import MAX_PAYLOAD, encode
-from oban_py.plugins import build
 from oban_py.worker import Worker
 from tests.cluster_helpers import node as holder_node
 
@@ -546,7 +547,7 @@ async def test_every_node_shares_its_crontab_even_an_empty_one(
     dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # No entry declared by a worker decorator elsewhere in this process.
-    monkeypatch.setattr("oban_py.cron._registered", {})
+    monkeypatch.setattr("oban_py.crontab._registered", {})
     async with holder_node(dsn, node="py-empty", notifier=False) as holder:
         assert Cronitor(holder).payload() == {"crontab": [], "name": "Oban", "node": "py-empty"}
 
@@ -575,7 +576,7 @@ async def test_web_off_publishes_nothing_for_oban_web(
         await insert(conn, Ok, "alpha")
     async with listening(dsn) as listener:
         async with py_node(dsn, "py-quiet", {"alpha": 2}, crontab=CRONTAB, web=False):
-            assert not any(h.startswith("oban_py.met.") for h in telemetry._handlers)
+            assert not any(h.startswith("oban_py.cluster.met.") for h in telemetry._handlers)
             await wait_for(lambda: finished(conn, 5), timeout=20)
             await asyncio.sleep(2.5)  # more than two report intervals
         # A node with Web publishing on, as a witness that the listener hears this database.
@@ -588,8 +589,8 @@ async def test_web_off_publishes_nothing_for_oban_web(
 
 async def test_a_stopped_node_detaches_its_handler(dsn: str) -> None:
     async with py_node(dsn, "py-met", {"alpha": 1}):
-        assert any(h.startswith("oban_py.met.") for h in telemetry._handlers)
-    assert not any(h.startswith("oban_py.met.") for h in telemetry._handlers)
+        assert any(h.startswith("oban_py.cluster.met.") for h in telemetry._handlers)
+    assert not any(h.startswith("oban_py.cluster.met.") for h in telemetry._handlers)
 
 
 class Unanswered:
@@ -608,7 +609,7 @@ class Unanswered:
 async def test_the_last_report_at_stop_never_holds_up_shutdown(
     dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("oban_py.met.FINAL_REPORT_TIMEOUT", 0.2)
+    monkeypatch.setattr("oban_py.cluster.met.FINAL_REPORT_TIMEOUT", 0.2)
     async with holder_node(dsn, node="py-met", notifier=False) as holder:
         holder.notifier = Unanswered()
         met = Metrics(holder)

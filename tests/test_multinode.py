@@ -9,7 +9,7 @@ from nodekit import insert, wait_for, wait_state
 from psycopg_pool import AsyncConnectionPool
 
 from oban_py import Oban
-from oban_py.job import Job
+from oban_py.job.model import Job
 from oban_py.worker import Worker
 
 JOBS = 20_000

@@ -12,12 +12,12 @@ from nodekit import insert, row, wait_for, wait_state
 from psycopg_pool import AsyncConnectionPool
 
 from oban_py import Oban, telemetry
-from oban_py.acker import Acker
 from oban_py.config import LifelineConfig
-from oban_py.errors import SchemaError
-from oban_py.job import Job
-from oban_py.outcomes import Ack
-from oban_py.queries import Queries
+from oban_py.job.errors import SchemaError
+from oban_py.job.model import Job
+from oban_py.node.acker import Acker
+from oban_py.node.outcomes import Ack
+from oban_py.sql import Queries
 from oban_py.worker import Worker
 
 

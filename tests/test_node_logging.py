@@ -16,7 +16,7 @@ import structlog
 from nodekit import insert, wait_for, wait_state
 
 from oban_py import Config, Oban, log, telemetry
-from oban_py.job import Job
+from oban_py.job.model import Job
 from oban_py.worker import Worker
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import psycopg
 
-from oban_py.peer import Peer
+from oban_py.cluster.peer import Peer
 from tests.cluster_helpers import Recorder, eventually, node
 from tests.conftest import FIXTURES
 

@@ -7,8 +7,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from oban_py.cluster.pruner import Pruner
 from oban_py.config import PrunerConfig
-from oban_py.pruner import Pruner
 from tests.cluster_helpers import insert_job, node, states
 
 

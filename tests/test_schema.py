@@ -16,7 +16,7 @@ import pytest
 from conftest import FIXTURES, create_database, drop_database, dsn_for
 
 from oban_py import schema
-from oban_py.errors import SchemaError
+from oban_py.job.errors import SchemaError
 
 Snapshot = dict[str, str]
 

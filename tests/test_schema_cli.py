@@ -11,7 +11,7 @@ import pytest
 from conftest import ROOT
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from oban_py.schema.cli import EXIT_AUTH, EXIT_NO_DSN, EXIT_NOT_INSTALLED, EXIT_UNREACHABLE
+from oban_py.cli.migrations import EXIT_AUTH, EXIT_NO_DSN, EXIT_NOT_INSTALLED, EXIT_UNREACHABLE
 
 OBAN_PY = ROOT / ".venv" / "bin" / "oban-py"
 

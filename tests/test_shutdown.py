@@ -9,7 +9,7 @@ from typing import Any
 from nodekit import insert, row, wait_for
 
 from oban_py import Oban
-from oban_py.job import Job
+from oban_py.job.model import Job
 from oban_py.worker import Worker
 
 

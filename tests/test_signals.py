@@ -13,7 +13,7 @@ from conftest import FIXTURES
 from nodekit import assert_like_fixture, insert, row, wait_for, wait_state
 
 from oban_py import Oban
-from oban_py.job import Job
+from oban_py.job.model import Job
 from oban_py.worker import Worker
 
 

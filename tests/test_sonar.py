@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from oban_py.sonar import FAST_POLL_INTERVAL, Sonar
+from oban_py.cluster.sonar import FAST_POLL_INTERVAL, Sonar
 from tests.cluster_helpers import Producer, Recorder, eventually, node
 from tests.conftest import FIXTURES
 

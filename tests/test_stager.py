@@ -7,8 +7,8 @@ from typing import Any
 
 import psycopg
 
-from oban_py.sonar import Sonar
-from oban_py.stager import Stager
+from oban_py.cluster.sonar import Sonar
+from oban_py.cluster.stager import Stager
 from tests.cluster_helpers import Producer, Recorder, eventually, insert_job, node, states
 from tests.conftest import FIXTURES
 

@@ -20,11 +20,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg.rows import dict_row
 
-from oban_py import outcomes as rules
-from oban_py.client import insert_sync
-from oban_py.job import Job
-from oban_py.outcomes import Ack
-from oban_py.queries import Queries
+from oban_py.client.core import insert_sync
+from oban_py.job.model import Job
+from oban_py.node import outcomes as rules
+from oban_py.node.outcomes import Ack
+from oban_py.sql import Queries
 
 Q = Queries("public")
 QUEUES = ("alpha", "beta")
@@ -136,7 +136,7 @@ def ack_for(job: Job, kind: str) -> Ack:
         return rules.snooze(job, 0, now)
     if kind == "cancel":
         return rules.cancel(job, "** (Oban.CancelError) nope", now)
-    from oban_py.results import Record
+    from oban_py.job.returns import Record
 
     return rules.record(job, Record({"ok": 1}), now)
 

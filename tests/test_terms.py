@@ -10,7 +10,7 @@ import erlpack
 import pytest
 from conftest import FIXTURES
 
-from oban_py.terms import (
+from oban_py.job.terms import (
     RECORD_LIMIT,
     Atom,
     BitString,
@@ -28,7 +28,7 @@ ENCODINGS = ("hex", "hex_compressed", "hex_minor_version_2", "hex_compressed_min
 
 ISO = Atom("Elixir.Calendar.ISO")
 
-# The Python value each sample's elixir_literal maps to (see the table in oban_py.terms).
+# The Python value each sample's elixir_literal maps to (see the table in oban_py.job.terms).
 EXPECTED: dict[int, Any] = {
     1: 0,
     2: 1,
@@ -113,7 +113,7 @@ EXPECTED: dict[int, Any] = {
     58: [{"id": 1, "status": "ok"}, {"id": 2, "status": "error"}],
 }
 
-# Maps above 32 keys are hash tries in Erlang, written in VM hash order (see oban_py.terms).
+# Maps above 32 keys are hash tries in Erlang, written in VM hash order (see oban_py.job.terms).
 HASH_ORDERED = {53}
 
 

@@ -12,7 +12,7 @@ from conftest import FIXTURES
 from pydantic import BaseModel
 
 from oban_py import Cancel, Record, Snooze
-from oban_py.job import Job
+from oban_py.job.model import Job
 from oban_py.testing import (
     TestingClient,
     all_enqueued,

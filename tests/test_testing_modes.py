@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from oban_py import ObanError
-from oban_py.job import Job
+from oban_py.job.model import Job
 from oban_py.testing import TestingClient, all_enqueued, drain_queue, mode, reset
 from oban_py.worker import Worker
 

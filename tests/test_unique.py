@@ -10,9 +10,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from oban_py.client import Client
-from oban_py.job import Job
-from oban_py.unique import STATE_GROUPS, Unique, lock_key
+from oban_py.client.core import Client
+from oban_py.job.model import Job
+from oban_py.job.unique import STATE_GROUPS, Unique, lock_key
 from tests.conftest import FIXTURES
 
 

@@ -8,8 +8,8 @@ import inspect
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from oban_py.errors import InvalidArgs, UnknownWorker
-from oban_py.job import Job
+from oban_py.job.errors import InvalidArgs, UnknownWorker
+from oban_py.job.model import Job
 from oban_py.worker import Worker, job, register, resolve, worker
 
 

@@ -18,11 +18,11 @@ from psycopg import pq
 from psycopg.rows import dict_row, tuple_row
 from psycopg.types.json import set_json_loads
 
-from oban_py import jsonb
 from oban_py.insert.planner import insert_plan
 from oban_py.insert.statements import Program, Receive, Statement, Work
-from oban_py.job import Job
-from oban_py.queries import Queries
+from oban_py.job import jsonb
+from oban_py.job.model import Job
+from oban_py.sql import Queries
 
 T = TypeVar("T")
 

@@ -32,31 +32,16 @@ from typing import Any
 
 from psycopg import sql
 
-from oban_py import jsonb
 from oban_py.hooks import apply_insert_hooks
 from oban_py.insert.statements import RECEIVE, Program, Statement, Work, one_statement
-from oban_py.job import Job, finish_stored, prepare_stored, to_naive_utc
-from oban_py.queries import Queries
-from oban_py.unique import Unique, compared_value, lock_key
+from oban_py.job import jsonb
+from oban_py.job.model import JOB_DEFAULTS, Job, finish_stored, prepare_stored, to_naive_utc
+from oban_py.job.unique import Unique, compared_value, lock_key
+from oban_py.notifier import channel
+from oban_py.sql import Queries
 
 #: Jobs per plain INSERT statement; larger batches are split (one round trip per chunk).
 CHUNK_SIZE = 5_000
-#: Elixir's ``Job`` defaults: a field left at its default is not "set" by the job (Ecto puts
-#: only values that differ from the struct's in ``changes``, and ``replace`` takes changes).
-_DEFAULTS: dict[str, Any] = {
-    "args": {},
-    "max_attempts": 20,
-    "meta": {},
-    "priority": 0,
-    "queue": "default",
-    "scheduled_at": None,
-    "tags": [],
-}
-
-
-def channel(prefix: str, name: str) -> str:
-    """Elixir's channel name: ``<prefix>.oban_<name>``."""
-    return f"{prefix}.oban_{name}"
 
 
 def insert_plan(queries: Queries, jobs: Sequence[Job]) -> Work[list[Job]]:
@@ -138,10 +123,10 @@ def _all_defaults(job: Job) -> bool:
     return (
         job.state == "available"
         and job.scheduled_at is None
-        and job.priority == _DEFAULTS["priority"]
-        and job.max_attempts == _DEFAULTS["max_attempts"]
-        and job.meta == _DEFAULTS["meta"]
-        and job.tags == _DEFAULTS["tags"]
+        and job.priority == JOB_DEFAULTS["priority"]
+        and job.max_attempts == JOB_DEFAULTS["max_attempts"]
+        and job.meta == JOB_DEFAULTS["meta"]
+        and job.tags == JOB_DEFAULTS["tags"]
     )
 
 
@@ -240,7 +225,7 @@ def unique_plan(prefix: str, jobs: Sequence[Job]) -> UniquePlan:
 def set_fields(job: Job) -> set[str]:
     """The replaceable fields this job sets: those not at Elixir's defaults."""
     values = job.__dict__
-    fields = {name for name, default in _DEFAULTS.items() if values[name] != default}
+    fields = {name for name, default in JOB_DEFAULTS.items() if values[name] != default}
     return fields | {"worker"}
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from oban_py.errors import SchemaError
+from oban_py.job.errors import SchemaError
 from oban_py.schema import v01, v02, v03, v04, v05, v06, v07, v08, v09, v10, v11, v12, v13, v14
 from oban_py.schema._ddl import DEFAULT_PREFIX, Statement, ddl
 from oban_py.schema._dsn import shell_dsn

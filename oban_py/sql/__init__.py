@@ -1,0 +1,41 @@
+"""Every SQL statement lives in ``oban_py/sql/<name>.sql``; this module loads them by name.
+
+Statements refer to tables and types as ``{prefix}.oban_jobs``; the prefix is bound once per
+instance through ``psycopg.sql.Identifier`` (so any schema name is quoted correctly and can never
+inject SQL) and rendered to bytes, so the hot path never re-composes a query. Values are always
+passed as parameters (``%(name)s`` or ``%s``); a literal ``%`` in a statement is written ``%%``
+and a literal brace ``{{``.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib.resources import files
+
+from psycopg import sql
+
+
+@cache
+def statement_text(name: str) -> str:
+    """The raw text of ``sql/<name>.sql``; raises FileNotFoundError for an unknown name."""
+    return files("oban_py.sql").joinpath(f"{name}.sql").read_text(encoding="utf-8")
+
+
+def compose(text: str, prefix: str) -> bytes:
+    return sql.SQL(text).format(prefix=sql.Identifier(prefix)).as_bytes(None)
+
+
+class Queries:
+    """Named statements bound to one prefix, rendered once and cached."""
+
+    __slots__ = ("_cache", "prefix")
+
+    def __init__(self, prefix: str = "public") -> None:
+        self.prefix = prefix
+        self._cache: dict[str, bytes] = {}
+
+    def __getitem__(self, name: str) -> bytes:
+        query = self._cache.get(name)
+        if query is None:
+            query = self._cache[name] = compose(statement_text(name), self.prefix)
+        return query

@@ -6,7 +6,7 @@ import asyncio
 
 from pydantic import BaseModel
 
-from oban_py.job import Job
+from oban_py.job.model import Job
 from oban_py.worker import Worker
 
 

@@ -24,10 +24,10 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.testclient import TestClient
 
-from oban_py import notifier
+from oban_py import get_instance, notifier
+from oban_py.client.registry import forget
 from oban_py.config import Config
-from oban_py.registry import forget, get_instance
-from oban_py.terms import Atom, encode_recorded
+from oban_py.job.terms import Atom, encode_recorded
 
 FIXTURES = Path(__file__).resolve().parent.parent.parent / "compat_fixtures"
 XSS = "<script>window.__xss = 1</script><img src=x onerror=alert(1)>"

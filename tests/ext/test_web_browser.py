@@ -262,7 +262,7 @@ def test_the_job_list_filters_and_pages(dsn: str, page: Any) -> None:
 
 
 def test_retrying_and_cancelling_from_the_job_page_changes_the_row(dsn: str, page: Any) -> None:
-    from oban_py.terms import Atom, encode_recorded
+    from oban_py.job.terms import Atom, encode_recorded
 
     job_id = insert(
         dsn,

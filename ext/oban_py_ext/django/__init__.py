@@ -26,7 +26,7 @@ from asgiref.sync import sync_to_async
 
 from oban_py import Job
 from oban_py.insert.planner import insert_plan
-from oban_py.queries import Queries
+from oban_py.sql import Queries
 from oban_py_ext.django import conf, inserts
 
 

@@ -8,7 +8,7 @@ from functools import cache
 from importlib.resources import files
 
 from oban_py.notifier import channel
-from oban_py.queries import Queries, compose
+from oban_py.sql import Queries, compose
 from oban_py_ext.django import conf, raw_connection
 
 

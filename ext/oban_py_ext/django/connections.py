@@ -27,7 +27,7 @@ from contextlib import asynccontextmanager, contextmanager
 
 from asgiref.sync import SyncToAsync, ThreadSensitiveContext, sync_to_async
 
-from oban_py.job import Job
+from oban_py import Job
 
 HOOK_ID = "oban_py_ext.django.connections"
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, TypeVar
 
-from oban_py import jsonb
 from oban_py.insert.statements import Program, Receive, Work
+from oban_py.job import jsonb
 
 T = TypeVar("T")
 

@@ -30,12 +30,9 @@ from typing import Any, TypeVar
 from asgiref.sync import async_to_sync, sync_to_async
 from psycopg.rows import dict_row
 
-from oban_py import testing
-from oban_py.acker import batch_params
-from oban_py.client import get_instance
-from oban_py.errors import InstanceNotFound
-from oban_py.job import Job
-from oban_py.queries import Queries
+from oban_py import InstanceNotFound, Job, get_instance, testing
+from oban_py.node.acker import batch_params
+from oban_py.sql import Queries
 from oban_py.testing import Mode, Outcome, TestingClient
 from oban_py.worker import Worker, resolve
 from oban_py_ext.django import conf, raw_connection

@@ -11,9 +11,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from oban_py.client import Client
-from oban_py.oban import Oban
-from oban_py.registry import unregistered
+from oban_py import Client, Oban
+from oban_py.client.registry import unregistered
 from oban_py_ext.web.filters import JobFilter
 from oban_py_ext.web.reads import Reads
 

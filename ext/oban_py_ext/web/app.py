@@ -14,9 +14,9 @@ from starlette.applications import Starlette
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from oban_py.client import Client
+from oban_py import Client
+from oban_py.client.registry import unregistered
 from oban_py.config import Config
-from oban_py.registry import unregistered
 from oban_py_ext.web import pages, posts
 from oban_py_ext.web.dashboard import Dashboard, Settings
 from oban_py_ext.web.guard import guarded

@@ -14,7 +14,7 @@ from urllib.parse import quote, unquote
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from oban_py.client import Client
+from oban_py import Client
 from oban_py_ext.web.actions import Actions, Outcome
 from oban_py_ext.web.cache import Shared
 from oban_py_ext.web.filters import STATES

@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 from urllib.parse import urlencode
 
-from oban_py import jsonb
+from oban_py.job import jsonb
 
 #: The states of ``oban_job_state``, in the order the pages list them.
 STATES = (

@@ -1,7 +1,7 @@
 """What the pages read from ``oban_jobs``: counts, activity, pages of jobs, one job.
 
 Statements live in ``sql/`` beside this module and are bound to the prefix through
-``oban_py.queries.compose`` (a quoted identifier, never string formatting). Every read runs
+``oban_py.sql.compose`` (a quoted identifier, never string formatting). Every read runs
 in its own short transaction with a ``statement_timeout``, so a slow filter can never hold a
 connection (or a lock) for longer than that.
 """
@@ -18,7 +18,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from oban_py.queries import compose
+from oban_py.sql import compose
 from oban_py_ext.web.filters import STATES, JobFilter
 
 

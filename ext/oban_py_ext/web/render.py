@@ -15,8 +15,8 @@ from urllib.parse import quote
 import orjson
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from oban_py import jsonb
-from oban_py.terms import TermError, decode_recorded
+from oban_py.job import jsonb
+from oban_py.job.terms import TermError, decode_recorded
 
 
 def as_json(value: Any) -> str:

@@ -24,7 +24,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.module_loading import autodiscover_modules
 from pydantic import ValidationError
 
-from oban_py.cli_common import EXIT_NOT_INSTALLED, EXIT_UNREACHABLE, EXIT_USAGE
+from oban_py.cli.common import EXIT_NOT_INSTALLED, EXIT_UNREACHABLE, EXIT_USAGE
 from oban_py_ext.django import conf
 
 #: ``manage.py oban <name>`` → the ``oban-py`` command it runs.
@@ -158,7 +158,8 @@ class Command(BaseCommand):
     # -- start -----------------------------------------------------------------------------
 
     def _start(self, options: dict[str, Any]) -> None:
-        from oban_py import cli_node, log
+        from oban_py import log
+        from oban_py.cli import node as cli_node
         from oban_py.settings import SettingsError, parse_queues
 
         self.check(databases=[conf.database()])

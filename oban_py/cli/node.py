@@ -1,0 +1,378 @@
+"""Node commands of ``oban-py``: start a node, see queues across nodes, pause/resume/scale them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import structlog
+import typer
+
+from oban_py import log
+from oban_py.cli.common import (
+    EXIT_FAILED,
+    EXIT_NOT_INSTALLED,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    fail,
+    preflight,
+    require_dsn,
+)
+from oban_py.cli.migrations import Dsn, Prefix
+from oban_py.config import Config
+from oban_py.job.errors import DatabaseUnavailable, SchemaError
+from oban_py.node import threads as worker_threads
+from oban_py.schema._dsn import mask_password
+from oban_py.settings import SettingsError, load_config, parse_queues, unknown_variables
+from oban_py.worker import registered
+
+#: Exit code of a node stopped by a second signal, before its running jobs finished.
+EXIT_FORCED = EXIT_FAILED
+#: How long ``queues`` listens for check-ins: nodes gossip every second by default.
+GOSSIP_WAIT = 1.5
+
+_log = structlog.get_logger("oban.cli")
+
+
+def start(
+    dsn: Dsn = None,
+    queues: Annotated[
+        str | None,
+        typer.Option("--queues", help="Queues and limits, e.g. mailers:10,default:5."),
+    ] = None,
+    node: Annotated[str | None, typer.Option("--node", help="Node name (host.pid).")] = None,
+    prefix: Annotated[
+        str | None, typer.Option("--prefix", help="Schema holding the Oban tables.")
+    ] = None,
+    imports: Annotated[
+        list[str] | None,
+        typer.Option("--import", "-i", help="Repeatable: a module defining workers to load."),
+    ] = None,
+    shutdown_grace: Annotated[
+        float | None,
+        typer.Option("--shutdown-grace", help="Seconds running jobs get to finish on stop."),
+    ] = None,
+    log_level: Annotated[str, typer.Option("--log-level")] = "info",
+    log_format: Annotated[
+        str, typer.Option("--log-format", help="json (one object per line) or console.")
+    ] = "console",
+    loop: Annotated[
+        str,
+        typer.Option("--loop", help="Event loop: auto (uvloop when installed), uvloop, asyncio."),
+    ] = "auto",
+    config_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="A TOML file of settings, read instead of oban.toml and pyproject.toml.",
+            dir_okay=False,
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Check settings, database, schema and worker imports, print the node's"
+            " configuration and exit without running it.",
+        ),
+    ] = False,
+) -> None:
+    r"""Run a node until SIGTERM/SIGINT: the first signal stops it gracefully within the
+    shutdown grace, a second one stops it at once (exit 1, unfinished jobs left to the lifeline).
+
+    Settings: arguments, then OBAN_* variables, then oban.toml, then \[tool.oban] in
+    pyproject.toml.
+    """
+    if loop not in ("auto", "uvloop", "asyncio"):
+        raise fail(f"--loop must be auto, uvloop or asyncio, got {loop!r}", EXIT_USAGE)
+    if log_format not in ("json", "console"):
+        raise fail(f"--log-format must be json or console, got {log_format!r}", EXIT_USAGE)
+    if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise fail(f"--log-level must be debug, info, warning or error, got {log_level!r}", 2)
+    log.configure(log_level, "json" if log_format == "json" else "console")
+    arguments: dict[str, Any] = {
+        "dsn": dsn,
+        "node": node,
+        "prefix": prefix,
+        "shutdown_grace": shutdown_grace,
+    }
+    try:
+        if queues is not None:
+            arguments["queues"] = parse_queues(queues)
+        config = load_config(arguments, config_file=config_file)
+    except SettingsError as error:
+        raise fail(str(error), EXIT_USAGE) from None
+    for variable, meant in unknown_variables():
+        guess = f"; did you mean {meant}?" if meant else ""
+        _log.warning(f"{variable} is not a setting and is ignored{guess}", variable=variable)
+    require_dsn(config.dsn)
+    _import_workers(imports or [])
+    if dry_run:
+        raise typer.Exit(_dry_run(config))
+    log.attach_default_logger()
+    raise typer.Exit(_run(config, new_loop(loop)))
+
+
+def _dry_run(config: Config) -> int:
+    assert config.dsn is not None
+    asyncio.run(preflight(config.dsn, config.prefix))
+    shown = config.model_dump(mode="json")
+    shown["dsn"] = mask_password(config.dsn)
+    typer.echo(orjson.dumps(shown, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
+    workers = ", ".join(sorted(registered())) or "none"
+    typer.echo(
+        f"dry run: settings valid, database reachable, schema current; workers: {workers}."
+        f" Node {config.node} would run {_queue_list(config)}.",
+        err=True,
+    )
+    return 0
+
+
+def _queue_list(config: Config) -> str:
+    if not config.queues:
+        return "no queues"
+    return ", ".join(f"{name}:{spec.limit}" for name, spec in config.queues.items())
+
+
+def new_loop(choice: str) -> asyncio.AbstractEventLoop:
+    """uvloop unless asyncio was asked for or uvloop is missing (it has no Windows build)."""
+    if choice != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                raise fail("--loop uvloop: uvloop is not installed", EXIT_USAGE) from None
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+def _run(config: Config, loop: asyncio.AbstractEventLoop) -> int:
+    """Serve until stopped, then leave even if a worker refuses to end.
+
+    ``asyncio.run`` would wait for ever on a task that swallows its cancellation, and the
+    interpreter joins the worker threads at exit. Once ``stop()`` has returned, every job is
+    either acked or left ``executing`` for the lifeline to rescue, so nothing is lost by
+    leaving such workers behind.
+    """
+    asyncio.set_event_loop(loop)
+    try:
+        code = loop.run_until_complete(_serve(config))
+    except BaseException:
+        loop.close()
+        raise
+    # Give what is left (client tasks, workers being cancelled) the same chance asyncio.run
+    # gives it, but bounded: a task that swallows its cancellation stays behind.
+    leftover = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for task in leftover:
+        task.cancel()
+    if leftover:
+        loop.run_until_complete(asyncio.wait(leftover, timeout=1.0))
+    lingering = [t for t in leftover if not t.done()]
+    # Only threads running a job count: idle pool threads end with the interpreter.
+    busy = worker_threads.busy()
+    if lingering or busy:
+        _log.warning(
+            "exiting with workers that ignored cancellation; their jobs stay executing "
+            "until the lifeline rescues them",
+            tasks=len(lingering),
+            threads=busy,
+        )
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    loop.close()
+    return code
+
+
+def _import_workers(modules: list[str]) -> None:
+    # A console script's sys.path lacks the working directory, where the app's package lives.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as error:
+            raise fail(f"cannot import worker module {name!r}: {error!r}", EXIT_USAGE) from None
+
+
+async def _serve(config: Config) -> int:
+    from oban_py.node.instance import Oban
+
+    assert config.dsn is not None
+    await preflight(config.dsn, config.prefix)
+    oban = Oban(config=config)
+    try:
+        await oban.start()
+    except SchemaError as error:
+        await oban.close()
+        raise fail(str(error), EXIT_NOT_INSTALLED) from None
+    except DatabaseUnavailable as error:
+        await oban.close()
+        raise fail(str(error), EXIT_UNREACHABLE) from None
+    _log.info(
+        "node started",
+        node=config.node,
+        queues={q: spec.limit for q, spec in config.queues.items()},
+        prefix=config.prefix,
+        loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
+    )
+    graceful, forced = asyncio.Event(), asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: signal.Signals) -> None:
+        if not graceful.is_set():
+            _log.info("stopping gracefully", signal=signum.name, grace=config.shutdown_grace)
+            graceful.set()
+        else:
+            _log.warning("second signal: stopping now", signal=signum.name)
+            forced.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    await graceful.wait()
+    stopping = asyncio.create_task(oban.stop())
+    forcing = asyncio.create_task(forced.wait())
+    done, _ = await asyncio.wait({stopping, forcing}, return_when=asyncio.FIRST_COMPLETED)
+    forcing.cancel()
+    if stopping in done:
+        stopping.result()
+        _log.info("node stopped", node=config.node)
+        return 0
+    stopping.cancel()
+    with contextlib.suppress(BaseException):
+        await stopping
+    return EXIT_FORCED
+
+
+# -- queues across nodes ---------------------------------------------------------------------
+
+
+def queues(
+    dsn: Dsn = None,
+    prefix: Prefix = "public",
+    wait: Annotated[
+        float, typer.Option("--wait", help="Seconds to listen for check-ins.", min=0.1)
+    ] = GOSSIP_WAIT,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the check-ins as JSON.")] = False,
+) -> None:
+    """Limit, running jobs and paused state of each queue on each node, from the check-ins
+    nodes publish on the gossip channel (Python nodes with gossip on, and Elixir nodes with
+    Oban Web's metrics) heard within --wait seconds."""
+    checked = require_dsn(dsn)
+    checks = asyncio.run(_listen_gossip(checked, prefix, wait))
+    if as_json:
+        for check in checks:
+            typer.echo(orjson.dumps(check).decode())
+        return
+    if not checks:
+        typer.echo(
+            f"No check-ins heard in {wait:g} s in prefix {prefix!r}: no node with gossip"
+            " enabled runs queues there, or a node's event loop is blocked (a worker doing"
+            " blocking work in async def process); try a longer --wait.",
+            err=True,
+        )
+        return
+    typer.echo(f"{'NODE':<32} {'QUEUE':<16} {'LIMIT':>5} {'RUNNING':>7}  PAUSED")
+    for check in checks:
+        running = check.get("running") or []
+        typer.echo(
+            f"{check.get('node', '?')!s:<32} {check.get('queue', '?')!s:<16}"
+            f" {check.get('limit', '?')!s:>5} {len(running):>7}  {bool(check.get('paused'))}"
+        )
+
+
+async def _listen_gossip(dsn: str, prefix: str, wait: float) -> list[dict[str, Any]]:
+    from oban_py.notifier import Notifier
+
+    await preflight(dsn, prefix)
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def heard(payload: dict[str, Any]) -> None:
+        for check in payload.get("checks") or []:
+            if isinstance(check, dict):
+                latest[(str(check.get("node")), str(check.get("queue")))] = check
+
+    notifier = Notifier(Config(dsn=dsn, prefix=prefix, node="oban-py-cli"), dsn)
+    notifier.listen("gossip", heard)
+    await notifier.start()
+    try:
+        with contextlib.suppress(TimeoutError):
+            await notifier.wait_listening()
+        await asyncio.sleep(wait)
+    finally:
+        await notifier.stop()
+    return [latest[key] for key in sorted(latest)]
+
+
+# -- signals ---------------------------------------------------------------------------------
+
+Node = Annotated[str | None, typer.Option("--node", help="Only this node (default: every node).")]
+
+
+def _signal(dsn: str | None, prefix: str, send: str, queue: str, **options: Any) -> None:
+    from oban_py.node.instance import Oban
+
+    checked = require_dsn(dsn)
+
+    async def go() -> None:
+        await preflight(checked, prefix)
+        oban = Oban(config=Config(dsn=checked, prefix=prefix, pool_size=1))
+        try:
+            await getattr(oban, send)(queue, **options)
+        finally:
+            await oban.close()
+
+    asyncio.run(go())
+
+
+def pause(
+    queue: Annotated[str, typer.Argument(help="Queue name, or '*' for all.")],
+    node: Node = None,
+    dsn: Dsn = None,
+    prefix: Prefix = "public",
+) -> None:
+    """Pause a queue on every node (Elixir and Python), or on --node."""
+    _signal(dsn, prefix, "pause_queue", queue, node=node)
+    typer.echo(f"Sent pause for queue {queue!r} to {node or 'every node'}.")
+
+
+def resume(
+    queue: Annotated[str, typer.Argument(help="Queue name, or '*' for all.")],
+    node: Node = None,
+    dsn: Dsn = None,
+    prefix: Prefix = "public",
+) -> None:
+    """Resume a queue on every node, or on --node."""
+    _signal(dsn, prefix, "resume_queue", queue, node=node)
+    typer.echo(f"Sent resume for queue {queue!r} to {node or 'every node'}.")
+
+
+def scale(
+    queue: Annotated[str, typer.Argument(help="Queue name.")],
+    limit: Annotated[int, typer.Option("--limit", help="New concurrency limit.", min=1)],
+    node: Node = None,
+    dsn: Dsn = None,
+    prefix: Prefix = "public",
+) -> None:
+    """Change a queue's concurrency limit on every node, or on --node."""
+    _signal(dsn, prefix, "scale_queue", queue, limit=limit, node=node)
+    typer.echo(f"Sent scale to {limit} for queue {queue!r} to {node or 'every node'}.")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the node commands to ``app``."""
+    app.command("start")(start)
+    app.command("queues")(queues)
+    app.command("pause")(pause)
+    app.command("resume")(resume)
+    app.command("scale")(scale)

@@ -1,0 +1,282 @@
+"""``Client``: inserting and managing jobs without running any queue (insert-only use).
+
+Every operation exists twice with one meaning: ``enqueue``/``enqueue_many``/``get_job``/...
+for async code and ``enqueue_sync``/``enqueue_many_sync``/``get_job_sync``/... for sync code
+(Django views, Flask, scripts). Both run the same planner work (``oban_py.insert``,
+``oban_py.client.manage``) through a thin async or sync driver. Each takes an optional caller's
+connection, so the work commits or rolls back with the caller's transaction: a psycopg
+``AsyncConnection`` (or a sync ``Connection``, run in a thread) for the async methods, a sync
+``Connection`` for the sync ones. Without one, the client's async or sync pool is used.
+
+The async methods must be awaited inside a running event loop: called from sync code they
+raise at once (``RuntimeError`` naming the ``*_sync`` method to use) instead of returning a
+coroutine that would silently never run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine, Iterable, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from oban_py.client import manage, registry
+from oban_py.client.pool import AsyncPool, SyncPool
+from oban_py.client.registry import forget, register
+from oban_py.config import Config
+from oban_py.insert.drivers import insert_async, insert_sync, run_async, run_sync
+from oban_py.insert.planner import CHUNK_SIZE, insert_plan
+from oban_py.insert.statements import Work
+from oban_py.job.model import Job
+from oban_py.notifier import channel
+from oban_py.sql import Queries
+
+__all__ = [
+    "CHUNK_SIZE",
+    "AnyConnection",
+    "Client",
+    "channel",
+    "get_instance",
+    "insert_async",
+    "insert_sync",
+]
+
+T = TypeVar("T")
+
+AnyConnection = psycopg.AsyncConnection[Any] | psycopg.Connection[Any]
+
+
+def require_loop(method: str) -> None:
+    """Raise unless called inside a running event loop: an un-awaited coroutine fails silently."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        raise RuntimeError(
+            f"{method}() is async and was called outside an event loop, so nothing would be "
+            f"inserted: await it in async code, or call {method}_sync() from sync code"
+        ) from None
+
+
+def get_instance(name: str = "Oban") -> Client:
+    """The ``Client`` (or ``Oban`` node) created with ``name``; the last one created wins."""
+    instance: Client = registry.lookup(name)
+    return instance
+
+
+class Client:
+    """Inserts and manages jobs in one prefix of one database.
+
+    ``Client(dsn=...)`` or ``Client(pool=...)`` (a psycopg_pool ``AsyncConnectionPool``, and
+    optionally ``sync_pool=`` a ``ConnectionPool``), or ``Client(config=Config(...))``. Pools
+    open on first use; ``await client.close()`` / ``async with client`` close the async pool
+    a client created, ``client.close_sync()`` / ``with client`` the sync one.
+    """
+
+    def __init__(
+        self,
+        *,
+        dsn: str | None = None,
+        pool: AsyncConnectionPool[Any] | None = None,
+        sync_pool: ConnectionPool[Any] | None = None,
+        prefix: str = "public",
+        name: str = "Oban",
+        config: Config | None = None,
+    ) -> None:
+        if config is None:
+            config = Config(dsn=dsn, prefix=prefix, name=name)
+        elif dsn is not None:
+            config = config.model_copy(update={"dsn": dsn})
+        if config.dsn is None and pool is None and sync_pool is None:
+            raise ValueError("Client needs a dsn=, a pool= or a sync_pool=")
+        self.config = config
+        self.queries = Queries(config.prefix)
+        label = f"oban.{config.name}"
+        self._pools = AsyncPool(config.dsn, config.pool_size, label, pool)
+        self._sync = SyncPool(config.dsn, config.pool_size, label, sync_pool)
+        register(config.name, self)
+
+    @property
+    def dsn(self) -> str | None:
+        return self.config.dsn
+
+    @property
+    def pool(self) -> AsyncConnectionPool[Any]:
+        """The async pool (the runtime's and the async methods')."""
+        return self._pools.pool
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open the async pool, failing fast with ``DatabaseUnavailable`` when the DSN fails."""
+        await self._pools.open()
+
+    async def close(self) -> None:
+        """Close the pools this client created, and forget the instance name."""
+        await self._pools.close()
+        if self._sync.opened:
+            await asyncio.to_thread(self._sync.close)
+        forget(self.config.name, self)
+
+    def close_sync(self) -> None:
+        """Close the sync pool this client created, and forget the instance name (sync code)."""
+        self._sync.close()
+        forget(self.config.name, self)
+
+    async def __aenter__(self) -> Client:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close_sync()
+
+    # -- running work -----------------------------------------------------------------------
+
+    async def _run(self, work: Work[T], conn: AnyConnection | None) -> T:
+        if conn is None:
+            pools = self._pools
+            if not pools.opened:
+                await pools.open()
+            return await pools.run(run_async, work)
+        if isinstance(conn, psycopg.AsyncConnection):
+            return await run_async(conn, work)
+        return await asyncio.to_thread(run_sync, conn, work)
+
+    def _run_sync(self, work: Work[T], conn: psycopg.Connection[Any] | None) -> T:
+        if isinstance(conn, psycopg.AsyncConnection):
+            raise TypeError("the *_sync methods take a sync psycopg Connection, not an async one")
+        if conn is not None:
+            return run_sync(conn, work)
+        with self._sync.get().connection() as pooled:
+            return run_sync(pooled, work)
+
+    # -- inserting --------------------------------------------------------------------------
+
+    def enqueue(self, job: Job, conn: AnyConnection | None = None) -> Coroutine[Any, Any, Job]:
+        """Insert ``job``; a unique duplicate returns the existing job with ``conflict=True``."""
+        require_loop("enqueue")
+        return self._enqueue_one(job, conn)
+
+    async def _enqueue_one(self, job: Job, conn: AnyConnection | None) -> Job:
+        return (await self._run(insert_plan(self.queries, [job]), conn))[0]
+
+    def enqueue_many(
+        self, jobs: Iterable[Job], conn: AnyConnection | None = None
+    ) -> Coroutine[Any, Any, list[Job]]:
+        """Insert many jobs, returned in input order (see docs/enqueueing.md for statements).
+
+        Unlike Elixir's ``insert_all``, which ignores uniqueness, unique jobs are checked.
+        """
+        require_loop("enqueue_many")
+        return self._enqueue_many(list(jobs), conn)
+
+    async def _enqueue_many(self, batch: list[Job], conn: AnyConnection | None) -> list[Job]:
+        if not batch:
+            return []
+        return await self._run(insert_plan(self.queries, batch), conn)
+
+    def enqueue_sync(self, job: Job, conn: psycopg.Connection[Any] | None = None) -> Job:
+        """``enqueue`` from sync code, on ``conn`` (its transaction) or the sync pool."""
+        return self.enqueue_many_sync([job], conn=conn)[0]
+
+    def enqueue_many_sync(
+        self, jobs: Iterable[Job], conn: psycopg.Connection[Any] | None = None
+    ) -> list[Job]:
+        """``enqueue_many`` from sync code, on ``conn`` (its transaction) or the sync pool."""
+        batch = list(jobs)
+        if not batch:
+            return []
+        return self._run_sync(insert_plan(self.queries, batch), conn)
+
+    # -- management -------------------------------------------------------------------------
+
+    async def get_job(self, job_id: int, conn: AnyConnection | None = None) -> Job | None:
+        """The job with ``job_id``, or None."""
+        return await self._run(manage.get_job(self.queries, job_id), conn)
+
+    def get_job_sync(self, job_id: int, conn: psycopg.Connection[Any] | None = None) -> Job | None:
+        """``get_job`` from sync code."""
+        return self._run_sync(manage.get_job(self.queries, job_id), conn)
+
+    async def cancel_job(self, job_id: int, conn: AnyConnection | None = None) -> bool:
+        """Cancel one job (see ``cancel_jobs``); True when it was cancelled by this call."""
+        return await self.cancel_jobs([job_id], conn) == 1
+
+    async def cancel_jobs(self, job_ids: Sequence[int], conn: AnyConnection | None = None) -> int:
+        """Cancel jobs that are not already cancelled, completed or discarded.
+
+        Executing jobs are cancelled too, and every node is told to kill them (``pkill``).
+        Returns how many jobs were cancelled.
+        """
+        return await self._run(manage.cancel_jobs(self.queries, job_ids), conn)
+
+    def cancel_jobs_sync(
+        self, job_ids: Sequence[int], conn: psycopg.Connection[Any] | None = None
+    ) -> int:
+        """``cancel_jobs`` from sync code."""
+        return self._run_sync(manage.cancel_jobs(self.queries, job_ids), conn)
+
+    async def retry_job(self, job_id: int, conn: AnyConnection | None = None) -> bool:
+        """Make one job available again (see ``retry_jobs``)."""
+        return await self.retry_jobs([job_id], conn) == 1
+
+    async def retry_jobs(self, job_ids: Sequence[int], conn: AnyConnection | None = None) -> int:
+        """Make jobs available now, unless available or executing; each gets at least one more
+        attempt. Returns how many were retried."""
+        return await self._run(manage.retry_jobs(self.queries, job_ids), conn)
+
+    def retry_jobs_sync(
+        self, job_ids: Sequence[int], conn: psycopg.Connection[Any] | None = None
+    ) -> int:
+        """``retry_jobs`` from sync code."""
+        return self._run_sync(manage.retry_jobs(self.queries, job_ids), conn)
+
+    async def delete_job(self, job_id: int, conn: AnyConnection | None = None) -> bool:
+        """Delete one job unless it is executing."""
+        return await self.delete_jobs([job_id], conn) == 1
+
+    async def delete_jobs(self, job_ids: Sequence[int], conn: AnyConnection | None = None) -> int:
+        """Delete jobs that are not executing. Returns how many were deleted."""
+        return await self._run(manage.delete_jobs(self.queries, job_ids), conn)
+
+    def delete_jobs_sync(
+        self, job_ids: Sequence[int], conn: psycopg.Connection[Any] | None = None
+    ) -> int:
+        """``delete_jobs`` from sync code."""
+        return self._run_sync(manage.delete_jobs(self.queries, job_ids), conn)
+
+    async def update_job(
+        self, job_id: int, conn: AnyConnection | None = None, **changes: Any
+    ) -> Job | None:
+        """Change only the given fields among ``args, max_attempts, meta, priority, queue,
+        scheduled_at, tags, worker``, validated as a new job's, as Elixir's ``Job.update``.
+
+        A changed ``scheduled_at`` makes a waiting job ``scheduled`` (future) or ``available``
+        (past). Returns the updated job, or None when it is missing or locked by another
+        transaction (Elixir's ``SKIP LOCKED``).
+        """
+        return await self._run(manage.update_job(self.queries, job_id, changes), conn)
+
+    def update_job_sync(
+        self, job_id: int, conn: psycopg.Connection[Any] | None = None, **changes: Any
+    ) -> Job | None:
+        """``update_job`` from sync code."""
+        return self._run_sync(manage.update_job(self.queries, job_id, changes), conn)

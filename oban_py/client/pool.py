@@ -1,0 +1,213 @@
+"""The connection pools of a client: an async one for the runtime, a sync one for sync callers.
+
+Both configure their connections the same way: exact JSON decoding (``oban_py.job.jsonb``) and
+autocommit, so a single enqueue is one round trip rather than statement + COMMIT on return to
+the pool; work of several statements opens its own transaction. Each opens on first use, so a
+script that only calls ``enqueue_sync`` never starts the async pool and vice versa.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import pq
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import tuple_row
+from psycopg.types.json import set_json_loads
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from oban_py.job import jsonb
+from oban_py.job.errors import DatabaseUnavailable
+
+CONNECT_TIMEOUT = 10
+_IDLE = pq.TransactionStatus.IDLE
+
+A = TypeVar("A")
+T = TypeVar("T")
+#: What ``AsyncPool.run`` calls: a connection, the caller's argument and, for the held
+#: connection, its kept tuple cursor.
+Use = Callable[[psycopg.AsyncConnection[Any], A, "psycopg.AsyncCursor[Any] | None"], Awaitable[T]]
+
+
+async def configure_async(conn: psycopg.AsyncConnection[Any]) -> None:
+    set_json_loads(jsonb.loads, conn)
+    await conn.set_autocommit(True)
+
+
+def _configure_sync(conn: psycopg.Connection[Any]) -> None:
+    set_json_loads(jsonb.loads, conn)
+    conn.autocommit = True
+
+
+def _where(dsn: str) -> str:
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as error:
+        raise DatabaseUnavailable(f"invalid database DSN: {error}") from None
+    return "{user}@{host}:{port}/{dbname}".format(
+        user=params.get("user", "<default user>"),
+        host=params.get("host", "<default host>"),
+        port=params.get("port", 5432),
+        dbname=params.get("dbname", "<default database>"),
+    )
+
+
+def _unavailable(where: str, error: psycopg.OperationalError) -> DatabaseUnavailable:
+    reason = " ".join(str(error).split())
+    return DatabaseUnavailable(f"cannot connect to PostgreSQL {where}: {reason}")
+
+
+class AsyncPool:
+    """The async pool: created from a DSN (owned, closed by ``close``) or given by the caller."""
+
+    def __init__(
+        self, dsn: str | None, size: int, name: str, pool: AsyncConnectionPool[Any] | None
+    ) -> None:
+        self.dsn = dsn
+        self.owned = pool is None
+        self.opened = pool is not None
+        self._lock: asyncio.Lock | None = None
+        if pool is None:
+            pool = AsyncConnectionPool(
+                dsn or "",
+                min_size=1,
+                max_size=size,
+                open=False,
+                configure=configure_async,
+                name=name,
+            )
+        self.pool: AsyncConnectionPool[Any] = pool
+        # One connection kept out of the pool for the client's own calls while it is free:
+        # sequential enqueues skip the pool's checkout and return (most of a single enqueue's
+        # client time); concurrent calls take pool connections as before.
+        self._held: psycopg.AsyncConnection[Any] | None = None
+        self._cursor: psycopg.AsyncCursor[Any] | None = None
+        self._held_busy = False
+
+    async def run(self, use: Use[A, T], arg: A) -> T:
+        """``use(conn, arg, cursor)`` on a connection for one call: the held one when it is
+        free, with a tuple cursor kept for it (else ``None``), otherwise one of the pool."""
+        if self._held_busy or self.pool.max_size < 4:
+            async with self.pool.connection() as conn:
+                return await use(conn, arg, None)
+        self._held_busy = True
+        try:
+            conn = self._held
+            if conn is None:
+                conn = self._held = await self.pool.getconn()
+                # Made once: a cursor costs a single enqueue as much as its own Python work.
+                self._cursor = conn.cursor(row_factory=tuple_row)
+            try:
+                result = await use(conn, arg, self._cursor)
+            except BaseException:
+                await self._release()
+                raise
+            # Read off libpq directly: ``conn.info`` builds an object per call.
+            if conn.pgconn.transaction_status != _IDLE:
+                await self._release()
+            return result
+        finally:
+            self._held_busy = False
+
+    def replace(self, pool: AsyncConnectionPool[Any]) -> None:
+        """Use ``pool`` (not yet open) from now on, forgetting the old one unclosed: for a pool
+        whose event loop has gone, which can be neither used nor closed from here."""
+        self.pool = pool
+        self.owned = True
+        self.opened = False
+        self._lock = None
+        self._held = None
+        self._cursor = None
+        self._held_busy = False
+
+    async def _release(self) -> None:
+        # The pool checks what it gets back: a broken or mid-transaction one is reset or
+        # replaced, so a failed call never leaves the held connection in a bad state.
+        conn, self._held, self._cursor = self._held, None, None
+        if conn is not None:
+            await self.pool.putconn(conn)
+
+    async def open(self) -> None:
+        """Open the pool, failing fast with ``DatabaseUnavailable`` when the DSN does not work."""
+        if self.opened:
+            return
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self.opened:
+                return
+            await self._probe()
+            await self.pool.open(wait=True, timeout=CONNECT_TIMEOUT)
+            self.opened = True
+
+    async def _probe(self) -> None:
+        dsn = self.dsn or ""
+        where = _where(dsn)
+        try:
+            conn = await psycopg.AsyncConnection.connect(dsn, connect_timeout=CONNECT_TIMEOUT)
+        except psycopg.OperationalError as error:
+            raise _unavailable(where, error) from None
+        await conn.close()
+
+    async def close(self) -> None:
+        if self._held is not None and not self._held_busy:
+            await self._release()
+        if self.owned and self.opened:
+            await self.pool.close()
+            self.opened = False
+
+
+class SyncPool:
+    """The sync pool, for ``*_sync`` calls made without a connection; opened on first use."""
+
+    def __init__(self, dsn: str | None, size: int, name: str, pool: ConnectionPool[Any] | None):
+        self.dsn = dsn
+        self.owned = pool is None
+        self.opened = pool is not None
+        self._given = pool
+        self._size = size
+        self._name = name
+        self._lock = threading.Lock()
+
+    def get(self) -> ConnectionPool[Any]:
+        """The open pool, created and probed on the first call."""
+        if self._given is not None and self.opened:
+            return self._given
+        with self._lock:
+            if self._given is None:
+                if self.dsn is None:
+                    raise ValueError(
+                        "sync calls without conn= need a client built with dsn= or sync_pool="
+                    )
+                self._probe()
+                self._given = ConnectionPool(
+                    self.dsn,
+                    min_size=1,
+                    max_size=self._size,
+                    open=False,
+                    configure=_configure_sync,
+                    name=f"{self._name}.sync",
+                )
+            if not self.opened:
+                self._given.open(wait=True, timeout=CONNECT_TIMEOUT)
+                self.opened = True
+            return self._given
+
+    def _probe(self) -> None:
+        dsn = self.dsn or ""
+        where = _where(dsn)
+        try:
+            psycopg.connect(dsn, connect_timeout=CONNECT_TIMEOUT).close()
+        except psycopg.OperationalError as error:
+            raise _unavailable(where, error) from None
+
+    def close(self) -> None:
+        with self._lock:
+            if self.owned and self.opened and self._given is not None:
+                self._given.close()
+                self._given = None
+                self.opened = False

@@ -1,0 +1,477 @@
+"""``Job``: one row of ``oban_jobs``, validated when an application builds it.
+
+Values follow Elixir's ``Oban.Job.new/2``: state ``available`` (``scheduled`` when a schedule is
+given, as Elixir does even for a time in the past), attempt 0, max_attempts 20, priority 0, empty
+meta, tags and errors. The database stores naive UTC timestamps; a ``Job`` holds aware UTC ones.
+Rows read back from the database go through ``Job.from_row`` without re-validation.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
+
+from oban_py.job import jsonb
+from oban_py.job.unique import Unique, coerce_replace
+
+#: Elixir's ``Oban.Job`` defaults, the one table of them: the model's fields, its direct build,
+#: the planner's "was this column set" test and a cron entry's fallbacks all read it. (Ecto puts
+#: only values that differ from the struct's in ``changes``, and ``replace`` takes changes.)
+JOB_DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    {
+        "args": {},
+        "max_attempts": 20,
+        "meta": {},
+        "priority": 0,
+        "queue": "default",
+        "scheduled_at": None,
+        "tags": [],
+    }
+)
+#: The DB check is ``0 < char_length < 128``; Elixir's changeset allows 128, which the DB rejects.
+MAX_NAME_LENGTH = 127
+COLUMNS = (
+    "id",
+    "state",
+    "queue",
+    "worker",
+    "args",
+    "errors",
+    "attempt",
+    "max_attempts",
+    "inserted_at",
+    "scheduled_at",
+    "attempted_at",
+    "completed_at",
+    "attempted_by",
+    "discarded_at",
+    "priority",
+    "tags",
+    "meta",
+    "cancelled_at",
+)
+_TIMESTAMPS = (
+    "inserted_at",
+    "scheduled_at",
+    "attempted_at",
+    "completed_at",
+    "discarded_at",
+    "cancelled_at",
+)
+
+
+def to_utc(value: datetime) -> datetime:
+    """Aware UTC; a naive value is taken to be UTC already (as the database stores it)."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def to_naive_utc(value: datetime | None) -> datetime | None:
+    """The database form of a timestamp: naive UTC."""
+    if value is None:
+        return None
+    return to_utc(value).replace(tzinfo=None)
+
+
+def _json_object(value: Any, field: str) -> dict[str, Any]:
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{field} must be a JSON object (a dict), got {type(value).__name__}")
+    return _json_copy(value, field)
+
+
+def _json_copy(value: Mapping[str, Any], field: str) -> dict[str, Any]:
+    copy: dict[str, Any] = dict(value)
+    try:
+        # Round-trip so the job holds exactly what the database will (tuples → lists ...);
+        # through jsonb so wide integers and out-of-range numbers stay exact.
+        dumped = jsonb.dumps(copy)
+    except TypeError as error:
+        raise ValueError(f"{field} must serialise to JSON: {error}") from None
+    if _flat(copy):
+        # Text keys and plain scalars read back as they are: the serialising alone checked it.
+        return copy
+    result: dict[str, Any] = jsonb.loads(dumped)
+    return result
+
+
+def _flat(value: dict[Any, Any]) -> bool:
+    for key, item in value.items():
+        kind = item.__class__
+        if key.__class__ is not str or kind not in _SCALARS:
+            return False
+        if kind is float and not math.isfinite(item):
+            return False
+    return True
+
+
+class Job(BaseModel):
+    """A job: the columns of ``oban_jobs`` plus insert options (``unique``, ``replace``)."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=False)
+
+    id: int | None = None
+    state: str = "available"
+    queue: str = JOB_DEFAULTS["queue"]
+    worker: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    errors: list[dict[str, Any]] = Field(default_factory=list)
+    attempt: int = Field(default=0, ge=0)
+    max_attempts: int = JOB_DEFAULTS["max_attempts"]
+    inserted_at: datetime | None = None
+    scheduled_at: datetime | None = None
+    attempted_at: datetime | None = None
+    completed_at: datetime | None = None
+    attempted_by: list[str] | None = None
+    discarded_at: datetime | None = None
+    priority: int = JOB_DEFAULTS["priority"]
+    tags: list[str] = Field(default_factory=list)
+    meta: dict[str, Any] = Field(default_factory=dict)
+    cancelled_at: datetime | None = None
+
+    #: Insert options, never stored in the row.
+    unique: Unique | None = None
+    replace: dict[str, tuple[str, ...]] | None = None
+    schedule_in: float | None = Field(default=None, exclude=True)
+    #: Set on the job returned by a unique insert that found an existing job.
+    conflict: bool = False
+
+    _cancelled: bool = PrivateAttr(default=False)
+    _typed_args: Any = PrivateAttr(default=None)
+
+    if not TYPE_CHECKING:  # the checker keeps the signature pydantic derives from the fields
+
+        def __init__(self, /, **data: Any) -> None:
+            # Most jobs are built from a name, a queue and plain args: set those directly, as
+            # the validators would, and leave every other input to pydantic. A single enqueue
+            # spent a sixth of its time here otherwise.
+            if data.keys() <= _FAST_FIELDS and _fast_init(self, data):
+                return
+            super().__init__(**data)
+
+    @field_validator("worker", mode="before")
+    @classmethod
+    def _worker_name(cls, value: Any) -> Any:
+        name = getattr(value, "__oban_name__", None)
+        if isinstance(value, type) and isinstance(name, str):
+            return name
+        return value
+
+    @field_validator("worker", "queue")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        if len(value) > MAX_NAME_LENGTH:
+            raise ValueError(f"must be at most {MAX_NAME_LENGTH} characters, got {len(value)}")
+        return value
+
+    @field_validator("priority")
+    @classmethod
+    def _priority(cls, value: int) -> int:
+        if not 0 <= value <= 9:
+            raise ValueError(f"must be between 0 and 9, got {value}")
+        return value
+
+    @field_validator("max_attempts")
+    @classmethod
+    def _max_attempts(cls, value: int) -> int:
+        if value <= 0:
+            raise ValueError(f"must be greater than 0, got {value}")
+        return value
+
+    @field_validator("args", "meta", mode="before")
+    @classmethod
+    def _objects(cls, value: Any, info: Any) -> dict[str, Any]:
+        return _json_object(value, info.field_name)
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags(cls, value: Any) -> list[str]:
+        if isinstance(value, str) or not hasattr(value, "__iter__"):
+            raise ValueError("must be a list of strings")
+        cleaned = {str(tag).strip().lower() for tag in value}
+        return sorted(tag for tag in cleaned if tag)
+
+    @field_validator(*_TIMESTAMPS)
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else to_utc(value)
+
+    @field_validator("unique", mode="before")
+    @classmethod
+    def _unique(cls, value: Any) -> Unique | None:
+        return Unique.coerce(value)
+
+    @field_validator("replace", mode="before")
+    @classmethod
+    def _replace(cls, value: Any) -> dict[str, tuple[str, ...]] | None:
+        return coerce_replace(value)
+
+    @field_validator("schedule_in", mode="before")
+    @classmethod
+    def _schedule_in(cls, value: Any) -> Any:
+        if isinstance(value, timedelta):
+            return value.total_seconds()
+        return value
+
+    @model_validator(mode="after")
+    def _schedule(self) -> Job:
+        if self.schedule_in is not None:
+            if "scheduled_at" in self.model_fields_set:
+                raise ValueError("give either schedule_in or scheduled_at, not both")
+            self.scheduled_at = datetime.now(UTC) + timedelta(seconds=self.schedule_in)
+            self.schedule_in = None
+        if self.scheduled_at is not None and self.id is None and self.state == "available":
+            self.state = "scheduled"
+        return self
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Job:
+        """Build from a database row (a mapping of column → value) without validation.
+
+        Naive timestamps are UTC; ISO strings (as in ``row_to_json``) are parsed.
+        """
+        # The runtime builds one Job per fetched row: filling ``__dict__`` directly is several
+        # times cheaper than ``model_construct`` and yields the same instance (fields not in the
+        # row take their defaults, ``model_fields_set`` lists the columns given).
+        values = _ROW_DEFAULTS.copy()
+        given = set()
+        for key in COLUMNS:
+            if key in row:
+                values[key] = row[key]
+                given.add(key)
+        for key in _TIMESTAMPS:
+            value = values[key]
+            if value is not None:
+                if value.__class__ is datetime and value.tzinfo is None:
+                    values[key] = value.replace(tzinfo=UTC)
+                else:
+                    if isinstance(value, str):
+                        value = datetime.fromisoformat(value)
+                    values[key] = to_utc(value)
+        for key in ("args", "meta"):
+            if values[key] is None:
+                values[key] = {}
+        for key in ("errors", "tags"):
+            if values[key] is None:
+                values[key] = []
+        state = values["state"]
+        if state.__class__ is not str:
+            values["state"] = str(state)
+        job = cls.__new__(cls)
+        _set = object.__setattr__
+        _set(job, "__dict__", values)
+        _set(job, "__pydantic_fields_set__", given)
+        _set(job, "__pydantic_extra__", None)
+        _set(job, "__pydantic_private__", _PRIVATE_DEFAULTS.copy())
+        return job
+
+    def stored(self, job_id: int, inserted_at: datetime, scheduled_at: datetime) -> Job:
+        """The row an insert of this job stored, given the columns the server chose.
+
+        Equal to ``from_row`` of ``RETURNING *``: the inserted columns as this job holds them
+        (args and meta were round-tripped through JSON when it was built), every other column
+        at its table default. Shares no mutable value with this job.
+        """
+        job = _unsaved(self.__dict__)
+        values = job.__dict__
+        values["id"] = job_id
+        values["inserted_at"] = inserted = _aware(inserted_at)
+        # Unscheduled jobs (most) are scheduled at their insert time: one conversion, not two.
+        values["scheduled_at"] = inserted if scheduled_at == inserted_at else _aware(scheduled_at)
+        return job
+
+    def to_row(self) -> dict[str, Any]:
+        """The stored columns, JSON-ready, exactly as ``row_to_json`` renders the row."""
+        row: dict[str, Any] = {}
+        for key in COLUMNS:
+            value = getattr(self, key)
+            if key in _TIMESTAMPS and value is not None:
+                value = _json_timestamp(to_naive_utc(value))  # type: ignore[arg-type]
+            row[key] = value
+        return row
+
+    def cancelled(self) -> bool:
+        """True once the job was cancelled while running; long work should check it and stop."""
+        return self._cancelled
+
+    def _cancel(self) -> None:
+        # A plain attribute write is atomic under the GIL, so worker threads can poll it.
+        self._cancelled = True
+
+    @property
+    def typed_args(self) -> Any:
+        """The args as the worker's ``args_model`` (set by ``Worker.build_args``), else ``args``."""
+        return self.args if self._typed_args is None else self._typed_args
+
+
+def _valid_name(value: Any) -> bool:
+    return value.__class__ is str and 0 < len(value) <= MAX_NAME_LENGTH and not value.isspace()
+
+
+def _fast_init(job: Job, data: dict[str, Any]) -> bool:
+    """Fill ``job`` from ``data`` when every value is of the exact plain type the validators
+    accept unchanged; False (``job`` untouched) for anything else, which pydantic then checks
+    and reports. Must build what ``Job.model_validate(data)`` builds."""
+    worker = data.get("worker")
+    queue = data.get("queue", JOB_DEFAULTS["queue"])
+    priority = data.get("priority", JOB_DEFAULTS["priority"])
+    max_attempts = data.get("max_attempts", JOB_DEFAULTS["max_attempts"])
+    if not (_valid_name(worker) and _valid_name(queue)):
+        return False
+    if priority.__class__ is not int or not 0 <= priority <= 9:
+        return False
+    if max_attempts.__class__ is not int or max_attempts <= 0:
+        return False
+    values = _ROW_DEFAULTS.copy()
+    try:
+        for key in ("args", "meta"):
+            value = data.get(key)
+            if value is None:
+                if key in data:
+                    return False
+                values[key] = {}
+            elif value.__class__ is dict:
+                values[key] = _json_copy(value, key)
+            else:
+                return False
+    except ValueError:
+        return False
+    tags = data.get("tags")
+    if tags is None:
+        if "tags" in data:
+            return False
+        values["tags"] = []
+    elif tags.__class__ in (list, tuple) and all(tag.__class__ is str for tag in tags):
+        values["tags"] = Job._tags(tags)
+    else:
+        return False
+    values["worker"] = worker
+    values["queue"] = queue
+    values["priority"] = priority
+    values["max_attempts"] = max_attempts
+    values["errors"] = []
+    _set = object.__setattr__
+    _set(job, "__dict__", values)
+    _set(job, "__pydantic_fields_set__", set(data))
+    _set(job, "__pydantic_extra__", None)
+    _set(job, "__pydantic_private__", _PRIVATE_DEFAULTS.copy())
+    return True
+
+
+def prepare_stored(jobs: Sequence[Job]) -> list[Job]:
+    """The jobs an INSERT of ``jobs`` stores, but for the columns the server chooses (id,
+    inserted_at, and scheduled_at when not given; ``finish_stored`` sets them). Built while the
+    server runs the statement, this work overlaps its round trip."""
+    # Thousands of new tracked objects trigger the cyclic collector over and over, each pass
+    # walking every live job (half the cost of building a 20,000-job result). None of these
+    # objects forms a cycle, so collection is only deferred to the end of the loop, which runs
+    # without yielding to other tasks.
+    paused = len(jobs) > _GC_PAUSE_AT and gc.isenabled()
+    if paused:
+        gc.disable()
+    try:
+        return [_unsaved(job.__dict__) for job in jobs]
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _unsaved(mine: dict[str, Any]) -> Job:
+    """The row an insert of the job whose fields are ``mine`` stores, but for the columns the
+    server chooses: the inserted columns as the job holds them (args and meta were round-tripped
+    through JSON when it was built), every other column at its table default, sharing no
+    mutable value with the job. Filled directly, as ``from_row`` does: it runs once per
+    inserted job."""
+    values = _ROW_DEFAULTS.copy()
+    values["state"] = mine["state"]
+    values["queue"] = mine["queue"]
+    values["worker"] = mine["worker"]
+    values["max_attempts"] = mine["max_attempts"]
+    values["priority"] = mine["priority"]
+    values["args"] = _copy_json(mine["args"])
+    meta = mine["meta"]
+    values["meta"] = _copy_json(meta) if meta else {}
+    values["tags"] = list(mine["tags"])
+    values["errors"] = []
+    values["scheduled_at"] = mine["scheduled_at"]
+    built = Job.__new__(Job)
+    _set = object.__setattr__
+    _set(built, "__dict__", values)
+    _set(built, "__pydantic_fields_set__", _COLUMN_SET.copy())
+    _set(built, "__pydantic_extra__", None)
+    _set(built, "__pydantic_private__", _PRIVATE_DEFAULTS.copy())
+    return built
+
+
+def finish_stored(
+    prepared: list[Job],
+    ids: Sequence[int],
+    now: datetime,
+    inserted_ats: Sequence[datetime] | None = None,
+) -> list[Job]:
+    """Set the server-chosen columns of ``prepare_stored`` jobs: their ids, in order, and the
+    statement's time: the scheduled time of those sent without one, and the insert time of all
+    (or each its own from ``inserted_ats``, when a changed column default gave them other)."""
+    aware = _aware(now)
+    for n, (job, job_id) in enumerate(zip(prepared, ids, strict=True)):
+        values = job.__dict__
+        values["id"] = job_id
+        values["inserted_at"] = aware if inserted_ats is None else _aware(inserted_ats[n])
+        if values["scheduled_at"] is None:
+            values["scheduled_at"] = aware
+    return prepared
+
+
+#: Every field of a row-built job before the row's columns are laid over it; the mutable
+#: defaults are replaced per job (``from_row`` never shares them: they are overwritten or None).
+_ROW_DEFAULTS: dict[str, Any] = {
+    name: (None if field.is_required() or field.default_factory else field.default)
+    for name, field in Job.model_fields.items()
+}
+_PRIVATE_DEFAULTS: dict[str, Any] = {
+    name: attr.get_default() for name, attr in Job.__private_attributes__.items()
+}
+
+
+_FAST_FIELDS = frozenset({"worker", "queue", "args", "meta", "priority", "max_attempts", "tags"})
+_SCALARS = (str, int, float, bool, type(None))
+_COLUMN_SET = set(COLUMNS)
+_GC_PAUSE_AT = 1_000
+
+
+def _copy_json(value: dict[str, Any] | None) -> dict[str, Any]:
+    if value is None:
+        return {}
+    # Flat objects of JSON scalars (the usual args) need no round trip to be a faithful copy.
+    for item in value.values():
+        if item.__class__ not in _SCALARS:
+            result: dict[str, Any] = jsonb.loads(jsonb.dumps(value))
+            return result
+    return dict(value)
+
+
+def _json_timestamp(value: datetime) -> str:
+    # PostgreSQL's JSON drops trailing zeros of the fraction (.96725, not .967250) and the
+    # whole fraction when it is zero; isoformat() always writes six digits.
+    return value.isoformat().rstrip("0").rstrip(".") if value.microsecond else value.isoformat()
+
+
+def _aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else to_utc(value)

@@ -1,0 +1,261 @@
+"""Writes job outcomes in batches: one guarded UPDATE for many finished jobs.
+
+Every producer of a node pushes its acks here. A batch is flushed a few milliseconds after the
+first ack arrives (or at once when it reaches ``max_batch``), so a burst of finishing jobs costs
+one round trip instead of one each. The statement (``sql/ack_jobs.sql``) only touches a row still
+``executing`` in the same attempt, so an ack can never undo a cancel or a rescue.
+
+Failures are told apart by what they say about the batch:
+
+- the database is away (connection lost, pool exhausted, a timeout): the batch is kept whole
+  and retried with backoff, nothing is lost;
+- the database refused the data (or the parameters could not be built): the batch is split in
+  halves until the rows it refuses stand alone, so one bad row never holds back the others. A
+  refused single ack is written again without what the database refused (its error text, its
+  meta: ``outcomes.degraded``); if even that is refused it stays pending on its own, retried
+  with a long backoff, logged once and counted (``oban.ack.refused``).
+
+``stop`` flushes what is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+import structlog
+
+from oban_py import telemetry
+from oban_py.aio import wait_event
+from oban_py.job import errors
+from oban_py.node import outcomes
+from oban_py.node.outcomes import Ack
+
+if TYPE_CHECKING:
+    from psycopg_pool import AsyncConnectionPool
+
+    from oban_py.sql import Queries
+
+log = structlog.get_logger("oban.acker")
+
+
+#: (parameter, Ack field index, default) of the columns most acks leave at their default
+_OPTIONAL: tuple[tuple[str, int, Any], ...] = (
+    ("scheduled_at", 4, None),
+    ("extra_attempts", 5, 0),
+    ("attempt_delta", 6, 0),
+    ("errors", 7, None),
+    ("metas", 8, None),
+    ("pkill", 9, False),
+)
+
+
+def _literal(values: list[str]) -> str:
+    # A PostgreSQL array literal for elements that need no quoting (ints, ISO timestamps, state
+    # names): building one string is far cheaper than psycopg dumping a list element by element.
+    return "{" + ",".join(values) + "}"
+
+
+def batch_params(batch: list[Ack]) -> dict[str, Any]:
+    """The ``ack_jobs.sql`` parameters of ``batch``.
+
+    The columns every ack has go as array literals; a column where every ack has the default
+    (no schedule, no error, ...) goes as an empty array, which ``unnest`` pads with NULLs and
+    the statement reads as the default. A batch of plain completions so costs four strings.
+    """
+    params: dict[str, Any] = {
+        "ids": _literal([str(a.id) for a in batch]),
+        "attempted_at": _literal([a.attempted_at.isoformat() for a in batch]),
+        "states": _literal([a.state for a in batch]),
+        "at": _literal([a.at.isoformat() for a in batch]),
+    }
+    for key, index, default in _OPTIONAL:
+        column = [a[index] for a in batch]
+        params[key] = column if any(v != default for v in column) else []
+    return params
+
+
+def _unavailable(error: BaseException) -> bool:
+    """True when ``error`` says the database is away rather than that it refused the data."""
+    # OperationalError covers lost connections, server shutdown, statement timeouts, deadlocks
+    # and the pool's timeout; InterfaceError a connection closed under us.
+    return isinstance(error, psycopg.OperationalError | psycopg.InterfaceError | OSError)
+
+
+#: A refused ack that even its degraded form cannot store is retried this often.
+REFUSED_RETRY = 30.0
+
+
+class Acker:
+    """Batches acks from all producers of one node into single statements."""
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        queries: Queries,
+        *,
+        delay: float = 0.002,
+        max_batch: int = 2_000,
+        max_backoff: float = 5.0,
+    ) -> None:
+        self.pool = pool
+        self.queries = queries
+        self.delay = delay
+        self.max_batch = max_batch
+        self.max_backoff = max_backoff
+        self._pending: list[Ack] = []
+        self._writing: list[Ack] = []
+        #: acks the database refused even degraded: id -> ack, retried every REFUSED_RETRY
+        self._refused: dict[int, Ack] = {}
+        self._event = asyncio.Event()
+        self._full = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._refused_task: asyncio.Task[None] | None = None
+        self.failures = 0
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending) + len(self._writing) + len(self._refused)
+
+    def owned(self) -> set[int]:
+        """Ids whose outcome is queued or being written: rows no one may release meanwhile."""
+        return {a.id for a in self._pending} | {a.id for a in self._writing} | set(self._refused)
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._loop(), name="oban.acker")
+
+    def push(self, ack: Ack) -> None:
+        """Queue one ack; it is written with the next batch."""
+        self._pending.append(ack)
+        self._event.set()
+        if len(self._pending) >= self.max_batch:
+            self._full.set()
+
+    async def flush(self) -> None:
+        """Write everything queued now, retrying while the database is away."""
+        backoff = 0.05
+        while self._pending:
+            try:
+                await self._write_batch()
+                self.failures = 0
+                backoff = 0.05
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                self.failures += 1
+                delay = min(self.max_backoff, backoff) * (1 + random.random() * 0.2)
+                backoff *= 2
+                log.warning(
+                    "ack batch failed, retrying",
+                    pending=len(self._pending),
+                    failures=self.failures,
+                    retry_in=round(delay, 3),
+                    error=repr(error),
+                )
+                telemetry.execute(
+                    "oban.ack.exception",
+                    {"pending": len(self._pending)},
+                    {"error": error, "failures": self.failures},
+                )
+                await asyncio.sleep(delay)
+
+    async def stop(self, give_up_after: float = 15.0) -> None:
+        """Stop the timer and flush what is left, giving up after ``give_up_after`` seconds."""
+        for task in (self._task, self._refused_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._refused_task = None
+        self._pending[:0] = list(self._refused.values())
+        self._refused.clear()
+        try:
+            async with asyncio.timeout(give_up_after):
+                await self.flush()
+        except TimeoutError:
+            log.error("acks lost at shutdown: the database stayed unreachable", lost=self.pending)
+        if self._refused:
+            # Stopped, so no retry task runs: their rows are left for the lifeline.
+            log.error("acks refused by the database at shutdown", job_ids=sorted(self._refused))
+
+    async def _loop(self) -> None:
+        while True:
+            await self._event.wait()
+            if not self._full.is_set():
+                await wait_event(self._full, self.delay)
+            await self.flush()
+
+    async def _write_batch(self) -> None:
+        batch = self._pending[: self.max_batch]
+        del self._pending[: len(batch)]
+        if not self._pending:
+            self._event.clear()
+            self._full.clear()
+        self._writing = batch
+        try:
+            await self._write(batch)
+        except BaseException:
+            # The database is away: put the batch back in front, so nothing is lost and order
+            # is kept.
+            self._pending[:0] = batch
+            self._event.set()
+            raise
+        finally:
+            self._writing = []
+
+    async def _write(self, batch: list[Ack]) -> None:
+        try:
+            params = batch_params(batch)
+            async with self.pool.connection() as conn:
+                await conn.execute(self.queries["ack_jobs"], params)
+        except Exception as error:
+            if _unavailable(error):
+                raise
+            if len(batch) > 1:
+                middle = len(batch) // 2
+                await self._write(batch[:middle])
+                await self._write(batch[middle:])
+            else:
+                await self._refuse(batch[0], error)
+
+    async def _write_one(self, ack: Ack) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(self.queries["ack_jobs"], batch_params([ack]))
+
+    async def _refuse(self, ack: Ack, error: Exception) -> None:
+        reason = errors.safe_str(error)
+        degraded = outcomes.degraded(ack, reason)
+        try:
+            await self._write_one(degraded)
+        except Exception as again:
+            if _unavailable(again):
+                raise
+            # Kept degraded: what the database refused first is never sent again.
+            self._refused[ack.id] = degraded
+            if self._task is not None and (self._refused_task is None or self._refused_task.done()):
+                self._refused_task = asyncio.create_task(
+                    self._retry_refused(), name="oban.acker.refused"
+                )
+            log.error(
+                "ack refused by the database; retrying on its own", job_id=ack.id, error=reason
+            )
+            telemetry.execute("oban.ack.refused", {"count": 1}, {"ack": ack, "error": again})
+        else:
+            log.warning(
+                "ack refused; written without its error text and meta", job_id=ack.id, error=reason
+            )
+            telemetry.execute("oban.ack.degraded", {"count": 1}, {"ack": ack, "error": error})
+
+    async def _retry_refused(self) -> None:
+        while self._refused:
+            await asyncio.sleep(REFUSED_RETRY)
+            for job_id, ack in list(self._refused.items()):
+                try:
+                    await self._write_one(ack)
+                except Exception:
+                    continue
+                self._refused.pop(job_id, None)

@@ -1,0 +1,399 @@
+"""One attempt, from the claimed row to its one outcome: the only place that decides it.
+
+``claimed`` turns the rows a fetch claimed into jobs, and a row it cannot read into a
+``discarded`` outcome on the spot, so one bad row never strands the others. ``perform`` runs a
+job and always returns its ``Ack``: whatever the worker returns or raises (any
+``BaseException``: ``SystemExit``, ``KeyboardInterrupt``, a ``CancelledError`` of its own), and
+whatever interrupts it (a pkill, the node's shutdown, fencing). It reads as the attempt's story:
+
+    resolve the worker -> validate args -> enter the work hooks -> call ``process`` (on the
+    loop, or in a pool thread) under its timeout -> the outcome rule -> telemetry
+
+A plain ``def process`` runs in a thread that nothing can stop, so its attempt is never given up
+while the thread runs: an interrupt or a timeout raises ``job.cancelled()`` for the worker to see
+and the outcome waits for the thread. The producer (``producer.py``) owns the attempts of its
+queue and writes each ack through the node's acker; ``testing.py`` runs jobs through this same
+code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import Executor
+from contextlib import AsyncExitStack, ExitStack
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal
+
+from oban_py import telemetry
+from oban_py.hooks import WorkHook, work_hooks
+from oban_py.job import backoff, errors
+from oban_py.job.errors import UnknownWorker
+from oban_py.job.model import Job
+from oban_py.job.returns import Cancel, Record, Snooze
+from oban_py.node import outcomes
+from oban_py.node.outcomes import Ack
+from oban_py.worker import resolve
+
+if TYPE_CHECKING:
+    from psycopg import AsyncCursor
+
+#: Why this node interrupted an attempt: a cancel signal (pkill), the node stopping, or the
+#: node losing its heartbeat (fenced: another node may soon rescue the job).
+Interrupt = Literal["pkill", "shutdown", "fenced"]
+
+
+class Attempt:
+    """A claimed job being worked: its task, and why this node interrupted it, if it did."""
+
+    __slots__ = ("id", "in_thread", "job", "reason", "started", "task")
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.id: int = job.id  # type: ignore[assignment]
+        self.task: asyncio.Task[None] | None = None
+        self.reason: Interrupt | None = None
+        #: True while ``process`` runs in a pool thread, which no cancel can stop
+        self.in_thread = False
+        #: False until the attempt's task has begun: a task cancelled before its first step
+        #: never runs a line of it, so it could record no outcome
+        self.started = False
+
+    def interrupt(self, reason: Interrupt) -> None:
+        """Raise ``job.cancelled()``; the first reason stays, but a pkill outranks the others."""
+        if self.reason is None or reason == "pkill":
+            self.reason = reason
+        self.job._cancel()
+
+
+# -- claimed rows ------------------------------------------------------------------------------
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _unreadable(row: Mapping[str, Any]) -> str | None:
+    """Why a decoded row cannot be worked, or None: what Elixir's schema would refuse to load."""
+    for column, kind in (("args", dict), ("meta", dict), ("errors", list), ("tags", list)):
+        value = row.get(column)
+        if value is not None and value.__class__ is not kind:
+            return f"{column} must be a JSON {'object' if kind is dict else 'array'}"
+    return None
+
+
+def _decode(row: Mapping[str, Any], now: datetime) -> Job | Ack:
+    problem = _unreadable(row)
+    if problem is None:
+        try:
+            return Job.from_row(row)
+        except Exception as error:
+            problem = errors.safe_str(error)
+    text = f"** (Oban.DecodeError) job {row['id']} cannot be read: {problem}"
+    return outcomes.undecodable(row["id"], row["attempted_at"], row["attempt"], text, now)
+
+
+async def claimed(cur: AsyncCursor[Any]) -> tuple[list[Job], list[Ack]]:
+    """The jobs a fetch claimed, and the outcomes of claimed rows that cannot be read.
+
+    Rows are decoded all at once; when that fails (a timestamp at ``infinity``, a value no
+    loader reads), row by row, and a row that fails alone is read from its raw columns.
+    """
+    now = _now()
+    try:
+        rows = await cur.fetchall()
+    except Exception:
+        return await _claimed_one_by_one(cur, now)
+    jobs: list[Job] = []
+    bad: list[Ack] = []
+    for row in rows:
+        _sort(_decode(row, now), jobs, bad)
+    return jobs, bad
+
+
+def _sort(decoded: Job | Ack, jobs: list[Job], bad: list[Ack]) -> None:
+    if isinstance(decoded, Job):
+        jobs.append(decoded)
+    else:
+        bad.append(decoded)
+
+
+async def _claimed_one_by_one(cur: AsyncCursor[Any], now: datetime) -> tuple[list[Job], list[Ack]]:
+    jobs: list[Job] = []
+    bad: list[Ack] = []
+    result = cur.pgresult
+    if result is None or cur.description is None:
+        return jobs, bad
+    columns = {column.name: index for index, column in enumerate(cur.description)}
+    for index in range(result.ntuples):
+        try:
+            await cur.scroll(index, mode="absolute")
+            row = await cur.fetchone()
+        except Exception as error:
+            bad.append(_raw_undecodable(result, columns, index, error, now))
+            continue
+        if row is not None:
+            _sort(_decode(row, now), jobs, bad)
+    return jobs, bad
+
+
+def _raw_undecodable(
+    result: Any, columns: dict[str, int], index: int, error: Exception, now: datetime
+) -> Ack:
+    # The columns the claim itself wrote (id, attempt, attempted_at) always read as text.
+    def raw(name: str) -> str:
+        return bytes(result.get_value(index, columns[name])).decode()
+
+    job_id = int(raw("id"))
+    attempted_at = datetime.fromisoformat(raw("attempted_at")).replace(tzinfo=UTC)
+    text = f"** (Oban.DecodeError) job {job_id} cannot be read: {errors.safe_str(error)}"
+    return outcomes.undecodable(job_id, attempted_at, int(raw("attempt")), text, now)
+
+
+# -- running one attempt -------------------------------------------------------------------------
+
+
+class UnknownWorkerError(Exception):
+    """A job whose worker name resolves to nothing on this node."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"unknown worker: {name}")
+        self.text = f"** (RuntimeError) unknown worker: {name}"
+
+
+async def perform(
+    attempt: Attempt, threads: Executor, prefix: str | None = None
+) -> tuple[Ack, Any]:
+    """Run the attempt's job; its ack and what ``process`` returned or raised. Never raises."""
+    job = attempt.job
+    span = _Span(job, prefix)
+    worker: Any = None
+    try:
+        try:
+            cls = resolve(job.worker)
+        except UnknownWorker:
+            raise UnknownWorkerError(job.worker) from None
+        worker = cls()
+        if cls.args_model is not None:
+            cls.build_args(job)
+        result = await _call(attempt, worker, threads)
+    except BaseException as raised:
+        ack, failed = _raised(attempt, worker, raised)
+        result = raised
+    else:
+        ack, failed = _returned(attempt, result)
+        if failed is not None:
+            result = failed
+    span.end(ack, result, failed, interrupted=attempt.reason)
+    return ack, result
+
+
+def _ours(attempt: Attempt, error: BaseException) -> bool:
+    # A CancelledError is this node's interrupt only if this node asked for one; a worker may
+    # raise one of its own (a leaked inner cancellation), which is an ordinary failure.
+    if not isinstance(error, asyncio.CancelledError) or attempt.reason is None:
+        return False
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def _raised(
+    attempt: Attempt, worker: Any, error: BaseException
+) -> tuple[Ack, BaseException | None]:
+    job = attempt.job
+    now = _now()
+    if attempt.reason == "pkill":
+        return outcomes.killed(job, now), None
+    if _ours(attempt, error):
+        # The worker really stopped (its task ended), so the job can go back at once.
+        exhausted = job.attempt >= job.max_attempts
+        return outcomes.release(attempt.id, job.attempted_at, exhausted, now), error  # type: ignore[arg-type]
+    timeout = getattr(error, "oban_timeout", None)
+    if isinstance(error, TimeoutError) and timeout is not None:
+        text = errors.format_timeout(job.worker, timeout * 1000)
+    elif isinstance(error, UnknownWorkerError):
+        text = error.text
+    else:
+        text = errors.format_exception(error)
+    return outcomes.failure(job, text, now, _backoff(worker, job)), error
+
+
+def _returned(attempt: Attempt, result: Any) -> tuple[Ack, BaseException | None]:
+    job = attempt.job
+    now = _now()
+    if attempt.reason == "pkill":
+        # Killed by a cancel but returned before it took effect: the row is cancelled already
+        # and the guarded ack records the kill as Elixir does.
+        return outcomes.killed(job, now), None
+    if result is None or type(result) not in _SPECIAL:
+        return outcomes.complete(job, now), None
+    if isinstance(result, Snooze):
+        return outcomes.snooze(job, result.seconds, now), None
+    if isinstance(result, Cancel):
+        return outcomes.cancel(job, errors.format_cancel(job.worker, result.reason), now), None
+    try:
+        return outcomes.record(job, result, now), None
+    except BaseException as error:
+        return outcomes.failure(
+            job, errors.format_exception(error), now, _backoff(None, job)
+        ), error
+
+
+_SPECIAL = frozenset({Snooze, Cancel, Record})
+
+
+def _backoff(worker: Any, job: Job) -> float:
+    custom = getattr(worker, "backoff", None) if worker is not None else None
+    if custom is not None:
+        try:
+            return float(custom(job))
+        except BaseException:  # a broken backoff falls back to Elixir's
+            pass
+    return float(backoff.default_backoff(job.attempt, job.max_attempts))
+
+
+async def _call(attempt: Attempt, worker: Any, threads: Executor) -> Any:
+    job = attempt.job
+    limit = getattr(worker, "timeout", None)
+    seconds = limit(job) if limit is not None else None
+    process = worker.process
+    hooks = work_hooks()
+    if not inspect.iscoroutinefunction(process):
+        attempt.in_thread = True
+        future = asyncio.get_running_loop().run_in_executor(
+            threads, _in_thread, process, job, hooks
+        )
+        try:
+            result = await _wait_thread(future, job, seconds)
+        finally:
+            attempt.in_thread = False
+        # A plain def may still hand back an awaitable (a wrapped coroutine function).
+        return await result if inspect.isawaitable(result) else result
+    work = _in_task(process, job, hooks)
+    if seconds is None:
+        return await work
+    try:
+        async with asyncio.timeout(seconds):
+            return await work
+    except TimeoutError as error:
+        job._cancel()
+        error.oban_timeout = seconds  # type: ignore[attr-defined]
+        raise
+
+
+def _in_thread(process: Callable[[Job], Any], job: Job, hooks: Sequence[WorkHook]) -> Any:
+    if not hooks:
+        return process(job)
+    with ExitStack() as stack:
+        for hook in hooks:
+            stack.enter_context(hook.around_thread(job))
+        return process(job)
+
+
+async def _in_task(
+    process: Callable[[Job], Awaitable[Any]], job: Job, hooks: Sequence[WorkHook]
+) -> Any:
+    if not hooks:
+        return await process(job)
+    async with AsyncExitStack() as stack:
+        for hook in hooks:
+            await stack.enter_async_context(hook.around_task(job))
+        return await process(job)
+
+
+async def _wait_thread(future: asyncio.Future[Any], job: Job, seconds: float | None) -> Any:
+    """The thread's result, once it ends: a cancel or the timeout only ask it to stop."""
+    loop = asyncio.get_running_loop()
+    deadline = None if seconds is None else loop.time() + seconds
+    timed_out = False
+    while not future.done():
+        wait = None if deadline is None or timed_out else max(0.0, deadline - loop.time())
+        try:
+            await asyncio.wait([future], timeout=wait)
+        except asyncio.CancelledError:
+            # Releasing the row now would let another node run the job while this thread still
+            # does: keep the attempt until the thread ends, and tell the worker to stop.
+            job._cancel()
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            continue
+        if not future.done():
+            timed_out = True
+            job._cancel()
+    result = future.result()
+    if timed_out:
+        error = TimeoutError(f"timed out after {seconds}s")
+        error.oban_timeout = seconds  # type: ignore[attr-defined]
+        raise error
+    return result
+
+
+# -- telemetry -----------------------------------------------------------------------------------
+
+
+_MICROSECOND = timedelta(microseconds=1)
+
+
+class _Span:
+    """``oban.job.start``, then ``oban.job.stop`` or ``oban.job.exception``, as Elixir emits.
+
+    Metadata is built only for events some handler receives: with no handler, or only a
+    failure logger, a job that succeeds costs a clock read.
+    """
+
+    __slots__ = ("job", "prefix", "start")
+
+    def __init__(self, job: Job, prefix: str | None) -> None:
+        self.job = job
+        self.prefix = prefix
+        self.start = time.monotonic_ns() if telemetry._handlers else 0
+        if self.start and telemetry.listening("oban.job.start"):
+            telemetry.execute("oban.job.start", {"system_time": time.time_ns()}, self._meta())
+
+    def _meta(self) -> dict[str, Any]:
+        job = self.job
+        return {
+            "job": job,
+            "id": job.id,
+            "args": job.args,
+            "queue": job.queue,
+            "worker": job.worker,
+            "attempt": job.attempt,
+            "max_attempts": job.max_attempts,
+            "tags": job.tags,
+            "prefix": self.prefix,
+        }
+
+    def _measurements(self) -> dict[str, int]:
+        job = self.job
+        queue_time = 0
+        if job.attempted_at is not None and job.scheduled_at is not None:
+            # Both come from the database clock, so the difference is free of Python clock skew.
+            queue_time = max(0, (job.attempted_at - job.scheduled_at) // _MICROSECOND * 1_000)
+        return {"duration": time.monotonic_ns() - self.start, "queue_time": queue_time}
+
+    def end(
+        self, ack: Ack, result: Any, failed: BaseException | None, *, interrupted: str | None
+    ) -> None:
+        if not self.start:
+            return
+        event = "oban.job.stop" if failed is None else "oban.job.exception"
+        if not telemetry.listening(event):
+            return
+        meta = self._meta()
+        meta.update(state=ack.state, result=result)
+        if failed is not None:
+            # Elixir reports a job its node stopped as an exit, anything the worker did as an
+            # error.
+            ours = interrupted is not None and isinstance(failed, asyncio.CancelledError)
+            meta.update(
+                kind="exit" if ours else "error",
+                error=failed,
+                reason=failed,
+                stacktrace=traceback.extract_tb(failed.__traceback__),
+            )
+        telemetry.execute(event, self._measurements(), meta)

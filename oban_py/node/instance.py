@@ -1,0 +1,388 @@
+"""``Oban``: a node. A ``Client`` that also runs queues, next to Elixir nodes on one table.
+
+``start`` checks the schema, then starts the shared acker, the liveness threads (heartbeat and
+watchdog, ``liveness.py``), the notifier (LISTEN ``insert`` and ``signal``), the peer and the
+duties when those modules are present, and one producer per queue. ``stop`` stops fetching,
+gives running jobs ``shutdown_grace`` seconds, interrupts the rest and waits until each has
+ended (a sync job's thread cannot be stopped: the node keeps beating until it ends), flushes the
+outcomes, and only then gives up its heartbeat rows. Signals use Elixir's payloads byte for
+byte, so Oban Web and Elixir nodes can pause, scale or kill jobs here, and this node can do the
+same to them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+from types import TracebackType
+from typing import Any
+
+import structlog
+from psycopg.conninfo import make_conninfo
+
+from oban_py import notifier, schema, telemetry
+from oban_py.client.core import Client
+from oban_py.cluster.duties import build
+from oban_py.cluster.peer import Peer
+from oban_py.cluster.periodic import Periodic
+from oban_py.config import Config
+from oban_py.liveness import Liveness
+from oban_py.log import attach_node_logger
+from oban_py.node.acker import Acker
+from oban_py.node.producer import Producer
+from oban_py.node.runtime import Runtime
+from oban_py.node.threads import WorkerThreads
+from oban_py.notifier import Notifier
+
+log = structlog.get_logger("oban.node")
+
+#: How long a pkilled job may ignore its cancellation flag before its task is cancelled.
+PKILL_GRACE = 1.0
+#: Pool connection keyword arguments that are psycopg's, not libpq parameters.
+_PSYCOPG_OPTIONS = frozenset(
+    {"autocommit", "prepare_threshold", "row_factory", "cursor_factory", "context"}
+)
+
+
+class Oban(Client):
+    """A node: runs the configured queues and obeys Elixir's signals."""
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        pool: Any = None,
+        **settings: Any,
+    ) -> None:
+        if config is None:
+            config = Config(**settings)
+        elif settings:
+            config = config.model_copy(update=settings)
+        super().__init__(config=config, pool=pool)
+        self.producers: dict[str, Producer] = {}
+        self.notifier: Notifier | None = None
+        self.peer: Periodic | None = None
+        self.duties: list[Periodic] = []
+        self.acker: Acker | None = None
+        self.liveness: Liveness | None = None
+        self.threads = WorkerThreads(sum(q.limit for q in config.queues.values()) or 4)
+        self.started = False
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    @property
+    def is_leader(self) -> bool:
+        return bool(getattr(self.peer, "is_leader", False))
+
+    async def __aenter__(self) -> Oban:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Check the schema, then start notifier, peer, duties, acker and producers."""
+        if self.started:
+            return
+        await self.open()
+        async with self.pool.connection() as conn:
+            await schema.check(conn, self.config.prefix, self.config.dsn)
+        attach_node_logger(self.config.default_logger)
+        self.acker = Acker(self.pool, self.queries)
+        self.acker.start()
+        self.liveness = Liveness(
+            self.config,
+            await self._own_conninfo(),
+            self.queries,
+            on_fence=self._fence,
+            on_unfence=self._unfence,
+            running_workers=self._running_workers,
+        )
+        self.liveness.start()
+        await self._start_notifier()
+        await self._start_duties()
+        for queue, spec in self.config.queues.items():
+            self._start_producer(queue, spec.limit, paused=spec.paused)
+        if not self.config.queues:
+            # Often a typo (OBAN_QUEUES=, --queues in the wrong place): say so before going quiet.
+            log.warning(
+                "node started with no queues: it runs cluster duties but no jobs; give"
+                " queues={...}, --queues NAME:LIMIT, OBAN_QUEUES or queues in oban.toml",
+                node=self.config.node,
+            )
+        self.started = True
+        telemetry.execute("oban.node.start", {}, {"node": self.config.node, "oban": self})
+
+    async def stop(self) -> None:
+        """Stop fetching, give running jobs ``shutdown_grace``, interrupt the rest and wait for
+        each to end, flush the outcomes, then release the heartbeat rows."""
+        if not self.started:
+            await self.close()
+            return
+        self.started = False
+        producers = list(self.producers.values())
+        await asyncio.gather(*(p.halt() for p in producers))
+        await asyncio.gather(*(p.finish(self.config.shutdown_grace) for p in producers))
+        self.producers.clear()
+        if self.acker is not None:
+            await self.acker.stop()
+        for duty in reversed(self.duties):
+            with contextlib.suppress(Exception):
+                await duty.stop()
+        self.duties = []
+        if self.peer is not None:
+            with contextlib.suppress(Exception):
+                await self.peer.stop()
+            self.peer = None
+        if self.liveness is not None:
+            await self.liveness.stop()
+            await self._release_heartbeats([p.uuid for p in producers])
+            self.liveness = None
+        if self.notifier is not None:
+            with contextlib.suppress(Exception):
+                await self.notifier.stop()
+            self.notifier = None
+        self.threads.shutdown(wait=False, cancel_futures=True)
+        telemetry.execute("oban.node.stop", {}, {"node": self.config.node, "oban": self})
+        await self.close()
+
+    async def _release_heartbeats(self, uuids: list[str]) -> None:
+        # After the jobs ended and their outcomes were written: a producer with nothing left
+        # executing loses its row, one that still has rows (acks lost) is marked dead for rescue.
+        if not uuids:
+            return
+        try:
+            async with self.pool.connection() as conn:
+                await conn.execute(self.queries["heartbeat_release"], {"uuids": uuids})
+        except Exception as error:
+            # Rows left behind age out: their jobs are rescued after the ttl instead of at once.
+            log.warning("heartbeat release failed", error=repr(error))
+
+    # -- liveness -----------------------------------------------------------------------------
+
+    async def _own_conninfo(self) -> str:
+        """A conninfo for the heartbeat thread's own connection, from the DSN or the pool."""
+        if self.dsn:
+            return self.dsn
+        conninfo: Any = self.pool.conninfo
+        if callable(conninfo):
+            conninfo = conninfo()
+            if inspect.isawaitable(conninfo):
+                conninfo = await conninfo
+        # Keyword arguments of the pool's connections that are libpq parameters (a password,
+        # a host), not psycopg's own connection options.
+        kwargs = self.pool.kwargs if isinstance(self.pool.kwargs, dict) else {}
+        options = {
+            k: v
+            for k, v in kwargs.items()
+            if k not in _PSYCOPG_OPTIONS and isinstance(v, str | int)
+        }
+        return make_conninfo(str(conninfo), **options)
+
+    def _fence(self) -> None:
+        for producer in self.producers.values():
+            producer.fence()
+
+    def _unfence(self) -> None:
+        log.info("heartbeat written again: fetching resumes", node=self.config.node)
+        for producer in self.producers.values():
+            producer.unfence()
+
+    def _running_workers(self) -> list[str]:
+        # Called from the watchdog thread while the loop is stalled: copies, never mutates.
+        return [
+            a.job.worker for p in list(self.producers.values()) for a in list(p.attempts.values())
+        ]
+
+    def _resize_threads(self) -> None:
+        self.threads.resize(sum(p.limit for p in self.producers.values()) or 4)
+
+    async def _start_notifier(self) -> None:
+        self.notifier = Notifier(self.config, self.dsn or self.pool.conninfo, pool=self.pool)
+        self.notifier.listen("insert", self._on_insert)
+        self.notifier.listen("signal", self._on_signal)
+        self.notifier.on_reconnect(self._wake_all)
+        await self.notifier.start()
+        try:
+            await self.notifier.wait_listening()
+        except TimeoutError:
+            log.warning("notifier not listening yet: queues rely on polling until it is")
+
+    async def _start_duties(self) -> None:
+        if self.config.peer:
+            self.peer = Peer(self)
+            self.peer.start()
+        self.duties = build(self)
+        for duty in self.duties:
+            duty.start()
+
+    def _start_producer(self, queue: str, limit: int, *, paused: bool = False) -> Producer:
+        producer = self.producers.get(queue)
+        if producer is None:
+            assert self.acker is not None, "the node starts its acker before its producers"
+            runtime = Runtime(self.config, self.pool, self.queries, self.acker, self.threads)
+            producer = Producer(runtime, queue, limit, paused=paused)
+            self.producers[queue] = producer
+            if self.liveness is not None:
+                self.liveness.track(producer.uuid, queue, producer.started_at)
+                if self.liveness.fenced:
+                    producer.fence()
+            self._resize_threads()
+            producer.start()
+            producer.wake()
+        return producer
+
+    async def _stop_producer(self, producer: Producer) -> None:
+        await producer.stop(self.config.shutdown_grace)
+        if self.liveness is not None:
+            self.liveness.untrack(producer.uuid)
+        self._resize_threads()
+        await self._release_heartbeats([producer.uuid])
+
+    def _wake_all(self, *_: Any) -> None:
+        for producer in self.producers.values():
+            producer.wake()
+
+    # -- notifications received -------------------------------------------------------------
+
+    def _on_insert(self, payload: dict[str, Any]) -> None:
+        producer = self.producers.get(payload.get("queue"))  # type: ignore[arg-type]
+        if producer is not None:
+            producer.wake()
+
+    def _on_signal(self, payload: dict[str, Any]) -> None:
+        try:
+            self._apply_signal(payload)
+        except Exception as error:
+            log.warning("bad signal ignored", payload=payload, error=repr(error))
+
+    def _apply_signal(self, payload: dict[str, Any]) -> None:
+        action = payload.get("action")
+        queue = payload.get("queue")
+        if action == "pkill":
+            job_id = payload.get("job_id")
+            for producer in self.producers.values():
+                if producer.pkill(job_id, PKILL_GRACE):  # type: ignore[arg-type]
+                    break
+            return
+        if action == "start":
+            if isinstance(queue, str) and self.started:
+                limit = int(payload.get("limit", 10))
+                self._start_producer(queue, limit, paused=bool(payload.get("paused", False)))
+            return
+        if action == "stop":
+            producer = self.producers.pop(queue, None)  # type: ignore[arg-type]
+            if producer is not None:
+                asyncio.get_running_loop().create_task(
+                    self._stop_producer(producer), name=f"oban.stop.{queue}"
+                )
+            return
+        targets = list(self.producers.values())
+        if queue != "*":
+            targets = [p for p in targets if p.queue == queue]
+        for producer in targets:
+            if action == "pause":
+                producer.pause()
+            elif action == "resume":
+                producer.resume()
+            elif action == "scale":
+                if "limit" in payload:
+                    producer.scale(payload["limit"])
+                    self._resize_threads()
+                if "paused" in payload:
+                    producer.paused = bool(payload["paused"])
+
+    # -- signals sent -------------------------------------------------------------------------
+
+    def _ident(self, node: str | None, local_only: bool) -> str:
+        if local_only:
+            return self.config.ident
+        if node is not None:
+            return f"{self.config.name}.{node}"
+        return "any"
+
+    async def _signal(self, payload: dict[str, Any]) -> None:
+        await self.open()
+        async with self.pool.connection() as conn:
+            await notifier.publish(conn, self.config.prefix, "signal", [payload])
+
+    async def pause_queue(
+        self, queue: str, *, node: str | None = None, local_only: bool = False
+    ) -> None:
+        """Pause ``queue`` on every node, on ``node``, or only here (``local_only``)."""
+        ident = self._ident(node, local_only)
+        await self._signal({"action": "pause", "queue": queue, "ident": ident})
+
+    async def resume_queue(
+        self, queue: str, *, node: str | None = None, local_only: bool = False
+    ) -> None:
+        """Resume ``queue`` on every node, on ``node``, or only here (``local_only``)."""
+        ident = self._ident(node, local_only)
+        await self._signal({"action": "resume", "queue": queue, "ident": ident})
+
+    async def pause_all_queues(self, *, node: str | None = None, local_only: bool = False) -> None:
+        await self.pause_queue("*", node=node, local_only=local_only)
+
+    async def resume_all_queues(self, *, node: str | None = None, local_only: bool = False) -> None:
+        await self.resume_queue("*", node=node, local_only=local_only)
+
+    async def scale_queue(
+        self,
+        queue: str,
+        *,
+        limit: int,
+        node: str | None = None,
+        local_only: bool = False,
+    ) -> None:
+        """Change the concurrency limit of ``queue`` (Elixir's payload: options + action, ident)."""
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise ValueError(f"limit must be a positive integer, got {limit!r}")
+        payload: dict[str, Any] = {"action": "scale", "queue": queue, "limit": limit}
+        if node is not None:
+            payload["node"] = node
+        if local_only:
+            payload["local_only"] = True
+        payload["ident"] = self._ident(node, local_only)
+        await self._signal(payload)
+
+    async def start_queue(
+        self,
+        queue: str,
+        *,
+        limit: int,
+        paused: bool | None = None,
+        node: str | None = None,
+        local_only: bool = False,
+    ) -> None:
+        """Start ``queue`` on every node, on ``node`` or here (``node`` is not sent, as Elixir)."""
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise ValueError(f"limit must be a positive integer, got {limit!r}")
+        payload: dict[str, Any] = {"action": "start", "queue": queue, "limit": limit}
+        if paused is not None:
+            payload["paused"] = paused
+        if local_only:
+            payload["local_only"] = True
+        payload["ident"] = self._ident(node, local_only)
+        await self._signal(payload)
+
+    async def stop_queue(
+        self, queue: str, *, node: str | None = None, local_only: bool = False
+    ) -> None:
+        """Stop ``queue`` (its running jobs get the shutdown grace)."""
+        ident = self._ident(node, local_only)
+        await self._signal({"action": "stop", "queue": queue, "ident": ident})
+
+    def check_queue(self, queue: str) -> dict[str, Any] | None:
+        """This node's view of ``queue``: limit, paused, running ids... (None if not running)."""
+        producer = self.producers.get(queue)
+        return None if producer is None else producer.check()
+
+    def check_all_queues(self) -> list[dict[str, Any]]:
+        return [p.check() for p in self.producers.values()]

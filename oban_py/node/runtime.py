@@ -1,0 +1,24 @@
+"""``Runtime``: what a queue's producer takes from its node, and nothing more."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from oban_py.config import Config
+from oban_py.node.acker import Acker
+from oban_py.node.threads import WorkerThreads
+from oban_py.sql import Queries
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """The node's settings, pool, statements, acker and worker threads, shared by its queues."""
+
+    config: Config
+    pool: AsyncConnectionPool[Any]
+    queries: Queries
+    acker: Acker
+    threads: WorkerThreads

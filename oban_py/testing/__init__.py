@@ -1,0 +1,670 @@
+"""Helpers for testing applications that use oban_py, in the manner of Elixir's ``Oban.Testing``.
+
+- ``TestingClient(mode=...)``: a ``Client`` whose ``enqueue`` follows a testing mode:
+  ``"manual"`` inserts jobs and runs nothing (then assert on them, or drain a queue),
+  ``"inline"`` runs each job at once in the calling task without touching the database and
+  returns it in its final state, ``"disabled"`` does nothing and returns the job unsaved.
+- ``assert_enqueued`` / ``refute_enqueued`` / ``all_enqueued``: what a manual-mode test checks.
+- ``drain_queue``: run a queue's jobs now, in this task, through the node's attempt and acker.
+- ``perform_job``: run one worker on some args exactly as a node would, without a database.
+- ``mode``: ``with mode("inline"):`` switches every testing client for the block;
+  ``reset``: delete the jobs a test left (all of them, or only its own).
+
+In inline mode a job enqueued with ``conn=`` inside a transaction on a connection of the testing
+client's own pool (as ``oban_py_ext.fastapi.transaction()`` lends) runs after that transaction
+commits, and not at all when it rolls back: the code under test sees what production would.
+A testing client follows the event loop it is used in (Starlette's ``TestClient`` runs each
+request in a loop of its own), opening a fresh pool when the loop it opened one in has gone.
+
+Every job here runs through ``oban_py.node.attempt``, the code producers run, so args validation,
+timeouts, work hooks, ``Snooze``/``Cancel``/``Record``, raised ``BaseException``s and error
+entries behave as in production; a drain claims and decodes rows as a producer does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, get_args
+
+import orjson
+import psycopg
+from psycopg.pq import TransactionStatus
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from oban_py.client.core import AnyConnection, Client, get_instance
+from oban_py.client.pool import configure_async
+from oban_py.job import jsonb
+from oban_py.job.errors import ObanError
+from oban_py.job.model import Job, to_naive_utc
+from oban_py.node import attempt as attempts
+from oban_py.node.acker import Acker
+from oban_py.node.attempt import Attempt
+from oban_py.node.outcomes import Ack
+from oban_py.node.threads import WorkerThreads
+from oban_py.worker import Worker, resolve
+
+__all__ = [
+    "Mode",
+    "Outcome",
+    "TestingClient",
+    "all_enqueued",
+    "assert_enqueued",
+    "drain_queue",
+    "mode",
+    "perform_job",
+    "refute_enqueued",
+    "reset",
+]
+
+Mode = Literal["inline", "manual", "disabled"]
+MODES: tuple[str, ...] = get_args(Mode)
+#: The states Elixir's assert_enqueued looks at: jobs that are waiting to run.
+ENQUEUED_STATES = ("available", "scheduled")
+#: Jobs fetched per pass by ``drain_queue`` without ``with_limit`` (Elixir's "unlimited").
+UNLIMITED = 100_000
+TESTING_NODE = "oban-testing"
+#: A DSN that is never connected to: inline and disabled clients need no database.
+_NO_DATABASE = "postgresql://oban-testing.invalid/inline"
+
+# A stack, not a context variable: Starlette's TestClient runs the app in another thread, which
+# a context variable set in the test would not reach.
+_mode_stack: list[Mode] = []
+
+
+@contextmanager
+def mode(testing_mode: Mode) -> Iterator[None]:
+    """Within the block, every ``TestingClient`` enqueues in ``testing_mode`` whatever mode it
+    was created with (process-wide, nestable): ``with mode("inline"): ...`` in a manual test."""
+    if testing_mode not in MODES:
+        raise ValueError(f"testing mode must be one of {', '.join(MODES)}, got {testing_mode!r}")
+    _mode_stack.append(testing_mode)
+    try:
+        yield
+    finally:
+        _mode_stack.pop()
+
+
+# -- outcomes of one attempt -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one attempt of a job came to, as the node would record it."""
+
+    #: completed, retryable, discarded, cancelled, or scheduled (snoozed)
+    state: str
+    #: what ``process`` returned, or the exception it raised
+    result: Any
+    #: the job after the attempt: state, timestamps, errors and meta as they would be written
+    job: Job
+
+    @property
+    def error(self) -> str | None:
+        """The text of the errors entry this attempt added, if it added one."""
+        entries = [e for e in self.job.errors if e.get("attempt") == self.job.attempt]
+        return str(entries[-1]["error"]) if entries else None
+
+    @property
+    def snoozed(self) -> bool:
+        return self.state == "scheduled"
+
+
+_threads: WorkerThreads | None = None
+
+
+def _threads_for(oban: Any = None) -> WorkerThreads:
+    """The node's worker threads when draining through a node, else a small shared pool."""
+    global _threads
+    threads = getattr(oban, "threads", None)
+    if isinstance(threads, WorkerThreads):
+        return threads
+    if _threads is None:
+        _threads = WorkerThreads(4, prefix="oban-testing")
+    return _threads
+
+
+async def _execute(threads: Executor, job: Job) -> tuple[Ack, Any]:
+    """Run ``job`` as a producer runs it; its ack and what ``process`` returned or raised."""
+    return await attempts.perform(Attempt(job), threads)
+
+
+def apply_ack(job: Job, ack: Ack) -> Job:
+    """The job as it reads after ``ack`` is written (what ``ack_jobs.sql`` does, in memory)."""
+    updates: dict[str, Any] = {"state": ack.state}
+    stamp = {"completed": "completed_at", "cancelled": "cancelled_at", "discarded": "discarded_at"}
+    if ack.state in stamp:
+        updates[stamp[ack.state]] = ack.at
+    if ack.scheduled_at is not None:
+        updates["scheduled_at"] = ack.scheduled_at
+    updates["max_attempts"] = job.max_attempts + ack.extra_attempts
+    updates["attempt"] = job.attempt + ack.attempt_delta
+    if ack.error is not None:
+        updates["errors"] = [*job.errors, jsonb.loads(ack.error)]
+    if ack.meta is not None:
+        updates["meta"] = {**job.meta, **jsonb.loads(ack.meta)}
+    return job.model_copy(update=updates)
+
+
+def _attempting(job: Job, attempt: int, node: str) -> Job:
+    # What a fetch does to a row, and what Elixir's inline engine sets before running a job.
+    now = datetime.now(UTC)
+    return job.model_copy(
+        update={
+            "state": "executing",
+            "attempt": attempt,
+            "attempted_at": now,
+            "attempted_by": [node],
+            "inserted_at": job.inserted_at or now,
+            "scheduled_at": now,
+        }
+    )
+
+
+async def _attempt(threads: Executor, job: Job) -> Outcome:
+    ack, result = await _execute(threads, job)
+    return Outcome(ack.state, result, apply_ack(job, ack))
+
+
+# -- perform_job -----------------------------------------------------------------------------
+
+
+async def perform_job(
+    worker: type[Worker] | str,
+    args: Mapping[str, Any] | Any = None,
+    *,
+    safe: bool = False,
+    node: str = TESTING_NODE,
+    **opts: Any,
+) -> Outcome:
+    """Run ``worker`` on ``args`` as a node would and return the outcome; no database needed.
+
+    The job is built with ``worker.new(args, **opts)`` (so args are validated, typed args
+    included) and runs as attempt 1 unless ``attempt=`` is given. An exception raised by
+    ``process`` propagates, as with Elixir's ``perform_job``, unless ``safe=True``: then it is
+    recorded like a node records it (retryable or discarded with an errors entry).
+    """
+    cls = resolve(worker) if isinstance(worker, str) else worker
+    attempt = int(opts.pop("attempt", 1))
+    job = _attempting(cls.new(args, **opts), attempt, node)
+    outcome = await _attempt(_threads_for(), job)
+    if not safe and isinstance(outcome.result, BaseException):
+        raise outcome.result
+    return outcome
+
+
+# -- the testing client ----------------------------------------------------------------------
+
+
+class TestingClient(Client):
+    """A ``Client`` whose ``enqueue``/``enqueue_many`` follow a testing ``mode``.
+
+    It registers under ``name`` (default ``"Oban"``) like any client, so ``Worker.enqueue`` in
+    the code under test goes through it. ``manual`` needs ``dsn`` or ``pool``; ``inline`` and
+    ``disabled`` need neither, but inline mode needs ``dsn`` for code that asks for a connection
+    (a ``transaction()`` dependency): its jobs then run once that transaction commits. In inline
+    mode an exception raised by a job propagates to the caller of ``enqueue`` (as Elixir's
+    inline engine does) unless ``raise_errors=False``.
+    """
+
+    __test__ = False  # not a pytest test class, whatever its name
+
+    def __init__(
+        self,
+        mode: Mode = "manual",
+        *,
+        dsn: str | None = None,
+        pool: AsyncConnectionPool[Any] | None = None,
+        prefix: str = "public",
+        name: str = "Oban",
+        node: str = TESTING_NODE,
+        raise_errors: bool = True,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"testing mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if mode == "manual" and dsn is None and pool is None:
+            raise ValueError("manual testing mode inserts jobs: give a dsn= or a pool=")
+        self.has_database = dsn is not None or pool is not None
+        super().__init__(dsn=dsn or _NO_DATABASE, pool=pool, prefix=prefix, name=name)
+        self.mode: Mode = mode
+        self.node = node
+        self.raise_errors = raise_errors
+        #: In inline mode, every job run so far, in its final state.
+        self.performed: list[Job] = []
+        #: In manual mode, the ids of the jobs inserted through this client, oldest first
+        #: (what ``drain_queue(scoped=True)`` and ``reset(scoped=True)`` are limited to).
+        self.enqueued: list[int] = []
+        # Inline jobs waiting for their transaction: id(conn) -> [(txid, jobs)].
+        self._held: dict[int, list[tuple[int, list[Job]]]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        if pool is None:
+            # Replaces the pool Client made (never opened) with one that knows when a
+            # connection it lent comes back, or that explains why there is none.
+            self._pools.replace(self._new_pool())
+
+    @property
+    def active_mode(self) -> Mode:
+        """The mode ``enqueue`` follows now: the innermost ``with mode(...)``, else ``mode``."""
+        return _mode_stack[-1] if _mode_stack else self.mode
+
+    def _new_pool(self) -> AsyncConnectionPool[Any]:
+        if not self.has_database:
+            return _NoDatabasePool(self.mode)
+        return _TestingPool(
+            self,
+            self.config.dsn or "",
+            min_size=1,
+            max_size=self.config.pool_size,
+            open=False,
+            configure=configure_async,
+            name=f"oban.{self.config.name}.testing",
+        )
+
+    def _pool_is_stale(self) -> bool:
+        pools = self._pools
+        return pools.opened and pools.owned and self._loop is not asyncio.get_running_loop()
+
+    def _abandon_pool(self) -> None:
+        # Its loop has gone (or is another thread's): it can be neither used nor closed from
+        # here. Its idle connections are closed at the socket; the rest die with that loop.
+        for conn in list(getattr(self.pool, "_pool", ())):
+            with contextlib.suppress(Exception):
+                conn.pgconn.finish()
+        self._pools.replace(self._new_pool())
+
+    async def open(self) -> None:
+        """Open the pool (again, in this loop, if it was opened in a loop that has gone);
+        nothing when this client was given no database (inline or disabled)."""
+        if not self.has_database:
+            return
+        if self._pool_is_stale():
+            self._abandon_pool()
+        await super().open()
+        self._loop = asyncio.get_running_loop()
+
+    async def close(self) -> None:
+        if self._pool_is_stale():
+            self._abandon_pool()
+        await super().close()
+
+    async def _enqueue_one(self, job: Job, conn: AnyConnection | None) -> Job:
+        return (await self.enqueue_many([job], conn=conn))[0]
+
+    async def enqueue_many(
+        self, jobs: Iterable[Job], conn: AnyConnection | None = None
+    ) -> list[Job]:
+        batch = list(jobs)
+        current = self.active_mode
+        if current == "manual":
+            self._require_database()
+            return self._record(await super().enqueue_many(batch, conn=conn))
+        if current == "disabled":
+            return batch
+        if conn is not None and await self._hold(conn, batch):
+            return batch
+        return await self._perform_inline(batch)
+
+    def enqueue_many_sync(
+        self, jobs: Iterable[Job], conn: psycopg.Connection[Any] | None = None
+    ) -> list[Job]:
+        batch = list(jobs)
+        current = self.active_mode
+        if current == "manual":
+            self._require_database()
+            return self._record(super().enqueue_many_sync(batch, conn=conn))
+        if current == "disabled":
+            return batch
+        # Inline mode runs each job's attempt, which is async: on a loop of its own.
+        return asyncio.run(self._perform_inline(batch))
+
+    def _require_database(self) -> None:
+        if not self.has_database:
+            raise ObanError(_NO_DATABASE_HELP.format(mode=self.mode, need="manual mode"))
+
+    def _record(self, inserted: list[Job]) -> list[Job]:
+        # What scoped drains and resets are limited to: the rows this client really inserted.
+        self.enqueued.extend(j.id for j in inserted if j.id is not None and not j.conflict)
+        return inserted
+
+    async def _perform_inline(self, batch: list[Job]) -> list[Job]:
+        done = []
+        for job in batch:
+            outcome = await _attempt(_threads_for(), _attempting(job, 1, self.node))
+            self.performed.append(outcome.job)
+            if self.raise_errors and isinstance(outcome.result, BaseException):
+                raise outcome.result
+            done.append(outcome.job)
+        return done
+
+    async def _hold(self, conn: AnyConnection, batch: list[Job]) -> bool:
+        """Keep inline jobs for after the commit of ``conn``'s open transaction, when this
+        client lent ``conn`` and so will see it come back; False to run them now."""
+        pool = self.pool
+        lent = isinstance(pool, _TestingPool) and id(conn) in pool.lent
+        if not lent or not isinstance(conn, psycopg.AsyncConnection):
+            return False
+        if conn.info.transaction_status != TransactionStatus.INTRANS:
+            return False
+        cur = await conn.execute(self.queries["testing_xact_id"])
+        row = await cur.fetchone()
+        assert row is not None
+        self._held.setdefault(id(conn), []).append((int(row[0]), batch))
+        return True
+
+    async def _returned(self, conn: psycopg.AsyncConnection[Any], failed: bool) -> None:
+        """``conn`` is back: run what its committed transactions held, drop the rest."""
+        held = self._held.pop(id(conn), [])
+        if not held or failed or conn.info.transaction_status != TransactionStatus.IDLE:
+            return
+        committed: list[Job] = []
+        for txid, batch in held:
+            cur = await conn.execute(self.queries["testing_xact_status"], {"txid": txid})
+            row = await cur.fetchone()
+            if row is not None and row[0] == "committed":
+                committed.extend(batch)
+        if committed:
+            await self._perform_inline(committed)
+
+
+_NO_DATABASE_HELP = (
+    "TestingClient({mode!r}) was given no database, so {need} cannot have a connection:"
+    " create it with TestingClient({mode!r}, dsn=...) (the oban_testing fixture does when"
+    " oban_dsn is available); inline jobs enqueued in a transaction then run after it commits"
+)
+
+
+class _NoDatabasePool(AsyncConnectionPool[Any]):
+    """The pool of a testing client without a database: asking it for a connection explains."""
+
+    def __init__(self, mode: str) -> None:
+        super().__init__(_NO_DATABASE, open=False, name="oban.testing.no-database")
+        self._mode = mode
+
+    @asynccontextmanager
+    async def connection(self, timeout: float | None = None) -> AsyncIterator[Any]:  # noqa: ASYNC109
+        raise ObanError(_NO_DATABASE_HELP.format(mode=self._mode, need="code asking for one"))
+        yield  # pragma: no cover - makes this a generator
+
+    async def getconn(self, timeout: float | None = None) -> Any:  # noqa: ASYNC109
+        raise ObanError(_NO_DATABASE_HELP.format(mode=self._mode, need="code asking for one"))
+
+
+class _TestingPool(AsyncConnectionPool[Any]):
+    """A pool that tells its testing client when a connection it lent comes back."""
+
+    def __init__(self, owner: TestingClient, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._owner = owner
+        self.lent: set[int] = set()
+
+    @asynccontextmanager
+    async def connection(self, timeout: float | None = None) -> AsyncIterator[Any]:  # noqa: ASYNC109
+        # Opens on first use, and in this loop if the one it was opened in has gone (then the
+        # client has a new pool, which lends the connection instead).
+        await self._owner.open()
+        if self._owner.pool is not self:
+            async with self._owner.pool.connection(timeout) as conn:
+                yield conn
+            return
+        async with super().connection(timeout) as conn:
+            self.lent.add(id(conn))
+            failed = True
+            try:
+                yield conn
+                failed = False
+            finally:
+                self.lent.discard(id(conn))
+                # The body's transaction block has ended; the pool has not taken conn back yet.
+                await self._owner._returned(conn, failed)
+
+
+# -- assertions on enqueued jobs ---------------------------------------------------------------
+
+
+def _client(oban: Client | None) -> Client:
+    return oban if oban is not None else get_instance()
+
+
+def _worker_name(worker: type[Worker] | str | None) -> str | None:
+    if worker is None or isinstance(worker, str):
+        return worker
+    return worker.__oban_name__
+
+
+async def all_enqueued(
+    oban: Client | None = None,
+    *,
+    worker: type[Worker] | str | None = None,
+    queue: str | None = None,
+    args: Mapping[str, Any] | None = None,
+    meta: Mapping[str, Any] | None = None,
+    tags: Sequence[str] | None = None,
+    priority: int | None = None,
+    state: str | Sequence[str] | None = None,
+    scheduled_at: datetime | None = None,
+    delta: float = 1.0,
+    limit: int = 1_000,
+) -> list[Job]:
+    """Jobs matching every given filter, newest first; ``args``, ``meta`` and ``tags`` match
+    as subsets. Only available and scheduled jobs unless ``state`` says otherwise;
+    ``scheduled_at`` matches within ``delta`` seconds. ``oban`` defaults to the instance
+    registered as ``"Oban"``."""
+    client = _client(oban)
+    params = _enqueued_params(worker, queue, args, meta, tags, priority, state, limit)
+    await client.open()
+    async with client.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(client.queries["jobs_list"], params)
+        found = [Job.from_row(row) for row in await cur.fetchall()]
+    return _scheduled_near(found, scheduled_at, delta)
+
+
+def _enqueued_params(
+    worker: type[Worker] | str | None,
+    queue: str | None,
+    args: Mapping[str, Any] | None,
+    meta: Mapping[str, Any] | None,
+    tags: Sequence[str] | None,
+    priority: int | None,
+    state: str | Sequence[str] | None,
+    limit: int,
+) -> dict[str, Any]:
+    """The parameters of ``sql/jobs_list.sql`` for ``all_enqueued``'s filters."""
+    return {
+        "states": [state] if isinstance(state, str) else list(state or ENQUEUED_STATES),
+        "queue": queue,
+        "worker": _worker_name(worker),
+        "args": None if args is None else orjson.dumps(dict(args)).decode(),
+        "meta": None if meta is None else orjson.dumps(dict(meta)).decode(),
+        "tags": None if tags is None else [t.strip().lower() for t in tags],
+        "priority": priority,
+        "limit": limit,
+    }
+
+
+def _scheduled_near(found: list[Job], scheduled_at: datetime | None, delta: float) -> list[Job]:
+    """The jobs of ``found`` scheduled within ``delta`` seconds of ``scheduled_at`` (all of
+    them when it is None)."""
+    if scheduled_at is None:
+        return found
+    window = timedelta(seconds=delta)
+    return [j for j in found if j.scheduled_at and abs(j.scheduled_at - scheduled_at) <= window]
+
+
+def _describe(filters: Mapping[str, Any]) -> str:
+    shown = {k: _worker_name(v) if k == "worker" else v for k, v in filters.items()}
+    return ", ".join(f"{k}={v!r}" for k, v in shown.items() if v is not None) or "anything"
+
+
+async def assert_enqueued(
+    oban: Client | None = None, *, within: float = 0.0, **filters: Any
+) -> Job:
+    """Assert a job matching ``filters`` (see ``all_enqueued``) is enqueued; return the newest.
+
+    ``within`` keeps looking for that many seconds, for jobs enqueued by another task.
+    """
+    deadline = time.monotonic() + within
+    while True:
+        found = await all_enqueued(oban, **filters)
+        if found:
+            return found[0]
+        if time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(0.02)
+    nearby = await all_enqueued(
+        oban, queue=filters.get("queue"), state=filters.get("state"), limit=5
+    )
+    seen = "; ".join(_summary(j) for j in nearby) or "none"
+    raise AssertionError(
+        f"Expected a job matching {_describe(filters)} to be enqueued. Enqueued jobs in that"
+        f" queue (newest 5): {seen}"
+    )
+
+
+async def refute_enqueued(
+    oban: Client | None = None, *, within: float = 0.0, **filters: Any
+) -> None:
+    """Assert no job matching ``filters`` is enqueued (still none after ``within`` seconds)."""
+    if within:
+        await asyncio.sleep(within)
+    found = await all_enqueued(oban, **filters)
+    if found:
+        jobs = "; ".join(_summary(j) for j in found[:5])
+        raise AssertionError(
+            f"Expected no job matching {_describe(filters)} to be enqueued, found"
+            f" {len(found)}: {jobs}"
+        )
+
+
+def _summary(job: Job) -> str:
+    args = orjson.dumps(job.args).decode()
+    return f"#{job.id} {job.worker} queue={job.queue} state={job.state} args={args}"
+
+
+# -- reset -----------------------------------------------------------------------------------
+
+
+async def reset(oban: Client | None = None, *, scoped: bool = False) -> int:
+    """Delete the jobs of ``oban``'s prefix and forget what a testing client ran or inserted;
+    returns how many rows were deleted.
+
+    ``scoped=True`` deletes only the jobs this ``TestingClient`` inserted (and those its jobs
+    inserted through it), for a database other tests use at the same time. A client without a
+    database only forgets.
+    """
+    client = _client(oban)
+    only: list[int] | None = None
+    if isinstance(client, TestingClient):
+        only = list(client.enqueued) if scoped else None
+        client.performed.clear()
+        client.enqueued.clear()
+        if not client.has_database:
+            return 0
+    elif scoped:
+        raise ValueError("reset(scoped=True) needs a TestingClient: it knows what it inserted")
+    if only == []:
+        return 0
+    await client.open()
+    async with client.pool.connection() as conn:
+        cur = await conn.execute(client.queries["testing_reset"], {"only": only})
+        return int(cur.rowcount)
+
+
+# -- drain_queue -----------------------------------------------------------------------------
+
+
+def _only(client: Client) -> list[int] | None:
+    return list(client.enqueued) if isinstance(client, TestingClient) else None
+
+
+def _bucket(state: str) -> str:
+    return "snoozed" if state == "scheduled" else state
+
+
+async def drain_queue(
+    oban: Client | None,
+    queue: str,
+    *,
+    with_scheduled: bool | datetime = False,
+    with_recursion: bool = False,
+    with_limit: int | None = None,
+    with_safety: bool = True,
+    scoped: bool = False,
+) -> dict[str, int]:
+    """Run the available jobs of ``queue`` now, one after the other, in this task.
+
+    Jobs are claimed with the producers' fetch, run by the node's attempt code and written by its
+    acker, so rows end exactly as a node leaves them. Returns counts by outcome:
+    ``{"completed", "discarded", "cancelled", "retryable", "snoozed"}``.
+
+    - ``with_scheduled``: first make scheduled and retryable jobs available (all of them, or
+      those due by the given datetime), before every pass;
+    - ``with_recursion``: keep draining until the queue is empty, so jobs enqueued by jobs
+      (and, with ``with_scheduled``, retries) run too; a job snoozed during the drain is not
+      staged again, so a snoozing worker cannot loop forever;
+    - ``with_limit``: at most this many jobs per pass;
+    - ``with_safety=False``: re-raise the first exception a job raises (after recording it);
+    - ``scoped=True``: only jobs this ``TestingClient`` inserted (jobs inserted by those jobs
+      through it included), so tests sharing a database never run each other's jobs.
+    """
+    client = _client(oban)
+    if scoped and not isinstance(client, TestingClient):
+        raise ValueError(
+            "drain_queue(scoped=True) needs a TestingClient: it knows what it inserted"
+        )
+    await client.open()
+    threads = _threads_for(client)
+    acker = Acker(client.pool, client.queries)
+    counts = dict.fromkeys(("completed", "discarded", "cancelled", "retryable", "snoozed"), 0)
+    snoozed: list[int] = []
+    fetch = {
+        "queue": queue,
+        "node": client.config.node,
+        "uuid": str(uuid.uuid4()),
+        "demand": with_limit or UNLIMITED,
+    }
+    while True:
+        if with_scheduled is not False:
+            until = datetime.max if with_scheduled is True else to_naive_utc(with_scheduled)
+            async with client.pool.connection() as conn:
+                await conn.execute(
+                    client.queries["drain_stage"],
+                    {
+                        "queue": queue,
+                        "until": until,
+                        "exclude": snoozed,
+                        "only": _only(client) if scoped else None,
+                    },
+                )
+        async with client.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            if scoped:
+                await cur.execute(
+                    client.queries["drain_fetch_scoped"], {**fetch, "only": _only(client)}
+                )
+            else:
+                await cur.execute(client.queries["fetch_jobs"], fetch)
+            jobs, unreadable = await attempts.claimed(cur)
+        if not jobs and not unreadable:
+            return counts
+        for ack in unreadable:
+            acker.push(ack)
+            counts[_bucket(ack.state)] += 1
+        await acker.flush()
+        for job in jobs:
+            ack, result = await _execute(threads, job)
+            acker.push(ack)
+            await acker.flush()
+            counts[_bucket(ack.state)] += 1
+            if ack.state == "scheduled" and job.id is not None:
+                snoozed.append(job.id)
+            if not with_safety and isinstance(result, BaseException):
+                raise result
+        if not with_recursion:
+            return counts
