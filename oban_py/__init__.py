@@ -18,6 +18,17 @@ from oban_py.job.returns import Cancel, Record, Snooze
 from oban_py.job.terms import Atom, RecordTooLarge
 from oban_py.job.unique import Unique
 from oban_py.node.instance import Oban
+from oban_py.results import (
+    JobCancelled,
+    JobDiscarded,
+    JobFailed,
+    JobNotFound,
+    Progress,
+    Results,
+    StopReason,
+    WaitTimeout,
+    wait_for_sync,
+)
 from oban_py.worker import Worker, job, resolve, worker
 
 __version__ = "0.1.0"
@@ -31,19 +42,28 @@ __all__ = [
     "InstanceNotFound",
     "InvalidArgs",
     "Job",
+    "JobCancelled",
+    "JobDiscarded",
+    "JobFailed",
+    "JobNotFound",
     "Oban",
     "ObanError",
+    "Progress",
     "Record",
     "RecordTooLarge",
+    "Results",
     "SchemaError",
     "Snooze",
+    "StopReason",
     "Unique",
     "UnknownWorker",
+    "WaitTimeout",
     "Worker",
     "__version__",
     "get_instance",
     "job",
     "resolve",
     "telemetry",
+    "wait_for_sync",
     "worker",
 ]

@@ -98,3 +98,6 @@ class ProgressSink(Protocol):
 
     def report_threadsafe(self, job: Any, progress: Progress) -> None:
         """Take a report from any thread (a sync worker's); never blocks, never raises."""
+
+    async def settle(self, job: Any) -> None:
+        """The attempt ended: write the report still held, before its outcome; never raises."""

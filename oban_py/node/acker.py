@@ -104,7 +104,7 @@ class Acker:
         announce: Announce | None = None,
     ) -> None:
         self.pool = pool
-        #: sent with each batch, pipelined in the same round trip and implicit transaction:
+        #: called after each batch is written with the (id, state) of its rows really written:
         #: the results channel's ``done`` message (``oban_py.results.channel``)
         self.announce = announce
         self.queries = queries
@@ -232,12 +232,17 @@ class Acker:
             await self._execute(conn, batch_params([ack]), [ack])
 
     async def _execute(self, conn: Any, params: dict[str, Any], batch: list[Ack]) -> None:
+        cur = await conn.execute(self.queries["ack_jobs"], params)
         if self.announce is None:
-            await conn.execute(self.queries["ack_jobs"], params)
             return
-        async with conn.pipeline():
-            await conn.execute(self.queries["ack_jobs"], params)
-            await self.announce(conn, [(a.id, a.state) for a in batch])
+        # After the commit, on the same connection, naming only the rows really written. Best
+        # effort: the outcomes are stored, and a lost announcement only delays a waiter until
+        # its slow re-check.
+        try:
+            written = {job_id for (job_id,) in await cur.fetchall()}
+            await self.announce(conn, [(a.id, a.state) for a in batch if a.id in written])
+        except Exception as error:
+            log.warning("outcomes written but not announced", error=repr(error))
 
     async def _refuse(self, ack: Ack, error: Exception) -> None:
         reason = errors.safe_str(error)

@@ -316,6 +316,8 @@ class Producer:
             ack, _ = await attempts.perform(
                 running, self.runtime.threads, self.runtime.config.prefix
             )
+            if self.runtime.progress is not None:
+                await self.runtime.progress.settle(running.job)
         except BaseException as error:
             # perform never raises; should it ever, the row must still get an outcome.
             log.error("attempt failed outside the worker", job_id=running.id, error=repr(error))

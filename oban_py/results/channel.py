@@ -3,9 +3,11 @@
 Two messages travel on it:
 
 - ``{"done": [id, ...]}``: these jobs reached a final state (completed, discarded, cancelled).
-  A node's acker sends one with each batch of outcomes it writes, pipelined with the batch's
-  UPDATE (no extra round trip) and in the same implicit transaction, so it is delivered exactly
-  when the outcomes are visible and never for a batch that failed;
+  A node's acker sends one after each batch of outcomes it writes, on the same connection,
+  naming only the rows the batch really wrote (its ``RETURNING``): one more statement per batch
+  that holds a final outcome, none for a batch of retries and snoozes. It goes out after the
+  outcomes are committed, so a waiter woken by it always reads the final row; if it is lost
+  (the connection drops in between) a waiter learns of the outcome at its slow re-check.
 - ``{"id": id, "progress": {...}}``: a running job's progress report, sent by the statement
   that stores it (``sql/progress_update.sql``).
 

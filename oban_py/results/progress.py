@@ -4,10 +4,11 @@
 ``INTERVAL``: a report arriving sooner is held, and a newer one replaces it, so a tight loop of
 reports costs one statement per interval and the latest report always lands (a trailing write).
 Each write is one statement (``sql/progress_update.sql``) that updates ``meta.progress`` of the
-attempt still executing and NOTIFYs the report on ``oban_py_results`` for watchers. A report
-held when the job ends is dropped by that statement's guard: the outcome says more.
+attempt still executing and NOTIFYs the report on ``oban_py_results`` for watchers.
 
-A database error is logged and the report dropped: progress is advisory and never fails a job.
+When the attempt ends, ``settle`` writes the report still held (if any) before the outcome, so
+the last report always lands. A database error is logged and the report dropped: progress is
+advisory and never fails a job.
 """
 
 from __future__ import annotations
@@ -38,13 +39,14 @@ INTERVAL = 0.5
 
 
 class _Held:
-    __slots__ = ("job", "last", "report", "timer", "writing")
+    __slots__ = ("job", "last", "report", "task", "timer", "writing")
 
     def __init__(self, job: Job) -> None:
         self.job = job
         self.last = float("-inf")
         self.report: Progress | None = None
         self.timer: asyncio.TimerHandle | None = None
+        self.task: asyncio.Task[None] | None = None
         self.writing = False
 
 
@@ -99,6 +101,7 @@ class ProgressWriter:
     def _spawn(self, held: _Held) -> None:
         held.timer = None
         task = self.loop.create_task(self._write(held), name="oban.progress")
+        held.task = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -125,6 +128,8 @@ class ProgressWriter:
             log.warning("progress not stored", job_id=job.id, error=repr(error))
         finally:
             held.writing = False
+        if self._held.get(job.id) is not held:  # type: ignore[arg-type]
+            return  # settled: the attempt's end writes what is left
         if held.report is not None:
             held.timer = self.loop.call_later(self.interval, self._spawn, held)
         else:
@@ -141,6 +146,33 @@ class ProgressWriter:
             and not held.writing
         ):
             del self._held[job_id]
+
+    async def settle(self, job: Job) -> None:
+        """Write the report ``job`` still holds, now: its attempt has ended and its outcome is
+        about to be written, after which the report could no longer be stored. Costs nothing
+        (no statement) when every report was written already."""
+        held = self._held.get(job.id) if job.id is not None else None
+        if held is None or held.job is not job:
+            return
+        del self._held[job.id]  # type: ignore[arg-type]
+        try:
+            await self._settle(held)
+        except BaseException as error:
+            # Even a cancel of the attempt's task must not keep its outcome from being
+            # written: the report is what gives way.
+            log.warning("progress not stored", job_id=job.id, error=repr(error))
+
+    async def _settle(self, held: _Held) -> None:
+        if held.timer is not None:
+            held.timer.cancel()
+            held.timer = None
+        if held.task is not None and not held.task.done():
+            await asyncio.wait([held.task])
+            if held.timer is not None:
+                held.timer.cancel()
+                held.timer = None
+        if held.report is not None:
+            await self._write(held)
 
     async def stop(self) -> None:
         """Drop held reports and wait for writes in flight."""
