@@ -313,6 +313,14 @@ class Job(BaseModel):
             row[key] = value
         return row
 
+    def __getstate__(self) -> dict[Any, Any]:
+        # A job crosses process boundaries (pickled): the node's progress writer stays behind.
+        state: dict[Any, Any] = super().__getstate__()
+        private = state.get("__pydantic_private__")
+        if private and private.get("_progress_sink") is not None:
+            state["__pydantic_private__"] = {**private, "_progress_sink": None}
+        return state
+
     def cancelled(self) -> bool:
         """True once the job is asked to stop while running; long work should check it and
         stop. ``stop_reason`` says why, and so what to return (see docs/workers.md)."""
