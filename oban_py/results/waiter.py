@@ -23,12 +23,16 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import structlog
+
 from oban_py.client.core import Client
 from oban_py.job.model import Job
 from oban_py.job.progress import Progress
 from oban_py.notifier import Notifier
 from oban_py.results import channel
 from oban_py.results.errors import WaitTimeout, outcome
+
+log = structlog.get_logger("oban.results")
 
 #: Seconds between the slow re-checks of a wait (see the module's docs).
 RECHECK = 5.0
@@ -196,8 +200,13 @@ class Results:
                 await self._notifier.start()
             self._notifier.listen(channel.NAME, self._on_message)
             self._notifier.on_reconnect(self._wake_all)
-            await self._notifier.wait_listening()
             self._listening = True
+            try:
+                await self._notifier.wait_listening()
+            except TimeoutError:
+                # The database is away: the waits go on, woken by the reconnect (which LISTENs
+                # and re-checks each of them once) or by their slow re-check.
+                log.warning("results channel not listened to yet; waits re-check meanwhile")
 
     def _on_message(self, payload: dict[str, Any]) -> None:
         done = payload.get("done")
