@@ -174,7 +174,9 @@ async def perform(
     try:
         try:
             # An import runs module code of the job's naming: off the loop, as any blocking call.
-            cls = lookup(job.worker) or await asyncio.to_thread(resolve, job.worker)
+            cls = lookup(job.worker)
+            if cls is None:
+                cls = await asyncio.to_thread(resolve, job.worker)
         except UnknownWorker:
             raise UnknownWorkerError(job.worker) from None
         worker = cls()
