@@ -729,3 +729,13 @@ async def _activity(dsn: str) -> Any:
 
     async with AsyncConnectionPool(dsn, min_size=1, open=False) as pool:
         return await Reads(pool, "public", 5.0).activity()
+
+
+def test_five_tabs_on_a_queue_page_cost_what_one_does(dsn: str) -> None:
+    insert(dsn, queue="tabs")
+    app = create_app(dsn=dsn, refresh_interval=60.0)
+    with TestClient(app, base_url="http://127.0.0.1") as web:
+        for _ in range(5):
+            assert web.get("/live/queues/tabs").status_code == 200
+        assert app.state.dashboard.recent.loads == 1
+        assert app.state.dashboard.counts.loads == 1
