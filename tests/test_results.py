@@ -568,3 +568,17 @@ def test_the_attempts_interrupt_names_the_public_stop_reason() -> None:
     assert fenced.job.stop_reason == "fenced"
     fenced.interrupt("pkill")  # but an operator's cancel outranks it
     assert fenced.job.stop_reason == "cancel"
+
+
+async def test_an_instance_never_started_waits_on_a_listen_of_its_own_closed_by_stop(
+    dsn: str,
+) -> None:
+    async with runner(dsn):
+        app = Oban(dsn=dsn, peer=False, name="Unstarted", node="py-app")
+        job = await app.enqueue(Adds.new({"a": 5, "b": 5}))
+        assert await app.wait_for(job, timeout=10) == {"sum": 10}
+        notifier = app.results._notifier
+        assert notifier is not None
+        assert notifier.connected
+        await app.stop()
+        assert notifier.status == "stopped"

@@ -141,6 +141,7 @@ class Oban(Client):
         """Stop fetching, give running jobs ``shutdown_grace``, interrupt the rest and wait for
         each to end, flush the outcomes, then release the heartbeat rows."""
         if not self.started:
+            await self._close_results()
             await self.close()
             return
         self.started = False
@@ -153,9 +154,7 @@ class Oban(Client):
         if self.progress is not None:
             await self.progress.stop()
             self.progress = None
-        if self._results is not None:
-            await self._results.close()
-            self._results = None
+        await self._close_results()
         for duty in reversed(self.duties):
             with contextlib.suppress(Exception):
                 await duty.stop()
@@ -360,6 +359,11 @@ class Oban(Client):
         await self._signal({"action": "stop", "queue": queue, "ident": ident})
 
     # -- results and progress -----------------------------------------------------------------
+
+    async def _close_results(self) -> None:
+        results, self._results = self._results, None
+        if results is not None:
+            await results.close()
 
     @property
     def results(self) -> Results:
