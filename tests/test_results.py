@@ -582,3 +582,30 @@ async def test_an_instance_never_started_waits_on_a_listen_of_its_own_closed_by_
         assert notifier.connected
         await app.stop()
         assert notifier.status == "stopped"
+
+
+async def test_the_announcer_gathers_batches_into_one_statement(dsn: str) -> None:
+    from psycopg_pool import AsyncConnectionPool
+
+    from oban_py import notifier
+
+    async with (
+        AsyncConnectionPool(dsn, kwargs={"autocommit": True}) as pool,
+        await psycopg.AsyncConnection.connect(dsn, autocommit=True) as listener,
+    ):
+        await listener.execute('LISTEN "public.oban_py_results"')
+        announcer = channel.Announcer(pool, "public", delay=0.05)
+        announcer.start()
+        for start in range(0, 1000, 100):  # ten ack batches, retries and snoozes among them
+            announcer([(n, "completed") for n in range(start, start + 100)])
+            announcer([(5000 + start, "retryable"), (6000 + start, "scheduled")])
+        announcer([(9999, "discarded"), (9998, "cancelled")])
+        await asyncio.sleep(0.3)
+        await announcer.stop()
+        assert announcer.sent == 1
+        named: list[int] = []
+        async for message in listener.notifies(timeout=1.0):
+            payload = notifier.decode(message.payload)
+            assert isinstance(payload, dict)
+            named.extend(payload["done"])
+    assert sorted(named) == [*range(1000), 9998, 9999]

@@ -235,12 +235,11 @@ class Acker:
         cur = await conn.execute(self.queries["ack_jobs"], params)
         if self.announce is None:
             return
-        # After the commit, on the same connection, naming only the rows really written. Best
-        # effort: the outcomes are stored, and a lost announcement only delays a waiter until
-        # its slow re-check.
+        # After the commit, naming only the rows really written; the announcer sends them off
+        # this path. Best effort: a lost announcement only delays a waiter's re-check.
         try:
             written = {job_id for (job_id,) in await cur.fetchall()}
-            await self.announce(conn, [(a.id, a.state) for a in batch if a.id in written])
+            self.announce([(a.id, a.state) for a in batch if a.id in written])
         except Exception as error:
             log.warning("outcomes written but not announced", error=repr(error))
 

@@ -75,6 +75,7 @@ class Oban(Client):
         self.liveness: Liveness | None = None
         self.threads = WorkerThreads(sum(q.limit for q in config.queues.values()) or 4)
         self.progress: ProgressWriter | None = None
+        self.announcer: results_channel.Announcer | None = None
         self._results: Results | None = None
         self.started = False
 
@@ -104,9 +105,9 @@ class Oban(Client):
         async with self.pool.connection() as conn:
             await schema.check(conn, self.config.prefix, self.config.dsn)
         attach_node_logger(self.config.default_logger)
-        self.acker = Acker(
-            self.pool, self.queries, announce=results_channel.announcer(self.config.prefix)
-        )
+        self.announcer = results_channel.Announcer(self.pool, self.config.prefix)
+        self.announcer.start()
+        self.acker = Acker(self.pool, self.queries, announce=self.announcer)
         self.acker.start()
         self.progress = ProgressWriter(self.pool, self.queries, self.config.prefix)
         self.liveness = Liveness(
@@ -151,6 +152,9 @@ class Oban(Client):
             await self.queues.stop_all()
         if self.acker is not None:
             await self.acker.stop()
+        if self.announcer is not None:
+            await self.announcer.stop()
+            self.announcer = None
         if self.progress is not None:
             await self.progress.stop()
             self.progress = None
