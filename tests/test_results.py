@@ -609,3 +609,42 @@ async def test_the_announcer_gathers_batches_into_one_statement(dsn: str) -> Non
             assert isinstance(payload, dict)
             named.extend(payload["done"])
     assert sorted(named) == [*range(1000), 9998, 9999]
+
+
+async def test_poison_messages_on_the_channel_wake_nothing_and_break_nothing(
+    dsn: str, conn: Any
+) -> None:
+    job_id = insert_sync(dsn, worker=Steps.name, queue="results", state="executing", attempt=1)
+    poison = [
+        '{"done": [[1], {"a": 1}, null, "1", 1.5, true]}',
+        '{"done": "everything"}',
+        '{"id": [1], "progress": {"value": 0.5}}',
+        f'{{"id": {job_id}, "progress": {{"value": "half", "at": 3}}}}',
+        f'{{"id": {job_id}, "progress": null}}',
+        "not json at all",
+        "Z:not base64 gzip",
+    ]
+    async with waiter(dsn) as app:
+        updates: list[Progress] = []
+
+        async def watch() -> None:
+            async for update in app.watch(job_id, timeout=10, recheck=None):
+                updates.append(update)
+
+        watching = asyncio.create_task(watch())
+        waiting = asyncio.create_task(app.wait_for(job_id, timeout=10, recheck=None))
+        await nodekit.wait_for(lambda: app.results.reads == 2)
+        for text in poison:
+            await conn.execute("SELECT pg_notify('public.oban_py_results', %s)", (text,))
+        await asyncio.sleep(0.3)
+        assert app.results.reads == 2  # nothing woke either of them
+        assert updates == []
+        await conn.execute(
+            "UPDATE oban_jobs SET state = 'completed', completed_at = now() WHERE id = %s",
+            (job_id,),
+        )
+        await conn.execute(
+            "SELECT pg_notify('public.oban_py_results', %s)", (f'{{"done": [{job_id}]}}',)
+        )
+        assert await waiting is None
+        await watching

@@ -212,12 +212,15 @@ class Results:
         done = payload.get("done")
         if isinstance(done, list):
             for job_id in done:
-                for waiter in self._waiters.get(job_id, ()):
-                    waiter.wake()
+                if job_id.__class__ is int:
+                    for waiter in self._waiters.get(job_id, ()):
+                        waiter.wake()
             return
         job_id = payload.get("id")
+        if job_id.__class__ is not int:
+            return
         report = Progress.from_meta(payload.get("progress"))
-        if isinstance(job_id, int) and report is not None:
+        if report is not None:
             for waiter in self._waiters.get(job_id, ()):
                 waiter.progress(report)
 
