@@ -25,7 +25,8 @@ from oban_py.client.core import Client
 from oban_py.cluster.duties import build
 from oban_py.cluster.peer import Peer
 from oban_py.cluster.periodic import Periodic
-from oban_py.config import Config
+from oban_py.config import Config, QueueConfig
+from oban_py.flow import Flow
 from oban_py.liveness import Liveness
 from oban_py.log import attach_node_logger
 from oban_py.node.acker import Acker
@@ -112,7 +113,7 @@ class Oban(Client):
         await self._start_notifier()
         await self._start_duties()
         for queue, spec in self.config.queues.items():
-            self.queues.start(queue, spec.limit, paused=spec.paused)
+            self.queues.start(queue, spec.limit, paused=spec.paused, flow=Flow.of(spec))
         if not self.config.queues:
             # Often a typo (OBAN_QUEUES=, --queues in the wrong place): say so before going quiet.
             log.warning(
@@ -246,7 +247,8 @@ class Oban(Client):
         if action == "start":
             if self.started:
                 limit = payload.get("limit", 10)
-                queues.start(queue, limit, paused=bool(payload.get("paused", False)))
+                flow = Flow.of(_flow_options(payload))
+                queues.start(queue, limit, paused=bool(payload.get("paused", False)), flow=flow)
         elif action == "stop":
             queues.stop_soon(queue)
         elif action == "pause":
@@ -258,6 +260,8 @@ class Oban(Client):
                 queues.scale(queue, payload["limit"])
             if "paused" in payload:
                 queues.set_paused(queue, bool(payload["paused"]))
+            if "global_limit" in payload or "rate_limit" in payload:
+                queues.set_flow(queue, Flow.of(_flow_options(payload)))
 
     # -- signals sent -------------------------------------------------------------------------
 
@@ -346,3 +350,9 @@ class Oban(Client):
 
     def check_all_queues(self) -> list[dict[str, Any]]:
         return [p.check() for p in self.producers.values()]
+
+
+def _flow_options(payload: dict[str, Any]) -> QueueConfig:
+    """A signal's cluster-wide limits (Oban Pro's option names), validated as config is."""
+    options = {k: payload[k] for k in ("global_limit", "rate_limit") if payload.get(k) is not None}
+    return QueueConfig(**options)

@@ -36,6 +36,11 @@ from oban_py.node import outcomes
 from oban_py.node.attempt import Attempt, Interrupt
 
 if TYPE_CHECKING:
+    from psycopg import AsyncConnection
+
+    from oban_py.flow import Flow
+    from oban_py.job.model import Job
+    from oban_py.node.outcomes import Ack
     from oban_py.node.runtime import Runtime
 
 log = structlog.get_logger("oban.producer")
@@ -75,6 +80,7 @@ class Producer:
         *,
         paused: bool = False,
         on_scale: Callable[[], None] | None = None,
+        flow: Flow | None = None,
     ) -> None:
         _check_limit(limit)
         self.runtime = runtime
@@ -82,6 +88,8 @@ class Producer:
         self.limit = limit
         #: called after every change of ``limit`` (the queue owner resizes the thread pool)
         self._on_scale = on_scale
+        #: the queue's cluster-wide limits; None fetches as Elixir's Basic engine does
+        self.flow = flow
         self.paused = paused
         self.uuid = str(uuid.uuid4())
         self.started_at = datetime.now(UTC)
@@ -315,9 +323,12 @@ class Producer:
             # not claim jobs inserted after it.
             if self.paused or self.fenced:
                 return
-            cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(self.runtime.queries["fetch_jobs"], params)
-            jobs, unreadable = await attempts.claimed(cur)
+            if self.flow is None:
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(self.runtime.queries["fetch_jobs"], params)
+                jobs, unreadable = await attempts.claimed(cur)
+            else:
+                jobs, unreadable = await self._claim_within_flow(conn, self.flow, demand)
         for ack in unreadable:
             log.error(
                 "claimed a job that cannot be read; discarded", job_id=ack.id, queue=self.queue
@@ -327,6 +338,20 @@ class Producer:
             running = Attempt(job)
             self.attempts[running.id] = running
             running.task = asyncio.create_task(self._run(running))
+
+    async def _claim_within_flow(
+        self, conn: AsyncConnection[Any], flow: Flow, demand: int
+    ) -> tuple[list[Job], list[Ack]]:
+        # Count and claim under the queue's lock, in one transaction (oban_py/flow).
+        queries, config = self.runtime.queries, self.runtime.config
+        params = {**self._params, **flow.params(demand, config.lifeline.heartbeat_ttl)}
+        async with conn.transaction():
+            await conn.execute(
+                queries["flow_lock"], {"key": flow.lock_key(queries.prefix, self.queue)}
+            )
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(queries["flow_claim"], params, prepare=False)
+            return await attempts.claimed(cur)
 
     async def _run(self, running: Attempt) -> None:
         running.started = True

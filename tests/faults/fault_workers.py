@@ -218,3 +218,26 @@ def _trace(job: Job, event: str) -> None:
     node = (job.attempted_by or ["?"])[0]
     with open(os.environ["FAULT_TRACE"], "a") as trace:
         trace.write(f"{job.id} {job.attempt} {node} {event} {time.time()}\n")
+
+
+class Span(Worker):
+    """Records when it starts and ends in fault_spans (the database's clock), sleeping ``ms``
+    between: what a test of cluster-wide limits measures overlaps and rates on."""
+
+    name = "Faults.Span"
+
+    async def process(self, job: Job) -> None:
+        async with (await pool()).connection() as conn:
+            await conn.execute(
+                "INSERT INTO fault_spans (job_id, node, account, started_at)"
+                " VALUES (%s, %s, %s, clock_timestamp())",
+                (job.id, (job.attempted_by or ["?"])[0], job.args.get("account_id")),
+            )
+        try:
+            await asyncio.sleep(job.args.get("ms", 0) / 1000)
+        finally:
+            async with (await pool()).connection() as conn:
+                await conn.execute(
+                    "UPDATE fault_spans SET ended_at = clock_timestamp() WHERE job_id = %s",
+                    (job.id,),
+                )
