@@ -56,6 +56,8 @@ RECONCILE_INTERVAL = 15.0
 ABANDON_AFTER = 1.0
 #: while stopping, how often the jobs that outlive the grace are named in the log
 STRAGGLER_REPORT_EVERY = 10.0
+#: how soon a queue under cluster-wide limits looks again after a claim that left slots free
+FLOW_RECHECK = 0.1
 #: Elixir's producer meta refresh_interval (ms), reported in check-ins
 REFRESH_INTERVAL_MS = 30_000
 
@@ -329,6 +331,10 @@ class Producer:
                 jobs, unreadable = await attempts.claimed(cur)
             else:
                 jobs, unreadable = await self._claim_within_flow(conn, self.flow, demand)
+                if len(jobs) < demand:
+                    # Capacity may free up on other nodes, which wake nobody here: look again
+                    # soon rather than at the next poll.
+                    asyncio.get_running_loop().call_later(FLOW_RECHECK, self.wake)
         for ack in unreadable:
             log.error(
                 "claimed a job that cannot be read; discarded", job_id=ack.id, queue=self.queue
@@ -345,13 +351,15 @@ class Producer:
         # Count and claim under the queue's lock, in one transaction (oban_py/flow).
         queries, config = self.runtime.queries, self.runtime.config
         params = {**self._params, **flow.params(demand, config.lifeline.heartbeat_ttl)}
-        async with conn.transaction():
-            await conn.execute(
-                queries["flow_lock"], {"key": flow.lock_key(queries.prefix, self.queue)}
-            )
+        params["finished"] = list(self._acker.owned())
+        key = flow.lock_key(queries.prefix, self.queue)
+        # One round trip: BEGIN, the lock, the claim and COMMIT go out together (pipeline);
+        # the claim's snapshot is taken once the lock is held, so it sees every claim before.
+        async with conn.pipeline(), conn.transaction():
+            await conn.execute(queries["flow_lock"], {"key": key})
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(queries["flow_claim"], params, prepare=False)
-            return await attempts.claimed(cur)
+        return await attempts.claimed(cur)
 
     async def _run(self, running: Attempt) -> None:
         running.started = True

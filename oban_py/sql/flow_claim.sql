@@ -21,6 +21,8 @@ pool AS (
       AND j.state = 'executing'
       AND j.queue = %(queue)s
       AND j.attempted_by[2] IN (SELECT uuid FROM live)
+      -- Ended on this node, their outcomes not written yet: they run no more.
+      AND NOT j.id = ANY(%(finished)s::bigint[])
     UNION ALL
     (
         SELECT j.id, j.worker, j.args, true, j.priority, j.scheduled_at
