@@ -1,4 +1,4 @@
-"""Cluster-wide limits on one node (the multi-node proofs are in tests/faults/test_flow.py):
+"""Cluster-wide limits on one node (the multi-node proofs are in tests/faults/test_flow_cluster.py):
 what counts against a global limit, how signals change it, how the CLI spells it."""
 
 from __future__ import annotations
