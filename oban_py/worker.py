@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, overload
 
 from pydantic import BaseModel, ValidationError
@@ -22,6 +22,7 @@ from oban_py import crontab
 from oban_py.client.core import get_instance, require_loop
 from oban_py.job.errors import InvalidArgs, UnknownWorker
 from oban_py.job.model import Job
+from oban_py.middleware import Middleware
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection, Connection
@@ -44,6 +45,9 @@ class Worker:
     __oban_name__: ClassVar[str]
     __oban_options__: ClassVar[dict[str, Any]] = {}
     args_model: ClassVar[type[BaseModel] | None] = None
+    #: work middleware of this worker's attempts only, inside the instance's (``work`` and
+    #: ``work_in_thread``; see ``oban_py.middleware``)
+    middleware: ClassVar[Sequence[Middleware]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
@@ -29,6 +30,7 @@ from oban_py.cluster.periodic import Periodic
 from oban_py.config import Config
 from oban_py.liveness import Liveness
 from oban_py.log import attach_node_logger
+from oban_py.middleware import Middleware
 from oban_py.node.acker import Acker
 from oban_py.node.producer import Producer
 from oban_py.node.runtime import Runtime
@@ -53,13 +55,14 @@ class Oban(Client):
         config: Config | None = None,
         *,
         pool: Any = None,
+        middleware: Sequence[Middleware] = (),
         **settings: Any,
     ) -> None:
         if config is None:
             config = Config(**settings)
         elif settings:
             config = config.model_copy(update=settings)
-        super().__init__(config=config, pool=pool)
+        super().__init__(config=config, pool=pool, middleware=middleware)
         self.producers: dict[str, Producer] = {}
         self.notifier: Notifier | None = None
         self.peer: Periodic | None = None
@@ -227,7 +230,9 @@ class Oban(Client):
         producer = self.producers.get(queue)
         if producer is None:
             assert self.acker is not None, "the node starts its acker before its producers"
-            runtime = Runtime(self.config, self.pool, self.queries, self.acker, self.threads)
+            runtime = Runtime(
+                self.config, self.pool, self.queries, self.acker, self.threads, self.middleware
+            )
             producer = Producer(runtime, queue, limit, paused=paused)
             self.producers[queue] = producer
             if self.liveness is not None:

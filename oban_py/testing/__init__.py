@@ -45,6 +45,7 @@ from oban_py.client.pool import configure_async
 from oban_py.job import jsonb
 from oban_py.job.errors import ObanError
 from oban_py.job.model import Job, to_naive_utc
+from oban_py.middleware import Middleware
 from oban_py.node import attempt as attempts
 from oban_py.node.acker import Acker
 from oban_py.node.attempt import Attempt
@@ -132,9 +133,12 @@ def _threads_for(oban: Any = None) -> WorkerThreads:
     return _threads
 
 
-async def _execute(threads: Executor, job: Job) -> tuple[Ack, Any]:
-    """Run ``job`` as a producer runs it; its ack and what ``process`` returned or raised."""
-    return await attempts.perform(Attempt(job), threads)
+async def _execute(
+    threads: Executor, job: Job, middleware: Sequence[Middleware] = ()
+) -> tuple[Ack, Any]:
+    """Run ``job`` as a producer runs it (process-wide and ``middleware`` around it); its ack
+    and what ``process`` returned or raised."""
+    return await attempts.perform(Attempt(job), threads, None, middleware)
 
 
 def apply_ack(job: Job, ack: Ack) -> Job:
@@ -658,7 +662,7 @@ async def drain_queue(
             counts[_bucket(ack.state)] += 1
         await acker.flush()
         for job in jobs:
-            ack, result = await _execute(threads, job)
+            ack, result = await _execute(threads, job, client.middleware)
             acker.push(ack)
             await acker.flush()
             counts[_bucket(ack.state)] += 1

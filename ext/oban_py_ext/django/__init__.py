@@ -26,6 +26,7 @@ from asgiref.sync import sync_to_async
 
 from oban_py import Job
 from oban_py.insert.planner import insert_plan
+from oban_py.middleware import insert_through_sync, stack
 from oban_py.sql import Queries
 from oban_py_ext.django import conf, inserts
 
@@ -59,7 +60,12 @@ def enqueue_many(jobs: Iterable[Job], using: str | None = None) -> list[Job]:
 
     if (handled := enqueue_in_mode(batch)) is not None:
         return handled
-    return inserts.run(_postgres(using), insert_plan(Queries(conf.prefix()), batch))
+    alias = _postgres(using)
+    queries = Queries(conf.prefix())
+    # Django's enqueue belongs to no instance: the process-wide insert middleware wraps it.
+    return insert_through_sync(
+        stack("insert_sync"), batch, lambda jobs: inserts.run(alias, insert_plan(queries, jobs))
+    )
 
 
 def enqueue(job: Job, using: str | None = None) -> Job:
