@@ -229,9 +229,13 @@ async def test_the_outcome_carries_what_process_returned_or_raised() -> None:
     await perform_job(Succeeds, {"what": "raise"}, safe=True)
     await perform_job(Succeeds, {"what": "unknown"}, safe=True)
     snoozed, failed, completed = outcomes
-    assert snoozed.snoozed and snoozed.result == Snooze(60) and snoozed.error is None
-    assert isinstance(failed.error, ValueError) and failed.result is failed.error
-    assert completed.state == "completed" and completed.result is None
+    assert snoozed.snoozed
+    assert snoozed.result == Snooze(60)
+    assert snoozed.error is None
+    assert isinstance(failed.error, ValueError)
+    assert failed.result is failed.error
+    assert completed.state == "completed"
+    assert completed.result is None
     assert completed.interrupted is None
 
 

@@ -163,8 +163,13 @@ def test_enqueue_outside_atomic_commits_at_once(project: str) -> None:
 def test_enqueue_through_djangos_cursor_runs_the_insert_middleware(project: str) -> None:
     from oban_py_ext.django import enqueue, enqueue_many
 
-    from oban_py.middleware import InsertNext, InsertNextSync, Middleware, add_middleware
-    from oban_py.middleware import remove_middleware
+    from oban_py.middleware import (
+        InsertNext,
+        InsertNextSync,
+        Middleware,
+        add_middleware,
+        remove_middleware,
+    )
 
     seen: list[int] = []
 
