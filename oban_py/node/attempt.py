@@ -176,6 +176,8 @@ async def perform(
     """Run the attempt's job inside the work middleware (process-wide, then ``middleware``,
     then the worker's own); its ack and what ``process`` returned or raised. Never raises."""
     job = attempt.job
+    if prefix is not None:
+        job._prefix = prefix
     span = _Span(job, prefix)
     links = mw.stack("work", middleware)
     if links:

@@ -134,11 +134,14 @@ def _threads_for(oban: Any = None) -> WorkerThreads:
 
 
 async def _execute(
-    threads: Executor, job: Job, middleware: Sequence[Middleware] = ()
+    threads: Executor,
+    job: Job,
+    middleware: Sequence[Middleware] = (),
+    prefix: str | None = None,
 ) -> tuple[Ack, Any]:
     """Run ``job`` as a producer runs it (process-wide and ``middleware`` around it); its ack
     and what ``process`` returned or raised."""
-    return await attempts.perform(Attempt(job), threads, None, middleware)
+    return await attempts.perform(Attempt(job), threads, prefix, middleware)
 
 
 def apply_ack(job: Job, ack: Ack) -> Job:
@@ -662,7 +665,7 @@ async def drain_queue(
             counts[_bucket(ack.state)] += 1
         await acker.flush()
         for job in jobs:
-            ack, result = await _execute(threads, job, client.middleware)
+            ack, result = await _execute(threads, job, client.middleware, client.config.prefix)
             acker.push(ack)
             await acker.flush()
             counts[_bucket(ack.state)] += 1
