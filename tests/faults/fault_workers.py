@@ -14,7 +14,7 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from oban_py import Job, Snooze, Worker
+from oban_py import Job, Snooze, Worker, complete_in
 
 _pool: AsyncConnectionPool[Any] | None = None
 _inflight: dict[str, int] = {}
@@ -184,3 +184,41 @@ class Blocker(Worker):
                 "INSERT INTO fault_effects (job_id, attempt, node) VALUES (%s, %s, 'done')",
                 (job.id, job.attempt),
             )
+
+
+async def _until_released(path: str) -> None:
+    while not os.path.exists(path):
+        await asyncio.sleep(0.02)
+
+
+class CompleteInTx(Worker):
+    """Writes its effect and completes its job in one transaction (``complete_in``).
+
+    On attempt 1, ``pause`` says where it waits for the file ``release`` (which the test never
+    creates: it kills the node there): ``"before_commit"`` with the transaction open, after
+    recording on another connection that it got there; ``"after_commit"`` once it committed,
+    before the node's ack.
+    """
+
+    name = "Faults.CompleteInTx"
+
+    async def process(self, job: Job) -> None:
+        pause = job.args.get("pause") if job.attempt == 1 else None
+        import psycopg
+
+        async with await psycopg.AsyncConnection.connect(os.environ["OBAN_DSN"]) as conn:
+            async with conn.transaction():
+                await conn.execute(
+                    "INSERT INTO fault_effects (job_id, attempt, node) VALUES (%s, %s, %s)",
+                    (job.id, job.attempt, (job.attempted_by or ["?"])[0]),
+                )
+                await complete_in(job, conn)
+                if pause == "before_commit":
+                    async with (await pool()).connection() as other:
+                        await other.execute(
+                            "INSERT INTO fault_once (job_id, queue, node) VALUES (%s, %s, %s)",
+                            (job.id, job.queue, "before_commit"),
+                        )
+                    await _until_released(job.args["release"])
+        if pause == "after_commit":
+            await _until_released(job.args["release"])
