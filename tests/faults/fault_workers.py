@@ -187,7 +187,8 @@ class Blocker(Worker):
 
 
 async def _until_released(path: str) -> None:
-    while not os.path.exists(path):
+    # A file the test controls, polled: no database connection is held while waiting.
+    while not await asyncio.to_thread(os.path.exists, path):  # noqa: ASYNC110
         await asyncio.sleep(0.02)
 
 
@@ -206,19 +207,19 @@ class CompleteInTx(Worker):
         pause = job.args.get("pause") if job.attempt == 1 else None
         import psycopg
 
-        async with await psycopg.AsyncConnection.connect(os.environ["OBAN_DSN"]) as conn:
-            async with conn.transaction():
-                await conn.execute(
-                    "INSERT INTO fault_effects (job_id, attempt, node) VALUES (%s, %s, %s)",
-                    (job.id, job.attempt, (job.attempted_by or ["?"])[0]),
-                )
-                await complete_in(job, conn)
-                if pause == "before_commit":
-                    async with (await pool()).connection() as other:
-                        await other.execute(
-                            "INSERT INTO fault_once (job_id, queue, node) VALUES (%s, %s, %s)",
-                            (job.id, job.queue, "before_commit"),
-                        )
-                    await _until_released(job.args["release"])
+        dsn = os.environ["OBAN_DSN"]
+        async with await psycopg.AsyncConnection.connect(dsn) as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO fault_effects (job_id, attempt, node) VALUES (%s, %s, %s)",
+                (job.id, job.attempt, (job.attempted_by or ["?"])[0]),
+            )
+            await complete_in(job, conn)
+            if pause == "before_commit":
+                async with (await pool()).connection() as other:
+                    await other.execute(
+                        "INSERT INTO fault_once (job_id, queue, node) VALUES (%s, %s, %s)",
+                        (job.id, job.queue, "before_commit"),
+                    )
+                await _until_released(job.args["release"])
         if pause == "after_commit":
             await _until_released(job.args["release"])
