@@ -33,11 +33,14 @@ from oban_py.node.acker import batch_params
 from oban_py.sql import Queries
 
 
-def statement(job: Job, prefix: str | None = None) -> tuple[bytes, dict[str, Any]]:
-    """The completing statement of ``job``'s attempt and its parameters, for any driver."""
+def statement(
+    job: Job, prefix: str | None = None, *, fallback: str | None = None
+) -> tuple[bytes, dict[str, Any]]:
+    """The completing statement of ``job``'s attempt and its parameters, for any driver: in
+    ``prefix``, else the prefix of the node running the job, else ``fallback``."""
     if job.id is None or job.attempted_at is None:
         raise JobNotExecuting(f"job {job.id} was never attempted: nothing to complete")
-    prefix = prefix or job._prefix
+    prefix = prefix or job._prefix or fallback
     if prefix is None:
         raise ValueError(
             "complete_in needs the prefix of the node running the job: call it from the "

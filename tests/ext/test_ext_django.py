@@ -576,6 +576,24 @@ async def _settled(node: Oban, ids: list[int]) -> dict[int, tuple[str, int]]:
         await asyncio.sleep(0.1)
 
 
+async def test_complete_in_commits_with_the_atomic_block_or_not_at_all(
+    project: str, orm_node_config: Any
+) -> None:
+    from django_test_workers import CompletesInAtomic
+
+    with psycopg.connect(project, autocommit=True) as conn:
+        conn.execute("CREATE TABLE django_effects (job_id bigint NOT NULL)")
+    async with Oban(orm_node_config) as node:
+        ok, failed = await node.enqueue_many(
+            [CompletesInAtomic.new({}), CompletesInAtomic.new({"fail": True})]
+        )
+        settled = await _settled(node, [ok.id or 0, failed.id or 0])
+    assert settled == {ok.id: ("completed", 1), failed.id: ("discarded", 1)}
+    with psycopg.connect(project) as conn:
+        done = conn.execute("SELECT array_agg(job_id) FROM django_effects").fetchone()
+    assert done == ([ok.id],)
+
+
 async def test_a_connection_kill_mid_run_fails_no_later_job(
     project: str, orm_node_config: Any
 ) -> None:
