@@ -10,7 +10,7 @@ job) and ``call_next``, and decides what happens before and after the rest of th
   the jobs it is given (a middleware may amend them, e.g. add ``meta`` keys) and returns them
   as stored. A subclass overriding one of the two must override the other: an insert path that
   silently skips a middleware is worse than an error at import time.
-- ``work(job, call_next)`` around every attempt, in the attempt's task. ``call_next(job)`` runs
+- ``work(job, call_next)`` around every attempt, in the attempt's task. ``call_next()`` runs
   the rest (inner middleware, then ``process`` and Elixir's outcome rule) and returns the
   ``AttemptOutcome``: the state the job will be left in, what ``process`` returned or raised,
   and why this node interrupted it, if it did. It never raises: failures, timeouts, snoozes,
@@ -19,7 +19,8 @@ job) and ``call_next``, and decides what happens before and after the rest of th
   raised it. The chain's last outcome is what the node writes.
 - ``work_in_thread(job, call_next)`` in the pool thread that runs a plain ``def process``
   (inside ``work``), for state that belongs to that thread (Django's connections);
-  ``call_next(job)`` returns what ``process`` returned and raises what it raised.
+  ``call_next()`` returns what ``process`` returned and raises what it raised. Both run the
+  attempt's own job: a middleware may read it, not swap it.
 
 Where middleware is registered, outermost first: process-wide with ``add_middleware(id, mw)``
 (integrations such as OpenTelemetry), on an instance with ``Oban(middleware=[...])`` /
@@ -38,7 +39,7 @@ from oban_py.job.model import Job
 
 InsertNext = Callable[[list[Job]], Awaitable[list[Job]]]
 InsertNextSync = Callable[[list[Job]], list[Job]]
-ThreadNext = Callable[[Job], Any]
+ThreadNext = Callable[[], Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +65,7 @@ class AttemptOutcome:
         return self.state == "scheduled"
 
 
-WorkNext = Callable[[Job], Awaitable[AttemptOutcome]]
+WorkNext = Callable[[], Awaitable[AttemptOutcome]]
 
 
 class Middleware:
@@ -88,10 +89,10 @@ class Middleware:
         return call_next(jobs)
 
     async def work(self, job: Job, call_next: WorkNext) -> AttemptOutcome:
-        return await call_next(job)
+        return await call_next()
 
     def work_in_thread(self, job: Job, call_next: ThreadNext) -> Any:
-        return call_next(job)
+        return call_next()
 
 
 def _overrides(cls: type, name: str) -> bool:
@@ -211,18 +212,18 @@ async def work_through(
     inner: WorkNext,
     failed: Callable[[BaseException], AttemptOutcome],
 ) -> AttemptOutcome:
-    """``inner(job)`` inside ``links``; ``failed(error)`` is the outcome of a link that raised
-    or returned something else than an outcome, so every ``call_next`` returns an outcome."""
+    """``inner()`` inside ``links``; ``failed(error)`` is the outcome of a link that raised or
+    returned something else than an outcome, so every ``call_next`` returns an outcome."""
     if not links:
-        return await inner(job)
+        return await inner()
 
     def link(index: int) -> WorkNext:
         if index == len(links):
             return inner
 
-        async def call(current: Job) -> AttemptOutcome:
+        async def call() -> AttemptOutcome:
             try:
-                outcome = await links[index].work(current, link(index + 1))
+                outcome = await links[index].work(job, link(index + 1))
             except BaseException as error:
                 return failed(error)
             if not isinstance(outcome, AttemptOutcome):
@@ -234,17 +235,17 @@ async def work_through(
 
         return call
 
-    return await link(0)(job)
+    return await link(0)()
 
 
-def thread_through(links: Sequence[Middleware], job: Job, process: ThreadNext) -> Any:
+def thread_through(links: Sequence[Middleware], job: Job, process: Callable[[Job], Any]) -> Any:
     """``process(job)`` inside the ``work_in_thread`` of ``links``, in the calling thread."""
     if not links:
         return process(job)
 
     def link(index: int) -> ThreadNext:
         if index == len(links):
-            return process
-        return lambda current: links[index].work_in_thread(current, link(index + 1))
+            return lambda: process(job)
+        return lambda: links[index].work_in_thread(job, link(index + 1))
 
-    return link(0)(job)
+    return link(0)()

@@ -54,7 +54,7 @@ class Stamp(Middleware):
 
     async def work(self, job: Job, call_next: WorkNext) -> AttemptOutcome:
         log.append((self.name, "work-in"))
-        outcome = await call_next(job)
+        outcome = await call_next()
         log.append((self.name, "work-out", outcome.state))
         return outcome
 
@@ -220,7 +220,7 @@ async def test_the_outcome_carries_what_process_returned_or_raised() -> None:
 
     class Keep(Middleware):
         async def work(self, job: Job, call_next: WorkNext) -> AttemptOutcome:
-            outcome = await call_next(job)
+            outcome = await call_next()
             outcomes.append(outcome)
             return outcome
 
@@ -245,7 +245,7 @@ async def test_a_work_middleware_that_raises_fails_the_attempt(where: str) -> No
         async def work(self, job: Job, call_next: WorkNext) -> AttemptOutcome:
             if where == "before":
                 raise RuntimeError("middleware broke before")
-            await call_next(job)
+            await call_next()
             if where == "after":
                 raise RuntimeError("middleware broke after")
             return None  # type: ignore[return-value]
@@ -267,7 +267,7 @@ async def test_work_in_thread_wraps_a_sync_process_in_its_pool_thread() -> None:
     class InThread(Middleware):
         def work_in_thread(self, job: Job, call_next: ThreadNext) -> Any:
             log.append(("thread-in", threading.get_ident()))
-            result = call_next(job)
+            result = call_next()
             log.append(("thread-out", threading.get_ident()))
             return result
 
@@ -340,7 +340,7 @@ async def test_a_cancel_of_a_running_job_reaches_the_middleware_as_its_outcome(
 
     class Keep(Middleware):
         async def work(self, job: Job, call_next: WorkNext) -> AttemptOutcome:
-            outcome = await call_next(job)
+            outcome = await call_next()
             outcomes.append(outcome)
             return outcome
 

@@ -107,7 +107,7 @@ class _Instrumentation(Middleware):
         try:
             # Current for the worker's code: it runs in this task (an async ``process``).
             with trace.use_span(span, end_on_exit=False):
-                outcome = await call_next(job)
+                outcome = await call_next()
         finally:
             self.running.pop(id(job), None)
         span.set_attribute("messaging.oban.state", outcome.state)
@@ -122,9 +122,9 @@ class _Instrumentation(Middleware):
         # context: make the attempt's span current there too.
         span = self.running.get(id(job))
         if span is None:
-            return call_next(job)
+            return call_next()
         with trace.use_span(span, end_on_exit=False):
-            return call_next(job)
+            return call_next()
 
 
 def _send_attributes(job: Job) -> dict[str, Any]:

@@ -109,7 +109,7 @@ class Metrics(Middleware):
             wait = (job.attempted_at - job.scheduled_at).total_seconds()
             self.queue_time.labels(job.queue, job.worker).observe(max(wait, 0.0))
         started = time.monotonic()
-        outcome = await call_next(job)
+        outcome = await call_next()
         seconds = time.monotonic() - started
         self.jobs.labels(job.queue, job.worker, outcome.state).inc()
         self.duration.labels(job.queue, job.worker, outcome.state).observe(seconds)

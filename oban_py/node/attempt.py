@@ -184,7 +184,7 @@ async def perform(
         outcome = await mw.work_through(
             links,
             job,
-            lambda _: _resolved(attempt, threads, middleware),
+            lambda: _resolved(attempt, threads, middleware),
             lambda error: _failed(attempt, None, error),
         )
     else:
@@ -226,7 +226,7 @@ async def _resolved(
     return await mw.work_through(
         links,
         job,
-        lambda _: _worked(attempt, worker, threads, in_thread),
+        lambda: _worked(attempt, worker, threads, in_thread),
         lambda error: _failed(attempt, worker, error),
     )
 

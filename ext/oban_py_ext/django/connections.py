@@ -61,14 +61,14 @@ class DjangoConnections(Middleware):
     def work_in_thread(self, job: Job, call_next: ThreadNext) -> Any:
         release_connections()
         try:
-            return call_next(job)
+            return call_next()
         finally:
             release_connections()
 
     async def work(self, job: Job, call_next: WorkNext) -> AttemptOutcome:
         async with ThreadSensitiveContext() as context:
             try:
-                return await call_next(job)
+                return await call_next()
             finally:
                 # Only when the job's ORM thread was started: most async jobs make no ORM call,
                 # and starting a thread just to close nothing would cost every one of them.
