@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from nodekit import wait_state
 
-from oban_py import Cancel, Client, Job, Oban, Snooze, Worker, telemetry
+from oban_py import Cancel, Client, Job, Oban, Snooze, Worker, telemetry, worker
 from oban_py.client.core import insert_async, insert_sync
 from oban_py.middleware import (
     AttemptOutcome,
@@ -301,6 +301,21 @@ class Ordered(Worker):
 
     async def process(self, job: Job) -> None:
         log.append(("process", None))
+
+
+@worker(name="Py.Mw.Decorated", middleware=[Stamp("decorated")])
+class Decorated:
+    async def process(self, job: Job) -> None:
+        log.append(("process", None))
+
+
+async def test_the_worker_decorator_takes_middleware() -> None:
+    assert (await perform_job(Decorated, {})).state == "completed"
+    assert log == [
+        ("decorated", "work-in"),
+        ("process", None),
+        ("decorated", "work-out", "completed"),
+    ]
 
 
 async def test_process_wide_then_instance_then_worker_middleware_on_a_node(
