@@ -39,7 +39,7 @@ from oban_py.middleware import AttemptOutcome as Outcome
 from oban_py.middleware import Middleware
 from oban_py.node import outcomes
 from oban_py.node.outcomes import Ack
-from oban_py.worker import resolve
+from oban_py.worker import lookup, resolve
 
 if TYPE_CHECKING:
     from psycopg import AsyncCursor
@@ -209,7 +209,10 @@ async def _resolved(
     worker: Any = None
     try:
         try:
-            cls = resolve(job.worker)
+            # An import runs module code of the job's naming: off the loop, as any blocking call.
+            cls = lookup(job.worker)
+            if cls is None:
+                cls = await asyncio.to_thread(resolve, job.worker)
         except UnknownWorker:
             raise UnknownWorkerError(job.worker) from None
         worker = cls()

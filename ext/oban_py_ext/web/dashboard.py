@@ -21,7 +21,13 @@ from oban_py_ext.web.filters import STATES
 from oban_py_ext.web.nodes import NodeWatch
 from oban_py_ext.web.reads import Activity, Counts, Reads
 from oban_py_ext.web.render import environment
-from oban_py_ext.web.security import CSRF_COOKIE, CSRF_FIELD, Access, new_csrf_token
+from oban_py_ext.web.security import (
+    CSRF_COOKIE,
+    CSRF_FIELD,
+    Access,
+    new_csrf_token,
+    secure_request,
+)
 
 FLASH_COOKIE = "oban_web_flash"
 #: No script or style from anywhere but the dashboard itself, no framing, forms only to itself.
@@ -104,7 +110,12 @@ class Dashboard:
         response = HTMLResponse(body, status_code=status, headers=SECURITY_HEADERS)
         if CSRF_COOKIE not in request.cookies:
             response.set_cookie(
-                CSRF_COOKIE, csrf, httponly=True, samesite="strict", path=root or "/"
+                CSRF_COOKIE,
+                csrf,
+                httponly=True,
+                samesite="strict",
+                secure=secure_request(request, self.access.trust_forwarded),
+                path=root or "/",
             )
         if flash is not None:
             response.delete_cookie(FLASH_COOKIE, path=root or "/")
