@@ -10,6 +10,7 @@ import pytest
 from nodekit import assert_like_fixture, insert, row, wait_for, wait_state
 
 from oban_py import Job, JobNotExecuting, Oban, Worker, complete_in, complete_in_sync
+from oban_py.testing import perform_job
 
 
 async def effects(conn: psycopg.AsyncConnection[Any], job_id: int) -> int:
@@ -122,9 +123,23 @@ async def test_complete_in_outside_a_transaction_is_refused(
     assert await effects(conn, job_id) == 0
 
 
-async def test_a_job_never_attempted_cannot_be_completed(dsn: str) -> None:
-    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+async def test_a_stored_job_never_attempted_cannot_be_completed(
+    dsn: str, conn: psycopg.AsyncConnection[Any]
+) -> None:
+    job_id = await insert(conn, "Py.Never")
+    stored = Job.from_row(await row(conn, job_id))
+    async with await psycopg.AsyncConnection.connect(dsn) as other:
         with pytest.raises(JobNotExecuting):
-            await complete_in(Job(worker="Py.Never"), conn)
+            await complete_in(stored, other, prefix="public")
     with psycopg.connect(dsn) as sync_conn, pytest.raises(TypeError):
-        await complete_in(Job(worker="Py.Never"), sync_conn)  # type: ignore[arg-type]
+        await complete_in(stored, sync_conn)  # type: ignore[arg-type]
+
+
+async def test_perform_job_runs_a_complete_in_worker_without_a_row_to_complete(
+    dsn: str, conn: psycopg.AsyncConnection[Any]
+) -> None:
+    await conn.execute("CREATE TABLE effects (job_id bigint)")
+    outcome = await perform_job(CompleteAsync, {"mode": "commit", "dsn": dsn})
+    assert outcome.state == "completed"
+    cur = await conn.execute("SELECT count(*) FROM effects")
+    assert await cur.fetchone() == (1,)

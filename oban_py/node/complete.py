@@ -16,6 +16,7 @@ completed), ``JobNotExecuting`` is raised inside the transaction, so the effect 
 too. The row lock taken here holds off a rescue or a cancel until the transaction ends; after
 the commit, they find the job completed. The ack the node writes when ``process`` returns is
 then a no-op (its guard no longer matches), whatever the worker returns or raises afterwards.
+A job without a row (``perform_job``, inline testing) has nothing to complete: a no-op.
 """
 
 from __future__ import annotations
@@ -35,10 +36,14 @@ from oban_py.sql import Queries
 
 def statement(
     job: Job, prefix: str | None = None, *, fallback: str | None = None
-) -> tuple[bytes, dict[str, Any]]:
+) -> tuple[bytes, dict[str, Any]] | None:
     """The completing statement of ``job``'s attempt and its parameters, for any driver: in
-    ``prefix``, else the prefix of the node running the job, else ``fallback``."""
-    if job.id is None or job.attempted_at is None:
+    ``prefix``, else the prefix of the node running the job, else ``fallback``. None for a job
+    that has no row (run by ``perform_job`` or a testing client's inline mode): its attempt's
+    own outcome is all there is to record."""
+    if job.id is None:
+        return None
+    if job.attempted_at is None:
         raise JobNotExecuting(f"job {job.id} was never attempted: nothing to complete")
     prefix = prefix or job._prefix or fallback
     if prefix is None:
@@ -74,9 +79,10 @@ async def complete_in(
     if not isinstance(conn, psycopg.AsyncConnection):
         raise TypeError("complete_in takes an async psycopg connection; use complete_in_sync")
     _require_transaction(conn)
-    query, params = statement(job, prefix)
-    cur = await conn.execute(query, params)
-    check(job, await cur.fetchall())
+    found = statement(job, prefix)
+    if found is not None:
+        cur = await conn.execute(*found)
+        check(job, await cur.fetchall())
 
 
 def complete_in_sync(job: Job, conn: psycopg.Connection[Any], *, prefix: str | None = None) -> None:
@@ -84,5 +90,6 @@ def complete_in_sync(job: Job, conn: psycopg.Connection[Any], *, prefix: str | N
     if not isinstance(conn, psycopg.Connection):
         raise TypeError("complete_in_sync takes a sync psycopg connection; use complete_in")
     _require_transaction(conn)
-    query, params = statement(job, prefix)
-    check(job, conn.execute(query, params).fetchall())
+    found = statement(job, prefix)
+    if found is not None:
+        check(job, conn.execute(*found).fetchall())

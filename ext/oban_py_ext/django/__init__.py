@@ -91,7 +91,10 @@ def complete_in(job: Job, using: str | None = None) -> None:
             "complete_in must run inside transaction.atomic(): outside it the completion "
             "would commit on its own, apart from the job's effect"
         )
-    query, params = statement(job, fallback=conf.prefix())
+    found = statement(job, fallback=conf.prefix())
+    if found is None:
+        return
+    query, params = found
     with connection.cursor() as cursor:
         cursor.execute(query.decode(), params)
         check(job, list(cursor.fetchall()))
