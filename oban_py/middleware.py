@@ -32,8 +32,7 @@ against telemetry.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from oban_py.job.model import Job
 
@@ -42,8 +41,7 @@ InsertNextSync = Callable[[list[Job]], list[Job]]
 ThreadNext = Callable[[], Any]
 
 
-@dataclass(frozen=True, slots=True)
-class AttemptOutcome:
+class AttemptOutcome(NamedTuple):
     """What one attempt came to, as the node is about to write it."""
 
     #: the state the job is left in: ``completed``, ``retryable``, ``discarded``, ``cancelled``,
@@ -58,7 +56,7 @@ class AttemptOutcome:
     #: ``"fenced"``; None when it ran to its end
     interrupted: str | None = None
     #: what the node writes; opaque to middleware
-    ack: Any = field(default=None, repr=False, compare=False)
+    ack: Any = None
 
     @property
     def snoozed(self) -> bool:
@@ -159,6 +157,8 @@ def checked(middleware: Sequence[Middleware]) -> tuple[Middleware, ...]:
 def stack(method: str, *layers: Sequence[Middleware]) -> tuple[Middleware, ...]:
     """The process-wide middleware, then each of ``layers``, keeping those that override
     ``method`` (outermost first): a chain of pass-throughs costs nothing."""
+    if not _registered and not any(layers):
+        return ()
     found = [m for m in _registered.values() if _overrides(type(m), method)]
     for layer in layers:
         found.extend(m for m in layer if _overrides(type(m), method))

@@ -221,24 +221,23 @@ async def _resolved(
     except BaseException as raised:
         return _failed(attempt, worker, raised)
     own = cls.middleware
-    in_thread = mw.stack("work_in_thread", middleware, own)
+    layers = (middleware, own)
+    if not own:
+        return await _worked(attempt, worker, threads, layers)
     # The process-wide and instance middleware already run outside: the worker's own is left.
-    links = [m for m in own if mw.overrides(m, "work")]
-    if not links:
-        return await _worked(attempt, worker, threads, in_thread)
     return await mw.work_through(
-        links,
+        [m for m in own if mw.overrides(m, "work")],
         job,
-        lambda: _worked(attempt, worker, threads, in_thread),
+        lambda: _worked(attempt, worker, threads, layers),
         lambda error: _failed(attempt, worker, error),
     )
 
 
 async def _worked(
-    attempt: Attempt, worker: Any, threads: Executor, in_thread: Sequence[Middleware]
+    attempt: Attempt, worker: Any, threads: Executor, layers: tuple[Sequence[Middleware], ...]
 ) -> Outcome:
     try:
-        result = await _call(attempt, worker, threads, in_thread)
+        result = await _call(attempt, worker, threads, layers)
     except BaseException as raised:
         return _failed(attempt, worker, raised)
     ack, failed = _returned(attempt, result)
@@ -310,7 +309,7 @@ def _backoff(worker: Any, job: Job) -> float:
 
 
 async def _call(
-    attempt: Attempt, worker: Any, threads: Executor, in_thread: Sequence[Middleware]
+    attempt: Attempt, worker: Any, threads: Executor, layers: tuple[Sequence[Middleware], ...]
 ) -> Any:
     job = attempt.job
     limit = getattr(worker, "timeout", None)
@@ -318,6 +317,7 @@ async def _call(
     process = worker.process
     if not inspect.iscoroutinefunction(process):
         attempt.in_thread = True
+        in_thread = mw.stack("work_in_thread", *layers)
         future = asyncio.get_running_loop().run_in_executor(
             threads, mw.thread_through, in_thread, job, process
         )
