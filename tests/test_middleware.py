@@ -372,3 +372,31 @@ async def test_a_cancel_of_a_running_job_reaches_the_middleware_as_its_outcome(
     [outcome] = outcomes
     assert outcome.state == "cancelled"
     assert outcome.interrupted == "pkill"
+
+
+async def test_a_shutdown_past_the_grace_reaches_the_middleware_as_a_release(
+    dsn: str, conn: psycopg.AsyncConnection[Any]
+) -> None:
+    outcomes: list[AttemptOutcome] = []
+
+    class Keep(Middleware):
+        async def work(self, job: Job, call_next: WorkNext) -> AttemptOutcome:
+            outcome = await call_next()
+            outcomes.append(outcome)
+            return outcome
+
+    oban = Oban(
+        dsn=dsn,
+        queues={"mw": 1},
+        peer=False,
+        name="MwNode",
+        shutdown_grace=0.2,
+        middleware=[Keep()],
+    )
+    async with oban:
+        job = await oban.enqueue(Hangs.new({}, queue="mw"))
+        await wait_state(conn, job.id or 0, "executing")
+    [outcome] = outcomes
+    assert (outcome.state, outcome.interrupted) == ("available", "shutdown")
+    assert isinstance(outcome.error, asyncio.CancelledError)
+    assert (await wait_state(conn, job.id or 0, "available"))["attempt"] == 1
