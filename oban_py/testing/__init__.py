@@ -17,7 +17,7 @@ A testing client follows the event loop it is used in (Starlette's ``TestClient`
 request in a loop of its own), opening a fresh pool when the loop it opened one in has gone.
 
 Every job here runs through ``oban_py.node.attempt``, the code producers run, so args validation,
-timeouts, work hooks, ``Snooze``/``Cancel``/``Record``, raised ``BaseException``s and error
+timeouts, work middleware, ``Snooze``/``Cancel``/``Record``, raised ``BaseException``s and error
 entries behave as in production; a drain claims and decodes rows as a producer does.
 """
 
