@@ -16,8 +16,8 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from oban_py import Client
 from oban_py_ext.web.actions import Actions, Outcome
-from oban_py_ext.web.cache import Shared
-from oban_py_ext.web.filters import STATES
+from oban_py_ext.web.cache import Shared, SharedByKey
+from oban_py_ext.web.filters import STATES, JobFilter
 from oban_py_ext.web.nodes import NodeWatch
 from oban_py_ext.web.reads import Activity, Counts, Reads
 from oban_py_ext.web.render import environment
@@ -76,7 +76,15 @@ class Dashboard:
         self.nodes = NodeWatch(dsn, client.config.prefix)
         self.counts: Shared[Counts] = Shared(self.reads.counts, settings.refresh_interval)
         self.activity: Shared[Activity] = Shared(self.reads.activity, settings.chart_interval)
+        #: the latest jobs of each queue page, read once per refresh for all its tabs
+        self.recent: SharedByKey[str, list[dict[str, Any]]] = SharedByKey(
+            self._recent, settings.refresh_interval
+        )
         self.env = environment()
+
+    async def _recent(self, queue: str) -> list[dict[str, Any]]:
+        page = await self.reads.page(JobFilter(queue=queue), before=None, after=None, size=10)
+        return page.rows
 
     async def ready(self) -> None:
         await self.client.open()

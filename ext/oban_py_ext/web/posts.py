@@ -26,6 +26,7 @@ async def job_action(request: Request) -> Response:
         return PlainTextResponse("unknown action", 404, headers=SECURITY_HEADERS)
     outcome = await dashboard.actions.on_job(action, job_id)
     dashboard.counts.invalidate()
+    dashboard.recent.invalidate()
     location = "/jobs" if action == "delete" and outcome.ok else f"/jobs/{job_id}"
     return back(request, location, outcome)
 
@@ -45,6 +46,7 @@ async def bulk_action(request: Request) -> Response:
         return back(request, location, Outcome("Bulk actions need a filter.", ok=False))
     outcome = await dashboard.actions.on_filter(action, job_filter)
     dashboard.counts.invalidate()
+    dashboard.recent.invalidate()
     return back(request, location, outcome)
 
 
