@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, overload
 
 from pydantic import BaseModel, ValidationError
@@ -23,6 +23,7 @@ from oban_py import crontab
 from oban_py.client.core import get_instance, require_loop
 from oban_py.job.errors import InvalidArgs, UnknownWorker
 from oban_py.job.model import Job
+from oban_py.middleware import Middleware, checked
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection, Connection
@@ -49,6 +50,9 @@ class Worker:
     __oban_name__: ClassVar[str]
     __oban_options__: ClassVar[dict[str, Any]] = {}
     args_model: ClassVar[type[BaseModel] | None] = None
+    #: work middleware of this worker's attempts only, inside the instance's (``work`` and
+    #: ``work_in_thread``; see ``oban_py.middleware``)
+    middleware: ClassVar[Sequence[Middleware]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -234,6 +238,7 @@ def worker(
     name: str | None = None,
     args_model: type[BaseModel] | None = None,
     cron: str | dict[str, Any] | None = None,
+    middleware: Sequence[Middleware] | None = None,
 ) -> Callable[[type[Any]], type[Worker]]: ...
 
 
@@ -251,12 +256,14 @@ def worker(
     name: str | None = None,
     args_model: type[BaseModel] | None = None,
     cron: str | dict[str, Any] | None = None,
+    middleware: Sequence[Middleware] | None = None,
 ) -> type[Worker] | Callable[[type[Any]], type[Worker]]:
     """Make a class with ``process(self, job)`` a registered worker, with default job options.
 
     Options are validated at once (a bad queue fails at import, not at the first insert).
     ``cron`` (an expression, or ``{"expr", "timezone", "args"}``) makes the leader insert the
-    worker's jobs on that schedule (see ``oban_py.crontab``).
+    worker's jobs on that schedule (see ``oban_py.crontab``). ``middleware``: work middleware
+    of this worker's attempts (``oban_py.middleware``).
     """
     options = {
         "queue": queue,
@@ -269,6 +276,8 @@ def worker(
     }
     if args_model is not None:
         options["args_model"] = args_model
+    if middleware is not None:
+        options["middleware"] = checked(middleware)
 
     def decorate(target: type[Any]) -> type[Worker]:
         if not callable(getattr(target, "process", None)):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
@@ -29,6 +30,7 @@ from oban_py.config import Config, QueueConfig
 from oban_py.flow import Flow
 from oban_py.liveness import Liveness
 from oban_py.log import attach_node_logger
+from oban_py.middleware import Middleware
 from oban_py.node.acker import Acker
 from oban_py.node.producer import Producer
 from oban_py.node.queues import Queues
@@ -54,13 +56,14 @@ class Oban(Client):
         config: Config | None = None,
         *,
         pool: Any = None,
+        middleware: Sequence[Middleware] = (),
         **settings: Any,
     ) -> None:
         if config is None:
             config = Config(**settings)
         elif settings:
             config = config.model_copy(update=settings)
-        super().__init__(config=config, pool=pool)
+        super().__init__(config=config, pool=pool, middleware=middleware)
         self.queues: Queues | None = None
         self.notifier: Notifier | None = None
         self.peer: Periodic | None = None
@@ -108,7 +111,9 @@ class Oban(Client):
             pool=self.pool,
         )
         self.liveness.start()
-        runtime = Runtime(self.config, self.pool, self.queries, self.acker, self.threads)
+        runtime = Runtime(
+            self.config, self.pool, self.queries, self.acker, self.threads, self.middleware
+        )
         self.queues = Queues(runtime, self.liveness)
         await self._start_notifier()
         await self._start_duties()
