@@ -111,3 +111,15 @@ async def conn(dsn: str) -> AsyncIterator[psycopg.AsyncConnection]:
     """An autocommit async connection to ``dsn``."""
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as c:
         yield c
+
+
+def _django_major() -> int:
+    try:
+        import django
+    except ImportError:
+        return 0
+    return int(django.VERSION[0])
+
+
+#: Django 6 (Python 3.12+) has tests of its own, run in .venv312 by ``dev.py test``.
+collect_ignore = [] if _django_major() >= 6 else ["ext/django6"]

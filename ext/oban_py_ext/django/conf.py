@@ -1,6 +1,8 @@
 """The ``OBAN`` Django setting: any ``oban_py.Config`` field, plus ``database`` (the alias whose
 connection enqueues and whose credentials the node uses when ``dsn`` is absent) and ``workers``
-(modules ``manage.py oban start`` imports).
+(modules ``manage.py oban start`` imports), and ``other_database`` (``"on_commit"`` or
+``"raise"``: ``enqueue`` inside another database's ``atomic()`` block, see
+``oban_py_ext.django``).
 
     OBAN = {"queues": {"default": 10, "mailers": 5}, "prefix": "public"}
 """
@@ -15,7 +17,9 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from oban_py import Config
 
-OWN_KEYS = ("database", "workers")
+OWN_KEYS = ("database", "workers", "other_database")
+#: What ``enqueue`` does inside an ``atomic()`` block of a database the jobs do not go to.
+OTHER_DATABASE = ("on_commit", "raise")
 #: Keys of ``get_connection_params()`` that are psycopg arguments, not libpq options: the
 #: node's connections set their own (row factory, adapters, prepared statements).
 _PSYCOPG_ONLY = ("cursor_factory", "context", "prepare_threshold")
