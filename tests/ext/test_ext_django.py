@@ -529,7 +529,8 @@ def test_an_option_libpq_does_not_know_stops_the_node(
 
     options = connections["strict"].settings_dict["OPTIONS"]
     monkeypatch.setitem(options, "sslmdoe", "require")
-    with pytest.raises(ImproperlyConfigured, match="sslmdoe"):
+    # The bad option is named alone, not hidden in the list of every key (dbname, host...).
+    with pytest.raises(ImproperlyConfigured, match=r"libpq cannot take \(sslmdoe\)"):
         conf.dsn("strict")
 
 
@@ -568,6 +569,46 @@ def test_misspelt_oban_settings_fail_the_system_check(project: str) -> None:
         pytest.raises(SystemCheckError, match="greater than 0"),
     ):
         call_command("check")
+
+
+def test_unimportable_worker_modules_fail_the_system_check(project: str) -> None:
+    with (
+        override_settings(OBAN={"workers": ["django_test_workers", "shop.no_such_workers"]}),
+        pytest.raises(SystemCheckError, match=r"oban\.E005.*'shop\.no_such_workers'"),
+    ):
+        call_command("check")
+
+
+@pytest.mark.parametrize("oban", [["queues"], "queues", 3])
+def test_an_oban_setting_that_is_no_dict_is_a_check_error_not_a_traceback(
+    project: str, oban: Any
+) -> None:
+    with override_settings(OBAN=oban):
+        with pytest.raises(SystemCheckError, match=r"OBAN must be a dict, not"):
+            call_command("check", databases=["default"])
+        with pytest.raises(CommandError, match=r"OBAN must be a dict"):
+            call_command("oban", "start", stderr=io.StringIO())
+
+
+def test_an_unknown_other_database_choice_fails_the_system_check(project: str) -> None:
+    with (
+        override_settings(OBAN={"other_database": "wait"}),
+        pytest.raises(SystemCheckError, match="other_database"),
+    ):
+        call_command("check")
+
+
+def test_oban_version_names_the_manage_py_fix(project: str) -> None:
+    with psycopg.connect(project, autocommit=True) as conn:
+        conn.execute("COMMENT ON TABLE oban_jobs IS '12'")
+    out = io.StringIO()
+    try:
+        with pytest.raises(CommandError, match=r"version 12.*manage\.py oban migrate") as raised:
+            call_command("oban", "version", stdout=out)
+        assert "oban-py" not in str(raised.value)
+        assert out.getvalue().strip() == "12"
+    finally:
+        call_command("oban", "migrate", stdout=io.StringIO())
 
 
 def test_sqlite_is_refused_with_a_clear_message(project: str) -> None:

@@ -28,7 +28,10 @@ _PSYCOPG_ONLY = ("cursor_factory", "context", "prepare_threshold")
 def options() -> dict[str, Any]:
     from django.conf import settings
 
-    return dict(getattr(settings, "OBAN", {}) or {})
+    raw = getattr(settings, "OBAN", None) or {}
+    if not isinstance(raw, dict):
+        raise ImproperlyConfigured(f"settings.OBAN must be a dict, not {type(raw).__name__}")
+    return dict(raw)
 
 
 def database() -> str:
@@ -73,12 +76,25 @@ def dsn(using: str | None = None) -> str:
         if conninfo_to_dict(built) != wanted:
             raise psycopg.ProgrammingError("libpq does not read the options back as given")
     except (psycopg.ProgrammingError, UnicodeEncodeError) as error:
+        bad = ", ".join(_refused(wanted)) or "one of them"
         raise ImproperlyConfigured(
-            f"DATABASES[{alias!r}] holds an option libpq cannot take ({sorted(wanted)}), so the"
-            f" Oban node cannot connect as Django does: {' '.join(str(error).split())}."
+            f"DATABASES[{alias!r}] holds an option libpq cannot take ({bad}), so the Oban"
+            f" node cannot connect as Django does: {' '.join(str(error).split())}."
             " Fix the option, or give OBAN['dsn'] explicitly."
         ) from None
     return built
+
+
+def _refused(wanted: dict[str, str]) -> list[str]:
+    """The options libpq refuses or would not read back, each tried on its own."""
+    bad = []
+    for key, value in sorted(wanted.items()):
+        try:
+            if conninfo_to_dict(make_conninfo(**{key: value})) != {key: value}:
+                bad.append(key)
+        except (psycopg.ProgrammingError, UnicodeEncodeError):
+            bad.append(key)
+    return bad
 
 
 def config(**overrides: Any) -> Config:
