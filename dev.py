@@ -126,11 +126,13 @@ def test(rest: list[str]) -> int:
     if wants6:
         options = [a for a in rest if a.startswith("-")]
         return run(str(ensure_venv312()), "-m", "pytest", *options, *wants6)
-    main = run(str(PY), "-m", "pytest", *rest)
     if paths:
-        return main
+        return run(str(PY), "-m", "pytest", *rest)
+    # Before the main suite: a machine without Python 3.12 fails at once, not after it.
+    py6 = ensure_venv312()
+    main = run(str(PY), "-m", "pytest", *rest)
     print(f"\nthe Django 6 tests ({DJANGO6_TESTS}) under Python 3.12+", flush=True)
-    django6 = run(str(ensure_venv312()), "-m", "pytest", *rest, DJANGO6_TESTS)
+    django6 = run(str(py6), "-m", "pytest", *rest, DJANGO6_TESTS)
     return main or django6
 
 

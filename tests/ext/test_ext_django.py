@@ -778,3 +778,16 @@ async def test_jobs_give_connections_back_to_djangos_pool(
         settled = await _settled(node, [j.id for j in batch if j.id])
     # 8 pool threads share a pool of 2: each job holds a connection only while it runs.
     assert set(settled.values()) == {("completed", 1)}
+
+
+def test_the_testing_extra_brings_pytest_asyncio_for_the_oban_testing_fixture() -> None:
+    import tomllib
+    from pathlib import Path
+
+    from conftest import ROOT
+
+    # The fixture is async; no Django (or other) extra installed what runs it.
+    extras = tomllib.loads(Path(ROOT, "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    assert any(d.startswith("pytest-asyncio") for d in extras["testing"])

@@ -32,19 +32,16 @@ if django.VERSION < (6, 0):
 
 @pytest.fixture(scope="session")
 def shop_env(server_dsn: str) -> Iterator[dict[str, str]]:
-    """The environment of the shop: ``TASKSHOP_DSN`` (and a jobs database for the router
-    tests), Django set up and migrated in this process."""
-    name, jobs_name = create_database(server_dsn), create_database(server_dsn)
+    """The environment of the shop (``TASKSHOP_DSN``), Django set up and migrated in this
+    process."""
+    name = create_database(server_dsn)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "PYTEST_"))}
     env.update(
         TASKSHOP_DSN=dsn_for(server_dsn, name),
-        TASKSHOP_JOBS_DSN=dsn_for(server_dsn, jobs_name),
         DJANGO_SETTINGS_MODULE="taskshop.settings",
         PYTHONPATH=str(PROJECT),
     )
     os.environ.update({k: env[k] for k in ("TASKSHOP_DSN", "DJANGO_SETTINGS_MODULE")})
-    # The shop in this process has one database; the router tests run their own processes.
-    os.environ.pop("TASKSHOP_JOBS_DSN", None)
     sys.path.insert(0, str(PROJECT))
     django.setup()
     from django.core.management import call_command
@@ -54,7 +51,6 @@ def shop_env(server_dsn: str) -> Iterator[dict[str, str]]:
     yield env
     connections.close_all()
     drop_database(server_dsn, name)
-    drop_database(server_dsn, jobs_name)
 
 
 @pytest.fixture(scope="session")
@@ -77,8 +73,7 @@ def manage(env: dict[str, str], *argv: str, **kwargs: Any) -> subprocess.Popen[s
 @pytest.fixture(scope="session")
 def node(shop_env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
     """``manage.py oban start`` on the shop's database, for the whole session."""
-    env = {k: v for k, v in shop_env.items() if k != "TASKSHOP_JOBS_DSN"}
-    process = manage(env, "oban", "start")
+    process = manage(shop_env, "oban", "start")
     yield process
     process.send_signal(signal.SIGTERM)
     try:
@@ -252,6 +247,24 @@ def test_task_enqueued_is_sent_when_the_job_commits_and_never_for_a_rollback(
         assert sent == [result.id]
     finally:
         task_enqueued.disconnect(receiver)
+
+
+def test_enqueue_inside_another_databases_atomic_is_refused(shop_env: dict[str, str]) -> None:
+    from django.db import transaction
+    from django.db.transaction import TransactionManagementError
+    from shop.tasks import nothing
+
+    count = "SELECT count(*) FROM oban_jobs"
+    before = rows(shop_env["TASKSHOP_DSN"], count)
+
+    # The row would commit at once, before the caller's block, and outlive its rollback.
+    def view() -> None:
+        with transaction.atomic(using="other"):
+            nothing.enqueue()
+
+    with pytest.raises(TransactionManagementError, match=r"transaction\.on_commit\(partial"):
+        view()
+    assert rows(shop_env["TASKSHOP_DSN"], count) == before
 
 
 # -- results read back from the row --------------------------------------------------------------

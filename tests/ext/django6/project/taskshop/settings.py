@@ -1,7 +1,7 @@
 """A Django 6 project whose ``@task`` functions run on Oban: ``TASKS`` names the backend.
 
-The database comes from ``TASKSHOP_DSN`` (the tests create one per run); ``TASKSHOP_JOBS_DSN``,
-when set, is a second database the router sends ``oban_jobs`` to.
+The database comes from ``TASKSHOP_DSN`` (the tests create one per run); ``other`` is a second
+connection to it, for a caller inside another database's ``atomic()`` block.
 """
 
 import os
@@ -36,10 +36,10 @@ INSTALLED_APPS = [
     "shop",
 ]
 
-DATABASES = {"default": _database(os.environ["TASKSHOP_DSN"])}
-if jobs := os.environ.get("TASKSHOP_JOBS_DSN"):
-    DATABASES["jobs"] = _database(jobs)
-    DATABASE_ROUTERS = ["taskshop.routers.JobsRouter"]
+DATABASES = {
+    "default": _database(os.environ["TASKSHOP_DSN"]),
+    "other": _database(os.environ["TASKSHOP_DSN"]),
+}
 
 TASKS = {
     "default": {"BACKEND": "oban_py_ext.django.tasks.ObanTaskBackend", "QUEUES": []},
@@ -55,7 +55,6 @@ OBAN = {
     "queues": {"default": 5, "mail": 2},
     "stage_interval": 0.2,
     "poll_interval": 0.2,
-    **({"database": "jobs"} if jobs else {}),
 }
 
 LOGGING = {
