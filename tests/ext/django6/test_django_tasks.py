@@ -374,3 +374,64 @@ def test_a_deferred_task_waits_for_run_after(
     done = result_of(result.id)
     assert done.status == "SUCCESSFUL"
     assert done.started_at >= run_after
+
+
+# -- what Django's own backend tests expect, where it applies -----------------------------------
+
+
+def test_an_enqueued_result_is_what_get_result_reads_back(shop_env: dict[str, str]) -> None:
+    from django.tasks import default_task_backend
+    from shop.tasks import add
+
+    result = add.enqueue(1, 3)
+    assert result.status == "READY"
+    assert result.started_at is None
+    assert result.finished_at is None
+    with pytest.raises(ValueError, match="Task has not finished yet"):
+        result.return_value  # noqa: B018
+    assert result.task == add
+    assert (result.args, result.kwargs) == ([1, 3], {})
+    assert default_task_backend.get_result(result.id) == result
+
+
+async def test_aget_result_of_a_missing_result_raises(shop_env: dict[str, str]) -> None:
+    from django.tasks import default_task_backend
+    from django.tasks.exceptions import TaskResultDoesNotExist
+
+    with pytest.raises(TaskResultDoesNotExist):
+        await default_task_backend.aget_result("123456789")
+
+
+def test_enqueue_logs_the_result_id(shop_env: dict[str, str], caplog: Any) -> None:
+    from shop.tasks import nothing
+
+    with caplog.at_level("DEBUG", logger="django.tasks"):
+        result = nothing.enqueue()
+    [record] = [r for r in caplog.records if r.name == "django.tasks"]
+    assert "enqueued" in record.getMessage()
+    assert result.id in record.getMessage()
+
+
+def test_invalid_tasks_are_refused_as_djangos_backends_refuse_them(
+    shop_env: dict[str, str],
+) -> None:
+    from datetime import datetime
+
+    from django.tasks.exceptions import InvalidTask
+    from shop.tasks import add
+
+    with pytest.raises(InvalidTask, match="aware"):
+        add.using(run_after=datetime(2030, 1, 1))  # naive, under USE_TZ
+    with pytest.raises(InvalidTask, match="priority"):
+        add.using(priority=101)
+
+
+def test_an_inline_testing_client_runs_a_task_at_once(shop_env: dict[str, str]) -> None:
+    from oban_py_ext.django.testing import oban_mode
+    from shop.tasks import add
+
+    with oban_mode("inline") as client:
+        result = add.enqueue(20, 2)
+    assert [j.state for j in client.performed] == ["completed"]
+    assert result.status == "SUCCESSFUL"
+    assert result.return_value == {"sum": 22, "items": [20, 2]}
