@@ -120,20 +120,28 @@ def ensure_venv312() -> Path:
 
 def test(rest: list[str]) -> int:
     """The main suite in .venv, then the Django 6 tests in .venv312; failure if either fails.
-    Paths under tests/ext/django6 go to .venv312 only, other paths to .venv only."""
-    wants6 = [a for a in rest if a.startswith(DJANGO6_TESTS)]
-    paths = [a for a in rest if not a.startswith("-")]
-    if wants6:
-        options = [a for a in rest if a.startswith("-")]
-        return run(str(ensure_venv312()), "-m", "pytest", *options, *wants6)
-    if paths:
-        return run(str(PY), "-m", "pytest", *rest)
-    # Before the main suite: a machine without Python 3.12 fails at once, not after it.
-    py6 = ensure_venv312()
-    main = run(str(PY), "-m", "pytest", *rest)
-    print(f"\nthe Django 6 tests ({DJANGO6_TESTS}) under Python 3.12+", flush=True)
-    django6 = run(str(py6), "-m", "pytest", *rest, DJANGO6_TESTS)
-    return main or django6
+    Given paths, those under tests/ext/django6 run in .venv312, the others in .venv."""
+
+    def is_path(arg: str) -> bool:
+        return not arg.startswith("-") and (ROOT / arg.split("::")[0]).exists()
+
+    paths = [a for a in rest if is_path(a)]
+    options = [a for a in rest if not is_path(a)]
+    if not paths:
+        # Before the main suite: a machine without Python 3.12 fails at once, not after it.
+        py6 = ensure_venv312()
+        main = run(str(PY), "-m", "pytest", *options)
+        print(f"\nthe Django 6 tests ({DJANGO6_TESTS}) under Python 3.12+", flush=True)
+        django6 = run(str(py6), "-m", "pytest", *options, DJANGO6_TESTS)
+        return main or django6
+    django6 = [a for a in paths if a.startswith(DJANGO6_TESTS)]
+    others = [a for a in paths if a not in django6]
+    codes = []
+    if others:
+        codes.append(run(str(PY), "-m", "pytest", *options, *others))
+    if django6:
+        codes.append(run(str(ensure_venv312()), "-m", "pytest", *options, *django6))
+    return max(codes)
 
 
 def run(*argv: str) -> int:
