@@ -22,7 +22,8 @@ What comes back (``get_result``, ``TaskResult.refresh``) is read from the row:
   SUCCESSFUL, discarded/cancelled → FAILED;
 - ``return_value``: the function's result, JSON-normalized, recorded as Oban Pro records
   results (``Record``: ``meta.recorded`` and ``meta.return``, an Erlang term in Base64, at most
-  32 KiB compressed, so Oban Web shows it too); ``None`` is not recorded;
+  32 KiB compressed, so Oban Web shows it too); ``None`` is not recorded, and a larger value
+  cancels the job (FAILED, the reason in its errors) rather than retry it;
 - ``errors``: one ``TaskError`` per ``errors`` entry, its ``traceback`` the entry's text and its
   ``exception_class_path`` read from the entry's ``** (module.Class)`` head;
 - ``enqueued_at`` is ``inserted_at``; ``started_at`` and ``last_attempted_at`` are the latest
@@ -65,7 +66,7 @@ from django.utils.json import normalize_json
 from django.utils.module_loading import import_string
 from psycopg.rows import dict_row
 
-from oban_py import Job, Record, Worker
+from oban_py import Cancel, Job, Record, Worker
 from oban_py.job import terms
 from oban_py.job.model import JOB_DEFAULTS
 from oban_py.sql import Queries
@@ -332,8 +333,17 @@ def resolve(name: str) -> type[Worker] | None:
 
 
 def _recorded(value: Any) -> Any:
+    """What the worker returns for the task's ``value``: ``Record`` of it, or ``Cancel`` when
+    it is too large to record, so the task fails once, with the reason, instead of running
+    again on every retry for a value that will never fit."""
     value = normalize_json(value)
-    return None if value is None else Record(value)
+    if value is None:
+        return None
+    try:
+        terms.encode_recorded(value)
+    except terms.RecordTooLarge as error:
+        return Cancel(f"the return value cannot be recorded: {error}")
+    return Record(value)
 
 
 def _started(task: AnyTask, job: Job) -> AnyResult:

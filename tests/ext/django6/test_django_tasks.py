@@ -327,6 +327,19 @@ def test_a_failed_task_has_its_error(shop_env: dict[str, str], node: subprocess.
         done.return_value  # noqa: B018
 
 
+def test_a_return_value_too_large_to_record_fails_the_task_once(
+    shop_env: dict[str, str], node: subprocess.Popen[str]
+) -> None:
+    from shop.tasks import oversized
+
+    result = oversized.enqueue(64_000)
+    done = result_of(result.id)
+    # Not retried: running it again would give a value just as large.
+    assert (done.status, done.attempts) == ("FAILED", 1)
+    assert "cannot be recorded" in done.errors[0].traceback
+    assert "32768 byte limit" in done.errors[0].traceback
+
+
 def test_a_retried_task_succeeds_on_its_second_attempt_with_the_context(
     shop_env: dict[str, str], node: subprocess.Popen[str]
 ) -> None:

@@ -40,3 +40,10 @@ def flaky(context: TaskContext, label: str) -> dict[str, Any]:
 @task
 def nothing() -> None:
     return None
+
+
+@task
+def oversized(size: int) -> str:
+    import os
+
+    return os.urandom(size).hex()
