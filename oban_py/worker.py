@@ -204,7 +204,9 @@ def _import(name: str) -> type[Worker] | None:
             return None
         if isinstance(target, type) and issubclass(target, Worker):
             return target
-        return None
+        # Importing the module may have registered a worker under this name (a Django task
+        # backend registers one per @task function, which is no Worker class itself).
+        return _registry.get(name)
     return None
 
 

@@ -50,14 +50,26 @@ T = TypeVar("T")
 AnyConnection = psycopg.AsyncConnection[Any] | psycopg.Connection[Any]
 
 
+#: What the error of ``require_loop`` tells sync code to call instead, by method; an integration
+#: whose sync path is its own replaces it (Django: ``oban_py_ext.django.enqueue``).
+_SYNC_HINTS: dict[str, str] = {}
+
+
+def use_sync_hint(method: str, hint: str) -> None:
+    """Name ``hint`` (e.g. ``"oban_py_ext.django.enqueue(Worker.new(args))"``) as the sync
+    replacement of ``method`` in ``require_loop``'s error."""
+    _SYNC_HINTS[method] = hint
+
+
 def require_loop(method: str) -> None:
     """Raise unless called inside a running event loop: an un-awaited coroutine fails silently."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
+        hint = _SYNC_HINTS.get(method, f"{method}_sync()")
         raise RuntimeError(
             f"{method}() is async and was called outside an event loop, so nothing would be "
-            f"inserted: await it in async code, or call {method}_sync() from sync code"
+            f"inserted: await it in async code, or call {hint} from sync code"
         ) from None
 
 
