@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, overload
 
 from pydantic import BaseModel, ValidationError
@@ -23,6 +23,7 @@ from oban_py import crontab
 from oban_py.client.core import get_instance, require_loop
 from oban_py.job.errors import InvalidArgs, UnknownWorker
 from oban_py.job.model import Job
+from oban_py.middleware import Middleware, checked
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection, Connection
@@ -55,6 +56,9 @@ class Worker:
     discard_on: ClassVar[tuple[type[BaseException], ...]] = ()
     #: When set, only these errors are retried; any other discards the job at once.
     retry_on: ClassVar[tuple[type[BaseException], ...] | None] = None
+    #: work middleware of this worker's attempts only, inside the instance's (``work`` and
+    #: ``work_in_thread``; see ``oban_py.middleware``)
+    middleware: ClassVar[Sequence[Middleware]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -213,7 +217,9 @@ def _import(name: str) -> type[Worker] | None:
             return None
         if isinstance(target, type) and issubclass(target, Worker):
             return target
-        return None
+        # Importing the module may have registered a worker under this name (a Django task
+        # backend registers one per @task function, which is no Worker class itself).
+        return _registry.get(name)
     return None
 
 
@@ -250,6 +256,7 @@ def worker(
     backoff: Callable[[Job], float] | None = None,
     discard_on: tuple[type[BaseException], ...] | None = None,
     retry_on: tuple[type[BaseException], ...] | None = None,
+    middleware: Sequence[Middleware] | None = None,
 ) -> Callable[[type[Any]], type[Worker]]: ...
 
 
@@ -270,6 +277,7 @@ def worker(
     backoff: Callable[[Job], float] | None = None,
     discard_on: tuple[type[BaseException], ...] | None = None,
     retry_on: tuple[type[BaseException], ...] | None = None,
+    middleware: Sequence[Middleware] | None = None,
 ) -> type[Worker] | Callable[[type[Any]], type[Worker]]:
     """Make a class with ``process(self, job)`` a registered worker, with default job options.
 
@@ -277,6 +285,7 @@ def worker(
     ``cron`` (an expression, or ``{"expr", "timezone", "args"}``) makes the leader insert the
     worker's jobs on that schedule (see ``oban_py.crontab``). ``backoff(job) -> seconds``,
     ``discard_on`` and ``retry_on`` are the worker's retry policy (docs/workers.md).
+    ``middleware``: work middleware of this worker's attempts (``oban_py.middleware``).
     """
     options = {
         "queue": queue,
@@ -295,6 +304,8 @@ def worker(
         options["discard_on"] = tuple(discard_on)
     if retry_on is not None:
         options["retry_on"] = tuple(retry_on)
+    if middleware is not None:
+        options["middleware"] = checked(middleware)
 
     def decorate(target: type[Any]) -> type[Worker]:
         if not callable(getattr(target, "process", None)):

@@ -469,7 +469,7 @@ async def test_a_cancelled_bulk_insert_leaves_nothing_and_the_client_keeps_worki
 async def test_an_insert_hook_raising_a_base_exception_inserts_nothing(
     api: Api, conn: psycopg.AsyncConnection[Any]
 ) -> None:
-    from oban_py.hooks import add_insert_hook, remove_insert_hook
+    from oban_py.middleware import add_insert_hook, remove_insert_hook
 
     class Stop(BaseException):
         pass

@@ -32,7 +32,6 @@ from typing import Any
 
 from psycopg import sql
 
-from oban_py.hooks import apply_insert_hooks
 from oban_py.insert.statements import RECEIVE, Program, Statement, Work, one_statement
 from oban_py.job import jsonb
 from oban_py.job.model import JOB_DEFAULTS, Job, finish_stored, prepare_stored, to_naive_utc
@@ -45,15 +44,15 @@ CHUNK_SIZE = 5_000
 
 
 def insert_plan(queries: Queries, jobs: Sequence[Job]) -> Work[list[Job]]:
-    """The work of inserting ``jobs`` (after the insert hooks), results in input order."""
-    amended = apply_insert_hooks(jobs)
-    if len(amended) == 1 and amended[0].unique is None:
+    """The work of inserting ``jobs``, results in input order (insert middleware runs around
+    this, in the caller: ``oban_py.middleware``)."""
+    if len(jobs) == 1 and jobs[0].unique is None:
         # The common single enqueue: one statement, nothing to order or overlap.
-        job = amended[0]
+        job = jobs[0]
         statement = plain_statement(queries, [job], channel(queries.prefix, "insert"))
         return one_statement(statement, lambda rows: [job.stored(*rows[0][:3])])
-    several = len(amended) > 1 or amended[0].unique is not None
-    return Work(lambda own: _insert(queries, amended, own), transaction=several)
+    several = len(jobs) > 1 or jobs[0].unique is not None
+    return Work(lambda own: _insert(queries, jobs, own), transaction=several)
 
 
 def _insert(queries: Queries, jobs: Sequence[Job], own_transaction: bool) -> Program[list[Job]]:

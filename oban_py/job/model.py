@@ -159,6 +159,8 @@ class Job(BaseModel):
     #: where ``progress`` reports go while a node runs the job (None: kept on the job only)
     _progress_sink: ProgressSink | None = PrivateAttr(default=None)
     _progress_seq: int = PrivateAttr(default=0)
+    #: the prefix of the node running this attempt (for ``complete_in``)
+    _prefix: str | None = PrivateAttr(default=None)
 
     if not TYPE_CHECKING:  # the checker keeps the signature pydantic derives from the fields
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -26,11 +26,13 @@ from oban_py.client.core import Client
 from oban_py.cluster.duties import build
 from oban_py.cluster.peer import Peer
 from oban_py.cluster.periodic import Periodic
-from oban_py.config import Config
+from oban_py.config import Config, QueueConfig
+from oban_py.flow import Flow
 from oban_py.job.model import Job
 from oban_py.job.progress import Progress
 from oban_py.liveness import Liveness
 from oban_py.log import attach_node_logger
+from oban_py.middleware import Middleware
 from oban_py.node.acker import Acker
 from oban_py.node.producer import Producer
 from oban_py.node.queues import Queues
@@ -60,13 +62,14 @@ class Oban(Client):
         config: Config | None = None,
         *,
         pool: Any = None,
+        middleware: Sequence[Middleware] = (),
         **settings: Any,
     ) -> None:
         if config is None:
             config = Config(**settings)
         elif settings:
             config = config.model_copy(update=settings)
-        super().__init__(config=config, pool=pool)
+        super().__init__(config=config, pool=pool, middleware=middleware)
         self.queues: Queues | None = None
         self.notifier: Notifier | None = None
         self.peer: Periodic | None = None
@@ -121,13 +124,19 @@ class Oban(Client):
         )
         self.liveness.start()
         runtime = Runtime(
-            self.config, self.pool, self.queries, self.acker, self.threads, self.progress
+            self.config,
+            self.pool,
+            self.queries,
+            self.acker,
+            self.threads,
+            progress=self.progress,
+            middleware=self.middleware,
         )
         self.queues = Queues(runtime, self.liveness)
         await self._start_notifier()
         await self._start_duties()
         for queue, spec in self.config.queues.items():
-            self.queues.start(queue, spec.limit, paused=spec.paused)
+            self.queues.start(queue, spec.limit, paused=spec.paused, flow=Flow.of(spec))
         if not self.config.queues:
             # Often a typo (OBAN_QUEUES=, --queues in the wrong place): say so before going quiet.
             log.warning(
@@ -269,7 +278,8 @@ class Oban(Client):
         if action == "start":
             if self.started:
                 limit = payload.get("limit", 10)
-                queues.start(queue, limit, paused=bool(payload.get("paused", False)))
+                flow = Flow.of(_flow_options(payload))
+                queues.start(queue, limit, paused=bool(payload.get("paused", False)), flow=flow)
         elif action == "stop":
             queues.stop_soon(queue)
         elif action == "pause":
@@ -281,6 +291,8 @@ class Oban(Client):
                 queues.scale(queue, payload["limit"])
             if "paused" in payload:
                 queues.set_paused(queue, bool(payload["paused"]))
+            if "global_limit" in payload or "rate_limit" in payload:
+                queues.set_flow(queue, Flow.of(_flow_options(payload)))
 
     # -- signals sent -------------------------------------------------------------------------
 
@@ -412,3 +424,9 @@ class Oban(Client):
 
     def check_all_queues(self) -> list[dict[str, Any]]:
         return [p.check() for p in self.producers.values()]
+
+
+def _flow_options(payload: dict[str, Any]) -> QueueConfig:
+    """A signal's cluster-wide limits (Oban Pro's option names), validated as config is."""
+    options = {k: payload[k] for k in ("global_limit", "rate_limit") if payload.get(k) is not None}
+    return QueueConfig(**options)

@@ -36,6 +36,11 @@ from oban_py.node import outcomes
 from oban_py.node.attempt import Attempt, Interrupt
 
 if TYPE_CHECKING:
+    from psycopg import AsyncConnection
+
+    from oban_py.flow import Flow
+    from oban_py.job.model import Job
+    from oban_py.node.outcomes import Ack
     from oban_py.node.runtime import Runtime
 
 log = structlog.get_logger("oban.producer")
@@ -51,6 +56,8 @@ RECONCILE_INTERVAL = 15.0
 ABANDON_AFTER = 1.0
 #: while stopping, how often the jobs that outlive the grace are named in the log
 STRAGGLER_REPORT_EVERY = 10.0
+#: how soon a queue under cluster-wide limits looks again after a claim that left slots free
+FLOW_RECHECK = 0.1
 #: Elixir's producer meta refresh_interval (ms), reported in check-ins
 REFRESH_INTERVAL_MS = 30_000
 
@@ -75,6 +82,7 @@ class Producer:
         *,
         paused: bool = False,
         on_scale: Callable[[], None] | None = None,
+        flow: Flow | None = None,
     ) -> None:
         _check_limit(limit)
         self.runtime = runtime
@@ -82,6 +90,8 @@ class Producer:
         self.limit = limit
         #: called after every change of ``limit`` (the queue owner resizes the thread pool)
         self._on_scale = on_scale
+        #: the queue's cluster-wide limits; None fetches as Elixir's Basic engine does
+        self.flow = flow
         self.paused = paused
         self.uuid = str(uuid.uuid4())
         self.started_at = datetime.now(UTC)
@@ -315,9 +325,16 @@ class Producer:
             # not claim jobs inserted after it.
             if self.paused or self.fenced:
                 return
-            cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(self.runtime.queries["fetch_jobs"], params)
-            jobs, unreadable = await attempts.claimed(cur)
+            if self.flow is None:
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(self.runtime.queries["fetch_jobs"], params)
+                jobs, unreadable = await attempts.claimed(cur)
+            else:
+                jobs, unreadable = await self._claim_within_flow(conn, self.flow, demand)
+                if len(jobs) < demand:
+                    # Capacity may free up on other nodes, which wake nobody here: look again
+                    # soon rather than at the next poll.
+                    asyncio.get_running_loop().call_later(FLOW_RECHECK, self.wake)
         for ack in unreadable:
             log.error(
                 "claimed a job that cannot be read; discarded", job_id=ack.id, queue=self.queue
@@ -329,11 +346,28 @@ class Producer:
             self.attempts[running.id] = running
             running.task = asyncio.create_task(self._run(running))
 
+    async def _claim_within_flow(
+        self, conn: AsyncConnection[Any], flow: Flow, demand: int
+    ) -> tuple[list[Job], list[Ack]]:
+        # Count and claim under the queue's lock, in one transaction (oban_py/flow).
+        queries, config = self.runtime.queries, self.runtime.config
+        params = {**self._params, **flow.params(demand, config.lifeline.heartbeat_ttl)}
+        params["finished"] = list(self._acker.owned())
+        key = flow.lock_key(queries.prefix, self.queue)
+        # One round trip: BEGIN, the lock, the claim and COMMIT go out together (pipeline);
+        # the claim's snapshot is taken once the lock is held, so it sees every claim before.
+        async with conn.pipeline(), conn.transaction():
+            await conn.execute(queries["flow_lock"], {"key": key})
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(queries["flow_claim"], params, prepare=False)
+        return await attempts.claimed(cur)
+
     async def _run(self, running: Attempt) -> None:
         running.started = True
         try:
+            runtime = self.runtime
             ack, _ = await attempts.perform(
-                running, self.runtime.threads, self.runtime.config.prefix
+                running, runtime.threads, runtime.config.prefix, runtime.middleware
             )
             if self.runtime.progress is not None:
                 await self.runtime.progress.settle(running.job)

@@ -18,6 +18,7 @@ import contextlib
 
 import structlog
 
+from oban_py.flow import Flow
 from oban_py.liveness import Liveness
 from oban_py.node.producer import Producer
 from oban_py.node.runtime import Runtime
@@ -43,12 +44,17 @@ class Queues:
 
     # -- one queue ------------------------------------------------------------------------------
 
-    def start(self, queue: str, limit: int, *, paused: bool = False) -> Producer:
-        """Start ``queue`` (a running one is left as it is); ``ValueError`` for a bad limit."""
+    def start(
+        self, queue: str, limit: int, *, paused: bool = False, flow: Flow | None = None
+    ) -> Producer:
+        """Start ``queue`` (a running one is left as it is); ``ValueError`` for a bad limit.
+        ``flow`` is its cluster-wide limits (``oban_py.flow``), if any."""
         producer = self.producers.get(queue)
         if producer is not None:
             return producer
-        producer = Producer(self.runtime, queue, limit, paused=paused, on_scale=self._resize)
+        producer = Producer(
+            self.runtime, queue, limit, paused=paused, on_scale=self._resize, flow=flow
+        )
         self.producers[queue] = producer
         if self.liveness is not None:
             self.liveness.track(producer.uuid, queue, producer.started_at)
@@ -79,6 +85,12 @@ class Queues:
     def scale(self, queue: str, limit: int) -> None:
         for producer in self._targets(queue):
             producer.scale(limit)
+
+    def set_flow(self, queue: str, flow: Flow | None) -> None:
+        """New cluster-wide limits for ``queue`` (a ``scale`` signal carrying them)."""
+        for producer in self._targets(queue):
+            producer.flow = flow
+            producer.wake()
 
     def pause(self, queue: str) -> None:
         for producer in self._targets(queue):

@@ -9,6 +9,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from oban_py.config import Config
 from oban_py.job.progress import ProgressSink
+from oban_py.middleware import Middleware
 from oban_py.node.acker import Acker
 from oban_py.node.threads import WorkerThreads
 from oban_py.sql import Queries
@@ -25,3 +26,5 @@ class Runtime:
     threads: WorkerThreads
     #: where the jobs' ``progress`` reports go (None: kept on the job only)
     progress: ProgressSink | None = None
+    #: the instance's middleware (``oban_py.middleware``), inside the process-wide ones
+    middleware: tuple[Middleware, ...] = ()
