@@ -20,6 +20,17 @@ from oban_py.job.terms import Atom, RecordTooLarge
 from oban_py.job.unique import Unique
 from oban_py.node.complete import complete_in, complete_in_sync
 from oban_py.node.instance import Oban
+from oban_py.results import (
+    JobCancelled,
+    JobDiscarded,
+    JobFailed,
+    JobNotFound,
+    Progress,
+    Results,
+    StopReason,
+    WaitTimeout,
+    wait_for_sync,
+)
 from oban_py.worker import Worker, job, resolve, worker
 
 __version__ = "0.1.0"
@@ -33,15 +44,23 @@ __all__ = [
     "InstanceNotFound",
     "InvalidArgs",
     "Job",
+    "JobCancelled",
+    "JobDiscarded",
+    "JobFailed",
     "JobNotExecuting",
+    "JobNotFound",
     "Oban",
     "ObanError",
+    "Progress",
     "Record",
     "RecordTooLarge",
+    "Results",
     "SchemaError",
     "Snooze",
+    "StopReason",
     "Unique",
     "UnknownWorker",
+    "WaitTimeout",
     "Worker",
     "__version__",
     "complete_in",
@@ -50,5 +69,6 @@ __all__ = [
     "job",
     "resolve",
     "telemetry",
+    "wait_for_sync",
     "worker",
 ]

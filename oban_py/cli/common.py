@@ -107,9 +107,12 @@ def parse_json_object(text: str | None, option: str) -> dict[str, Any] | None:
     return value
 
 
-def job_json(job: Job) -> str:
-    """A job as ``row_to_json`` would print it (naive UTC ISO timestamps)."""
-    return jsonb.dumps(job.to_row(), option=orjson.OPT_INDENT_2).decode()
+def job_json(job: Job, extra: dict[str, Any] | None = None) -> str:
+    """A job as ``row_to_json`` would print it (naive UTC ISO timestamps), plus ``extra``."""
+    row = job.to_row()
+    if extra:
+        row.update(extra)
+    return jsonb.dumps(row, option=orjson.OPT_INDENT_2).decode()
 
 
 def job_line(job: Job) -> str:

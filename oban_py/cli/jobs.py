@@ -172,11 +172,22 @@ def show(
     dsn: Dsn = None,
     prefix: Prefix = "public",
 ) -> None:
-    """Print one job as JSON (exit 6 when there is no such job)."""
+    """Print one job as JSON, its recorded value decoded (exit 6 when there is no such job)."""
     job = with_client(dsn, prefix, lambda client: client.get_job(job_id))
     if job is None:
         raise fail(f"no job with id {job_id}", EXIT_NOT_FOUND)
-    typer.echo(job_json(job))
+    typer.echo(job_json(job, extra=_decoded(job)))
+
+
+def _decoded(job: Job) -> dict[str, Any]:
+    """What the row holds encoded, decoded: the recorded value, as Python sees it
+    (``get_job(...).recorded``), next to the Base64 term in ``meta.return``."""
+    if job.meta.get("recorded") is not True:
+        return {}
+    try:
+        return {"recorded": repr(job.recorded)}
+    except Exception as error:
+        return {"recorded": f"<unreadable: {error}>"}
 
 
 def _each(

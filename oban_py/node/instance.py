@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -28,6 +28,8 @@ from oban_py.cluster.peer import Peer
 from oban_py.cluster.periodic import Periodic
 from oban_py.config import Config, QueueConfig
 from oban_py.flow import Flow
+from oban_py.job.model import Job
+from oban_py.job.progress import Progress
 from oban_py.liveness import Liveness
 from oban_py.log import attach_node_logger
 from oban_py.middleware import Middleware
@@ -37,6 +39,10 @@ from oban_py.node.queues import Queues
 from oban_py.node.runtime import Runtime
 from oban_py.node.threads import WorkerThreads
 from oban_py.notifier import Notifier
+from oban_py.results import channel as results_channel
+from oban_py.results.progress import ProgressWriter
+from oban_py.results.sync import wait_for_sync
+from oban_py.results.waiter import RECHECK, Results
 
 log = structlog.get_logger("oban.node")
 
@@ -71,6 +77,9 @@ class Oban(Client):
         self.acker: Acker | None = None
         self.liveness: Liveness | None = None
         self.threads = WorkerThreads(sum(q.limit for q in config.queues.values()) or 4)
+        self.progress: ProgressWriter | None = None
+        self.announcer: results_channel.Announcer | None = None
+        self._results: Results | None = None
         self.started = False
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -99,8 +108,11 @@ class Oban(Client):
         async with self.pool.connection() as conn:
             await schema.check(conn, self.config.prefix, self.config.dsn)
         attach_node_logger(self.config.default_logger)
-        self.acker = Acker(self.pool, self.queries)
+        self.announcer = results_channel.Announcer(self.pool, self.config.prefix)
+        self.announcer.start()
+        self.acker = Acker(self.pool, self.queries, announce=self.announcer)
         self.acker.start()
+        self.progress = ProgressWriter(self.pool, self.queries, self.config.prefix)
         self.liveness = Liveness(
             self.config,
             await self._own_conninfo(),
@@ -112,7 +124,13 @@ class Oban(Client):
         )
         self.liveness.start()
         runtime = Runtime(
-            self.config, self.pool, self.queries, self.acker, self.threads, self.middleware
+            self.config,
+            self.pool,
+            self.queries,
+            self.acker,
+            self.threads,
+            progress=self.progress,
+            middleware=self.middleware,
         )
         self.queues = Queues(runtime, self.liveness)
         await self._start_notifier()
@@ -133,6 +151,7 @@ class Oban(Client):
         """Stop fetching, give running jobs ``shutdown_grace``, interrupt the rest and wait for
         each to end, flush the outcomes, then release the heartbeat rows."""
         if not self.started:
+            await self._close_results()
             await self.close()
             return
         self.started = False
@@ -142,6 +161,13 @@ class Oban(Client):
             await self.queues.stop_all()
         if self.acker is not None:
             await self.acker.stop()
+        if self.announcer is not None:
+            await self.announcer.stop()
+            self.announcer = None
+        if self.progress is not None:
+            await self.progress.stop()
+            self.progress = None
+        await self._close_results()
         for duty in reversed(self.duties):
             with contextlib.suppress(Exception):
                 await duty.stop()
@@ -347,6 +373,49 @@ class Oban(Client):
         """Stop ``queue`` (its running jobs get the shutdown grace)."""
         ident = self._ident(node, local_only)
         await self._signal({"action": "stop", "queue": queue, "ident": ident})
+
+    # -- results and progress -----------------------------------------------------------------
+
+    async def _close_results(self) -> None:
+        results, self._results = self._results, None
+        if results is not None:
+            await results.close()
+
+    @property
+    def results(self) -> Results:
+        """This instance's results hub: one LISTEN (the node's notifier once started)."""
+        if self._results is None:
+            self._results = Results(self, self.notifier)
+        return self._results
+
+    async def wait_for(
+        self,
+        job: Job | int,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109
+        recheck: float | None = RECHECK,
+    ) -> Any:
+        """The value ``job`` recorded once it completes (None when it recorded nothing), on
+        whichever node, Python or Elixir, runs it. Raises ``JobDiscarded``/``JobCancelled``
+        carrying the last error, ``JobNotFound``, or ``WaitTimeout`` (see docs/results.md)."""
+        return await self.results.wait_for(job, timeout=timeout, recheck=recheck)
+
+    def watch(
+        self,
+        job: Job | int,
+        *,
+        timeout: float | None = None,
+        recheck: float | None = RECHECK,
+    ) -> AsyncIterator[Progress]:
+        """``async for report in oban.watch(job)``: its progress reports in order, until it
+        ends (see docs/progress.md)."""
+        return self.results.watch(job, timeout=timeout, recheck=recheck)
+
+    def wait_for_sync(
+        self, job: Job | int, *, timeout: float | None = None, recheck: float | None = RECHECK
+    ) -> Any:
+        """``wait_for`` from sync code (a script): its own connection for the wait."""
+        return wait_for_sync(self, job, timeout=timeout, recheck=recheck)
 
     def check_queue(self, queue: str) -> dict[str, Any] | None:
         """This node's view of ``queue``: limit, paused, running ids... (None if not running)."""
