@@ -16,7 +16,8 @@ coroutine that would silently never run.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Coroutine, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -49,14 +50,17 @@ T = TypeVar("T")
 AnyConnection = psycopg.AsyncConnection[Any] | psycopg.Connection[Any]
 
 
-def require_loop(method: str) -> None:
-    """Raise unless called inside a running event loop: an un-awaited coroutine fails silently."""
+def require_loop(method: str, effect: str = "nothing would be inserted") -> None:
+    """Raise unless called inside a running event loop: an un-awaited coroutine fails silently.
+
+    ``effect`` says what the caller would silently miss (for the message).
+    """
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         raise RuntimeError(
-            f"{method}() is async and was called outside an event loop, so nothing would be "
-            f"inserted: await it in async code, or call {method}_sync() from sync code"
+            f"{method}() is async and was called outside an event loop, so {effect}: "
+            f"await it in async code, or call {method}_sync() from sync code"
         ) from None
 
 
@@ -147,6 +151,13 @@ class Client:
         tb: TracebackType | None,
     ) -> None:
         self.close_sync()
+
+    @contextmanager
+    def connection_sync(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection of the sync pool (opened on first use), in autocommit: open a
+        ``conn.transaction()`` on it for work that must commit with a job (Flask views)."""
+        with self._sync.get().connection() as conn:
+            yield conn
 
     # -- running work -----------------------------------------------------------------------
 
