@@ -320,19 +320,16 @@ Node = Annotated[str | None, typer.Option("--node", help="Only this node (defaul
 
 
 def _signal(dsn: str | None, prefix: str, send: str, queue: str, **options: Any) -> None:
-    from oban_py.node.instance import Oban
+    from oban_py.client.core import Client
 
     checked = require_dsn(dsn)
-
-    async def go() -> None:
-        await preflight(checked, prefix)
-        oban = Oban(config=Config(dsn=checked, prefix=prefix, pool_size=1))
-        try:
-            await getattr(oban, send)(queue, **options)
-        finally:
-            await oban.close()
-
-    asyncio.run(go())
+    asyncio.run(preflight(checked, prefix))
+    # A client, not a node: sending a signal needs nothing a node runs.
+    client = Client(config=Config(dsn=checked, prefix=prefix, pool_size=1))
+    try:
+        getattr(client, f"{send}_sync")(queue, **options)
+    finally:
+        client.close_sync()
 
 
 def pause(

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from oban_py.client import manage, registry
+from oban_py.client import manage, registry, signals
 from oban_py.client.pool import AsyncPool, SyncPool
 from oban_py.client.registry import forget, register
 from oban_py.config import Config
@@ -291,3 +291,99 @@ class Client:
     ) -> Job | None:
         """``update_job`` from sync code."""
         return self._run_sync(manage.update_job(self.queries, job_id, changes), conn)
+
+    # -- queue signals ----------------------------------------------------------------------
+    #
+    # Obeyed by every node listening on this prefix, Elixir or Python: a web process or a
+    # script that only holds a Client can pause, resume or scale the queues of the cluster.
+    # ``node=`` addresses one node by name; ``local_only=True`` only this instance's own node.
+
+    async def _signal(self, payload: signals.Payload) -> None:
+        await self._run(signals.sending(self.queries, payload), None)
+
+    def _signal_sync(self, payload: signals.Payload) -> None:
+        self._run_sync(signals.sending(self.queries, payload), None)
+
+    async def pause_queue(
+        self, queue: str, *, node: str | None = None, local_only: bool = False
+    ) -> None:
+        """Pause ``queue`` (``"*"``: every queue) on every node, on ``node``, or only here."""
+        await self._signal(signals.pause(self.config, queue, node, local_only))
+
+    def pause_queue_sync(
+        self, queue: str, *, node: str | None = None, local_only: bool = False
+    ) -> None:
+        """``pause_queue`` from sync code."""
+        self._signal_sync(signals.pause(self.config, queue, node, local_only))
+
+    async def resume_queue(
+        self, queue: str, *, node: str | None = None, local_only: bool = False
+    ) -> None:
+        """Resume ``queue`` (``"*"``: every queue) on every node, on ``node``, or only here."""
+        await self._signal(signals.resume(self.config, queue, node, local_only))
+
+    def resume_queue_sync(
+        self, queue: str, *, node: str | None = None, local_only: bool = False
+    ) -> None:
+        """``resume_queue`` from sync code."""
+        self._signal_sync(signals.resume(self.config, queue, node, local_only))
+
+    async def pause_all_queues(self, *, node: str | None = None, local_only: bool = False) -> None:
+        await self.pause_queue("*", node=node, local_only=local_only)
+
+    def pause_all_queues_sync(self, *, node: str | None = None, local_only: bool = False) -> None:
+        self.pause_queue_sync("*", node=node, local_only=local_only)
+
+    async def resume_all_queues(self, *, node: str | None = None, local_only: bool = False) -> None:
+        await self.resume_queue("*", node=node, local_only=local_only)
+
+    def resume_all_queues_sync(self, *, node: str | None = None, local_only: bool = False) -> None:
+        self.resume_queue_sync("*", node=node, local_only=local_only)
+
+    async def scale_queue(
+        self, queue: str, *, limit: int, node: str | None = None, local_only: bool = False
+    ) -> None:
+        """Change the concurrency limit of ``queue`` (Elixir's payload: options + action, ident)."""
+        await self._signal(signals.scale(self.config, queue, limit, node, local_only))
+
+    def scale_queue_sync(
+        self, queue: str, *, limit: int, node: str | None = None, local_only: bool = False
+    ) -> None:
+        """``scale_queue`` from sync code."""
+        self._signal_sync(signals.scale(self.config, queue, limit, node, local_only))
+
+    async def start_queue(
+        self,
+        queue: str,
+        *,
+        limit: int,
+        paused: bool | None = None,
+        node: str | None = None,
+        local_only: bool = False,
+    ) -> None:
+        """Start ``queue`` on every node, on ``node`` or here (``node`` is not sent, as Elixir)."""
+        await self._signal(signals.start(self.config, queue, limit, paused, node, local_only))
+
+    def start_queue_sync(
+        self,
+        queue: str,
+        *,
+        limit: int,
+        paused: bool | None = None,
+        node: str | None = None,
+        local_only: bool = False,
+    ) -> None:
+        """``start_queue`` from sync code."""
+        self._signal_sync(signals.start(self.config, queue, limit, paused, node, local_only))
+
+    async def stop_queue(
+        self, queue: str, *, node: str | None = None, local_only: bool = False
+    ) -> None:
+        """Stop ``queue`` (its running jobs get the shutdown grace)."""
+        await self._signal(signals.stop(self.config, queue, node, local_only))
+
+    def stop_queue_sync(
+        self, queue: str, *, node: str | None = None, local_only: bool = False
+    ) -> None:
+        """``stop_queue`` from sync code."""
+        self._signal_sync(signals.stop(self.config, queue, node, local_only))
