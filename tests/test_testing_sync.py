@@ -240,9 +240,13 @@ def test_inline_on_a_connection_the_client_lent_runs_when_it_comes_back(orders: 
         # No settle needed: it ran as the connection went back to the pool.
         assert seen == [("receipt", 5, True)]
 
-        with pytest.raises(RuntimeError), client.connection_sync() as conn, conn.transaction():
-            Receipt.enqueue_sync({"order": 6}, conn)
-            raise RuntimeError("the view failed")
+        def failing_view() -> None:
+            with client.connection_sync() as conn, conn.transaction():
+                Receipt.enqueue_sync({"order": 6}, conn)
+                raise RuntimeError("the view failed")
+
+        with pytest.raises(RuntimeError):
+            failing_view()
         assert len(seen) == 1
     finally:
         client.close_sync()
