@@ -31,7 +31,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -416,8 +416,14 @@ class TestingClient(Client):
         return done
 
     def _perform_inline_sync(self, batch: list[Job]) -> list[Job]:
-        # Each job's attempt is async: on a loop of its own.
-        return asyncio.run(self._perform_inline(batch))
+        # Each job's attempt is async: on a loop of its own, in a thread of its own when sync
+        # code calls this from inside a running loop (a sync view under an async test).
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self._perform_inline(batch))
+        with ThreadPoolExecutor(1, thread_name_prefix="oban-testing-inline") as aside:
+            return aside.submit(asyncio.run, self._perform_inline(batch)).result()
 
     # Inline jobs enqueued inside an open transaction run once it commits, never when it rolls
     # back: on a connection this client lent (its async pool's, or its sync pool's for
@@ -519,6 +525,11 @@ class TestingClient(Client):
                 self._perform_inline_sync(watch.jobs)
         except BaseException as error:
             watch.error = error
+
+    @property
+    def pending(self) -> bool:
+        """Whether inline jobs wait for (or ran after) a watched transaction, unsettled."""
+        return bool(self._watched)
 
     def settle_sync(self, timeout: float = 5.0) -> list[Job]:
         """Wait until the inline jobs held for transactions of connections this client did not
