@@ -176,6 +176,9 @@ def test_flask_oban_commands_use_the_apps_database(
         assert version.exit_code == 0, version.output
         assert version.output.strip() == "14"
 
+        helped = runner.invoke(args=["oban", "--help"])
+        assert "Usage: flask oban" in helped.output
+
         paused = runner.invoke(args=["oban", "pause", "receipts"])
         assert paused.exit_code == 0, paused.output
         assert "Sent pause" in paused.output
