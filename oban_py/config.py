@@ -68,6 +68,19 @@ class LifelineConfig(_Model):
     heartbeat_retention: Annotated[float, Field(gt=0)] = 86_400.0
     """Seconds the beat rows of dead producers are kept."""
 
+    @model_validator(mode="after")
+    def _beats_fit_the_ttl(self) -> LifelineConfig:
+        # A node that wrote no beat for ttl / 2 gives up its jobs (liveness.py): at least two
+        # beats must fit in that half, or a healthy node would stop its own jobs between two.
+        if self.heartbeat_interval * 3 > self.heartbeat_ttl:
+            raise ValueError(
+                f"lifeline.heartbeat_interval ({self.heartbeat_interval:g} s) must be at most a"
+                f" third of lifeline.heartbeat_ttl ({self.heartbeat_ttl:g} s): a node that wrote"
+                " no beat for half the ttl stops its jobs, so a longer interval would make a"
+                " healthy node interrupt its own jobs; raise heartbeat_ttl or lower the interval"
+            )
+        return self
+
 
 class Config(_Model):
     dsn: str | None = None

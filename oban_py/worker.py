@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import time
 from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, overload
 
@@ -27,6 +28,10 @@ if TYPE_CHECKING:
     from psycopg import AsyncConnection, Connection
 
 _registry: dict[str, type[Worker]] = {}
+#: names that imported no worker, and when: not searched for again until MISS_RETRY has passed
+_misses: dict[str, float] = {}
+#: seconds before a name that imported no worker is looked for again (a deploy may add it)
+MISS_RETRY = 60.0
 
 #: Job options a worker may default; ``new(**opts)`` overrides them per job.
 OPTIONS = ("queue", "priority", "max_attempts", "tags", "unique", "replace", "meta")
@@ -146,6 +151,7 @@ class Worker:
 def register(cls: type[Worker], name: str | None = None) -> type[Worker]:
     """Make ``cls`` the worker for ``name`` (its ``__oban_name__`` by default). Last one wins."""
     _registry[name or cls.__oban_name__] = cls
+    _misses.pop(name or cls.__oban_name__, None)
     return cls
 
 
@@ -154,14 +160,28 @@ def registered() -> dict[str, type[Worker]]:
     return dict(_registry)
 
 
+def lookup(name: str) -> type[Worker] | None:
+    """The worker registered as ``name``, without importing anything."""
+    return _registry.get(name)
+
+
 def resolve(name: str) -> type[Worker]:
-    """The worker registered as ``name``; else import ``module.Class``; else ``UnknownWorker``."""
+    """The worker registered as ``name``; else import ``module.Class``; else ``UnknownWorker``.
+
+    A name that imported nothing is not imported again for ``MISS_RETRY`` seconds: the names
+    come from job rows, and a queue full of one unknown worker would otherwise search the
+    import path for every one of its jobs."""
     found = _registry.get(name)
     if found is not None:
         return found
+    missed = _misses.get(name)
+    if missed is not None and time.monotonic() - missed < MISS_RETRY:
+        raise UnknownWorker(name)
     imported = _import(name)
     if imported is None:
+        _misses[name] = time.monotonic()
         raise UnknownWorker(name)
+    _misses.pop(name, None)
     return register(imported, name)
 
 

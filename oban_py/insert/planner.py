@@ -249,11 +249,26 @@ def _unique_row(i: int, job: Job, unique: Unique) -> dict[str, Any]:
 
 
 def shape_statement(
-    queries: Queries, jobs: Sequence[Job], indexes: Sequence[int], unique: Unique, channel_: str
+    queries: Queries,
+    jobs: Sequence[Job],
+    indexes: Sequence[int],
+    unique: Unique,
+    channel_: str,
+    results: Sequence[Job | None] = (),
 ) -> Statement:
-    """Look up, then insert or replace, the jobs at ``indexes`` (all of one unique shape)."""
+    """Look up, then insert or replace, the jobs at ``indexes`` (all of one unique shape).
+
+    ``results`` holds the plain jobs of the same call, inserted first: one listed after a unique
+    job is no duplicate of it, as if the jobs were inserted one by one."""
     rows = [_unique_row(i, jobs[i], unique) for i in indexes]
+    inserted = [
+        (job.id, i)
+        for i, job in enumerate(results)
+        if job is not None and job.id and not job.conflict
+    ]
     params: dict[str, Any] = {
+        "call_ids": [job_id for job_id, _ in inserted],
+        "call_ords": [i for _, i in inserted],
         "rows": jsonb.dumps_str(rows),
         "states": list(unique.states),
         "period": unique.period,
@@ -303,7 +318,7 @@ def _resolve(
                     todo.append(i)
             if not todo:
                 continue
-            found = yield shape_statement(queries, jobs, todo, unique, insert_channel)
+            found = yield shape_statement(queries, jobs, todo, unique, insert_channel, results)
             for row in found:
                 job = Job.from_row(row)
                 job.conflict = bool(row["conflict"])

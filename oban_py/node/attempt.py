@@ -36,7 +36,7 @@ from oban_py.job.model import Job
 from oban_py.job.returns import Cancel, Record, Snooze
 from oban_py.node import outcomes
 from oban_py.node.outcomes import Ack
-from oban_py.worker import resolve
+from oban_py.worker import lookup, resolve
 
 if TYPE_CHECKING:
     from psycopg import AsyncCursor
@@ -173,7 +173,10 @@ async def perform(
     worker: Any = None
     try:
         try:
-            cls = resolve(job.worker)
+            # An import runs module code of the job's naming: off the loop, as any blocking call.
+            cls = lookup(job.worker)
+            if cls is None:
+                cls = await asyncio.to_thread(resolve, job.worker)
         except UnknownWorker:
             raise UnknownWorkerError(job.worker) from None
         worker = cls()

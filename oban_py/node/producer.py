@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from psycopg.rows import dict_row
 
+from oban_py import liveness
 from oban_py.aio import wait_event
 from oban_py.job import errors
 from oban_py.node import attempt as attempts
@@ -160,11 +161,13 @@ class Producer:
         asyncio.get_running_loop().call_later(grace, self._cancel_late, running)
         return True
 
-    def fence(self) -> None:
-        """Stop fetching and interrupt every running job: the node lost its heartbeat."""
+    def fence(self, interrupt: bool = True) -> None:
+        """Stop fetching, and with ``interrupt`` give up every running job: the node lost its
+        heartbeat (``oban_py.liveness``, rule 2)."""
         self.fenced = True
-        for running in list(self.attempts.values()):
-            self._interrupt(running, "fenced")
+        if interrupt:
+            for running in list(self.attempts.values()):
+                self._interrupt(running, "fenced")
 
     def unfence(self) -> None:
         self.fenced = False
@@ -241,6 +244,22 @@ class Producer:
             await asyncio.wait(tasks, timeout=grace)
         for running in list(self.attempts.values()):
             self._interrupt(running, "shutdown")
+        if tasks := self._tasks():
+            await asyncio.wait(tasks, timeout=ABANDON_AFTER)
+        # An async job that swallowed its cancellation cannot be killed as Elixir kills a
+        # process: give it up. Its row stays executing, so the release at stop marks this
+        # producer dead and the leader rescues the row at once (oban_py.liveness, rule 5).
+        for running in list(self.attempts.values()):
+            if running.task is not None and not running.task.done() and not running.in_thread:
+                log.error(
+                    "job ignored its cancellation past the shutdown grace; abandoned, its row is"
+                    " left for the lifeline",
+                    job_id=running.id,
+                    worker=running.job.worker,
+                    queue=self.queue,
+                )
+                del self.attempts[running.id]
+                self._abandoned.add(running.id)
         while tasks := self._tasks():
             _, pending = await asyncio.wait(tasks, timeout=STRAGGLER_REPORT_EVERY)
             if pending:
@@ -342,20 +361,19 @@ class Producer:
         """Release rows executing under this producer that it neither runs nor has an outcome
         queued for; the number released."""
         self._next_reconcile = time.monotonic() + RECONCILE_INTERVAL * (0.8 + 0.4 * random.random())
-        params = {"queue": self.queue, "uuid": self.uuid}
-        async with self.runtime.pool.connection() as conn:
-            cur = await conn.execute(self.runtime.queries["own_executing"], params)
-            rows = await cur.fetchall()
-        # Read after the rows: an attempt that ended meanwhile has its ack queued by now (or
-        # written, and then the guarded release touches nothing).
-        owned = set(self.attempts) | self._acker.owned()
+        runtime = self.runtime
+        rows = await liveness.unowned(
+            runtime.pool,
+            runtime.queries,
+            self.queue,
+            self.uuid,
+            lambda: set(self.attempts) | self._acker.owned(),
+        )
         now = datetime.now(UTC)
         released = []
         for job_id, attempted_at, exhausted in rows:
-            if job_id not in owned:
-                at = attempted_at.replace(tzinfo=UTC)
-                self._acker.push(outcomes.release(job_id, at, bool(exhausted), now))
-                released.append(job_id)
+            self._acker.push(outcomes.release(job_id, attempted_at, exhausted, now))
+            released.append(job_id)
         if released:
             log.warning("released jobs this node no longer runs", queue=self.queue, ids=released)
         return len(released)

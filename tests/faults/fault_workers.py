@@ -184,3 +184,37 @@ class Blocker(Worker):
                 "INSERT INTO fault_effects (job_id, attempt, node) VALUES (%s, %s, 'done')",
                 (job.id, job.attempt),
             )
+
+
+class Traced(Worker):
+    """Appends its start and end (wall clock, same host) to the file named by FAULT_TRACE, so a
+    test can tell whether two attempts of a job ever overlapped, even while the database is
+    unreachable; sleeps ``ms`` (``slow_first`` on attempt 1), in a thread when ``sync``."""
+
+    name = "Faults.Traced"
+
+    async def process(self, job: Job) -> None:
+        _trace(job, "start")
+        try:
+            ms = job.args["slow_first"] if job.attempt == 1 else job.args.get("ms", 0)
+            await asyncio.sleep(ms / 1000)
+        finally:
+            _trace(job, "end")
+
+
+class TracedSync(Worker):
+    name = "Faults.TracedSync"
+
+    def process(self, job: Job) -> None:
+        _trace(job, "start")
+        try:
+            ms = job.args["slow_first"] if job.attempt == 1 else job.args.get("ms", 0)
+            time.sleep(ms / 1000)
+        finally:
+            _trace(job, "end")
+
+
+def _trace(job: Job, event: str) -> None:
+    node = (job.attempted_by or ["?"])[0]
+    with open(os.environ["FAULT_TRACE"], "a") as trace:
+        trace.write(f"{job.id} {job.attempt} {node} {event} {time.time()}\n")
