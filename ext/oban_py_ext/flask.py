@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import atexit
 from collections.abc import Iterable
-from contextlib import AbstractContextManager
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,15 +56,6 @@ class _State:
     name: str
     #: The client ``init_app`` created (and closes at exit), if it created one.
     owned: Client | None
-
-
-@dataclass
-class _Open:
-    """The request's connection, its pool checkout and its transaction, while open."""
-
-    checkout: AbstractContextManager[psycopg.Connection[Any]]
-    transaction: AbstractContextManager[Any]
-    conn: psycopg.Connection[Any]
 
 
 class ObanFlask:
@@ -108,18 +99,15 @@ class ObanFlask:
 
     def connection(self) -> psycopg.Connection[Any]:
         """The request's connection, inside the request's transaction (opened on first use)."""
-        opened: _Open | None = g.get("_oban_open")
-        if opened is None:
-            checkout = self.client.connection_sync()
-            conn = checkout.__enter__()
-            try:
-                transaction = conn.transaction()
-                transaction.__enter__()
-            except BaseException as error:
-                checkout.__exit__(type(error), error, error.__traceback__)
-                raise
-            opened = g._oban_open = _Open(checkout, transaction, conn)
-        return opened.conn
+        conn: psycopg.Connection[Any] | None = g.get("_oban_conn")
+        if conn is None:
+            # Unwound in reverse by _close: the transaction ends, then the connection goes back.
+            with ExitStack() as opening:
+                conn = opening.enter_context(self.client.connection_sync())
+                opening.enter_context(conn.transaction())
+                g._oban_open = opening.pop_all()
+            g._oban_conn = conn
+        return conn
 
     def enqueue(self, job: Job) -> Job:
         """Insert ``job`` in the request's transaction."""
@@ -141,17 +129,16 @@ def _registered(name: str) -> bool:
 def _close(error: BaseException | None) -> None:
     """End the request's transaction (commit unless ``error``) and give its connection back;
     a failed commit propagates, so the request fails instead of claiming success."""
-    opened: _Open | None = g.pop("_oban_open", None)
+    opened: ExitStack | None = g.pop("_oban_open", None)
+    g.pop("_oban_conn", None)
     if opened is None:
         return
-    try:
-        if error is None:
-            opened.transaction.__exit__(None, None, None)
-        else:
-            opened.transaction.__exit__(type(error), error, error.__traceback__)
-    finally:
-        # Back to the pool (a testing client runs the inline jobs the commit released here).
-        opened.checkout.__exit__(None, None, None)
+    # Commits (or rolls back), then gives the connection back to the pool, where a testing
+    # client runs the inline jobs the commit released.
+    if error is None:
+        opened.close()
+    else:
+        opened.__exit__(type(error), error, error.__traceback__)
 
 
 class _ErrorResponse(Exception):

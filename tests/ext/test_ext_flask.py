@@ -94,6 +94,27 @@ def test_the_job_commits_with_the_order_and_rolls_back_with_a_failed_request(sho
     assert rows(shop, "SELECT args->>'order' FROM oban_jobs") == [("1",)]
 
 
+def test_a_commit_that_fails_is_a_500_not_a_success(shop: str) -> None:
+    with psycopg.connect(shop, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE seats (n int UNIQUE DEFERRABLE INITIALLY DEFERRED)"
+        )  # checked at commit, after the view returned
+    app = create_app(shop)
+
+    @app.post("/seats")
+    def book() -> tuple[str, int]:
+        conn = oban.connection()
+        conn.execute("INSERT INTO seats VALUES (1), (1)")
+        oban.enqueue(Receipt.new({"order": 1}))
+        return "booked", 201
+
+    try:
+        assert app.test_client().post("/seats").status_code == 500
+    finally:
+        app.extensions["oban"].owned.close_sync()
+    assert rows(shop, "SELECT count(*) FROM oban_jobs") == [(0,)]
+
+
 def test_every_request_gives_its_connection_back(shop: str) -> None:
     app = create_app(shop)
     client = app.test_client()
