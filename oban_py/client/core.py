@@ -64,6 +64,9 @@ def require_loop(method: str, effect: str = "nothing would be inserted") -> None
         ) from None
 
 
+_NOTHING = "nothing would happen"
+
+
 def get_instance(name: str = "Oban") -> Client:
     """The ``Client`` (or ``Oban`` node) created with ``name``; the last one created wins."""
     instance: Client = registry.lookup(name)
@@ -218,26 +221,42 @@ class Client:
         return self._run_sync(insert_plan(self.queries, batch), conn)
 
     # -- management -------------------------------------------------------------------------
+    #
+    # The async methods are plain functions returning the coroutine, after ``require_loop``:
+    # called from sync code they raise instead of silently doing nothing.
 
-    async def get_job(self, job_id: int, conn: AnyConnection | None = None) -> Job | None:
+    def get_job(
+        self, job_id: int, conn: AnyConnection | None = None
+    ) -> Coroutine[Any, Any, Job | None]:
         """The job with ``job_id``, or None."""
-        return await self._run(manage.get_job(self.queries, job_id), conn)
+        require_loop("get_job", _NOTHING)
+        return self._run(manage.get_job(self.queries, job_id), conn)
 
     def get_job_sync(self, job_id: int, conn: psycopg.Connection[Any] | None = None) -> Job | None:
         """``get_job`` from sync code."""
         return self._run_sync(manage.get_job(self.queries, job_id), conn)
 
-    async def cancel_job(self, job_id: int, conn: AnyConnection | None = None) -> bool:
+    def cancel_job(
+        self, job_id: int, conn: AnyConnection | None = None
+    ) -> Coroutine[Any, Any, bool]:
         """Cancel one job (see ``cancel_jobs``); True when it was cancelled by this call."""
-        return await self.cancel_jobs([job_id], conn) == 1
+        require_loop("cancel_job", _NOTHING)
+        return self._one(manage.cancel_jobs(self.queries, [job_id]), conn)
 
-    async def cancel_jobs(self, job_ids: Sequence[int], conn: AnyConnection | None = None) -> int:
+    def cancel_job_sync(self, job_id: int, conn: psycopg.Connection[Any] | None = None) -> bool:
+        """``cancel_job`` from sync code."""
+        return self.cancel_jobs_sync([job_id], conn) == 1
+
+    def cancel_jobs(
+        self, job_ids: Sequence[int], conn: AnyConnection | None = None
+    ) -> Coroutine[Any, Any, int]:
         """Cancel jobs that are not already cancelled, completed or discarded.
 
         Executing jobs are cancelled too, and every node is told to kill them (``pkill``).
         Returns how many jobs were cancelled.
         """
-        return await self._run(manage.cancel_jobs(self.queries, job_ids), conn)
+        require_loop("cancel_jobs", _NOTHING)
+        return self._run(manage.cancel_jobs(self.queries, job_ids), conn)
 
     def cancel_jobs_sync(
         self, job_ids: Sequence[int], conn: psycopg.Connection[Any] | None = None
@@ -245,14 +264,24 @@ class Client:
         """``cancel_jobs`` from sync code."""
         return self._run_sync(manage.cancel_jobs(self.queries, job_ids), conn)
 
-    async def retry_job(self, job_id: int, conn: AnyConnection | None = None) -> bool:
+    def retry_job(
+        self, job_id: int, conn: AnyConnection | None = None
+    ) -> Coroutine[Any, Any, bool]:
         """Make one job available again (see ``retry_jobs``)."""
-        return await self.retry_jobs([job_id], conn) == 1
+        require_loop("retry_job", _NOTHING)
+        return self._one(manage.retry_jobs(self.queries, [job_id]), conn)
 
-    async def retry_jobs(self, job_ids: Sequence[int], conn: AnyConnection | None = None) -> int:
+    def retry_job_sync(self, job_id: int, conn: psycopg.Connection[Any] | None = None) -> bool:
+        """``retry_job`` from sync code."""
+        return self.retry_jobs_sync([job_id], conn) == 1
+
+    def retry_jobs(
+        self, job_ids: Sequence[int], conn: AnyConnection | None = None
+    ) -> Coroutine[Any, Any, int]:
         """Make jobs available now, unless available or executing; each gets at least one more
         attempt. Returns how many were retried."""
-        return await self._run(manage.retry_jobs(self.queries, job_ids), conn)
+        require_loop("retry_jobs", _NOTHING)
+        return self._run(manage.retry_jobs(self.queries, job_ids), conn)
 
     def retry_jobs_sync(
         self, job_ids: Sequence[int], conn: psycopg.Connection[Any] | None = None
@@ -260,13 +289,23 @@ class Client:
         """``retry_jobs`` from sync code."""
         return self._run_sync(manage.retry_jobs(self.queries, job_ids), conn)
 
-    async def delete_job(self, job_id: int, conn: AnyConnection | None = None) -> bool:
+    def delete_job(
+        self, job_id: int, conn: AnyConnection | None = None
+    ) -> Coroutine[Any, Any, bool]:
         """Delete one job unless it is executing."""
-        return await self.delete_jobs([job_id], conn) == 1
+        require_loop("delete_job", _NOTHING)
+        return self._one(manage.delete_jobs(self.queries, [job_id]), conn)
 
-    async def delete_jobs(self, job_ids: Sequence[int], conn: AnyConnection | None = None) -> int:
+    def delete_job_sync(self, job_id: int, conn: psycopg.Connection[Any] | None = None) -> bool:
+        """``delete_job`` from sync code."""
+        return self.delete_jobs_sync([job_id], conn) == 1
+
+    def delete_jobs(
+        self, job_ids: Sequence[int], conn: AnyConnection | None = None
+    ) -> Coroutine[Any, Any, int]:
         """Delete jobs that are not executing. Returns how many were deleted."""
-        return await self._run(manage.delete_jobs(self.queries, job_ids), conn)
+        require_loop("delete_jobs", _NOTHING)
+        return self._run(manage.delete_jobs(self.queries, job_ids), conn)
 
     def delete_jobs_sync(
         self, job_ids: Sequence[int], conn: psycopg.Connection[Any] | None = None
@@ -274,9 +313,9 @@ class Client:
         """``delete_jobs`` from sync code."""
         return self._run_sync(manage.delete_jobs(self.queries, job_ids), conn)
 
-    async def update_job(
+    def update_job(
         self, job_id: int, conn: AnyConnection | None = None, **changes: Any
-    ) -> Job | None:
+    ) -> Coroutine[Any, Any, Job | None]:
         """Change only the given fields among ``args, max_attempts, meta, priority, queue,
         scheduled_at, tags, worker``, validated as a new job's, as Elixir's ``Job.update``.
 
@@ -284,7 +323,8 @@ class Client:
         (past). Returns the updated job, or None when it is missing or locked by another
         transaction (Elixir's ``SKIP LOCKED``).
         """
-        return await self._run(manage.update_job(self.queries, job_id, changes), conn)
+        require_loop("update_job", _NOTHING)
+        return self._run(manage.update_job(self.queries, job_id, changes), conn)
 
     def update_job_sync(
         self, job_id: int, conn: psycopg.Connection[Any] | None = None, **changes: Any
@@ -292,23 +332,27 @@ class Client:
         """``update_job`` from sync code."""
         return self._run_sync(manage.update_job(self.queries, job_id, changes), conn)
 
+    async def _one(self, work: Work[int], conn: AnyConnection | None) -> bool:
+        return await self._run(work, conn) == 1
+
     # -- queue signals ----------------------------------------------------------------------
     #
     # Obeyed by every node listening on this prefix, Elixir or Python: a web process or a
     # script that only holds a Client can pause, resume or scale the queues of the cluster.
     # ``node=`` addresses one node by name; ``local_only=True`` only this instance's own node.
 
-    async def _signal(self, payload: signals.Payload) -> None:
-        await self._run(signals.sending(self.queries, payload), None)
+    def _signal(self, method: str, payload: signals.Payload) -> Coroutine[Any, Any, None]:
+        require_loop(method, "no signal would be sent")
+        return self._run(signals.sending(self.queries, payload), None)
 
     def _signal_sync(self, payload: signals.Payload) -> None:
         self._run_sync(signals.sending(self.queries, payload), None)
 
-    async def pause_queue(
+    def pause_queue(
         self, queue: str, *, node: str | None = None, local_only: bool = False
-    ) -> None:
+    ) -> Coroutine[Any, Any, None]:
         """Pause ``queue`` (``"*"``: every queue) on every node, on ``node``, or only here."""
-        await self._signal(signals.pause(self.config, queue, node, local_only))
+        return self._signal("pause_queue", signals.pause(self.config, queue, node, local_only))
 
     def pause_queue_sync(
         self, queue: str, *, node: str | None = None, local_only: bool = False
@@ -316,11 +360,11 @@ class Client:
         """``pause_queue`` from sync code."""
         self._signal_sync(signals.pause(self.config, queue, node, local_only))
 
-    async def resume_queue(
+    def resume_queue(
         self, queue: str, *, node: str | None = None, local_only: bool = False
-    ) -> None:
+    ) -> Coroutine[Any, Any, None]:
         """Resume ``queue`` (``"*"``: every queue) on every node, on ``node``, or only here."""
-        await self._signal(signals.resume(self.config, queue, node, local_only))
+        return self._signal("resume_queue", signals.resume(self.config, queue, node, local_only))
 
     def resume_queue_sync(
         self, queue: str, *, node: str | None = None, local_only: bool = False
@@ -328,23 +372,31 @@ class Client:
         """``resume_queue`` from sync code."""
         self._signal_sync(signals.resume(self.config, queue, node, local_only))
 
-    async def pause_all_queues(self, *, node: str | None = None, local_only: bool = False) -> None:
-        await self.pause_queue("*", node=node, local_only=local_only)
+    def pause_all_queues(
+        self, *, node: str | None = None, local_only: bool = False
+    ) -> Coroutine[Any, Any, None]:
+        """Pause every queue (``pause_queue("*")``)."""
+        return self._signal("pause_all_queues", signals.pause(self.config, "*", node, local_only))
 
     def pause_all_queues_sync(self, *, node: str | None = None, local_only: bool = False) -> None:
         self.pause_queue_sync("*", node=node, local_only=local_only)
 
-    async def resume_all_queues(self, *, node: str | None = None, local_only: bool = False) -> None:
-        await self.resume_queue("*", node=node, local_only=local_only)
+    def resume_all_queues(
+        self, *, node: str | None = None, local_only: bool = False
+    ) -> Coroutine[Any, Any, None]:
+        """Resume every queue (``resume_queue("*")``)."""
+        return self._signal("resume_all_queues", signals.resume(self.config, "*", node, local_only))
 
     def resume_all_queues_sync(self, *, node: str | None = None, local_only: bool = False) -> None:
         self.resume_queue_sync("*", node=node, local_only=local_only)
 
-    async def scale_queue(
+    def scale_queue(
         self, queue: str, *, limit: int, node: str | None = None, local_only: bool = False
-    ) -> None:
+    ) -> Coroutine[Any, Any, None]:
         """Change the concurrency limit of ``queue`` (Elixir's payload: options + action, ident)."""
-        await self._signal(signals.scale(self.config, queue, limit, node, local_only))
+        return self._signal(
+            "scale_queue", signals.scale(self.config, queue, limit, node, local_only)
+        )
 
     def scale_queue_sync(
         self, queue: str, *, limit: int, node: str | None = None, local_only: bool = False
@@ -352,7 +404,7 @@ class Client:
         """``scale_queue`` from sync code."""
         self._signal_sync(signals.scale(self.config, queue, limit, node, local_only))
 
-    async def start_queue(
+    def start_queue(
         self,
         queue: str,
         *,
@@ -360,9 +412,11 @@ class Client:
         paused: bool | None = None,
         node: str | None = None,
         local_only: bool = False,
-    ) -> None:
+    ) -> Coroutine[Any, Any, None]:
         """Start ``queue`` on every node, on ``node`` or here (``node`` is not sent, as Elixir)."""
-        await self._signal(signals.start(self.config, queue, limit, paused, node, local_only))
+        return self._signal(
+            "start_queue", signals.start(self.config, queue, limit, paused, node, local_only)
+        )
 
     def start_queue_sync(
         self,
@@ -376,11 +430,11 @@ class Client:
         """``start_queue`` from sync code."""
         self._signal_sync(signals.start(self.config, queue, limit, paused, node, local_only))
 
-    async def stop_queue(
+    def stop_queue(
         self, queue: str, *, node: str | None = None, local_only: bool = False
-    ) -> None:
+    ) -> Coroutine[Any, Any, None]:
         """Stop ``queue`` (its running jobs get the shutdown grace)."""
-        await self._signal(signals.stop(self.config, queue, node, local_only))
+        return self._signal("stop_queue", signals.stop(self.config, queue, node, local_only))
 
     def stop_queue_sync(
         self, queue: str, *, node: str | None = None, local_only: bool = False

@@ -365,17 +365,17 @@ class TestingClient(Client):
         with super().connection_sync() as conn:
             yield conn
 
-    async def _enqueue_one(self, job: Job, conn: AnyConnection | None) -> Job:
-        return (await self.enqueue_many([job], conn=conn))[0]
+    # The mode is applied in the coroutines behind ``enqueue``/``enqueue_many``, so those keep
+    # refusing to be called outside an event loop.
 
-    async def enqueue_many(
-        self, jobs: Iterable[Job], conn: AnyConnection | None = None
-    ) -> list[Job]:
-        batch = list(jobs)
+    async def _enqueue_one(self, job: Job, conn: AnyConnection | None) -> Job:
+        return (await self._enqueue_many([job], conn))[0]
+
+    async def _enqueue_many(self, batch: list[Job], conn: AnyConnection | None) -> list[Job]:
         current = self.active_mode
         if current == "manual":
             self._require_database()
-            return self._record(await super().enqueue_many(batch, conn=conn))
+            return self._record(await super()._enqueue_many(batch, conn))
         if current == "disabled":
             return batch
         if conn is not None and await self._hold(conn, batch):
