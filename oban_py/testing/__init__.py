@@ -504,17 +504,20 @@ class TestingClient(Client):
             info = conn.info
             dsn = make_conninfo(info.dsn, password=info.password) if info.password else info.dsn
             watch = self._watches[txid] = _Watch(txid, list(batch))
+            watch.thread = threading.Thread(
+                target=self._await_commit,
+                args=(dsn, watch),
+                name=f"oban-testing-tx{txid}",
+                daemon=True,
+            )
+            watch.thread.start()
             self._watched.append(watch)
-        watch.thread = threading.Thread(
-            target=self._await_commit, args=(dsn, watch), name=f"oban-testing-tx{txid}", daemon=True
-        )
-        watch.thread.start()
 
     def _await_commit(self, dsn: str, watch: _Watch) -> None:
+        query = self.queries["testing_xact_status"]
         try:
             with psycopg.connect(dsn, autocommit=True) as conn:
                 while True:
-                    query = self.queries["testing_xact_status"]
                     row = conn.execute(query, {"txid": watch.txid}).fetchone()
                     if row is None or row[0] != "in progress":
                         break
@@ -524,6 +527,7 @@ class TestingClient(Client):
             if row is not None and row[0] == "committed":
                 self._perform_inline_sync(watch.jobs)
         except BaseException as error:
+            # A job's exception (``raise_errors``) or the watcher's own failure: settle raises it.
             watch.error = error
 
     @property
@@ -548,9 +552,7 @@ class TestingClient(Client):
                         f" {timeout}s: commit it (or roll it back) before settle()"
                     )
             self._watched.pop(0)
-            if watch.error is not None and (
-                self.raise_errors or not isinstance(watch.error, Exception)
-            ):
+            if watch.error is not None:
                 raise watch.error
         return list(self.performed)
 
