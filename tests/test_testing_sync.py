@@ -278,3 +278,21 @@ def test_inline_without_a_database_still_waits_for_the_callers_commit(orders: st
         assert seen == [("receipt", 3, True)]
     finally:
         client.close_sync()
+
+
+def test_inline_on_a_connection_not_in_autocommit_waits_for_its_commit(orders: str) -> None:
+    # The enqueue begins the connection's transaction, as an insert would in manual mode.
+    client = TestingClient("inline", dsn=orders)
+    try:
+        with psycopg.connect(orders) as conn:
+            Receipt.enqueue_sync({"order": 4}, conn)
+            conn.execute("INSERT INTO orders VALUES (4)")
+            assert seen == []
+        client.settle_sync()  # leaving the block committed
+        assert seen == [("receipt", 4, True)]
+
+        with psycopg.connect(orders, autocommit=True) as conn:
+            Receipt.enqueue_sync({"order": 5}, conn)
+            assert seen[-1] == ("receipt", 5, False)  # autocommit: at once, nothing to wait for
+    finally:
+        client.close_sync()

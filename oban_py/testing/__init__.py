@@ -442,7 +442,7 @@ class TestingClient(Client):
         now) when ``conn`` is in none."""
         if not isinstance(conn, psycopg.AsyncConnection):
             return await asyncio.to_thread(self._hold_sync, conn, batch)
-        if conn.info.transaction_status != TransactionStatus.INTRANS:
+        if not _joins_a_transaction(conn):
             return False
         cur = await conn.execute(self.queries["testing_xact_id"])
         row = await cur.fetchone()
@@ -454,7 +454,7 @@ class TestingClient(Client):
         """``_hold`` for a sync connection."""
         if isinstance(conn, psycopg.AsyncConnection):
             raise TypeError("the *_sync methods take a sync psycopg Connection, not an async one")
-        if conn.info.transaction_status != TransactionStatus.INTRANS:
+        if not _joins_a_transaction(conn):
             return False
         row = conn.execute(self.queries["testing_xact_id"]).fetchone()
         assert row is not None
@@ -559,6 +559,16 @@ class TestingClient(Client):
     async def settle(self, timeout: float = 5.0) -> list[Job]:  # noqa: ASYNC109
         """``settle_sync`` without blocking the event loop."""
         return await asyncio.to_thread(self.settle_sync, timeout)
+
+
+def _joins_a_transaction(conn: AnyConnection) -> bool:
+    """Whether an insert on ``conn`` would commit with a transaction of the caller's: one is
+    open, or the connection is not in autocommit and the insert would begin it (a SQLAlchemy
+    session whose first statement this is, ``psycopg.connect()`` without ``autocommit``)."""
+    status = conn.info.transaction_status
+    return status == TransactionStatus.INTRANS or (
+        status == TransactionStatus.IDLE and not conn.autocommit
+    )
 
 
 #: How often a watcher asks whether a transaction holding inline jobs has ended.

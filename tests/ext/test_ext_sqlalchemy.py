@@ -116,3 +116,36 @@ def test_other_drivers_are_refused_with_a_clear_error(dsn: str) -> None:
     engine = create_engine("sqlite://")
     with Session(engine) as session, pytest.raises(TypeError, match="postgresql\\+psycopg"):
         enqueue_sync(Noted.new({}), session)
+
+
+ran: list[int] = []
+
+
+class Counts(Worker):
+    name = "Py.Ext.Sqla.Counts"
+
+    def process(self, job: Job) -> None:
+        ran.append(job.args["n"])
+
+
+def test_inline_mode_runs_a_session_job_once_the_session_commits(dsn: str) -> None:
+    from oban_py.testing import TestingClient
+
+    ran.clear()
+    testing = TestingClient("inline", dsn=dsn)
+    engine = create_engine(url(dsn))
+    try:
+        with Session(engine) as session, session.begin():
+            enqueue_sync(Counts.new({"n": 1}), session)
+            assert ran == []  # not before the commit
+        testing.settle_sync()
+        assert ran == [1]
+
+        with Session(engine) as session, session.begin():
+            enqueue_sync(Counts.new({"n": 2}), session)
+            session.rollback()
+        testing.settle_sync()
+        assert ran == [1]
+    finally:
+        engine.dispose()
+        testing.close_sync()
