@@ -1,45 +1,40 @@
-"""The runnable examples of docs/results.md and docs/progress.md run, and print what they say."""
+"""The Python examples of the pages newcomers copy from are at least valid Python."""
 
 from __future__ import annotations
 
-import os
+import ast
 import re
-import subprocess
-import sys
+from pathlib import Path
 
 import pytest
-from conftest import ROOT
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+PAGES = ["migrating.md", "testing.md", "integrations.md", "schema.md"]
 
 
-def first_example(page: str) -> str:
-    text = (ROOT / "docs" / page).read_text()
-    found = re.search(r"```python\n(.*?)```", text, re.S)
-    assert found is not None
-    return found.group(1)
+def blocks(page: str) -> list[tuple[int, str]]:
+    text = (DOCS / page).read_text()
+    return [
+        (text.count("\n", 0, m.start()) + 1, m.group(1))
+        for m in re.finditer(r"```python\n(.*?)```", text, flags=re.S)
+    ]
 
 
-def run(code: str, dsn: str) -> list[str]:
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        env={**os.environ, "DATABASE_URL": dsn},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return [line for line in done.stdout.splitlines() if not line.startswith("20")]
+@pytest.mark.parametrize("page", PAGES)
+def test_every_python_example_compiles(page: str) -> None:
+    found = blocks(page)
+    assert found
+    for line, code in found:
+        try:
+            compile(code, f"{page}:{line}", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+        except SyntaxError as error:
+            pytest.fail(f"docs/{page}, the example at line {line}: {error}")
 
 
-@pytest.mark.parametrize(
-    ("page", "expected"),
-    [
-        ("results.md", ["3"]),
-        (
-            "progress.md",
-            ["33% image 1 of 3", "67% image 2 of 3", "100% image 3 of 3", "{'resized': 3}"],
-        ),
-    ],
-)
-def test_the_page_example_runs(page: str, expected: list[str], dsn: str) -> None:
-    assert run(first_example(page), dsn) == expected
+def test_the_migrating_page_writes_each_task_in_all_four() -> None:
+    text = (DOCS / "migrating.md").read_text()
+    tasks = re.split(r"\n## \d\. ", text)[1:]
+    assert len(tasks) == 5
+    for task in tasks:
+        for tool in ("**Celery**", "**RQ**", "**django-tasks**", "**oban_py**"):
+            assert tool in task, task.splitlines()[0]

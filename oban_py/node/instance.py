@@ -21,7 +21,7 @@ from typing import Any
 import structlog
 from psycopg.conninfo import make_conninfo
 
-from oban_py import notifier, schema, telemetry
+from oban_py import schema, telemetry
 from oban_py.client.core import Client
 from oban_py.cluster.duties import build
 from oban_py.cluster.peer import Peer
@@ -294,85 +294,7 @@ class Oban(Client):
             if "global_limit" in payload or "rate_limit" in payload:
                 queues.set_flow(queue, Flow.of(_flow_options(payload)))
 
-    # -- signals sent -------------------------------------------------------------------------
-
-    def _ident(self, node: str | None, local_only: bool) -> str:
-        if local_only:
-            return self.config.ident
-        if node is not None:
-            return f"{self.config.name}.{node}"
-        return "any"
-
-    async def _signal(self, payload: dict[str, Any]) -> None:
-        await self.open()
-        async with self.pool.connection() as conn:
-            await notifier.publish(conn, self.config.prefix, "signal", [payload])
-
-    async def pause_queue(
-        self, queue: str, *, node: str | None = None, local_only: bool = False
-    ) -> None:
-        """Pause ``queue`` on every node, on ``node``, or only here (``local_only``)."""
-        ident = self._ident(node, local_only)
-        await self._signal({"action": "pause", "queue": queue, "ident": ident})
-
-    async def resume_queue(
-        self, queue: str, *, node: str | None = None, local_only: bool = False
-    ) -> None:
-        """Resume ``queue`` on every node, on ``node``, or only here (``local_only``)."""
-        ident = self._ident(node, local_only)
-        await self._signal({"action": "resume", "queue": queue, "ident": ident})
-
-    async def pause_all_queues(self, *, node: str | None = None, local_only: bool = False) -> None:
-        await self.pause_queue("*", node=node, local_only=local_only)
-
-    async def resume_all_queues(self, *, node: str | None = None, local_only: bool = False) -> None:
-        await self.resume_queue("*", node=node, local_only=local_only)
-
-    async def scale_queue(
-        self,
-        queue: str,
-        *,
-        limit: int,
-        node: str | None = None,
-        local_only: bool = False,
-    ) -> None:
-        """Change the concurrency limit of ``queue`` (Elixir's payload: options + action, ident)."""
-        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-            raise ValueError(f"limit must be a positive integer, got {limit!r}")
-        payload: dict[str, Any] = {"action": "scale", "queue": queue, "limit": limit}
-        if node is not None:
-            payload["node"] = node
-        if local_only:
-            payload["local_only"] = True
-        payload["ident"] = self._ident(node, local_only)
-        await self._signal(payload)
-
-    async def start_queue(
-        self,
-        queue: str,
-        *,
-        limit: int,
-        paused: bool | None = None,
-        node: str | None = None,
-        local_only: bool = False,
-    ) -> None:
-        """Start ``queue`` on every node, on ``node`` or here (``node`` is not sent, as Elixir)."""
-        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-            raise ValueError(f"limit must be a positive integer, got {limit!r}")
-        payload: dict[str, Any] = {"action": "start", "queue": queue, "limit": limit}
-        if paused is not None:
-            payload["paused"] = paused
-        if local_only:
-            payload["local_only"] = True
-        payload["ident"] = self._ident(node, local_only)
-        await self._signal(payload)
-
-    async def stop_queue(
-        self, queue: str, *, node: str | None = None, local_only: bool = False
-    ) -> None:
-        """Stop ``queue`` (its running jobs get the shutdown grace)."""
-        ident = self._ident(node, local_only)
-        await self._signal({"action": "stop", "queue": queue, "ident": ident})
+    # -- signals sent: pause_queue, scale_queue... are the Client's (client/signals.py) -------
 
     # -- results and progress -----------------------------------------------------------------
 
