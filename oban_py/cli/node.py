@@ -344,7 +344,24 @@ async def _listen_gossip(dsn: str, prefix: str, wait: float) -> list[dict[str, A
 Node = Annotated[str | None, typer.Option("--node", help="Only this node (default: every node).")]
 
 
-def _signal(dsn: str | None, prefix: str, send: str, queue: str, **options: Any) -> None:
+Persist = Annotated[
+    bool,
+    typer.Option(
+        "--persist",
+        help="Also store the setting for the cluster: nodes started later (or restarted) run the"
+        " queue so (needs `oban-py migrate`'s oban_py_queues table).",
+    ),
+]
+
+
+def _signal(
+    dsn: str | None,
+    prefix: str,
+    send: str,
+    queue: str,
+    persist: dict[str, Any] | None = None,
+    **options: Any,
+) -> None:
     from oban_py.client.core import Client
     from oban_py.config import Config
 
@@ -353,6 +370,10 @@ def _signal(dsn: str | None, prefix: str, send: str, queue: str, **options: Any)
     # A client, not a node: sending a signal needs nothing a node runs.
     client = Client(config=Config(dsn=checked, prefix=prefix, pool_size=1))
     try:
+        if persist is not None:
+            if queue == "*":
+                raise fail("--persist stores one queue's settings; name the queue", EXIT_USAGE)
+            client.persist_queue_sync(queue, **persist)
         getattr(client, f"{send}_sync")(queue, **options)
     finally:
         client.close_sync()
@@ -363,9 +384,10 @@ def pause(
     node: Node = None,
     dsn: Dsn = None,
     prefix: Prefix = "public",
+    persist: Persist = False,
 ) -> None:
     """Pause a queue on every node (Elixir and Python), or on --node."""
-    _signal(dsn, prefix, "pause_queue", queue, node=node)
+    _signal(dsn, prefix, "pause_queue", queue, {"paused": True} if persist else None, node=node)
     typer.echo(f"Sent pause for queue {queue!r} to {node or 'every node'}.")
 
 
@@ -374,9 +396,10 @@ def resume(
     node: Node = None,
     dsn: Dsn = None,
     prefix: Prefix = "public",
+    persist: Persist = False,
 ) -> None:
     """Resume a queue on every node, or on --node."""
-    _signal(dsn, prefix, "resume_queue", queue, node=node)
+    _signal(dsn, prefix, "resume_queue", queue, {"paused": False} if persist else None, node=node)
     typer.echo(f"Sent resume for queue {queue!r} to {node or 'every node'}.")
 
 
@@ -386,9 +409,18 @@ def scale(
     node: Node = None,
     dsn: Dsn = None,
     prefix: Prefix = "public",
+    persist: Persist = False,
 ) -> None:
     """Change a queue's concurrency limit on every node, or on --node."""
-    _signal(dsn, prefix, "scale_queue", queue, limit=limit, node=node)
+    _signal(
+        dsn,
+        prefix,
+        "scale_queue",
+        queue,
+        {"limit": limit} if persist else None,
+        limit=limit,
+        node=node,
+    )
     typer.echo(f"Sent scale to {limit} for queue {queue!r} to {node or 'every node'}.")
 
 

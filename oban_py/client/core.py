@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from oban_py.client import manage, registry, signals
+from oban_py.client import manage, persisted, registry, signals
 from oban_py.client.pool import AsyncPool, SyncPool
 from oban_py.client.registry import forget, register
 from oban_py.config import Config
@@ -390,6 +390,18 @@ class Client:
     ) -> None:
         """``pause_queue`` from sync code."""
         self._signal_sync(signals.pause(self.config, queue, node, local_only))
+
+    def persist_queue(self, queue: str, **settings: Any) -> Coroutine[Any, Any, None]:
+        """Store ``queue``'s ``limit``, ``paused``, ``global_limit`` or ``rate_limit`` for the
+        cluster (``oban_py_queues``): every node starting later runs the queue so. Changes
+        nothing that runs now; send the matching signal for that (the CLI's ``--persist``
+        does both)."""
+        require_loop("persist_queue", "nothing would be stored")
+        return self._run(persisted.storing(self.queries, queue, **settings), None)
+
+    def persist_queue_sync(self, queue: str, **settings: Any) -> None:
+        """``persist_queue`` from sync code."""
+        self._run_sync(persisted.storing(self.queries, queue, **settings), None)
 
     def resume_queue(
         self, queue: str, *, node: str | None = None, local_only: bool = False

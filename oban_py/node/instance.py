@@ -18,10 +18,12 @@ from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Any
 
+import psycopg
 import structlog
 from psycopg.conninfo import make_conninfo
 
 from oban_py import schema, telemetry
+from oban_py.client import persisted
 from oban_py.client.core import Client
 from oban_py.cluster.duties import build
 from oban_py.cluster.peer import Peer
@@ -135,7 +137,7 @@ class Oban(Client):
         self.queues = Queues(runtime, self.liveness)
         await self._start_notifier()
         await self._start_duties()
-        for queue, spec in self.config.queues.items():
+        for queue, spec in (await self._queue_specs()).items():
             self.queues.start(queue, spec.limit, paused=spec.paused, flow=Flow.of(spec))
         if not self.config.queues:
             # Often a typo (OBAN_QUEUES=, --queues in the wrong place): say so before going quiet.
@@ -235,6 +237,25 @@ class Oban(Client):
             await self.notifier.wait_listening()
         except TimeoutError:
             log.warning("notifier not listening yet: queues rely on polling until it is")
+
+    async def _queue_specs(self) -> dict[str, QueueConfig]:
+        """The configured queues, with the settings persisted for the cluster laid over them."""
+        specs = dict(self.config.queues)
+        if not specs:
+            return specs
+        try:
+            found = await self._run(persisted.stored(self.queries, list(specs)), None)
+        except psycopg.errors.UndefinedTable:
+            # A schema Elixir migrated has no table of ours: nothing was persisted.
+            return specs
+        for queue, opts in found.items():
+            try:
+                specs[queue] = persisted.apply(specs[queue], opts)
+            except ValueError as error:
+                log.warning("persisted queue settings ignored", queue=queue, error=repr(error))
+            else:
+                log.info("queue settings persisted for the cluster applied", queue=queue, **opts)
+        return specs
 
     async def _start_duties(self) -> None:
         if self.config.peer:

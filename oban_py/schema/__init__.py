@@ -13,7 +13,8 @@ Besides Elixir's objects, two tables of ours are created (additive, never read b
 tied to the version comment): :data:`HEARTBEATS_TABLE`, where producers of Python nodes record
 their liveness so the lifeline can rescue jobs of a dead producer quickly, and
 :data:`FLOW_STARTS_TABLE`, the sliding log of job starts that rate limits count
-(``oban_py/flow``).
+(``oban_py/flow``), and :data:`QUEUES_TABLE`, queue settings persisted for the cluster
+(``oban_py/client/persisted.py``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ __all__ = [
     "FLOW_STARTS_TABLE",
     "HEARTBEATS_TABLE",
     "INITIAL_VERSION",
+    "QUEUES_TABLE",
     "SchemaError",
     "check",
     "install",
@@ -47,6 +49,7 @@ __all__ = [
 
 HEARTBEATS_TABLE = "oban_py_heartbeats"
 FLOW_STARTS_TABLE = "oban_py_flow_starts"
+QUEUES_TABLE = "oban_py_queues"
 
 VERSIONS: dict[int, ModuleType] = {
     module.VERSION: module
@@ -109,12 +112,27 @@ def _flow_starts_up(prefix: str) -> list[Statement]:
     ]
 
 
+def _queues_up(prefix: str) -> Statement:
+    return ddl(
+        """
+        CREATE TABLE IF NOT EXISTS {prefix}.{table} (
+          name text PRIMARY KEY,
+          opts jsonb NOT NULL DEFAULT '{{}}'::jsonb,
+          updated_at timestamp without time zone NOT NULL
+        )
+        """,
+        prefix,
+        table=sql.Identifier(QUEUES_TABLE),
+    )
+
+
 def _heartbeats_down(prefix: str) -> Statement:
     return ddl(
-        "DROP TABLE IF EXISTS {prefix}.{table}, {prefix}.{flow}",
+        "DROP TABLE IF EXISTS {prefix}.{table}, {prefix}.{flow}, {prefix}.{queues}",
         prefix,
         table=sql.Identifier(HEARTBEATS_TABLE),
         flow=sql.Identifier(FLOW_STARTS_TABLE),
+        queues=sql.Identifier(QUEUES_TABLE),
     )
 
 
@@ -132,6 +150,7 @@ def _steps(prefix: str, current: int, target: int) -> list[Statement]:
             statements.append(_record_version(prefix, target))
         statements.append(_heartbeats_up(prefix))
         statements += _flow_starts_up(prefix)
+        statements.append(_queues_up(prefix))
     return statements
 
 
