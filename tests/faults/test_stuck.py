@@ -46,22 +46,30 @@ async def test_workers_ignoring_cancellation_are_ended_by_cancel_job(
         assert states(conn) == {"cancelled": 2, "executing": 2}
 
 
-def test_sigterm_waits_for_workers_that_ignore_cancellation_and_writes_their_outcome(
+def test_sigterm_waits_for_a_thread_and_gives_up_a_coroutine_that_ignores_cancellation(
     fault_dsn: str, nodes: object
 ) -> None:
     with psycopg.connect(fault_dsn, autocommit=True) as conn:
-        insert_jobs(conn, "Faults.StuckSync", 1, args='{"s": 3}')
-        insert_jobs(conn, "Faults.StuckAsync", 1, args='{"s": 3}')
+        (sync,) = insert_jobs(conn, "Faults.StuckSync", 1, args='{"s": 3}')
+        (stuck,) = insert_jobs(conn, "Faults.StuckAsync", 1, args='{"s": 3}')
         node = nodes("default:10", "py-stuck", OBAN_SHUTDOWN_GRACE="0.5")  # type: ignore[operator]
         wait_started(node)
         wait_until(lambda: states(conn).get("executing", 0) == 2, 10, 0.02)
         node.signal(signal.SIGTERM)
-        # Neither a thread nor a coroutine swallowing its cancellation can be stopped, so the
-        # node keeps their rows (and its heartbeat) until they end, then writes what they did.
-        assert node.wait(1.5) is None, "the node must not leave while its workers still run"
-        assert states(conn) == {"executing": 2}
+        # A thread cannot be stopped: the node keeps its row (and its heartbeat) until it ends,
+        # then writes what it did. A coroutine swallowing its cancellation is what Elixir would
+        # kill: it is given up a second after the grace, its row left for the lifeline.
+        assert node.wait(1.5) is None, "the node must not leave while its thread still runs"
         assert node.wait(15) == 0, node.log()
-        assert states(conn) == {"completed": 2}
+        rows = dict(conn.execute("SELECT id, state::text FROM oban_jobs").fetchall())
+        assert rows == {sync: "completed", stuck: "executing"}
+        assert "ignored its cancellation past the shutdown grace" in node.log()
+        dead = conn.execute(
+            "SELECT h.updated_at = '-infinity' FROM oban_py_heartbeats AS h"
+            " JOIN oban_jobs AS j ON j.attempted_by[2] = h.uuid::text WHERE j.id = %s",
+            (stuck,),
+        ).fetchone()
+        assert dead == (True,), "its producer is marked dead: the leader rescues it at once"
 
 
 def test_a_second_signal_leaves_at_once_and_the_jobs_stay_for_the_lifeline(
