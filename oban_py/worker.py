@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Callable, Coroutine, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, overload
 
 from pydantic import BaseModel, ValidationError
 
@@ -31,6 +31,11 @@ _registry: dict[str, type[Worker]] = {}
 #: Job options a worker may default; ``new(**opts)`` overrides them per job.
 OPTIONS = ("queue", "priority", "max_attempts", "tags", "unique", "replace", "meta")
 
+#: Where ``process`` runs: ``"thread"`` (a plain ``def`` in a node thread, an ``async def`` on
+#: the loop) or ``"process"`` (a worker process of the queue: ``oban_py.node.processes``).
+Executor = Literal["thread", "process"]
+EXECUTORS: tuple[Executor, ...] = ("thread", "process")
+
 
 class Worker:
     """Base class of workers. Subclasses define ``process(self, job)``, async or plain.
@@ -39,11 +44,14 @@ class Worker:
     absent) and ``timeout(job) -> float | None`` seconds a run may take (``None``: no limit).
     Set ``args_model`` for typed args. Class options: ``queue``, ``priority``, ``max_attempts``,
     ``tags``, ``unique``, ``replace``, ``meta``, ``name`` (as class attributes or ``@worker``).
+    ``executor = "process"`` runs ``process`` in a worker process (CPU-bound work; a hard
+    timeout and cancel), which imports the worker by its module and class name.
     """
 
     __oban_name__: ClassVar[str]
     __oban_options__: ClassVar[dict[str, Any]] = {}
     args_model: ClassVar[type[BaseModel] | None] = None
+    executor: ClassVar[Executor] = "thread"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -52,6 +60,10 @@ class Worker:
             if key in cls.__dict__:
                 options[key] = cls.__dict__[key]
         cls.__oban_options__ = options
+        if cls.executor not in EXECUTORS:
+            raise ValueError(
+                f"{cls.__qualname__}: executor must be one of {EXECUTORS}, got {cls.executor!r}"
+            )
         explicit = cls.__dict__.get("name") or cls.__dict__.get("__oban_name__")
         cls.__oban_name__ = explicit or f"{cls.__module__}.{cls.__qualname__}"
         if cls.process is not Worker.process:
@@ -214,6 +226,7 @@ def worker(
     name: str | None = None,
     args_model: type[BaseModel] | None = None,
     cron: str | dict[str, Any] | None = None,
+    executor: Executor | None = None,
 ) -> Callable[[type[Any]], type[Worker]]: ...
 
 
@@ -231,12 +244,14 @@ def worker(
     name: str | None = None,
     args_model: type[BaseModel] | None = None,
     cron: str | dict[str, Any] | None = None,
+    executor: Executor | None = None,
 ) -> type[Worker] | Callable[[type[Any]], type[Worker]]:
     """Make a class with ``process(self, job)`` a registered worker, with default job options.
 
     Options are validated at once (a bad queue fails at import, not at the first insert).
     ``cron`` (an expression, or ``{"expr", "timezone", "args"}``) makes the leader insert the
-    worker's jobs on that schedule (see ``oban_py.crontab``).
+    worker's jobs on that schedule (see ``oban_py.crontab``). ``executor="process"`` runs
+    ``process`` in a worker process of the queue (see ``Worker``).
     """
     options = {
         "queue": queue,
@@ -249,6 +264,8 @@ def worker(
     }
     if args_model is not None:
         options["args_model"] = args_model
+    if executor is not None:
+        options["executor"] = executor
 
     def decorate(target: type[Any]) -> type[Worker]:
         if not callable(getattr(target, "process", None)):
@@ -280,6 +297,7 @@ def job(
     replace: Any = None,
     meta: dict[str, Any] | None = None,
     name: str | None = None,
+    executor: Executor | None = None,
 ) -> Any:
     """Turn a plain function (async or sync) into a worker class.
 
@@ -319,6 +337,7 @@ def job(
             ("unique", unique),
             ("replace", replace),
             ("meta", meta),
+            ("executor", executor),
         ):
             if value is not None:
                 namespace[key] = value

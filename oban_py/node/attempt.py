@@ -7,7 +7,8 @@ job and always returns its ``Ack``: whatever the worker returns or raises (any
 whatever interrupts it (a pkill, the node's shutdown, fencing). It reads as the attempt's story:
 
     resolve the worker -> validate args -> enter the work hooks -> call ``process`` (on the
-    loop, or in a pool thread) under its timeout -> the outcome rule -> telemetry
+    loop, in a pool thread, or in a worker process) under its timeout -> the outcome rule ->
+    telemetry
 
 A plain ``def process`` runs in a thread that nothing can stop, so its attempt is never given up
 while the thread runs: an interrupt or a timeout raises ``job.cancelled()`` for the worker to see
@@ -36,6 +37,7 @@ from oban_py.job.model import Job
 from oban_py.job.returns import Cancel, Record, Snooze
 from oban_py.node import outcomes
 from oban_py.node.outcomes import Ack
+from oban_py.node.processes import Executor as Processes
 from oban_py.worker import resolve
 
 if TYPE_CHECKING:
@@ -165,7 +167,10 @@ class UnknownWorkerError(Exception):
 
 
 async def perform(
-    attempt: Attempt, threads: Executor, prefix: str | None = None
+    attempt: Attempt,
+    threads: Executor,
+    prefix: str | None = None,
+    processes: Processes | None = None,
 ) -> tuple[Ack, Any]:
     """Run the attempt's job; its ack and what ``process`` returned or raised. Never raises."""
     job = attempt.job
@@ -179,7 +184,7 @@ async def perform(
         worker = cls()
         if cls.args_model is not None:
             cls.build_args(job)
-        result = await _call(attempt, worker, threads)
+        result = await _call(attempt, worker, threads, processes)
     except BaseException as raised:
         ack, failed = _raised(attempt, worker, raised)
         result = raised
@@ -216,6 +221,9 @@ def _raised(
         text = errors.format_timeout(job.worker, timeout * 1000)
     elif isinstance(error, UnknownWorkerError):
         text = error.text
+    elif isinstance(remote := getattr(error, "oban_text", None), str):
+        # Formatted where it was raised: in a worker process, with the frames of that process.
+        text = remote
     else:
         text = errors.format_exception(error)
     return outcomes.failure(job, text, now, _backoff(worker, job)), error
@@ -255,12 +263,23 @@ def _backoff(worker: Any, job: Job) -> float:
     return float(backoff.default_backoff(job.attempt, job.max_attempts))
 
 
-async def _call(attempt: Attempt, worker: Any, threads: Executor) -> Any:
+async def _call(
+    attempt: Attempt, worker: Any, threads: Executor, processes: Processes | None
+) -> Any:
     job = attempt.job
     limit = getattr(worker, "timeout", None)
     seconds = limit(job) if limit is not None else None
     process = worker.process
     hooks = work_hooks()
+    if processes is not None and getattr(worker, "executor", None) == "process":
+        # The worker process enforces the timeout and a pkill itself (it is killed); work
+        # hooks wrap the wait here, as for an async job.
+        def killed() -> bool:
+            return attempt.reason == "pkill"
+
+        return await _in_task(
+            lambda job: processes.run(type(worker), job, seconds, killed), job, hooks
+        )
     if not inspect.iscoroutinefunction(process):
         attempt.in_thread = True
         future = asyncio.get_running_loop().run_in_executor(

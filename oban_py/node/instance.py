@@ -30,6 +30,7 @@ from oban_py.config import Config
 from oban_py.liveness import Liveness
 from oban_py.log import attach_node_logger
 from oban_py.node.acker import Acker
+from oban_py.node.processes import WorkerProcesses
 from oban_py.node.producer import Producer
 from oban_py.node.runtime import Runtime
 from oban_py.node.threads import WorkerThreads
@@ -67,6 +68,11 @@ class Oban(Client):
         self.acker: Acker | None = None
         self.liveness: Liveness | None = None
         self.threads = WorkerThreads(sum(q.limit for q in config.queues.values()) or 4)
+        self.processes = WorkerProcesses(
+            self._process_limit,
+            max_jobs=config.process_max_jobs,
+            max_memory_mib=config.process_max_memory,
+        )
         self.started = False
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -150,6 +156,7 @@ class Oban(Client):
                 await self.notifier.stop()
             self.notifier = None
         self.threads.shutdown(wait=False, cancel_futures=True)
+        await self.processes.close()
         telemetry.execute("oban.node.stop", {}, {"node": self.config.node, "oban": self})
         await self.close()
 
@@ -201,6 +208,16 @@ class Oban(Client):
             a.job.worker for p in list(self.producers.values()) for a in list(p.attempts.values())
         ]
 
+    def _process_limit(self, queue: str) -> int:
+        # Worker processes of a queue: its ``processes`` setting, else its live limit.
+        spec = self.config.queues.get(queue)
+        if spec is not None and spec.processes is not None:
+            return spec.processes
+        producer = self.producers.get(queue)
+        if producer is not None:
+            return producer.limit
+        return spec.limit if spec is not None else 1
+
     def _resize_threads(self) -> None:
         self.threads.resize(sum(p.limit for p in self.producers.values()) or 4)
 
@@ -227,7 +244,9 @@ class Oban(Client):
         producer = self.producers.get(queue)
         if producer is None:
             assert self.acker is not None, "the node starts its acker before its producers"
-            runtime = Runtime(self.config, self.pool, self.queries, self.acker, self.threads)
+            runtime = Runtime(
+                self.config, self.pool, self.queries, self.acker, self.threads, self.processes
+            )
             producer = Producer(runtime, queue, limit, paused=paused)
             self.producers[queue] = producer
             if self.liveness is not None:
@@ -244,6 +263,7 @@ class Oban(Client):
         if self.liveness is not None:
             self.liveness.untrack(producer.uuid)
         self._resize_threads()
+        await self.processes.close_queue(producer.queue)
         await self._release_heartbeats([producer.uuid])
 
     def _wake_all(self, *_: Any) -> None:

@@ -312,8 +312,9 @@ class Producer:
     async def _run(self, running: Attempt) -> None:
         running.started = True
         try:
+            runtime = self.runtime
             ack, _ = await attempts.perform(
-                running, self.runtime.threads, self.runtime.config.prefix
+                running, runtime.threads, runtime.config.prefix, runtime.processes
             )
         except BaseException as error:
             # perform never raises; should it ever, the row must still get an outcome.

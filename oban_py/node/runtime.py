@@ -9,16 +9,19 @@ from psycopg_pool import AsyncConnectionPool
 
 from oban_py.config import Config
 from oban_py.node.acker import Acker
+from oban_py.node.processes import WorkerProcesses
 from oban_py.node.threads import WorkerThreads
 from oban_py.sql import Queries
 
 
 @dataclass(frozen=True, slots=True)
 class Runtime:
-    """The node's settings, pool, statements, acker and worker threads, shared by its queues."""
+    """The node's settings, pool, statements, acker, worker threads and worker processes,
+    shared by its queues."""
 
     config: Config
     pool: AsyncConnectionPool[Any]
     queries: Queries
     acker: Acker
     threads: WorkerThreads
+    processes: WorkerProcesses | None = None

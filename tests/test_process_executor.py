@@ -1,0 +1,311 @@
+"""Process workers (``executor="process"``): jobs run in worker processes the node can kill.
+
+Workers live at module level: a worker process imports them by module and class name. Each
+writes its pid to a file named in its args, so a test can see which process ran it and that a
+killed process is gone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from nodekit import insert, row, wait_for, wait_state
+
+from oban_py import Oban, telemetry
+from oban_py.job.model import Job
+from oban_py.job.returns import Record
+from oban_py.worker import Worker, worker
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _note_pid(job: Job) -> None:
+    Path(job.args["pid_file"]).write_text(str(os.getpid()))
+
+
+@worker(name="Py.Proc.Cpu", executor="process")
+class Cpu:
+    def process(self, job: Job) -> Any:
+        _note_pid(job)
+        digest = b"x"
+        for _ in range(job.args["rounds"]):
+            digest = hashlib.sha256(digest).digest()
+        return Record({"pid": os.getpid(), "digest": digest.hex()})
+
+
+@worker(name="Py.Proc.Hangs", executor="process")
+class Hangs:
+    def timeout(self, job: Job) -> float:
+        return 0.5
+
+    def process(self, job: Job) -> None:
+        _note_pid(job)
+        while True:  # deaf to job.cancelled(): only a kill stops it
+            time.sleep(0.05)
+
+
+@worker(name="Py.Proc.Stuck", executor="process")
+class Stuck:
+    def process(self, job: Job) -> None:
+        _note_pid(job)
+        while True:  # no timeout, deaf to job.cancelled()
+            time.sleep(0.05)
+
+
+@worker(name="Py.Proc.Unpicklable", executor="process")
+class Unpicklable:
+    def process(self, job: Job) -> Any:
+        return Record(threading.Lock())
+
+
+@worker(name="Py.Proc.Raises", executor="process")
+class Raises:
+    def process(self, job: Job) -> None:
+        raise ValueError(f"bad input {job.args['n']}")
+
+
+@worker(name="Py.Proc.Dies", executor="process")
+class Dies:
+    def process(self, job: Job) -> None:
+        os._exit(3)
+
+
+@worker(name="Py.Proc.Pid", executor="process")
+class Pid:
+    def process(self, job: Job) -> None:
+        _note_pid(job)
+
+
+def gone(pid: int) -> bool:
+    # A killed worker is reaped by the forkserver; a zombie would still have a /proc entry.
+    return not Path(f"/proc/{pid}").exists()
+
+
+@pytest.fixture
+def pid_file(tmp_path: Path) -> Path:
+    return tmp_path / "pid"
+
+
+def pid_in(path: Path) -> int:
+    return int(path.read_text())
+
+
+def written(path: Path) -> bool:
+    return path.exists() and path.read_text() != ""
+
+
+def node(dsn: str, limit: int = 1, **settings: Any) -> Oban:
+    settings.setdefault("shutdown_grace", 0.2)
+    # Rows are inserted by plain SQL, which sends no insert notification: poll often.
+    settings.setdefault("poll_interval", 0.1)
+    return Oban(dsn=dsn, queues={"cpu": limit}, peer=False, node="py-proc", **settings)
+
+
+async def read_pid(path: Path) -> int:
+    await wait_for(lambda: written(path))
+    return pid_in(path)
+
+
+async def test_a_cpu_job_runs_in_a_worker_process_and_completes(
+    dsn: str, conn: Any, pid_file: Path
+) -> None:
+    job_id = await insert(
+        conn, "Py.Proc.Cpu", {"rounds": 20_000, "pid_file": str(pid_file)}, queue="cpu"
+    )
+    async with node(dsn):
+        got = await wait_state(conn, job_id, "completed", timeout=30)
+    assert pid_in(pid_file) != os.getpid()
+    assert got["errors"] == []
+    assert got["meta"]["recorded"] is True
+
+
+async def test_a_job_past_its_timeout_is_killed_and_the_next_runs_on_a_fresh_process(
+    dsn: str, conn: Any, tmp_path: Path
+) -> None:
+    hung, fresh = tmp_path / "hung", tmp_path / "fresh"
+    async with node(dsn, limit=1):
+        hang_id = await insert(conn, "Py.Proc.Hangs", {"pid_file": str(hung)}, queue="cpu")
+        got = await wait_state(conn, hang_id, "retryable", timeout=30)
+        next_id = await insert(conn, "Py.Proc.Pid", {"pid_file": str(fresh)}, queue="cpu")
+        await wait_state(conn, next_id, "completed", timeout=30)
+    assert got["errors"][0]["error"] == (
+        "** (Oban.TimeoutError) Py.Proc.Hangs timed out after 500ms"
+    )
+    killed = pid_in(hung)
+    await wait_for(lambda: gone(killed))
+    assert pid_in(fresh) != killed
+
+
+async def test_a_cancel_kills_the_running_process(dsn: str, conn: Any, pid_file: Path) -> None:
+    oban = node(dsn, limit=1)
+    async with oban:
+        job_id = await insert(conn, "Py.Proc.Stuck", {"pid_file": str(pid_file)}, queue="cpu")
+        pid = await read_pid(pid_file)
+        started = time.monotonic()
+        await oban.cancel_job(job_id)
+        await wait_for(lambda: gone(pid))
+        took = time.monotonic() - started
+
+        async def acked() -> bool:
+            # cancel_job marks the row at once; the errors entry comes with the kill's ack.
+            return bool((await row(conn, job_id))["errors"])
+
+        await wait_for(acked)
+        got = await row(conn, job_id)
+    assert got["state"] == "cancelled"
+    # Killed on the cancel signal, not after the producer's grace for cooperative workers.
+    assert took < 5
+    # Elixir's record of a pkill (compat_fixtures/jobs/cancelled_executing_pkill.json).
+    assert got["cancelled_at"] is not None
+    assert [e["error"] for e in got["errors"]] == [
+        "** (Oban.PerformError) Py.Proc.Stuck failed with {:cancel, :shutdown}"
+    ]
+
+
+async def test_a_job_past_the_shutdown_grace_is_stopped_and_released(
+    dsn: str, conn: Any, pid_file: Path
+) -> None:
+    job_id = await insert(conn, "Py.Proc.Stuck", {"pid_file": str(pid_file)}, queue="cpu")
+    oban = node(dsn, limit=1, shutdown_grace=0.3)
+    await oban.start()
+    pid = await read_pid(pid_file)
+    started = time.monotonic()
+    await oban.stop()
+    assert time.monotonic() - started < 5
+    await wait_for(lambda: gone(pid))
+    got = await row(conn, job_id)
+    assert got["state"] == "available"
+    assert got["attempt"] == 1
+    assert got["errors"] == []
+
+
+async def test_a_result_that_cannot_be_pickled_fails_the_attempt_with_a_clear_error(
+    dsn: str, conn: Any
+) -> None:
+    job_id = await insert(conn, "Py.Proc.Unpicklable", queue="cpu")
+    async with node(dsn):
+        got = await wait_state(conn, job_id, "retryable", timeout=30)
+    error = got["errors"][0]["error"]
+    assert error.startswith("** (Oban.ProcessError) the result of job")
+    assert "cannot be returned from its worker process" in error
+    assert "lock" in error
+
+
+async def test_an_exception_in_the_process_is_stored_with_its_own_frames(
+    dsn: str, conn: Any
+) -> None:
+    job_id = await insert(conn, "Py.Proc.Raises", {"n": 7}, queue="cpu")
+    async with node(dsn):
+        got = await wait_state(conn, job_id, "retryable", timeout=30)
+    error = got["errors"][0]["error"]
+    assert error.startswith("** (ValueError) bad input 7")
+    assert "test_process_executor.py" in error
+
+
+async def test_a_process_that_dies_mid_job_fails_the_attempt_and_is_replaced(
+    dsn: str, conn: Any, pid_file: Path
+) -> None:
+    async with node(dsn):
+        dead_id = await insert(conn, "Py.Proc.Dies", queue="cpu")
+        got = await wait_state(conn, dead_id, "retryable", timeout=30)
+        next_id = await insert(conn, "Py.Proc.Pid", {"pid_file": str(pid_file)}, queue="cpu")
+        await wait_state(conn, next_id, "completed", timeout=30)
+    assert got["errors"][0]["error"].startswith("** (Oban.ProcessError) the worker process")
+    assert "exited with status 3" in got["errors"][0]["error"]
+
+
+async def test_processes_are_recycled_after_max_jobs(dsn: str, conn: Any, tmp_path: Path) -> None:
+    pids = []
+    async with node(dsn, limit=1, process_max_jobs=2):
+        for n in range(4):
+            path = tmp_path / f"pid{n}"
+            job_id = await insert(conn, "Py.Proc.Pid", {"pid_file": str(path)}, queue="cpu")
+            await wait_state(conn, job_id, "completed", timeout=30)
+            pids.append(pid_in(path))
+    assert pids[0] == pids[1]
+    assert pids[2] == pids[3]
+    assert pids[0] != pids[2]
+
+
+async def test_processes_are_recycled_past_max_memory(dsn: str, conn: Any, tmp_path: Path) -> None:
+    pids = []
+    # Any Python process is past 1 MiB: every job gets a fresh process.
+    async with node(dsn, limit=1, process_max_memory=1):
+        for n in range(2):
+            path = tmp_path / f"pid{n}"
+            job_id = await insert(conn, "Py.Proc.Pid", {"pid_file": str(path)}, queue="cpu")
+            await wait_state(conn, job_id, "completed", timeout=30)
+            pids.append(pid_in(path))
+    assert pids[0] != pids[1]
+
+
+async def test_jobs_of_a_queue_run_in_as_many_processes_as_its_limit(
+    dsn: str, conn: Any, tmp_path: Path
+) -> None:
+    seen: list[dict[str, Any]] = []
+    telemetry.attach("proc-test", ["oban.job.stop"], lambda _e, _m, meta: seen.append(meta))
+    try:
+        async with node(dsn, limit=2):
+            ids = [
+                await insert(
+                    conn,
+                    "Py.Proc.Cpu",
+                    {"rounds": 200_000, "pid_file": str(tmp_path / f"p{n}")},
+                    queue="cpu",
+                )
+                for n in range(4)
+            ]
+            for job_id in ids:
+                await wait_state(conn, job_id, "completed", timeout=60)
+    finally:
+        telemetry.detach("proc-test")
+    pids = {pid_in(tmp_path / f"p{n}") for n in range(4)}
+    assert len(pids) == 2
+    assert all(isinstance(m["result"], Record) for m in seen)
+
+
+def test_a_worker_in_a_script_s_main_module_runs_in_a_process(dsn: str) -> None:
+    # The example of docs/processes.md, run as a user would: its worker lives in __main__.
+    script = ROOT / "docs" / "examples" / "processes.py"
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        env={**os.environ, "DATABASE_URL": dsn},
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "completed" in done.stdout
+
+
+async def test_a_worker_no_process_can_import_fails_with_a_clear_error(dsn: str, conn: Any) -> None:
+    @worker(name="Py.Proc.Local", executor="process")
+    class Local:
+        def process(self, job: Job) -> None: ...
+
+    job_id = await insert(conn, "Py.Proc.Local", queue="cpu")
+    async with node(dsn):
+        got = await wait_state(conn, job_id, "retryable", timeout=30)
+    error = got["errors"][0]["error"]
+    assert error.startswith(f"** (Oban.ProcessError) job {job_id} (Py.Proc.Local) cannot be sent")
+    assert "importable by module and class name" in error
+
+
+def test_the_executor_option_is_checked_at_definition() -> None:
+    with pytest.raises(ValueError, match="executor must be one of"):
+
+        @worker(executor="processes")  # type: ignore[arg-type]
+        class Typo:
+            def process(self, job: Job) -> None: ...
+
+    assert Cpu.executor == "process"
+    assert Worker.executor == "thread"
