@@ -89,6 +89,20 @@ def gone(pid: int) -> bool:
     return not Path(f"/proc/{pid}").exists()
 
 
+def status(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return "gone"
+
+
+async def wait_gone(pid: int) -> None:
+    try:
+        await wait_for(lambda: gone(pid), timeout=20)
+    except AssertionError:
+        raise AssertionError(f"process {pid} still there: {status(pid)}") from None
+
+
 @pytest.fixture
 def pid_file(tmp_path: Path) -> Path:
     return tmp_path / "pid"
@@ -140,7 +154,7 @@ async def test_a_job_past_its_timeout_is_killed_and_the_next_runs_on_a_fresh_pro
         "** (Oban.TimeoutError) Py.Proc.Hangs timed out after 500ms"
     )
     killed = pid_in(hung)
-    await wait_for(lambda: gone(killed))
+    await wait_gone(killed)
     assert pid_in(fresh) != killed
 
 
@@ -151,7 +165,7 @@ async def test_a_cancel_kills_the_running_process(dsn: str, conn: Any, pid_file:
         pid = await read_pid(pid_file)
         started = time.monotonic()
         await oban.cancel_job(job_id)
-        await wait_for(lambda: gone(pid))
+        await wait_gone(pid)
         took = time.monotonic() - started
 
         async def acked() -> bool:
@@ -180,7 +194,7 @@ async def test_a_job_past_the_shutdown_grace_is_stopped_and_released(
     started = time.monotonic()
     await oban.stop()
     assert time.monotonic() - started < 5
-    await wait_for(lambda: gone(pid))
+    await wait_gone(pid)
     got = await row(conn, job_id)
     assert got["state"] == "available"
     assert got["attempt"] == 1
@@ -298,6 +312,11 @@ async def test_a_worker_no_process_can_import_fails_with_a_clear_error(dsn: str,
     error = got["errors"][0]["error"]
     assert error.startswith(f"** (Oban.ProcessError) job {job_id} (Py.Proc.Local) cannot be sent")
     assert "importable by module and class name" in error
+
+
+def test_the_docs_page_shows_the_example_the_suite_runs() -> None:
+    page = (ROOT / "docs" / "processes.md").read_text()
+    assert (ROOT / "docs" / "examples" / "processes.py").read_text() in page
 
 
 def test_the_executor_option_is_checked_at_definition() -> None:

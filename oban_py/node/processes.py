@@ -56,8 +56,9 @@ from oban_py.job.model import Job
 
 log = structlog.get_logger("oban.processes")
 
-#: How often a waiting attempt looks at its cancel flag, so a pkill kills the child at once
-#: rather than after the producer's grace for cooperative workers.
+#: How often a waiting attempt checks for a pkill, so the child is killed at once rather than
+#: after the grace the producer gives cooperative workers (a worker process cannot see
+#: ``job.cancelled()``: it is stopped by a kill, as Elixir stops a job's process).
 KILL_POLL = 0.05
 #: How long a child may take to exit after its pipe closed before it is killed.
 EXIT_GRACE = 2.0
@@ -121,16 +122,6 @@ def _ctx() -> BaseContext:
 # -- the child ------------------------------------------------------------------------------------
 
 
-_current: Job | None = None
-
-
-def _flag_current(signum: int, frame: Any) -> None:
-    # SIGUSR1 from the node: the job was cancelled; a worker that checks job.cancelled() can
-    # stop on its own before it is killed.
-    if _current is not None:
-        _current._cancel()
-
-
 def _watch_parent(life: Connection) -> None:
     # The node's end of ``life`` is never written: readable means the node is gone (even
     # killed with SIGKILL), and a child must not run on without anyone to take its result.
@@ -145,23 +136,18 @@ def _peak_rss_kib() -> int:
 
 def child_main(conn: Connection, life: Connection) -> None:
     """A worker process: run the jobs the node sends, one at a time, until the pipe closes."""
-    global _current
     # Ctrl-C reaches the whole process group: the node decides how its jobs end.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGUSR1, _flag_current)
     threading.Thread(target=_watch_parent, args=(life,), daemon=True).start()
     while True:
         try:
             payload = conn.recv_bytes()
         except (EOFError, OSError):
             return
-        reply = _work(payload)
-        _current = None
-        conn.send_bytes(reply)
+        conn.send_bytes(_work(payload))
 
 
 def _work(payload: bytes) -> bytes:
-    global _current
     try:
         worker, job = pickle.loads(payload)
     except BaseException as error:
@@ -171,7 +157,6 @@ def _work(payload: bytes) -> bytes:
         )
         return pickle.dumps(("boundary", message, _peak_rss_kib()))
     try:
-        _current = job
         if worker.args_model is not None:
             worker.build_args(job)
         result = worker().process(job)
@@ -333,11 +318,10 @@ class ProcessPool:
         killed: Callable[[], bool],
     ) -> Any:
         payload = _payload(worker, job)
-        started = time.monotonic()
         child = await self._acquire()
         reply: tuple[Any, ...] | None = None
         try:
-            reply = await self._exchange(child, payload, job, seconds, started, killed)
+            reply = await self._exchange(child, payload, job, seconds, killed)
         finally:
             # No reply (a timeout, a kill, a cancel, a dead child): the process goes with it.
             self._release(child, reply)
@@ -403,9 +387,10 @@ class ProcessPool:
         payload: bytes,
         job: Job,
         seconds: float | None,
-        started: float,
         killed: Callable[[], bool],
     ) -> tuple[Any, ...]:
+        # The timeout counts from the hand-over: waiting for a free process is not the job's.
+        started = time.monotonic()
         child.jobs += 1
         try:
             child.conn.send_bytes(payload)
@@ -422,7 +407,6 @@ class ProcessPool:
         for fd in fds:
             loop.add_reader(fd, wake)
         deadline = None if seconds is None else started + seconds
-        flagged = False
         try:
             while not ready.done():
                 wait = KILL_POLL
@@ -433,10 +417,6 @@ class ProcessPool:
                     break
                 if killed():
                     raise ProcessError(f"job {job.id} ({job.worker}) was killed by a cancel")
-                if job.cancelled() and not flagged:
-                    flagged = True
-                    with contextlib.suppress(OSError):
-                        os.kill(child.pid, signal.SIGUSR1)
                 if deadline is not None and time.monotonic() >= deadline:
                     job._cancel()
                     error = TimeoutError(f"timed out after {seconds}s")
