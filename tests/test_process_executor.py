@@ -7,6 +7,7 @@ killed process is gone.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import subprocess
@@ -284,6 +285,64 @@ async def test_jobs_of_a_queue_run_in_as_many_processes_as_its_limit(
     pids = {pid_in(tmp_path / f"p{n}") for n in range(4)}
     assert len(pids) == 2
     assert all(isinstance(m["result"], Record) for m in seen)
+
+
+async def test_a_queue_s_processes_setting_caps_its_worker_processes(
+    dsn: str, conn: Any, tmp_path: Path
+) -> None:
+    oban = Oban(
+        dsn=dsn,
+        queues={"cpu": {"limit": 3, "processes": 1}},
+        peer=False,
+        poll_interval=0.1,
+        shutdown_grace=0.2,
+    )
+    async with oban:
+        ids = [
+            await insert(conn, "Py.Proc.Pid", {"pid_file": str(tmp_path / f"p{n}")}, queue="cpu")
+            for n in range(3)
+        ]
+        for job_id in ids:
+            await wait_state(conn, job_id, "completed", timeout=30)
+    assert len({pid_in(tmp_path / f"p{n}") for n in range(3)}) == 1
+
+
+NODE_SCRIPT = """
+import asyncio, os, sys, time
+from oban_py import Oban, worker
+
+@worker(queue="cpu", executor="process")
+class Stuck:
+    def process(self, job):
+        with open(job.args["pid_file"], "w") as f:
+            f.write(str(os.getpid()))
+        while True:
+            time.sleep(0.05)
+
+async def main():
+    async with Oban(dsn=os.environ["DATABASE_URL"], queues={"cpu": 1}, peer=False) as oban:
+        await Stuck.enqueue({"pid_file": sys.argv[1]})
+        await asyncio.sleep(120)
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+
+async def test_worker_processes_die_with_a_node_killed_by_sigkill(
+    dsn: str, tmp_path: Path, pid_file: Path
+) -> None:
+    script = tmp_path / "node_script.py"
+    script.write_text(NODE_SCRIPT)
+    node_process = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), str(pid_file), env={**os.environ, "DATABASE_URL": dsn}
+    )
+    try:
+        pid = await read_pid(pid_file)
+    finally:
+        node_process.kill()
+        await node_process.wait()
+    await wait_gone(pid)
 
 
 def test_a_worker_in_a_script_s_main_module_runs_in_a_process(dsn: str) -> None:
