@@ -1,6 +1,6 @@
 """CPU-bound jobs in worker processes against worker threads, as interleaved pairs.
 
-    python -m bench.process_vs_threads [--pairs 3] [--jobs 400] [--ms 20] [--limit 2]
+    python -m bench.process_vs_threads [--pairs 2] [--jobs 400] [--ms 20] [--limit 2]
 
 Each run inserts ``--jobs`` jobs of about ``--ms`` ms of pure-Python CPU (a loop calibrated
 once at start) into a queue of limit ``--limit`` before the node starts, then starts a node in
@@ -97,7 +97,7 @@ async def drain(bench: db.BenchDatabase, name: str, jobs: int, limit: int) -> di
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.process_vs_threads", description=__doc__)
-    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--pairs", type=int, default=2)
     parser.add_argument("--jobs", type=int, default=400)
     parser.add_argument("--ms", type=float, default=20.0)
     parser.add_argument("--limit", type=int, default=2)

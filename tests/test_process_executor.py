@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib
 import os
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from nodekit import insert, row, wait_for, wait_state
 from oban_py import Oban, telemetry
 from oban_py.job.model import Job
 from oban_py.job.returns import Record
+from oban_py.testing import perform_job
 from oban_py.worker import Worker, worker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -157,6 +159,35 @@ async def test_a_job_past_its_timeout_is_killed_and_the_next_runs_on_a_fresh_pro
     killed = pid_in(hung)
     await wait_gone(killed)
     assert pid_in(fresh) != killed
+
+
+SLOW_IMPORT = """
+import time
+from oban_py import worker
+
+time.sleep(1.0)  # a heavy import: numpy, a model...
+
+@worker(name="Py.Proc.SlowImport", executor="process")
+class SlowImport:
+    def timeout(self, job):
+        return 0.5
+
+    def process(self, job):
+        time.sleep(0.1)
+"""
+
+
+async def test_importing_the_worker_in_a_fresh_process_does_not_count_against_its_timeout(
+    dsn: str, conn: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "slow_import_worker.py").write_text(SLOW_IMPORT)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.import_module("slow_import_worker")
+    job_id = await insert(conn, "Py.Proc.SlowImport", queue="cpu")
+    async with node(dsn):
+        got = await wait_state(conn, job_id, "completed", "retryable", timeout=30)
+    assert got["errors"] == []
+    assert got["state"] == "completed"
 
 
 async def test_a_cancel_kills_the_running_process(dsn: str, conn: Any, pid_file: Path) -> None:
@@ -371,6 +402,14 @@ async def test_a_worker_no_process_can_import_fails_with_a_clear_error(dsn: str,
     error = got["errors"][0]["error"]
     assert error.startswith(f"** (Oban.ProcessError) job {job_id} (Py.Proc.Local) cannot be sent")
     assert "importable by module and class name" in error
+
+
+async def test_perform_job_runs_a_process_worker_in_the_test_s_own_process(
+    pid_file: Path,
+) -> None:
+    outcome = await perform_job(Pid, {"pid_file": str(pid_file)})
+    assert outcome.state == "completed"
+    assert pid_in(pid_file) == os.getpid()
 
 
 def test_the_docs_page_shows_the_example_the_suite_runs() -> None:

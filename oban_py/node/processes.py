@@ -60,6 +60,11 @@ log = structlog.get_logger("oban.processes")
 #: after the grace the producer gives cooperative workers (a worker process cannot see
 #: ``job.cancelled()``: it is stopped by a kill, as Elixir stops a job's process).
 KILL_POLL = 0.05
+#: What a child sends once the job is loaded (its module imported) and ``process`` begins: the
+#: timeout counts from here, as Elixir's counts from ``perform``. Never the start of a pickle.
+STARTED = b"\x00"
+#: How long a fresh process may take to load a job with a timeout (import its worker's module).
+LOAD_TIMEOUT = 60.0
 #: How long a child may take to exit after its pipe closed before it is killed.
 EXIT_GRACE = 2.0
 
@@ -144,10 +149,10 @@ def child_main(conn: Connection, life: Connection) -> None:
             payload = conn.recv_bytes()
         except (EOFError, OSError):
             return
-        conn.send_bytes(_work(payload))
+        conn.send_bytes(_work(payload, conn))
 
 
-def _work(payload: bytes) -> bytes:
+def _work(payload: bytes, conn: Connection) -> bytes:
     try:
         worker, job = pickle.loads(payload)
     except BaseException as error:
@@ -156,6 +161,7 @@ def _work(payload: bytes) -> bytes:
             f"importable by module and class name): {_described(error)}"
         )
         return pickle.dumps(("boundary", message, _peak_rss_kib()))
+    conn.send_bytes(STARTED)
     try:
         if worker.args_model is not None:
             worker.build_args(job)
@@ -389,49 +395,64 @@ class ProcessPool:
         seconds: float | None,
         killed: Callable[[], bool],
     ) -> tuple[Any, ...]:
-        # The timeout counts from the hand-over: waiting for a free process is not the job's.
-        started = time.monotonic()
         child.jobs += 1
         try:
             child.conn.send_bytes(payload)
         except OSError:
             raise ProcessError(_exit_text(child, job)) from None
         loop = asyncio.get_running_loop()
-        ready = loop.create_future()
+        waiting: list[asyncio.Future[None]] = []
 
         def wake() -> None:
-            if not ready.done():
-                ready.set_result(None)
+            if waiting and not waiting[0].done():
+                waiting[0].set_result(None)
 
         fds = (child.conn.fileno(), child.process.sentinel)
         for fd in fds:
             loop.add_reader(fd, wake)
-        deadline = None if seconds is None else started + seconds
+        # ``process`` gets the whole timeout from STARTED on. Loading the job (a fresh process
+        # imports the worker's module: numpy, a model...) is not the job's time, but a job
+        # with a timeout cannot hang there for ever either. A free process is not waited for
+        # under either.
+        loading = seconds is not None
+        deadline = None if seconds is None else time.monotonic() + max(seconds, LOAD_TIMEOUT)
         try:
-            while not ready.done():
+            while True:
+                try:
+                    message = child.conn.recv_bytes() if child.conn.poll() else None
+                except (EOFError, OSError):
+                    raise ProcessError(_exit_text(child, job)) from None
+                if message == STARTED:
+                    loading = False
+                    deadline = None if seconds is None else time.monotonic() + seconds
+                    continue
+                if message is not None:
+                    return _loaded(message, job)
+                if not child.process.is_alive():
+                    raise ProcessError(_exit_text(child, job))
+                ready = loop.create_future()
+                waiting[:] = [ready]
                 wait = KILL_POLL
                 if deadline is not None:
                     wait = min(wait, max(0.0, deadline - time.monotonic()))
                 await asyncio.wait([ready], timeout=wait)
                 if ready.done():
-                    break
+                    continue
                 if killed():
                     raise ProcessError(f"job {job.id} ({job.worker}) was killed by a cancel")
                 if deadline is not None and time.monotonic() >= deadline:
                     job._cancel()
+                    if loading:
+                        raise ProcessError(
+                            f"job {job.id} ({job.worker}) was not loaded in its worker process"
+                            f" within {LOAD_TIMEOUT:g}s (importing the worker's module)"
+                        )
                     error = TimeoutError(f"timed out after {seconds}s")
                     error.oban_timeout = seconds  # type: ignore[attr-defined]
                     raise error
         finally:
             for fd in fds:
                 loop.remove_reader(fd)
-        try:
-            if not child.conn.poll():
-                raise EOFError
-            reply: tuple[Any, ...] = pickle.loads(child.conn.recv_bytes())
-        except (EOFError, OSError):
-            raise ProcessError(_exit_text(child, job)) from None
-        return reply
 
     async def close(self) -> None:
         """Let the idle processes exit; those still running a job are ended by their attempt."""
@@ -471,6 +492,20 @@ def _payload(worker: type[Any], job: Job) -> bytes:
             f"job {job.id} ({job.worker}) cannot be sent to a worker process (process workers "
             f"must be importable by module and class name): {_described(error)}"
         ) from None
+
+
+def _loaded(message: bytes, job: Job) -> tuple[Any, ...]:
+    try:
+        reply: tuple[Any, ...] = pickle.loads(message)
+    except Exception as error:
+        # Pickled in the child but not loadable here (a class only the child has): the
+        # process itself is fine and is kept.
+        text = (
+            f"the result of job {job.id} ({job.worker}) cannot be read in the node: "
+            f"{_described(error)}"
+        )
+        return ("boundary", text, 0)
+    return reply
 
 
 def _result(reply: tuple[Any, ...] | None) -> Any:
