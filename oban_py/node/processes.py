@@ -40,6 +40,7 @@ import os
 import pickle
 import resource
 import signal
+import sys
 import threading
 import time
 from collections import deque
@@ -136,13 +137,16 @@ def _watch_parent(life: Connection) -> None:
 
 
 def _peak_rss_kib() -> int:
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    peak = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    return peak // 1024 if sys.platform == "darwin" else peak  # bytes there, KiB on Linux
 
 
 def child_main(conn: Connection, life: Connection) -> None:
     """A worker process: run the jobs the node sends, one at a time, until the pipe closes."""
-    # Ctrl-C reaches the whole process group: the node decides how its jobs end.
+    # Ctrl-C reaches the whole process group, and systemd or a container runtime may send
+    # SIGTERM to every process: the node decides how its jobs end (its shutdown grace).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     threading.Thread(target=_watch_parent, args=(life,), daemon=True).start()
     while True:
         try:
@@ -254,14 +258,17 @@ def _reap(process: BaseProcess, timeout: float) -> None:
 
 
 def _retire(child: _Child) -> None:
-    # Closing the pipe ends the child's loop; one that lingers is killed.
+    # Closing the job pipe ends the child's loop and it exits normally (flushing what it
+    # printed); ``life`` stays open until then, or its watcher would cut that short.
     _live.discard(child)
-    _close(child)
+    with contextlib.suppress(Exception):
+        child.conn.close()
 
     def wait() -> None:
         with contextlib.suppress(Exception):
             child.process.join(EXIT_GRACE)
         _reap(child.process, EXIT_GRACE)
+        _close(child)
 
     threading.Thread(target=wait, daemon=True).start()
 
