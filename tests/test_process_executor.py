@@ -24,6 +24,7 @@ from nodekit import insert, row, wait_for, wait_state
 from oban_py import Oban, telemetry
 from oban_py.job.model import Job
 from oban_py.job.returns import Record
+from oban_py.middleware import AttemptOutcome, Middleware, ThreadNext, WorkNext
 from oban_py.testing import perform_job
 from oban_py.worker import Worker, worker
 
@@ -266,6 +267,42 @@ async def test_a_process_that_dies_mid_job_fails_the_attempt_and_is_replaced(
         await wait_state(conn, next_id, "completed", timeout=30)
     assert got["errors"][0]["error"].startswith("** (Oban.ProcessError) the worker process")
     assert "exited with status 3" in got["errors"][0]["error"]
+
+
+class Seen(Middleware):
+    def __init__(self) -> None:
+        self.outcomes: list[tuple[str, str]] = []
+        self.in_thread = 0
+
+    async def work(self, job: Job, call_next: WorkNext) -> AttemptOutcome:
+        outcome = await call_next()
+        self.outcomes.append((job.worker, outcome.state))
+        return outcome
+
+    def work_in_thread(self, job: Job, call_next: ThreadNext) -> Any:
+        self.in_thread += 1
+        return call_next()
+
+
+async def test_work_middleware_sees_the_outcomes_of_process_jobs(
+    dsn: str, conn: Any, tmp_path: Path
+) -> None:
+    seen = Seen()
+    oban = Oban(
+        dsn=dsn,
+        queues={"cpu": 1},
+        peer=False,
+        poll_interval=0.1,
+        shutdown_grace=0.2,
+        middleware=[seen],
+    )
+    async with oban:
+        done = await insert(conn, "Py.Proc.Pid", {"pid_file": str(tmp_path / "p")}, queue="cpu")
+        await wait_state(conn, done, "completed", timeout=30)
+        hung = await insert(conn, "Py.Proc.Hangs", {"pid_file": str(tmp_path / "h")}, queue="cpu")
+        await wait_state(conn, hung, "retryable", timeout=30)
+    assert seen.outcomes == [("Py.Proc.Pid", "completed"), ("Py.Proc.Hangs", "retryable")]
+    assert seen.in_thread == 0
 
 
 async def test_processes_are_recycled_after_max_jobs(dsn: str, conn: Any, tmp_path: Path) -> None:

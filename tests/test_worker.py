@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import inspect
+from typing import Any
 
 import pytest
 from pydantic import BaseModel, ValidationError
@@ -166,3 +168,20 @@ def test_register_aliases_a_worker_under_another_name() -> None:
 
 def test_timeout_defaults_to_none() -> None:
     assert Mailer().timeout(Mailer.new({})) is None
+
+
+def test_a_name_that_imports_no_worker_is_not_searched_for_again_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    searched: list[str] = []
+    real = importlib.import_module
+
+    def counting(name: str, *args: Any) -> Any:
+        searched.append(name)
+        return real(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", counting)
+    for _ in range(3):
+        with pytest.raises(UnknownWorker):
+            resolve("no_such_package_here.Worker")
+    assert searched == ["no_such_package_here"], "one search, then the miss is remembered"

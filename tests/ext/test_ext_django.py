@@ -160,6 +160,38 @@ def test_enqueue_outside_atomic_commits_at_once(project: str) -> None:
     assert len(jobs(project, "Py.Ext.Django.Autocommit")) == 1
 
 
+def test_enqueue_through_djangos_cursor_runs_the_insert_middleware(project: str) -> None:
+    from oban_py_ext.django import enqueue, enqueue_many
+
+    from oban_py.middleware import (
+        InsertNext,
+        InsertNextSync,
+        Middleware,
+        add_middleware,
+        remove_middleware,
+    )
+
+    seen: list[int] = []
+
+    class Stamp(Middleware):
+        async def insert(self, jobs: list[Job], call_next: InsertNext) -> list[Job]:
+            raise AssertionError("Django's enqueue is sync")
+
+        def insert_sync(self, jobs: list[Job], call_next: InsertNextSync) -> list[Job]:
+            seen.append(len(jobs))
+            return call_next([j.model_copy(update={"meta": {"stamped": 1}}) for j in jobs])
+
+    add_middleware("test.django.stamp", Stamp())
+    try:
+        one = enqueue(Job(worker="Py.Ext.Django.Stamped"))
+        many = enqueue_many([Job(worker="Py.Ext.Django.Stamped")] * 2)
+    finally:
+        remove_middleware("test.django.stamp")
+    assert seen == [1, 2]
+    assert [j.meta for j in [one, *many]] == [{"stamped": 1}] * 3
+    assert [j["meta"] for j in jobs(project, "Py.Ext.Django.Stamped")] == [{"stamped": 1}] * 3
+
+
 def test_enqueue_goes_through_djangos_cursor_so_its_query_tooling_sees_it(project: str) -> None:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
@@ -542,6 +574,24 @@ async def _settled(node: Oban, ids: list[int]) -> dict[int, tuple[str, int]]:
         if time.monotonic() > deadline:
             raise AssertionError(f"jobs still running: {rows}")
         await asyncio.sleep(0.1)
+
+
+async def test_complete_in_commits_with_the_atomic_block_or_not_at_all(
+    project: str, orm_node_config: Any
+) -> None:
+    from django_test_workers import CompletesInAtomic
+
+    with psycopg.connect(project, autocommit=True) as conn:
+        conn.execute("CREATE TABLE django_effects (job_id bigint NOT NULL)")
+    async with Oban(orm_node_config) as node:
+        ok, failed = await node.enqueue_many(
+            [CompletesInAtomic.new({}), CompletesInAtomic.new({"fail": True})]
+        )
+        settled = await _settled(node, [ok.id or 0, failed.id or 0])
+    assert settled == {ok.id: ("completed", 1), failed.id: ("discarded", 1)}
+    with psycopg.connect(project) as conn:
+        done = conn.execute("SELECT array_agg(job_id) FROM django_effects").fetchone()
+    assert done == ([ok.id],)
 
 
 async def test_a_connection_kill_mid_run_fails_no_later_job(

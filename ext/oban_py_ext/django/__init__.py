@@ -10,6 +10,9 @@ and cancel actions.
         user = User.objects.create(email=email)
         enqueue(Mailer.new({"user_id": user.id}))     # rolls back with the user
 
+A worker writing through the ORM completes its job in its ``atomic()`` block with
+``complete_in(job)``, so the job's effect and its completion commit together.
+
 ``enqueue`` runs through Django's own cursor for ``OBAN["database"]`` (``"default"``), so
 ``CaptureQueriesContext``, ``assertNumQueries`` and ``execute_wrapper`` see it: inside
 ``atomic()`` the job joins that transaction, outside it commits at once (autocommit). From a
@@ -26,6 +29,8 @@ from asgiref.sync import sync_to_async
 
 from oban_py import Job
 from oban_py.insert.planner import insert_plan
+from oban_py.middleware import insert_through_sync, stack
+from oban_py.node.complete import check, statement
 from oban_py.sql import Queries
 from oban_py_ext.django import conf, inserts
 
@@ -59,12 +64,40 @@ def enqueue_many(jobs: Iterable[Job], using: str | None = None) -> list[Job]:
 
     if (handled := enqueue_in_mode(batch)) is not None:
         return handled
-    return inserts.run(_postgres(using), insert_plan(Queries(conf.prefix()), batch))
+    alias = _postgres(using)
+    queries = Queries(conf.prefix())
+    # Django's enqueue belongs to no instance: the process-wide insert middleware wraps it.
+    return insert_through_sync(
+        stack("insert_sync"), batch, lambda jobs: inserts.run(alias, insert_plan(queries, jobs))
+    )
 
 
 def enqueue(job: Job, using: str | None = None) -> Job:
     """Insert ``job`` on Django's connection, in its current transaction if there is one."""
     return enqueue_many([job], using)[0]
+
+
+def complete_in(job: Job, using: str | None = None) -> None:
+    """Complete ``job``'s running attempt inside the current ``atomic()`` block of Django's
+    connection ``using`` (``oban_py.complete_in``): the job commits as completed with the
+    block's writes, or not at all. Call it from a plain ``def process`` (or through
+    ``sync_to_async``), where the ORM's connection is this thread's."""
+    from django.db import connections
+
+    alias = _postgres(using)
+    connection = connections[alias]
+    if not connection.in_atomic_block:
+        raise ValueError(
+            "complete_in must run inside transaction.atomic(): outside it the completion "
+            "would commit on its own, apart from the job's effect"
+        )
+    found = statement(job, fallback=conf.prefix())
+    if found is None:
+        return
+    query, params = found
+    with connection.cursor() as cursor:
+        cursor.execute(query.decode(), params)
+        check(job, list(cursor.fetchall()))
 
 
 #: ``await aenqueue(job)`` from async views: runs on the thread that owns Django's connection.
