@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import importlib
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -80,6 +81,12 @@ class Raises:
 class Dies:
     def process(self, job: Job) -> None:
         os._exit(3)
+
+
+@worker(name="Py.Proc.OomKilled", executor="process")
+class OomKilled:
+    def process(self, job: Job) -> None:
+        os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's OOM killer would
 
 
 @worker(name="Py.Proc.Pid", executor="process")
@@ -263,10 +270,13 @@ async def test_a_process_that_dies_mid_job_fails_the_attempt_and_is_replaced(
     async with node(dsn):
         dead_id = await insert(conn, "Py.Proc.Dies", queue="cpu")
         got = await wait_state(conn, dead_id, "retryable", timeout=30)
+        oom_id = await insert(conn, "Py.Proc.OomKilled", queue="cpu")
+        oom = await wait_state(conn, oom_id, "retryable", timeout=30)
         next_id = await insert(conn, "Py.Proc.Pid", {"pid_file": str(pid_file)}, queue="cpu")
         await wait_state(conn, next_id, "completed", timeout=30)
     assert got["errors"][0]["error"].startswith("** (Oban.ProcessError) the worker process")
     assert "exited with status 3" in got["errors"][0]["error"]
+    assert oom["errors"][0]["error"].endswith("(Py.Proc.OomKilled) was killed by SIGKILL")
 
 
 class Seen(Middleware):

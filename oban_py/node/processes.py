@@ -284,11 +284,14 @@ def _kill_all() -> None:
     _live.clear()
 
 
-def _exit_text(child: _Child, job: Job) -> str:
+async def _exit_text(child: _Child, job: Job) -> str:
+    # Its pipe closed: the exit status follows at once, read off the loop all the same.
     with contextlib.suppress(Exception):
-        child.process.join(0.5)
+        await asyncio.to_thread(child.process.join, 1.0)
     code = child.process.exitcode
-    if code is not None and code < 0:
+    if code is None:
+        how = "closed its pipe"
+    elif code < 0:
         try:
             how = f"was killed by {signal.Signals(-code).name}"
         except ValueError:
@@ -317,11 +320,6 @@ class ProcessPool:
         self._taken = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._closed = False
-
-    @property
-    def pids(self) -> list[int]:
-        """Pids of the idle worker processes (those running a job are not listed)."""
-        return [c.pid for c in self._idle]
 
     async def run(
         self,
@@ -406,7 +404,7 @@ class ProcessPool:
         try:
             child.conn.send_bytes(payload)
         except OSError:
-            raise ProcessError(_exit_text(child, job)) from None
+            raise ProcessError(await _exit_text(child, job)) from None
         loop = asyncio.get_running_loop()
         waiting: list[asyncio.Future[None]] = []
 
@@ -428,7 +426,7 @@ class ProcessPool:
                 try:
                     message = child.conn.recv_bytes() if child.conn.poll() else None
                 except (EOFError, OSError):
-                    raise ProcessError(_exit_text(child, job)) from None
+                    raise ProcessError(await _exit_text(child, job)) from None
                 if message == STARTED:
                     loading = False
                     deadline = None if seconds is None else time.monotonic() + seconds
@@ -436,7 +434,7 @@ class ProcessPool:
                 if message is not None:
                     return _loaded(message, job)
                 if not child.process.is_alive():
-                    raise ProcessError(_exit_text(child, job))
+                    raise ProcessError(await _exit_text(child, job))
                 ready = loop.create_future()
                 waiting[:] = [ready]
                 wait = KILL_POLL
