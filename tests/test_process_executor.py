@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from nodekit import insert, row, wait_for, wait_state
+from pydantic import BaseModel
 
 from oban_py import Oban, telemetry
 from oban_py.job.model import Job
@@ -32,8 +33,12 @@ from oban_py.worker import Worker, worker
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _write_pid(path: str) -> None:
+    Path(path).write_text(str(os.getpid()))
+
+
 def _note_pid(job: Job) -> None:
-    Path(job.args["pid_file"]).write_text(str(os.getpid()))
+    _write_pid(job.args["pid_file"])
 
 
 @worker(name="Py.Proc.Cpu", executor="process")
@@ -87,6 +92,17 @@ class Dies:
 class OomKilled:
     def process(self, job: Job) -> None:
         os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's OOM killer would
+
+
+class PidFile(BaseModel):
+    pid_file: str
+
+
+@worker(name="Py.Proc.AsyncTyped", executor="process", args_model=PidFile)
+class AsyncTyped:
+    async def process(self, job: Job) -> None:
+        await asyncio.sleep(0)
+        _write_pid(job.typed_args.pid_file)
 
 
 @worker(name="Py.Proc.Pid", executor="process")
@@ -150,6 +166,16 @@ async def test_a_cpu_job_runs_in_a_worker_process_and_completes(
     assert pid_in(pid_file) != os.getpid()
     assert got["errors"] == []
     assert got["meta"]["recorded"] is True
+
+
+async def test_an_async_process_with_typed_args_runs_in_a_worker_process(
+    dsn: str, conn: Any, pid_file: Path
+) -> None:
+    job_id = await insert(conn, "Py.Proc.AsyncTyped", {"pid_file": str(pid_file)}, queue="cpu")
+    async with node(dsn):
+        got = await wait_state(conn, job_id, "completed", "retryable", timeout=30)
+    assert got["errors"] == []
+    assert pid_in(pid_file) != os.getpid()
 
 
 async def test_a_job_past_its_timeout_is_killed_and_the_next_runs_on_a_fresh_process(
