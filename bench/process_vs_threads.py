@@ -23,8 +23,9 @@ import psycopg
 
 from bench import db
 from bench.scenarios import summary
-from oban_py import Oban, worker
+from oban_py import Oban
 from oban_py.job.model import Job
+from oban_py.worker import worker
 
 QUEUE = "cpu"
 

@@ -114,6 +114,18 @@ async def conn(dsn: str) -> AsyncIterator[psycopg.AsyncConnection]:
         yield c
 
 
+def _django_major() -> int:
+    try:
+        import django
+    except ImportError:
+        return 0
+    return int(django.VERSION[0])
+
+
+#: Django 6 (Python 3.12+) has tests of its own, run in .venv312 by ``dev.py test``.
+collect_ignore = [] if _django_major() >= 6 else ["ext/django6"]
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # pytest's shared /tmp/pytest-of-<user> keeps only the three newest runs, so a second run
     # on the same machine (a developer beside CI) deletes the temporary folders of a running

@@ -197,7 +197,7 @@ async def test_a_job_past_its_timeout_is_killed_and_the_next_runs_on_a_fresh_pro
 
 SLOW_IMPORT = """
 import time
-from oban_py import worker
+from oban_py.worker import worker
 
 time.sleep(1.0)  # a heavy import: numpy, a model...
 
@@ -413,7 +413,8 @@ async def test_a_queue_s_processes_setting_caps_its_worker_processes(
 
 NODE_SCRIPT = """
 import asyncio, os, sys, time
-from oban_py import Oban, worker
+from oban_py import Oban
+from oban_py.worker import worker
 
 @worker(queue="cpu", executor="process")
 class Stuck:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -159,6 +160,22 @@ def test_default_named_worker_is_imported_on_demand() -> None:
 def test_a_non_worker_importable_name_is_unknown() -> None:
     with pytest.raises(UnknownWorker):
         resolve("json.JSONDecoder")
+
+
+def test_a_module_that_registers_its_worker_when_imported_resolves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As a Django @task does: the name is a plain function's, its worker registered on import.
+    (tmp_path / "registers_on_import.py").write_text(
+        "from oban_py.worker import Worker, register\n"
+        "def send(): pass\n"
+        "class SendWorker(Worker):\n"
+        "    name = 'registers_on_import.send'\n"
+        "    def process(self, job): return None\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found = resolve("registers_on_import.send")
+    assert found.__name__ == "SendWorker"
 
 
 def test_register_aliases_a_worker_under_another_name() -> None:

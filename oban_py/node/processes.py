@@ -446,7 +446,7 @@ class ProcessPool:
                 if killed():
                     raise ProcessError(f"job {job.id} ({job.worker}) was killed by a cancel")
                 if deadline is not None and time.monotonic() >= deadline:
-                    job._cancel()
+                    job._cancel("timeout")
                     if loading:
                         raise ProcessError(
                             f"job {job.id} ({job.worker}) was not loaded in its worker process"
