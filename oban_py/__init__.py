@@ -8,6 +8,8 @@ before it needs them.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -133,3 +135,28 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(__all__)
+
+
+class _Package(types.ModuleType):
+    """``oban_py.worker`` and ``oban_py.job`` are the decorators, though submodules share the
+    names: importing a submodule sets the package's attribute of its name, which would replace
+    the decorator with the module. These two names ignore that and stay the decorators."""
+
+    @property
+    def worker(self) -> Any:
+        return importlib.import_module("oban_py.worker").worker
+
+    @worker.setter
+    def worker(self, value: Any) -> None:  # the submodule, set by the import system
+        pass
+
+    @property
+    def job(self) -> Any:
+        return importlib.import_module("oban_py.worker").job
+
+    @job.setter
+    def job(self, value: Any) -> None:
+        pass
+
+
+sys.modules[__name__].__class__ = _Package

@@ -142,6 +142,11 @@ def _dry_run(config: Config) -> int:
     asyncio.run(preflight(config.dsn, config.prefix))
     shown = config.model_dump(mode="json")
     shown["dsn"] = mask_password(config.dsn)
+    # A queue shows the cluster-wide limits it has, not the ones it has not.
+    shown["queues"] = {
+        name: spec.model_dump(mode="json", exclude_none=True)
+        for name, spec in config.queues.items()
+    }
     typer.echo(orjson.dumps(shown, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
     workers = ", ".join(sorted(registered())) or "none"
     typer.echo(
