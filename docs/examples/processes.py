@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from oban_py import Oban
-from oban_py.job.model import Job
-from oban_py.worker import worker
+from oban_py import Job, Oban, worker
 
 
 @worker(queue="cpu", executor="process")
