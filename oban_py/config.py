@@ -68,6 +68,9 @@ class QueueConfig(_Model):
     nodes; Elixir nodes on the same queue keep their own limits (docs/flow-control.md)."""
     rate_limit: RateLimit | None = None
     """Cluster-wide starts per sliding window (``{"allowed": 100, "period": 60}``)."""
+    processes: Annotated[int, Field(gt=0, le=10_000)] | None = None
+    """Worker processes for this queue's ``executor="process"`` workers; ``None``: as many as
+    its limit (see the Processes page)."""
 
     @field_validator("global_limit", mode="before")
     @classmethod
@@ -152,7 +155,14 @@ class Config(_Model):
     """Seconds between fetches of an idle producer when no notification woke it."""
     shutdown_grace: Annotated[float, Field(ge=0)] = 15.0
     """Seconds running jobs get to finish on ``stop()``; then async jobs are cancelled and
-    released, and plain ``def`` jobs (whose threads cannot be stopped) are waited for."""
+    released, the worker processes of process jobs killed and their jobs released, and plain
+    ``def`` jobs (whose threads cannot be stopped) are waited for."""
+    process_max_jobs: Annotated[int, Field(gt=0)] | None = None
+    """Jobs a worker process runs before it is replaced by a fresh one (Celery's
+    ``max_tasks_per_child``); ``None``: never."""
+    process_max_memory: Annotated[int, Field(gt=0)] | None = None
+    """MiB of peak resident memory after which a worker process is replaced once its job
+    ends (Celery's ``max_memory_per_child``); ``None``: never."""
     stage_interval: Annotated[float, Field(gt=0)] = 1.0
     """Seconds between passes making due scheduled and retryable jobs available."""
     stage_limit: Annotated[int, Field(gt=0)] = 5_000

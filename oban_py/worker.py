@@ -15,7 +15,7 @@ import importlib
 import inspect
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, overload
 
 from pydantic import BaseModel, ValidationError
 
@@ -37,6 +37,11 @@ MISS_RETRY = 60.0
 #: Job options a worker may default; ``new(**opts)`` overrides them per job.
 OPTIONS = ("queue", "priority", "max_attempts", "tags", "unique", "replace", "meta")
 
+#: Where ``process`` runs: ``"thread"`` (a plain ``def`` in a node thread, an ``async def`` on
+#: the loop) or ``"process"`` (a worker process of the queue: ``oban_py.node.processes``).
+Executor = Literal["thread", "process"]
+EXECUTORS: tuple[Executor, ...] = ("thread", "process")
+
 
 class Worker:
     """Base class of workers. Subclasses define ``process(self, job)``, async or plain.
@@ -46,6 +51,8 @@ class Worker:
     ``should_retry(job, error) -> bool`` (by default from ``discard_on`` and ``retry_on``).
     Set ``args_model`` for typed args. Class options: ``queue``, ``priority``, ``max_attempts``,
     ``tags``, ``unique``, ``replace``, ``meta``, ``name`` (as class attributes or ``@worker``).
+    ``executor = "process"`` runs ``process`` in a worker process (CPU-bound work; a hard
+    timeout and cancel), which imports the worker by its module and class name.
     """
 
     __oban_name__: ClassVar[str]
@@ -59,6 +66,7 @@ class Worker:
     #: work middleware of this worker's attempts only, inside the instance's (``work`` and
     #: ``work_in_thread``; see ``oban_py.middleware``)
     middleware: ClassVar[Sequence[Middleware]] = ()
+    executor: ClassVar[Executor] = "thread"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -67,6 +75,10 @@ class Worker:
             if key in cls.__dict__:
                 options[key] = cls.__dict__[key]
         cls.__oban_options__ = options
+        if cls.executor not in EXECUTORS:
+            raise ValueError(
+                f"{cls.__qualname__}: executor must be one of {EXECUTORS}, got {cls.executor!r}"
+            )
         explicit = cls.__dict__.get("name") or cls.__dict__.get("__oban_name__")
         cls.__oban_name__ = explicit or f"{cls.__module__}.{cls.__qualname__}"
         if cls.process is not Worker.process:
@@ -257,6 +269,7 @@ def worker(
     discard_on: tuple[type[BaseException], ...] | None = None,
     retry_on: tuple[type[BaseException], ...] | None = None,
     middleware: Sequence[Middleware] | None = None,
+    executor: Executor | None = None,
 ) -> Callable[[type[Any]], type[Worker]]: ...
 
 
@@ -278,6 +291,7 @@ def worker(
     discard_on: tuple[type[BaseException], ...] | None = None,
     retry_on: tuple[type[BaseException], ...] | None = None,
     middleware: Sequence[Middleware] | None = None,
+    executor: Executor | None = None,
 ) -> type[Worker] | Callable[[type[Any]], type[Worker]]:
     """Make a class with ``process(self, job)`` a registered worker, with default job options.
 
@@ -286,6 +300,7 @@ def worker(
     worker's jobs on that schedule (see ``oban_py.crontab``). ``backoff(job) -> seconds``,
     ``discard_on`` and ``retry_on`` are the worker's retry policy (docs/workers.md).
     ``middleware``: work middleware of this worker's attempts (``oban_py.middleware``).
+    ``executor="process"`` runs ``process`` in a worker process of the queue (see ``Worker``).
     """
     options = {
         "queue": queue,
@@ -306,6 +321,8 @@ def worker(
         options["retry_on"] = tuple(retry_on)
     if middleware is not None:
         options["middleware"] = checked(middleware)
+    if executor is not None:
+        options["executor"] = executor
 
     def decorate(target: type[Any]) -> type[Worker]:
         if not callable(getattr(target, "process", None)):
@@ -337,6 +354,7 @@ def job(
     replace: Any = None,
     meta: dict[str, Any] | None = None,
     name: str | None = None,
+    executor: Executor | None = None,
 ) -> Any:
     """Turn a plain function (async or sync) into a worker class.
 
@@ -376,6 +394,7 @@ def job(
             ("unique", unique),
             ("replace", replace),
             ("meta", meta),
+            ("executor", executor),
         ):
             if value is not None:
                 namespace[key] = value

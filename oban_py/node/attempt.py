@@ -7,9 +7,9 @@ job and always returns its ``Ack``: whatever the worker returns or raises (any
 whatever interrupts it (a pkill, the node's shutdown, fencing). It reads as the attempt's story:
 
     telemetry start -> work middleware (process-wide, instance) -> resolve the worker ->
-    validate args -> the worker's own middleware -> call ``process`` (on the loop, or in a pool
-    thread inside ``work_in_thread``) under its timeout -> the outcome rule -> back out through
-    the middleware -> telemetry stop
+    validate args -> the worker's own middleware -> call ``process`` (on the loop, in a pool
+    thread inside ``work_in_thread``, or in a worker process) under its timeout -> the outcome
+    rule -> back out through the middleware -> telemetry stop
 
 A plain ``def process`` runs in a thread that nothing can stop, so its attempt is never given up
 while the thread runs: an interrupt or a timeout raises ``job.cancelled()`` for the worker to see
@@ -40,6 +40,7 @@ from oban_py.middleware import AttemptOutcome as Outcome
 from oban_py.middleware import Middleware
 from oban_py.node import outcomes
 from oban_py.node.outcomes import Ack
+from oban_py.node.processes import Executor as Processes
 from oban_py.worker import lookup, resolve
 
 if TYPE_CHECKING:
@@ -181,6 +182,7 @@ async def perform(
     threads: Executor,
     prefix: str | None = None,
     middleware: Sequence[Middleware] = (),
+    processes: Processes | None = None,
 ) -> tuple[Ack, Any]:
     """Run the attempt's job inside the work middleware (process-wide, then ``middleware``,
     then the worker's own); its ack and what ``process`` returned or raised. Never raises."""
@@ -193,11 +195,11 @@ async def perform(
         outcome = await mw.work_through(
             links,
             job,
-            lambda: _resolved(attempt, threads, middleware),
+            lambda: _resolved(attempt, threads, middleware, processes),
             lambda error: _failed(attempt, None, error),
         )
     else:
-        outcome = await _resolved(attempt, threads, middleware)
+        outcome = await _resolved(attempt, threads, middleware, processes)
     span.end(outcome.ack, outcome.result, outcome.error, interrupted=attempt.reason)
     return outcome.ack, outcome.result
 
@@ -212,7 +214,10 @@ def _failed(attempt: Attempt, worker: Any, error: BaseException) -> Outcome:
 
 
 async def _resolved(
-    attempt: Attempt, threads: Executor, middleware: Sequence[Middleware]
+    attempt: Attempt,
+    threads: Executor,
+    middleware: Sequence[Middleware],
+    processes: Processes | None = None,
 ) -> Outcome:
     job = attempt.job
     worker: Any = None
@@ -232,21 +237,25 @@ async def _resolved(
     own = cls.middleware
     layers = (middleware, own)
     if not own:
-        return await _worked(attempt, worker, threads, layers)
+        return await _worked(attempt, worker, threads, layers, processes)
     # The process-wide and instance middleware already run outside: the worker's own is left.
     return await mw.work_through(
         [m for m in own if mw.overrides(m, "work")],
         job,
-        lambda: _worked(attempt, worker, threads, layers),
+        lambda: _worked(attempt, worker, threads, layers, processes),
         lambda error: _failed(attempt, worker, error),
     )
 
 
 async def _worked(
-    attempt: Attempt, worker: Any, threads: Executor, layers: tuple[Sequence[Middleware], ...]
+    attempt: Attempt,
+    worker: Any,
+    threads: Executor,
+    layers: tuple[Sequence[Middleware], ...],
+    processes: Processes | None = None,
 ) -> Outcome:
     try:
-        result = await _call(attempt, worker, threads, layers)
+        result = await _call(attempt, worker, threads, layers, processes)
     except BaseException as raised:
         return _failed(attempt, worker, raised)
     ack, failed = _returned(attempt, result)
@@ -278,6 +287,9 @@ def _raised(
         text = errors.format_timeout(job.worker, timeout * 1000)
     elif isinstance(error, UnknownWorkerError):
         text = error.text
+    elif isinstance(remote := getattr(error, "oban_text", None), str):
+        # Formatted where it was raised: in a worker process, with the frames of that process.
+        text = remote
     else:
         text = errors.format_exception(error)
     if not _retries(attempt, worker, error):
@@ -333,12 +345,23 @@ def _backoff(worker: Any, job: Job) -> float:
 
 
 async def _call(
-    attempt: Attempt, worker: Any, threads: Executor, layers: tuple[Sequence[Middleware], ...]
+    attempt: Attempt,
+    worker: Any,
+    threads: Executor,
+    layers: tuple[Sequence[Middleware], ...],
+    processes: Processes | None = None,
 ) -> Any:
     job = attempt.job
     limit = getattr(worker, "timeout", None)
     seconds = limit(job) if limit is not None else None
     process = worker.process
+    if processes is not None and getattr(worker, "executor", None) == "process":
+        # The worker process enforces the timeout and a pkill itself: it is killed. There is
+        # no node thread for ``work_in_thread`` to wrap; ``work`` middleware wraps this call.
+        def killed() -> bool:
+            return attempt.reason == "pkill"
+
+        return await processes.run(type(worker), job, seconds, killed)
     if not inspect.iscoroutinefunction(process):
         attempt.in_thread = True
         in_thread = mw.stack("work_in_thread", *layers)

@@ -36,6 +36,7 @@ from oban_py.liveness import Liveness
 from oban_py.log import attach_node_logger
 from oban_py.middleware import Middleware
 from oban_py.node.acker import Acker
+from oban_py.node.processes import WorkerProcesses
 from oban_py.node.producer import Producer
 from oban_py.node.queues import Queues
 from oban_py.node.runtime import Runtime
@@ -79,6 +80,11 @@ class Oban(Client):
         self.acker: Acker | None = None
         self.liveness: Liveness | None = None
         self.threads = WorkerThreads(sum(q.limit for q in config.queues.values()) or 4)
+        self.processes = WorkerProcesses(
+            self._process_limit,
+            max_jobs=config.process_max_jobs,
+            max_memory_mib=config.process_max_memory,
+        )
         self.progress: ProgressWriter | None = None
         self.announcer: results_channel.Announcer | None = None
         self._results: Results | None = None
@@ -133,6 +139,7 @@ class Oban(Client):
             self.threads,
             progress=self.progress,
             middleware=self.middleware,
+            processes=self.processes,
         )
         self.queues = Queues(runtime, self.liveness)
         await self._start_notifier()
@@ -186,6 +193,7 @@ class Oban(Client):
                 await self.notifier.stop()
             self.notifier = None
         self.threads.shutdown(wait=False, cancel_futures=True)
+        await self.processes.close()
         telemetry.execute("oban.node.stop", {}, {"node": self.config.node, "oban": self})
         await self.close()
 
@@ -226,6 +234,16 @@ class Oban(Client):
 
     def _running_workers(self) -> list[str]:
         return [] if self.queues is None else self.queues.running_workers()
+
+    def _process_limit(self, queue: str) -> int:
+        # Worker processes of a queue: its ``processes`` setting, else its live limit.
+        spec = self.config.queues.get(queue)
+        if spec is not None and spec.processes is not None:
+            return spec.processes
+        producer = self.producers.get(queue)
+        if producer is not None:
+            return producer.limit
+        return spec.limit if spec is not None else 1
 
     async def _start_notifier(self) -> None:
         self.notifier = Notifier(self.config, self.dsn or self.pool.conninfo, pool=self.pool)

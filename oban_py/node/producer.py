@@ -367,7 +367,11 @@ class Producer:
         try:
             runtime = self.runtime
             ack, _ = await attempts.perform(
-                running, runtime.threads, runtime.config.prefix, runtime.middleware
+                running,
+                runtime.threads,
+                runtime.config.prefix,
+                runtime.middleware,
+                runtime.processes,
             )
             if self.runtime.progress is not None:
                 await self.runtime.progress.settle(running.job)

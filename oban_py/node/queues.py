@@ -151,6 +151,9 @@ class Queues:
     async def _stop(self, producer: Producer) -> None:
         await producer.stop(self.runtime.config.shutdown_grace)
         self._resize()
+        if self.runtime.processes is not None:
+            # Its jobs have ended: its idle worker processes go too.
+            await self.runtime.processes.close_queue(producer.queue)
         await self._give_up([producer.uuid])
 
     async def _give_up(self, uuids: list[str]) -> None:

@@ -11,13 +11,15 @@ from oban_py.config import Config
 from oban_py.job.progress import ProgressSink
 from oban_py.middleware import Middleware
 from oban_py.node.acker import Acker
+from oban_py.node.processes import WorkerProcesses
 from oban_py.node.threads import WorkerThreads
 from oban_py.sql import Queries
 
 
 @dataclass(frozen=True, slots=True)
 class Runtime:
-    """The node's settings, pool, statements, acker and worker threads, shared by its queues."""
+    """The node's settings, pool, statements, acker, worker threads and worker processes,
+    shared by its queues."""
 
     config: Config
     pool: AsyncConnectionPool[Any]
@@ -28,3 +30,4 @@ class Runtime:
     progress: ProgressSink | None = None
     #: the instance's middleware (``oban_py.middleware``), inside the process-wide ones
     middleware: tuple[Middleware, ...] = ()
+    processes: WorkerProcesses | None = None
