@@ -1,17 +1,21 @@
 """The outcome of an attempt as the columns it writes (``Ack``), and one function per Elixir rule.
 
 - returned anything else: ``completed``, ``completed_at``;
-- returned ``Snooze(s)``: ``scheduled`` at now + s, attempt kept, ``max_attempts + 1``;
+- returned ``Snooze(s)``: ``scheduled`` s seconds from now, attempt kept, ``max_attempts + 1``;
 - returned ``Cancel(r)``: ``cancelled``, ``cancelled_at``, errors entry
   "<W> failed with {:cancel, r}";
 - returned ``Record(v)``: ``completed``, meta ``recorded: true`` and ``return`` (Base64 term);
-- raised (any ``BaseException``), timed out, unknown worker, bad args: ``retryable`` at now +
-  backoff, or ``discarded`` at the last attempt, with an errors entry;
+- raised (any ``BaseException``), timed out, unknown worker, bad args: ``retryable`` backoff
+  seconds from now, or ``discarded`` at the last attempt, with an errors entry;
 - killed by a cancel (pkill): stays ``cancelled``, errors entry "{:cancel, :shutdown}";
 - interrupted by this node (shutdown, fencing) once the worker really stopped, or found running
   nowhere: released as Elixir's Lifeline releases a job (``available``, attempt kept, or
   ``discarded`` when out of attempts; no errors entry);
 - a claimed row that cannot be decoded: ``discarded`` with an errors entry saying why.
+
+"From now" is the database's now: an ack carries the delay, and ``ack_jobs.sql`` adds it to the
+server's clock, so a node whose clock is off schedules its retries and snoozes no earlier and no
+later than the stager that makes them available (Elixir uses the application's clock here).
 
 Every text written goes through ``errors.storable`` first, so an outcome can always be stored.
 This module sits below the attempt (which decides) and the acker (which writes).
@@ -19,7 +23,7 @@ This module sits below the attempt (which decides) and the acker (which writes).
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from oban_py.job import errors, jsonb, terms
@@ -43,7 +47,8 @@ class Ack(NamedTuple):
     state: str
     #: when the job finished: completed_at / cancelled_at / discarded_at of the new state
     at: datetime
-    scheduled_at: datetime | None = None
+    #: seconds from the database's now to the new scheduled_at (snooze, retry backoff)
+    scheduled_in: float | None = None
     extra_attempts: int = 0
     attempt_delta: int = 0
     #: a JSON errors entry to append
@@ -69,7 +74,6 @@ def complete(job: Job, now: datetime) -> Ack:
 
 def snooze(job: Job, seconds: int, now: datetime) -> Ack:
     """The one place the snooze rule lives (see ``SNOOZE_ROLLS_BACK_ATTEMPT``)."""
-    at = now + timedelta(seconds=seconds)
     if SNOOZE_ROLLS_BACK_ATTEMPT:
         meta = job.meta if isinstance(job.meta, dict) else {}
         snoozed = int(meta.get("snoozed", 0)) + 1
@@ -77,11 +81,11 @@ def snooze(job: Job, seconds: int, now: datetime) -> Ack:
             job,
             "scheduled",
             now,
-            scheduled_at=at,
+            scheduled_in=float(seconds),
             attempt_delta=-1,
             meta=jsonb.dumps_str({"snoozed": snoozed}),
         )
-    return _ack(job, "scheduled", now, scheduled_at=at, extra_attempts=1)
+    return _ack(job, "scheduled", now, scheduled_in=float(seconds), extra_attempts=1)
 
 
 def cancel(job: Job, text: str, now: datetime, *, pkill: bool = False) -> Ack:
@@ -98,8 +102,7 @@ def failure(job: Job, text: str, now: datetime, backoff_seconds: float) -> Ack:
     entry = _entry(job.attempt, now, text)
     if job.attempt >= job.max_attempts:
         return _ack(job, "discarded", now, error=entry)
-    at = now + timedelta(seconds=backoff_seconds)
-    return _ack(job, "retryable", now, scheduled_at=at, error=entry)
+    return _ack(job, "retryable", now, scheduled_in=float(backoff_seconds), error=entry)
 
 
 def record(job: Job, value: Record, now: datetime) -> Ack:
