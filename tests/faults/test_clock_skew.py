@@ -4,7 +4,10 @@ database's clock: every time compared here is read from the server."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 
 import psycopg
 import pytest
@@ -58,3 +61,33 @@ def test_snooze_and_retry_backoff_follow_the_database_clock(
             # minutes off either way with the node's clock), and rerun once due, not before.
             assert DELAY <= scheduled < DELAY + 1.5, (job_id, scheduled, node.log())
             assert second >= DELAY, (job_id, second)
+
+
+ENQUEUE = """
+import sys
+from oban_py import Client, Job
+
+with Client(dsn=sys.argv[1], name="skewed") as client:
+    client.enqueue_sync(Job(worker="W", queue="one", schedule_in=60))
+    client.enqueue_many_sync([Job(worker="W", queue="many", schedule_in=60) for _ in range(3)])
+    client.enqueue_sync(Job(worker="W", queue="unique", schedule_in=60, unique={"period": 300}))
+"""
+
+
+@pytest.mark.parametrize("skew", ["-300s", "+300s"])
+def test_schedule_in_at_insert_follows_the_database_clock(fault_dsn: str, skew: str) -> None:
+    if FAKETIME is None:
+        pytest.skip("faketime is not installed (Debian: apt-get install faketime)")
+    subprocess.run(
+        [FAKETIME, "-f", skew, sys.executable, "-c", ENQUEUE, fault_dsn],
+        env={**os.environ, "FAKETIME_DONT_FAKE_MONOTONIC": "1"},
+        check=True,
+        timeout=60,
+    )
+    with psycopg.connect(fault_dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT queue, extract(epoch FROM scheduled_at - inserted_at) FROM oban_jobs"
+        ).fetchall()
+    assert sorted(q for q, _ in rows) == ["many", "many", "many", "one", "unique"]
+    for queue, delay in rows:
+        assert float(delay) == 60, (queue, delay)
