@@ -51,11 +51,15 @@ async def detect(
     first = await _server_pid_async(conn)
     if conn.info.backend_pid == first:
         return None
-    async with await connect() as other_conn:
-        await other_conn.set_autocommit(False)
-        other = await _server_pid_async(other_conn)
-        again = await _server_pid_async(conn)
-        await other_conn.rollback()
+    try:
+        async with await connect() as other_conn:
+            await other_conn.set_autocommit(False)
+            other = await _server_pid_async(other_conn)
+            again = await _server_pid_async(conn)
+            await other_conn.rollback()
+    except psycopg.Error:
+        # A statement pooler refuses the transaction: stricter still than a transaction one.
+        return "transaction"
     return _mode(first, other, again)
 
 
@@ -66,11 +70,14 @@ def detect_sync(
     first = _server_pid(conn)
     if conn.info.backend_pid == first:
         return None
-    with connect() as other_conn:
-        other_conn.autocommit = False
-        other = _server_pid(other_conn)
-        again = _server_pid(conn)
-        other_conn.rollback()
+    try:
+        with connect() as other_conn:
+            other_conn.autocommit = False
+            other = _server_pid(other_conn)
+            again = _server_pid(conn)
+            other_conn.rollback()
+    except psycopg.Error:
+        return "transaction"
     return _mode(first, other, again)
 
 
@@ -83,7 +90,7 @@ def advice(mode: Mode, where: str) -> str:
         )
     return (
         f"PostgreSQL {where} is reached through a connection pooler in transaction mode (such"
-        " as pgbouncer pool_mode=transaction): server-side prepared statements are off for"
-        " these connections, and LISTEN does not work through it, so queues poll unless"
-        " notifier_dsn reaches PostgreSQL directly or through a session pool"
+        " as pgbouncer pool_mode=transaction or statement): server-side prepared statements"
+        " are off for these connections, and LISTEN does not work through it, so queues poll"
+        " unless notifier_dsn reaches PostgreSQL directly or through a session pool"
     )
