@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import importlib
 import logging
@@ -232,10 +233,11 @@ def _waited_for() -> list[str]:
     )
 
 
-def _exit_guard(code: int) -> None:
+def _exit_guard(code: int, joined: threading.Event) -> None:
     # Idle pool threads end as soon as the interpreter tells them to; what still runs after
     # EXIT_WAIT was started by a job and may never end.
-    time.sleep(EXIT_WAIT)
+    if joined.wait(EXIT_WAIT):
+        return
     _log.warning("exiting without waiting for threads jobs left running", threads=_waited_for())
     _leave(code)
 
@@ -278,9 +280,13 @@ def _run(config: Config, loop: asyncio.AbstractEventLoop) -> int:
     loop.close()
     if _waited_for():
         # The interpreter joins every thread that is no daemon before it exits, a thread a job
-        # started and left running too: this one ends the process should that take too long.
-        guard = threading.Thread(target=_exit_guard, args=(code,), name="oban-exit", daemon=True)
-        guard.start()
+        # started and left running too: the guard ends the process should that take too long.
+        # atexit functions run once they are joined, and are then left all the time they take.
+        joined = threading.Event()
+        atexit.register(joined.set)
+        threading.Thread(
+            target=_exit_guard, args=(code, joined), name="oban-exit", daemon=True
+        ).start()
     _signals.restore()
     return code
 

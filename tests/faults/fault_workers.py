@@ -8,9 +8,11 @@ run of the same job fails loudly).
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
@@ -18,6 +20,16 @@ from psycopg_pool import AsyncConnectionPool
 from oban_py import Job, Snooze, Worker
 
 _pool: AsyncConnectionPool[Any] | None = None
+
+
+def _slow_atexit(path: str) -> None:
+    # An exporter flushing at exit (OpenTelemetry's batch processors do): it takes its time.
+    time.sleep(1.5)
+    Path(path).write_text("flushed")
+
+
+if "FAULT_ATEXIT_FILE" in os.environ:
+    atexit.register(_slow_atexit, os.environ["FAULT_ATEXIT_FILE"])
 _inflight: dict[str, int] = {}
 
 
@@ -219,3 +231,12 @@ class Later(Worker):
         if first and job.args["mode"] == "fail":
             raise RuntimeError("fails once")
         return None
+
+
+class UsesExecutor(Worker):
+    """Runs a call in the loop's default executor, whose idle thread stays until the exit."""
+
+    name = "Faults.UsesExecutor"
+
+    async def process(self, job: Job) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, time.sleep, 0.01)

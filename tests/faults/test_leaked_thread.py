@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import time
+from pathlib import Path
 
 import psycopg
 from faultkit import fault_dsn, insert_jobs, nodes, states, wait_started, wait_until  # noqa: F401  (fixtures)
@@ -26,6 +27,21 @@ def test_the_cli_exits_after_node_stopped_despite_a_thread_a_job_leaked(
         # for it at exit.
         assert node.wait(5) == 0, node.log()
         assert "leaked" in node.log(), "the exit names the threads it leaves behind"
+
+
+def test_atexit_functions_get_their_time_when_only_idle_pool_threads_are_left(
+    fault_dsn: str, nodes: object, tmp_path: Path
+) -> None:
+    flushed = tmp_path / "flushed"
+    with psycopg.connect(fault_dsn, autocommit=True) as conn:
+        insert_jobs(conn, "Faults.UsesExecutor", 1)
+        node = nodes("default:2", "py-idle", FAULT_ATEXIT_FILE=str(flushed))  # type: ignore[operator]
+        wait_started(node)
+        wait_until(lambda: states(conn) == {"completed": 1}, 10, 0.05)
+        node.signal(signal.SIGTERM)
+        assert node.wait(10) == 0, node.log()
+    assert flushed.read_text() == "flushed"
+    assert "exiting without waiting" not in node.log()
 
 
 def test_a_second_signal_ends_the_cli_even_while_a_job_blocks_the_event_loop(
