@@ -155,6 +155,8 @@ class Job(BaseModel):
     _typed_args: Any = PrivateAttr(default=None)
     #: (the scheduled_at ``schedule_in`` gave, the delay in microseconds): see ``schedule_delay``
     _scheduled_in: tuple[datetime, int] | None = PrivateAttr(default=None)
+    #: the prefix of the node running this attempt (for ``complete_in``)
+    _prefix: str | None = PrivateAttr(default=None)
 
     if not TYPE_CHECKING:  # the checker keeps the signature pydantic derives from the fields
 
