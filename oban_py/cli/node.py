@@ -181,36 +181,32 @@ def _leave(code: int) -> None:
 
 
 class _Signals:
-    """SIGTERM and SIGINT for the whole life of ``oban-py start``, the exit included.
+    """SIGTERM and SIGINT from the node's start to the process's exit.
 
     Python-level handlers rather than the loop's: they run in the main thread whatever it is
-    doing (a job blocking the loop, the interpreter waiting for threads at exit), and the first
-    signal is handed to the loop. From the second on the process leaves within
-    ``FORCE_WITHIN`` seconds, by the loop's forced stop or, failing that, outright.
+    doing (a job blocking the loop, the interpreter waiting for threads at exit), and hand each
+    signal to the loop. From the second on the process leaves within ``FORCE_WITHIN`` seconds,
+    by the loop's forced stop or, failing that, outright. Installed once the node has started:
+    until then a signal does what it does to any process (SIGTERM ends it).
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.received = 0
         self.handler: Callable[[signal.Signals], None] | None = None
-        self._previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-        for signum in self._previous:
+        self._previous: dict[signal.Signals, Any] = {}
+
+    def install(self, handler: Callable[[signal.Signals], None]) -> None:
+        self.handler = handler
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self._previous[signum] = signal.getsignal(signum)
             signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        if self.handler is None:
-            # Still starting: the signal does what it did before (SIGTERM ends the process).
-            previous = self._previous[signal.Signals(signum)]
-            if callable(previous):
-                previous(signum, frame)
-            elif previous != signal.SIG_IGN:
-                signal.signal(signum, signal.SIG_DFL)
-                os.kill(os.getpid(), signum)
-            return
         self.received += 1
         if self.received == 2:
             threading.Thread(target=self._force, name="oban-force-exit", daemon=True).start()
-        if not self.loop.is_closed():
+        if self.handler is not None and not self.loop.is_closed():
             with contextlib.suppress(RuntimeError):  # closed meanwhile
                 self.loop.call_soon_threadsafe(self.handler, signal.Signals(signum))
 
@@ -223,6 +219,7 @@ class _Signals:
     def restore(self) -> None:
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
+        self._previous.clear()
 
 
 _signals: _Signals | None = None
@@ -339,7 +336,7 @@ async def _serve(config: Config) -> int:
             forced.set()
 
     if _signals is not None:
-        _signals.handler = on_signal
+        _signals.install(on_signal)
     await graceful.wait()
     stopping = asyncio.create_task(oban.stop())
     forcing = asyncio.create_task(forced.wait())
