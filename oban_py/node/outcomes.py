@@ -38,6 +38,17 @@ if TYPE_CHECKING:
 SNOOZE_ROLLS_BACK_ATTEMPT = False
 
 
+#: The longest delay an ack writes (a century): a later time would not read back into Python's
+#: datetime (year 9999 at most), and PostgreSQL refuses an infinite one, so the ack could never
+#: be stored.
+MAX_DELAY = 100 * 365.25 * 86_400.0
+
+
+def _delay(seconds: float) -> float:
+    """``seconds`` as written: at most ``MAX_DELAY``; not a number counts as none."""
+    return min(float(seconds), MAX_DELAY) if seconds == seconds else 0.0
+
+
 class Ack(NamedTuple):
     """The outcome of one attempt, as the columns ``ack_jobs.sql`` writes."""
 
@@ -81,11 +92,11 @@ def snooze(job: Job, seconds: int, now: datetime) -> Ack:
             job,
             "scheduled",
             now,
-            scheduled_in=float(seconds),
+            scheduled_in=_delay(seconds),
             attempt_delta=-1,
             meta=jsonb.dumps_str({"snoozed": snoozed}),
         )
-    return _ack(job, "scheduled", now, scheduled_in=float(seconds), extra_attempts=1)
+    return _ack(job, "scheduled", now, scheduled_in=_delay(seconds), extra_attempts=1)
 
 
 def cancel(job: Job, text: str, now: datetime, *, pkill: bool = False) -> Ack:
@@ -102,7 +113,7 @@ def failure(job: Job, text: str, now: datetime, backoff_seconds: float) -> Ack:
     entry = _entry(job.attempt, now, text)
     if job.attempt >= job.max_attempts:
         return _ack(job, "discarded", now, error=entry)
-    return _ack(job, "retryable", now, scheduled_in=float(backoff_seconds), error=entry)
+    return _ack(job, "retryable", now, scheduled_in=_delay(backoff_seconds), error=entry)
 
 
 def record(job: Job, value: Record, now: datetime) -> Ack:
