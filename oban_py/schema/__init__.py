@@ -29,6 +29,7 @@ from oban_py.job.errors import SchemaError
 from oban_py.schema import v01, v02, v03, v04, v05, v06, v07, v08, v09, v10, v11, v12, v13, v14
 from oban_py.schema._ddl import DEFAULT_PREFIX, Statement, ddl
 from oban_py.schema._dsn import shell_dsn
+from oban_py.versions import CURRENT_VERSION, INITIAL_VERSION
 
 __all__ = [
     "CURRENT_VERSION",
@@ -44,8 +45,6 @@ __all__ = [
     "uninstall",
 ]
 
-INITIAL_VERSION = 1
-CURRENT_VERSION = 14
 HEARTBEATS_TABLE = "oban_py_heartbeats"
 FLOW_STARTS_TABLE = "oban_py_flow_starts"
 
