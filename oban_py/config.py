@@ -129,6 +129,10 @@ class Config(_Model):
     dsn: str | None = None
     """PostgreSQL connection string (``postgresql://user:pass@host/db`` or ``key=value``);
     ``Oban(pool=...)`` may give a pool instead."""
+    notifier_dsn: str | None = None
+    """A DSN for the node's LISTEN connection alone, when ``dsn`` goes through a transaction
+    pooler (where LISTEN does not work): PostgreSQL directly, or a session pool; ``None`` uses
+    ``dsn`` (or the pool's)."""
     # The Elixir instance name used in signal idents (``Oban.<node>``); keep Elixir's default.
     name: Annotated[str, Field(min_length=1)] = "Oban"
     """Instance name: registered for ``get_instance`` and ``Worker.enqueue``, and Elixir's

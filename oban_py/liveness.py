@@ -77,8 +77,11 @@ RETRY_EVERY = 1.0
 POOL_BEAT_TIMEOUT = 5.0
 #: How often a node without the heartbeats table looks for it again.
 MISSING_TABLE_RETRY = 60.0
-#: The heartbeat connection gives up on a silent network in seconds, not in TCP's minutes.
+#: The heartbeat connection gives up on a silent network in seconds, not in TCP's minutes, and
+#: prepares nothing: one statement every few seconds gains nothing from it, and behind a
+#: transaction pooler a prepared statement may be missing or another one (client/pooler.py).
 _CONNECT: dict[str, Any] = {
+    "prepare_threshold": None,
     "connect_timeout": 5,
     "keepalives": 1,
     "keepalives_idle": 5,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -17,11 +18,13 @@ from nodekit import insert, row, wait_state
 from pydantic import BaseModel, ValidationError
 
 from oban_py import (
+    Client,
     DatabaseUnavailable,
     InvalidArgs,
     Job,
     Oban,
     SchemaError,
+    Snooze,
     Worker,
     notifier,
     schema,
@@ -223,6 +226,43 @@ async def test_worker_returning_an_unexpected_type_completes_like_elixir(
         got = await wait_state(conn, job_id, "completed", "retryable", "discarded")
     assert got["state"] == "completed"
     assert got["errors"] == []
+
+
+class FarBackoff(Worker):
+    """Fails, asking for a retry delay no clock can hold (``backoff`` as given in args)."""
+
+    name = "Py.Bad.FarBackoff"
+
+    def backoff(self, job: Job) -> float:
+        return float(job.args["backoff"])
+
+    async def process(self, job: Job) -> Any:
+        if job.args.get("snooze"):
+            return Snooze(job.args["snooze"])
+        raise RuntimeError("fails")
+
+
+@pytest.mark.parametrize(
+    ("args", "state"),
+    [
+        ({"backoff": "1e300"}, "retryable"),
+        ({"backoff": "inf"}, "retryable"),
+        ({"backoff": "nan"}, "retryable"),
+        ({"backoff": "0", "snooze": 10**15}, "scheduled"),
+    ],
+)
+async def test_delays_beyond_any_clock_are_written_within_a_century(
+    dsn: str, conn: Any, args: dict[str, Any], state: str
+) -> None:
+    job_id = await insert(conn, FarBackoff.__oban_name__, args, queue="bad")
+    async with node(dsn):
+        await wait_state(conn, job_id, state)
+        # Still readable by Python (datetime ends at year 9999), and the node goes on.
+        async with Client(dsn=dsn, name="bad-reader") as reader:
+            got = await reader.get_job(job_id)
+    assert got is not None
+    assert got.scheduled_at is not None
+    assert got.scheduled_at.year < datetime.now(UTC).year + 101
 
 
 # -- notifications ---------------------------------------------------------------------------

@@ -314,3 +314,16 @@ def test_a_misspelt_oban_variable_is_named_with_the_setting_it_may_mean(dsn: str
     assert "OBAN_PRUNER" not in result.stderr
     assert "OBAN_TEST_DSN" not in result.stderr
     assert "would run no queues" in result.stderr
+
+
+def test_dry_run_masks_the_password_of_notifier_dsn(dsn: str) -> None:
+    result = run(
+        "start",
+        "--dsn",
+        dsn,
+        "--dry-run",
+        env={"OBAN_NOTIFIER_DSN": make_conninfo(dsn, password="swordfish")},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "swordfish" not in result.stdout + result.stderr
+    assert "password=****" in json.loads(result.stdout)["notifier_dsn"]

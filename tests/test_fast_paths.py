@@ -90,23 +90,27 @@ async def test_one_ack_batch_mixes_plain_and_rare_columns(dsn: str, conn: Any) -
     )
     attempted = {r["id"]: r["attempted_at"].replace(tzinfo=UTC) for r in await cur.fetchall()}
     now = datetime.now(UTC)
-    later = now + timedelta(seconds=30)
+    server_now = "SELECT timezone('UTC', clock_timestamp())"
+    before = (await (await cur.execute(server_now)).fetchone())["timezone"]
     async with Client(dsn=dsn, name="fast.ackpool") as owner:
         await owner.open()
         acker = Acker(owner.pool, Queries("public"))
         acker.push(Ack(ids[0], attempted[ids[0]], "completed", now))
         acker.push(
-            Ack(ids[1], attempted[ids[1]], "scheduled", now, scheduled_at=later, extra_attempts=1)
+            Ack(ids[1], attempted[ids[1]], "scheduled", now, scheduled_in=30, extra_attempts=1)
         )
         # A stale attempt: the guard must leave this row alone.
         acker.push(Ack(ids[2], attempted[ids[2]] - timedelta(seconds=1), "completed", now))
         await acker.flush()
+    after = (await (await cur.execute(server_now)).fetchone())["timezone"]
     await cur.execute("SELECT * FROM oban_jobs WHERE id = ANY(%s) ORDER BY id", (ids,))
     rows = await cur.fetchall()
     assert [r["state"] for r in rows] == ["completed", "scheduled", "executing"]
     assert rows[0]["completed_at"] == now.replace(tzinfo=None)
     assert rows[1]["max_attempts"] == 21
     assert rows[1]["attempt"] == 1
-    assert rows[1]["scheduled_at"] == later.replace(tzinfo=None)
+    # 30 s from the server's now, whatever this process's clock says.
+    assert before + timedelta(seconds=30) <= rows[1]["scheduled_at"]
+    assert rows[1]["scheduled_at"] <= after + timedelta(seconds=30)
     assert rows[0]["max_attempts"] == 20
     assert rows[0]["errors"] == []

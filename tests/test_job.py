@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from pydantic import ValidationError
 
-from oban_py.job.model import Job
+from oban_py.job.model import Job, schedule_delay
 from tests.conftest import FIXTURES
 
 TIMESTAMPS = ("inserted_at", "scheduled_at", "attempted_at", "completed_at", "discarded_at")
@@ -112,6 +112,15 @@ def test_schedule_in_seconds_or_timedelta_makes_a_scheduled_job() -> None:
     assert job.scheduled_at is not None
     assert before + timedelta(seconds=59) < job.scheduled_at < before + timedelta(seconds=62)
     assert Job(worker="w", schedule_in=timedelta(hours=1)).state == "scheduled"
+
+
+def test_schedule_in_is_inserted_as_a_delay_until_scheduled_at_is_changed() -> None:
+    job = Job(worker="w", schedule_in=1.5)
+    assert schedule_delay(job) == 1_500_000
+    moved = job.model_copy(update={"scheduled_at": datetime(2030, 1, 1, tzinfo=UTC)})
+    assert schedule_delay(moved) is None
+    assert schedule_delay(Job(worker="w", scheduled_at=datetime(2030, 1, 1, tzinfo=UTC))) is None
+    assert schedule_delay(Job(worker="w")) is None
 
 
 def test_scheduled_at_makes_a_scheduled_job_in_utc() -> None:

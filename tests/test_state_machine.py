@@ -147,7 +147,7 @@ def write_ack(conn: psycopg.Connection[Any], ack: Ack) -> None:
         "attempted_at": [ack.attempted_at],
         "states": [ack.state],
         "at": [ack.at],
-        "scheduled_at": [ack.scheduled_at],
+        "scheduled_in": [ack.scheduled_in],
         "extra_attempts": [ack.extra_attempts],
         "attempt_delta": [ack.attempt_delta],
         "errors": [ack.error],

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import importlib
 import logging
 import os
 import signal
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -34,6 +38,12 @@ if TYPE_CHECKING:
 
 #: Exit code of a node stopped by a second signal, before its running jobs finished.
 EXIT_FORCED = EXIT_FAILED
+#: Seconds a second signal gives the process to leave on its own before it is ended outright
+#: (a job blocking the event loop, a stop that cannot be cancelled).
+FORCE_WITHIN = 3.0
+#: Seconds the interpreter gets at exit to end the threads it waits for (idle pool threads end
+#: at once) before the process leaves without them.
+EXIT_WAIT = 1.0
 #: How long ``queues`` listens for check-ins: nodes gossip every second by default.
 GOSSIP_WAIT = 1.5
 
@@ -147,6 +157,8 @@ def _dry_run(config: Config) -> int:
         name: spec.model_dump(mode="json", exclude_none=True)
         for name, spec in config.queues.items()
     }
+    if config.notifier_dsn:
+        shown["notifier_dsn"] = mask_password(config.notifier_dsn)
     typer.echo(orjson.dumps(shown, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
     workers = ", ".join(sorted(registered())) or "none"
     typer.echo(
@@ -176,19 +188,94 @@ def new_loop(choice: str) -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
+def _leave(code: int) -> None:
+    """End the process now, after flushing the logs: no thread is waited for."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+class _Signals:
+    """SIGTERM and SIGINT from the node's start to the process's exit.
+
+    Python-level handlers rather than the loop's: they run in the main thread whatever it is
+    doing (a job blocking the loop, the interpreter waiting for threads at exit), and hand each
+    signal to the loop. From the second on the process leaves within ``FORCE_WITHIN`` seconds,
+    by the loop's forced stop or, failing that, outright. Installed once the node has started:
+    until then a signal does what it does to any process (SIGTERM ends it).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.received = 0
+        self.handler: Callable[[signal.Signals], None] | None = None
+        self._previous: dict[signal.Signals, Any] = {}
+
+    def install(self, handler: Callable[[signal.Signals], None]) -> None:
+        self.handler = handler
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self._previous[signum] = signal.getsignal(signum)
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.received += 1
+        if self.received == 2:
+            threading.Thread(target=self._force, name="oban-force-exit", daemon=True).start()
+        if self.handler is not None and not self.loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # closed meanwhile
+                self.loop.call_soon_threadsafe(self.handler, signal.Signals(signum))
+
+    @staticmethod
+    def _force() -> None:
+        time.sleep(FORCE_WITHIN)
+        _log().warning("the process did not leave after a second signal: ending it now")
+        _leave(EXIT_FORCED)
+
+    def restore(self) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous.clear()
+
+
+_signals: _Signals | None = None
+
+
+def _waited_for() -> list[str]:
+    """The threads the interpreter waits for at exit (no daemons), this one aside."""
+    current = threading.current_thread()
+    return sorted(
+        t.name
+        for t in threading.enumerate()
+        if t is not current and t is not threading.main_thread() and not t.daemon and t.is_alive()
+    )
+
+
+def _exit_guard(code: int, joined: threading.Event) -> None:
+    # Idle pool threads end as soon as the interpreter tells them to; what still runs after
+    # EXIT_WAIT was started by a job and may never end.
+    if joined.wait(EXIT_WAIT):
+        return
+    _log().warning("exiting without waiting for threads jobs left running", threads=_waited_for())
+    _leave(code)
+
+
 def _run(config: Config, loop: asyncio.AbstractEventLoop) -> int:
     """Serve until stopped, then leave even if a worker refuses to end.
 
     ``asyncio.run`` would wait for ever on a task that swallows its cancellation, and the
-    interpreter joins the worker threads at exit. Once ``stop()`` has returned, every job is
-    either acked or left ``executing`` for the lifeline to rescue, so nothing is lost by
-    leaving such workers behind.
+    interpreter joins the worker threads, and any thread a job started and left running, at
+    exit. Once ``stop()`` has returned, every job is either acked or left ``executing`` for the
+    lifeline to rescue, so nothing is lost by leaving such threads behind.
     """
+    global _signals
     asyncio.set_event_loop(loop)
+    _signals = _Signals(loop)
     try:
         code = loop.run_until_complete(_serve(config))
     except BaseException:
         loop.close()
+        _signals.restore()
         raise
     # Give what is left (client tasks, workers being cancelled) the same chance asyncio.run
     # gives it, but bounded: a task that swallows its cancellation stays behind.
@@ -209,11 +296,18 @@ def _run(config: Config, loop: asyncio.AbstractEventLoop) -> int:
             tasks=len(lingering),
             threads=busy,
         )
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        _leave(code)
     loop.close()
+    if _waited_for():
+        # The interpreter joins every thread that is no daemon before it exits, a thread a job
+        # started and left running too: the guard ends the process should that take too long.
+        # atexit functions run once they are joined, and are then left all the time they take.
+        joined = threading.Event()
+        atexit.register(joined.set)
+        threading.Thread(
+            target=_exit_guard, args=(code, joined), name="oban-exit", daemon=True
+        ).start()
+    _signals.restore()
     return code
 
 
@@ -251,7 +345,6 @@ async def _serve(config: Config) -> int:
         loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
     )
     graceful, forced = asyncio.Event(), asyncio.Event()
-    loop = asyncio.get_running_loop()
 
     def on_signal(signum: signal.Signals) -> None:
         if not graceful.is_set():
@@ -261,8 +354,8 @@ async def _serve(config: Config) -> int:
             _log().warning("second signal: stopping now", signal=signum.name)
             forced.set()
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal, signum)
+    if _signals is not None:
+        _signals.install(on_signal)
     await graceful.wait()
     stopping = asyncio.create_task(oban.stop())
     forcing = asyncio.create_task(forced.wait())

@@ -14,16 +14,22 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import psycopg
+import structlog
 from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import tuple_row
 from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
+from oban_py.client import pooler
 from oban_py.job import jsonb
 from oban_py.job.errors import DatabaseUnavailable
 
 CONNECT_TIMEOUT = 10
+#: What a connection that goes through a pooler is given: no server-side prepared statements.
+_UNPREPARED: dict[str, Any] = {"prepare_threshold": None}
+
+_log = structlog.get_logger("oban.pool")
 _IDLE = pq.TransactionStatus.IDLE
 
 A = TypeVar("A")
@@ -70,6 +76,8 @@ class AsyncPool:
         self.dsn = dsn
         self.owned = pool is None
         self.opened = pool is not None
+        #: the pooler found between the DSN and PostgreSQL when the pool opened (``pooler.py``)
+        self.pooler: pooler.Mode | None = None
         self._lock: asyncio.Lock | None = None
         if pool is None:
             pool = AsyncConnectionPool(
@@ -147,11 +155,23 @@ class AsyncPool:
     async def _probe(self) -> None:
         dsn = self.dsn or ""
         where = _where(dsn)
+
+        async def connect() -> psycopg.AsyncConnection[Any]:
+            return await psycopg.AsyncConnection.connect(
+                dsn, connect_timeout=CONNECT_TIMEOUT, autocommit=True
+            )
+
         try:
-            conn = await psycopg.AsyncConnection.connect(dsn, connect_timeout=CONNECT_TIMEOUT)
+            async with await connect() as conn:
+                self.pooler = await pooler.detect(conn, connect)
         except psycopg.OperationalError as error:
             raise _unavailable(where, error) from None
-        await conn.close()
+        if self.pooler is not None:
+            kwargs = self.pool.kwargs
+            # Only a pool made by the caller (``replace``) may compute its arguments.
+            if not callable(kwargs):
+                self.pool.kwargs = {**(kwargs or {}), **_UNPREPARED}
+            _log.warning(pooler.advice(self.pooler, where), pooler=self.pooler)
 
     async def close(self) -> None:
         if self._held is not None and not self._held_busy:
@@ -172,6 +192,7 @@ class SyncPool:
         self._size = size
         self._name = name
         self._lock = threading.Lock()
+        self.pooler: pooler.Mode | None = None
         #: What makes the pool (a ``ConnectionPool`` subclass may be put here before first use).
         self.factory: Callable[..., ConnectionPool[Any]] = ConnectionPool
 
@@ -193,6 +214,7 @@ class SyncPool:
                     open=False,
                     configure=_configure_sync,
                     name=f"{self._name}.sync",
+                    kwargs=dict(_UNPREPARED) if self.pooler else None,
                 )
             if not self.opened:
                 self._given.open(wait=True, timeout=CONNECT_TIMEOUT)
@@ -202,10 +224,17 @@ class SyncPool:
     def _probe(self) -> None:
         dsn = self.dsn or ""
         where = _where(dsn)
+
+        def connect() -> psycopg.Connection[Any]:
+            return psycopg.connect(dsn, connect_timeout=CONNECT_TIMEOUT, autocommit=True)
+
         try:
-            psycopg.connect(dsn, connect_timeout=CONNECT_TIMEOUT).close()
+            with connect() as conn:
+                self.pooler = pooler.detect_sync(conn, connect)
         except psycopg.OperationalError as error:
             raise _unavailable(where, error) from None
+        if self.pooler is not None:
+            _log.warning(pooler.advice(self.pooler, where), pooler=self.pooler)
 
     def close(self) -> None:
         with self._lock:

@@ -28,13 +28,21 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, timedelta
 from typing import Any
 
 from psycopg import sql
 
 from oban_py.insert.statements import RECEIVE, Program, Statement, Work, one_statement
 from oban_py.job import jsonb
-from oban_py.job.model import JOB_DEFAULTS, Job, finish_stored, prepare_stored, to_naive_utc
+from oban_py.job.model import (
+    JOB_DEFAULTS,
+    Job,
+    finish_stored,
+    prepare_stored,
+    schedule_delay,
+    to_naive_utc,
+)
 from oban_py.job.unique import Unique, compared_value, lock_key
 from oban_py.notifier import channel
 from oban_py.sql import Queries
@@ -79,6 +87,9 @@ def _insert(queries: Queries, jobs: Sequence[Job], own_transaction: bool) -> Pro
             ids, now, inserted_ats = rows[0]
             stored = finish_stored(built, ids, now, inserted_ats)
             for i, job in zip(chunk, stored, strict=True):
+                if (delay := schedule_delay(jobs[i])) is not None:
+                    # What the statement wrote: the server's now plus the delay, exactly.
+                    job.scheduled_at = now.replace(tzinfo=UTC) + timedelta(microseconds=delay)
                 results[i] = job
     if len(plain) < len(jobs):
         plan = unique_plan(queries.prefix, jobs)
@@ -100,8 +111,11 @@ def text_array(values: Sequence[str]) -> str:
 
 def row_params(job: Job, insert_channel: str) -> tuple[Any, ...]:
     """The parameters of ``sql/insert_job.sql``: the columns an insert writes, in its order,
-    then the notification channel."""
+    then the delay of a ``schedule_in`` job and the notification channel."""
     meta, tags, scheduled_at = job.meta, job.tags, job.scheduled_at
+    delay = schedule_delay(job)
+    if delay is not None:
+        scheduled_at = None
     return (
         job.state,
         job.queue,
@@ -112,6 +126,7 @@ def row_params(job: Job, insert_channel: str) -> tuple[Any, ...]:
         job.max_attempts,
         job.priority,
         None if scheduled_at is None else to_naive_utc(scheduled_at),
+        delay,
         insert_channel,
     )
 
@@ -130,6 +145,14 @@ def _all_defaults(job: Job) -> bool:
 
 
 def _row(job: Job) -> dict[str, Any]:
+    delay = schedule_delay(job)
+    if delay is not None:
+        # Absent from every other row: jsonb_to_recordset reads a missing key as NULL.
+        return {**_columns(job), "scheduled_at": None, "scheduled_in_us": delay}
+    return _columns(job)
+
+
+def _columns(job: Job) -> dict[str, Any]:
     return {
         "state": job.state,
         "queue": job.queue,

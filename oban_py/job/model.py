@@ -156,6 +156,8 @@ class Job(BaseModel):
     _cancelled: bool = PrivateAttr(default=False)
     _stop_reason: StopReason | None = PrivateAttr(default=None)
     _typed_args: Any = PrivateAttr(default=None)
+    #: (the scheduled_at ``schedule_in`` gave, the delay in microseconds): see ``schedule_delay``
+    _scheduled_in: tuple[datetime, int] | None = PrivateAttr(default=None)
     #: where ``progress`` reports go while a node runs the job (None: kept on the job only)
     _progress_sink: ProgressSink | None = PrivateAttr(default=None)
     _progress_seq: int = PrivateAttr(default=0)
@@ -243,7 +245,9 @@ class Job(BaseModel):
         if self.schedule_in is not None:
             if "scheduled_at" in self.model_fields_set:
                 raise ValueError("give either schedule_in or scheduled_at, not both")
-            self.scheduled_at = datetime.now(UTC) + timedelta(seconds=self.schedule_in)
+            delay = timedelta(seconds=self.schedule_in)
+            self.scheduled_at = datetime.now(UTC) + delay
+            self._scheduled_in = (self.scheduled_at, delay // _MICROSECOND)
             self.schedule_in = None
         if self.scheduled_at is not None and self.id is None and self.state == "available":
             self.state = "scheduled"
@@ -559,6 +563,23 @@ def _json_timestamp(value: datetime) -> str:
     # PostgreSQL's JSON drops trailing zeros of the fraction (.96725, not .967250) and the
     # whole fraction when it is zero; isoformat() always writes six digits.
     return value.isoformat().rstrip("0").rstrip(".") if value.microsecond else value.isoformat()
+
+
+def schedule_delay(job: Job) -> int | None:
+    """Microseconds after the database's now that ``job`` is to run, when it was built with
+    ``schedule_in`` and its ``scheduled_at`` is still the one that gave; else ``None``.
+
+    ``scheduled_at`` is set from this process's clock when the job is built, so that it can be
+    read before the insert; the insert computes it again from the database's clock, which the
+    stager compares it with, so that a client whose clock is off schedules no earlier or later.
+    """
+    given = job._scheduled_in
+    if given is None or job.scheduled_at != given[0]:
+        return None
+    return given[1]
+
+
+_MICROSECOND = timedelta(microseconds=1)
 
 
 def _aware(value: datetime) -> datetime:

@@ -45,7 +45,7 @@ log = structlog.get_logger("oban.acker")
 
 #: (parameter, Ack field index, default) of the columns most acks leave at their default
 _OPTIONAL: tuple[tuple[str, int, Any], ...] = (
-    ("scheduled_at", 4, None),
+    ("scheduled_in", 4, None),
     ("extra_attempts", 5, 0),
     ("attempt_delta", 6, 0),
     ("errors", 7, None),

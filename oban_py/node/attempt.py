@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import math
 import time
 import traceback
 from collections.abc import Mapping, Sequence
@@ -338,9 +339,12 @@ def _backoff(worker: Any, job: Job) -> float:
     custom = getattr(worker, "backoff", None) if worker is not None else None
     if custom is not None:
         try:
-            return float(custom(job))
+            seconds = float(custom(job))
         except BaseException:  # a broken backoff falls back to Elixir's
             pass
+        else:
+            if not math.isnan(seconds):  # nor is NaN a delay
+                return seconds
     return float(backoff.default_backoff(job.attempt, job.max_attempts))
 
 

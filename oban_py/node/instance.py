@@ -246,7 +246,8 @@ class Oban(Client):
         return spec.limit if spec is not None else 1
 
     async def _start_notifier(self) -> None:
-        self.notifier = Notifier(self.config, self.dsn or self.pool.conninfo, pool=self.pool)
+        source = self.config.notifier_dsn or self.dsn or self.pool.conninfo
+        self.notifier = Notifier(self.config, source, pool=self.pool)
         self.notifier.listen("insert", self._on_insert)
         self.notifier.listen("signal", self._on_signal)
         self.notifier.on_reconnect(self._wake_all)

@@ -1,18 +1,22 @@
 """The outcome of an attempt as the columns it writes (``Ack``), and one function per Elixir rule.
 
 - returned anything else: ``completed``, ``completed_at``;
-- returned ``Snooze(s)``: ``scheduled`` at now + s, attempt kept, ``max_attempts + 1``;
+- returned ``Snooze(s)``: ``scheduled`` s seconds from now, attempt kept, ``max_attempts + 1``;
 - returned ``Cancel(r)``: ``cancelled``, ``cancelled_at``, errors entry
   "<W> failed with {:cancel, r}";
 - returned ``Record(v)``: ``completed``, meta ``recorded: true`` and ``return`` (Base64 term);
-- raised (any ``BaseException``), timed out, unknown worker, bad args: ``retryable`` at now +
-  backoff, or ``discarded`` at the last attempt (or at once, when the worker's retry policy
-  says so), with an errors entry;
+- raised (any ``BaseException``), timed out, unknown worker, bad args: ``retryable`` backoff
+  seconds from now, or ``discarded`` at the last attempt (or at once, when the worker's retry
+  policy says so), with an errors entry;
 - killed by a cancel (pkill): stays ``cancelled``, errors entry "{:cancel, :shutdown}";
 - interrupted by this node (shutdown, fencing) once the worker really stopped, or found running
   nowhere: released as Elixir's Lifeline releases a job (``available``, attempt kept, or
   ``discarded`` when out of attempts; no errors entry);
 - a claimed row that cannot be decoded: ``discarded`` with an errors entry saying why.
+
+"From now" is the database's now: an ack carries the delay, and ``ack_jobs.sql`` adds it to the
+server's clock, so a node whose clock is off schedules its retries and snoozes no earlier and no
+later than the stager that makes them available (Elixir uses the application's clock here).
 
 Every text written goes through ``errors.storable`` first, so an outcome can always be stored.
 This module sits below the attempt (which decides) and the acker (which writes).
@@ -20,7 +24,7 @@ This module sits below the attempt (which decides) and the acker (which writes).
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from oban_py.job import errors, jsonb, terms
@@ -35,6 +39,17 @@ if TYPE_CHECKING:
 SNOOZE_ROLLS_BACK_ATTEMPT = False
 
 
+#: The longest delay an ack writes (a century): a later time would not read back into Python's
+#: datetime (year 9999 at most), and PostgreSQL refuses an infinite one, so the ack could never
+#: be stored.
+MAX_DELAY = 100 * 365.25 * 86_400.0
+
+
+def _delay(seconds: float) -> float:
+    """``seconds`` as written: at most ``MAX_DELAY``; not a number counts as none."""
+    return min(float(seconds), MAX_DELAY) if seconds == seconds else 0.0
+
+
 class Ack(NamedTuple):
     """The outcome of one attempt, as the columns ``ack_jobs.sql`` writes."""
 
@@ -44,7 +59,8 @@ class Ack(NamedTuple):
     state: str
     #: when the job finished: completed_at / cancelled_at / discarded_at of the new state
     at: datetime
-    scheduled_at: datetime | None = None
+    #: seconds from the database's now to the new scheduled_at (snooze, retry backoff)
+    scheduled_in: float | None = None
     extra_attempts: int = 0
     attempt_delta: int = 0
     #: a JSON errors entry to append
@@ -70,7 +86,6 @@ def complete(job: Job, now: datetime) -> Ack:
 
 def snooze(job: Job, seconds: int, now: datetime) -> Ack:
     """The one place the snooze rule lives (see ``SNOOZE_ROLLS_BACK_ATTEMPT``)."""
-    at = now + timedelta(seconds=seconds)
     if SNOOZE_ROLLS_BACK_ATTEMPT:
         meta = job.meta if isinstance(job.meta, dict) else {}
         snoozed = int(meta.get("snoozed", 0)) + 1
@@ -78,11 +93,11 @@ def snooze(job: Job, seconds: int, now: datetime) -> Ack:
             job,
             "scheduled",
             now,
-            scheduled_at=at,
+            scheduled_in=_delay(seconds),
             attempt_delta=-1,
             meta=jsonb.dumps_str({"snoozed": snoozed}),
         )
-    return _ack(job, "scheduled", now, scheduled_at=at, extra_attempts=1)
+    return _ack(job, "scheduled", now, scheduled_in=_delay(seconds), extra_attempts=1)
 
 
 def cancel(job: Job, text: str, now: datetime, *, pkill: bool = False) -> Ack:
@@ -99,8 +114,7 @@ def failure(job: Job, text: str, now: datetime, backoff_seconds: float) -> Ack:
     entry = _entry(job.attempt, now, text)
     if job.attempt >= job.max_attempts:
         return _ack(job, "discarded", now, error=entry)
-    at = now + timedelta(seconds=backoff_seconds)
-    return _ack(job, "retryable", now, scheduled_at=at, error=entry)
+    return _ack(job, "retryable", now, scheduled_in=_delay(backoff_seconds), error=entry)
 
 
 def discard(job: Job, text: str, now: datetime) -> Ack:

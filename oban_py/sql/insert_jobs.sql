@@ -8,10 +8,10 @@ WITH rows AS (
     FROM ROWS FROM (
         jsonb_to_recordset(%(rows)s::jsonb) AS (
             state text, queue text, worker text, args jsonb, meta jsonb, tags text[],
-            max_attempts int, priority int, scheduled_at timestamp
+            max_attempts int, priority int, scheduled_at timestamp, scheduled_in_us bigint
         )
     ) WITH ORDINALITY AS r(state, queue, worker, args, meta, tags, max_attempts, priority,
-                           scheduled_at, ord)
+                           scheduled_at, scheduled_in_us, ord)
 ),
 inserted AS (
     INSERT INTO {prefix}.oban_jobs
@@ -24,7 +24,9 @@ inserted AS (
            r.tags,
            r.max_attempts,
            r.priority,
-           COALESCE(r.scheduled_at, timezone('UTC', now()))
+           -- schedule_in: microseconds after the server's now, not the client's
+           COALESCE(r.scheduled_at,
+                    timezone('UTC', now()) + coalesce(r.scheduled_in_us, 0) * interval '1 microsecond')
     FROM rows AS r
     ORDER BY r.ord
     -- Only what the server chose: the client fills in the rest from the jobs it sent, which

@@ -12,7 +12,7 @@ WITH rows AS MATERIALIZED (
     SELECT *
     FROM jsonb_to_recordset(%(rows)s::jsonb) AS r(
         ord int, state text, queue text, worker text, args jsonb, meta jsonb, tags text[],
-        max_attempts int, priority int, scheduled_at timestamp,
+        max_attempts int, priority int, scheduled_at timestamp, scheduled_in_us bigint,
         args_match jsonb, args_exact boolean, meta_match jsonb, meta_exact boolean,
         replace jsonb
     )
@@ -51,7 +51,10 @@ replaced AS (
         priority = CASE WHEN f.fields ? 'priority' THEN r.priority ELSE j.priority END,
         queue = CASE WHEN f.fields ? 'queue' THEN r.queue ELSE j.queue END,
         scheduled_at = CASE WHEN f.fields ? 'scheduled_at'
-                            THEN COALESCE(r.scheduled_at, j.scheduled_at)
+                            THEN COALESCE(r.scheduled_at,
+                                          timezone('UTC', now())
+                                          + r.scheduled_in_us * interval '1 microsecond',
+                                          j.scheduled_at)
                             ELSE j.scheduled_at END,
         tags = CASE WHEN f.fields ? 'tags' THEN r.tags ELSE j.tags END,
         worker = CASE WHEN f.fields ? 'worker' THEN r.worker ELSE j.worker END
@@ -82,7 +85,9 @@ inserted AS (
            f.tags,
            f.max_attempts,
            f.priority,
-           COALESCE(f.scheduled_at, timezone('UTC', now()))
+           -- schedule_in: microseconds after the server's now, not the client's
+           COALESCE(f.scheduled_at,
+                    timezone('UTC', now()) + coalesce(f.scheduled_in_us, 0) * interval '1 microsecond')
     FROM fresh AS f
     RETURNING *
 ),

@@ -162,8 +162,8 @@ def apply_ack(job: Job, ack: Ack) -> Job:
     stamp = {"completed": "completed_at", "cancelled": "cancelled_at", "discarded": "discarded_at"}
     if ack.state in stamp:
         updates[stamp[ack.state]] = ack.at
-    if ack.scheduled_at is not None:
-        updates["scheduled_at"] = ack.scheduled_at
+    if ack.scheduled_in is not None:
+        updates["scheduled_at"] = ack.at + timedelta(seconds=ack.scheduled_in)
     updates["max_attempts"] = job.max_attempts + ack.extra_attempts
     updates["attempt"] = job.attempt + ack.attempt_delta
     if ack.error is not None:

@@ -8,8 +8,11 @@ run of the same job fails loudly).
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
+import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
@@ -20,11 +23,22 @@ _pool: AsyncConnectionPool[Any] | None = None
 _inflight: dict[str, int] = {}
 
 
+def _slow_atexit(path: str) -> None:
+    # An exporter flushing at exit (OpenTelemetry's batch processors do): it takes its time.
+    time.sleep(1.5)
+    Path(path).write_text("flushed")
+
+
+if "FAULT_ATEXIT_FILE" in os.environ:
+    atexit.register(_slow_atexit, os.environ["FAULT_ATEXIT_FILE"])
+
+
 async def pool() -> AsyncConnectionPool[Any]:
     global _pool
     if _pool is None:
         _pool = AsyncConnectionPool(
-            os.environ["OBAN_DSN"],
+            # Apart from the node's DSN when that goes through a pooler under test.
+            os.environ.get("FAULT_EFFECTS_DSN") or os.environ["OBAN_DSN"],
             min_size=1,
             max_size=8,
             open=False,
@@ -184,6 +198,48 @@ class Blocker(Worker):
                 "INSERT INTO fault_effects (job_id, attempt, node) VALUES (%s, %s, 'done')",
                 (job.id, job.attempt),
             )
+
+
+class LeaksThread(Worker):
+    """Starts a thread that is no daemon and never ends, and completes: what a careless library
+    (a client with a background flusher) leaves behind."""
+
+    name = "Faults.LeaksThread"
+
+    async def process(self, job: Job) -> None:
+        threading.Thread(target=time.sleep, args=(3600,), name="leaked", daemon=False).start()
+
+
+class Later(Worker):
+    """Records each run, then on attempt 1 snoozes (``mode`` "snooze") or fails (``mode``
+    "fail", retried after ``s`` seconds) for ``s`` seconds; completes on the next run."""
+
+    name = "Faults.Later"
+
+    def backoff(self, job: Job) -> float:
+        return float(job.args["s"])
+
+    async def process(self, job: Job) -> Snooze | None:
+        async with (await pool()).connection() as conn:
+            await conn.execute(
+                "INSERT INTO fault_effects (job_id, attempt, node) VALUES (%s, %s, %s)",
+                (job.id, job.attempt, (job.attempted_by or ["?"])[0]),
+            )
+        first = job.attempt == 1 and not job.errors and job.max_attempts == job.args["max"]
+        if first and job.args["mode"] == "snooze":
+            return Snooze(job.args["s"])
+        if first and job.args["mode"] == "fail":
+            raise RuntimeError("fails once")
+        return None
+
+
+class UsesExecutor(Worker):
+    """Runs a call in the loop's default executor, whose idle thread stays until the exit."""
+
+    name = "Faults.UsesExecutor"
+
+    async def process(self, job: Job) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, time.sleep, 0.01)
 
 
 class Traced(Worker):

@@ -37,7 +37,17 @@ FAST = {
 class Node:
     """One ``oban-py start`` process; its JSON log goes to a file the test can read."""
 
-    def __init__(self, dsn: str, queues: str, name: str, log_dir: Path, **env: str) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        queues: str,
+        name: str,
+        log_dir: Path,
+        *,
+        wrapper: tuple[str, ...] = (),
+        **env: str,
+    ) -> None:
+        """``wrapper``: a command the node runs under (``faketime -f -300s``)."""
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         environment = {
@@ -51,6 +61,7 @@ class Node:
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [
+                *wrapper,
                 str(OBAN_PY),
                 "start",
                 "--queues",
@@ -94,11 +105,12 @@ class Node:
 
 @pytest.fixture
 def nodes(dsn: str, tmp_path: Path) -> Iterator[Any]:
-    """Start nodes with ``nodes(queues, name, **env)``; every one is killed after the test."""
+    """Start nodes with ``nodes(queues, name, wrapper=(), **env)``; every one is killed after
+    the test."""
     started: list[Node] = []
 
-    def start(queues: str, name: str, **env: str) -> Node:
-        node = Node(dsn, queues, name, tmp_path, **env)
+    def start(queues: str, name: str, wrapper: tuple[str, ...] = (), **env: str) -> Node:
+        node = Node(dsn, queues, name, tmp_path, wrapper=wrapper, **env)
         started.append(node)
         return node
 
