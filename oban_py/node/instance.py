@@ -34,6 +34,7 @@ from oban_py.node.queues import Queues
 from oban_py.node.runtime import Runtime
 from oban_py.node.threads import WorkerThreads
 from oban_py.notifier import Notifier
+from oban_py.workflows.releaser import Releaser
 
 log = structlog.get_logger("oban.node")
 
@@ -209,6 +210,11 @@ class Oban(Client):
             self.peer = Peer(self)
             self.peer.start()
         self.duties = build(self)
+        # Workflow jobs acked here wake the releaser right after their batch is written.
+        releaser = Releaser(self)
+        if self.acker is not None:
+            self.acker.on_followed = releaser.follow
+        self.duties.append(releaser)
         for duty in self.duties:
             duty.start()
 

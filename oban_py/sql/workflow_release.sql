@@ -1,0 +1,93 @@
+-- One release step for the workflows in %(workflows)s (docs/workflows.md): every job of theirs
+-- held in `suspended` is judged by the current state of its dependencies, read by name among
+-- the jobs of its workflow (the GIN index on meta finds them):
+--   * a dependency counts as done when `completed`, or `cancelled` / `discarded` / missing
+--     (deleted, pruned) while the job's meta says to ignore that (ignore_cancelled,
+--     ignore_discarded, ignore_deleted);
+--   * one that is cancelled, discarded or missing and not ignored fails the job: it becomes
+--     `discarded` when its meta says on_failure = "discard", `cancelled` otherwise;
+--   * all done: `available` (or `scheduled` when its scheduled_at, or release + meta.delay
+--     seconds, is still ahead);
+--   * anything else (a dependency still waiting, running or retrying): it stays held.
+-- Held rows are locked in id order before they are judged, so two passes cannot deadlock, and the
+-- UPDATE is guarded by state = 'suspended': whichever pass comes second finds the row already
+-- moved and leaves it, so a job is released or failed exactly once. Passes run after the acks
+-- that woke them committed, so the later of two dependencies finishing together always sees
+-- both. A job failed here fails its own dependents on the next step: the caller repeats this
+-- statement while it fails any.
+WITH held AS (
+    SELECT j.id, j.meta
+    FROM {prefix}.oban_jobs AS j
+    WHERE j.state = 'suspended'
+      AND j.meta->>'workflow_id' = ANY(%(workflows)s::text[])
+    ORDER BY j.id
+    FOR UPDATE
+),
+flows AS (
+    SELECT DISTINCT h.meta->'workflow_id' AS workflow_id FROM held AS h
+),
+members AS (
+    SELECT m.meta->>'workflow_id' AS workflow_id, m.meta->>'name' AS name, m.state::text AS state
+    FROM flows AS f
+    JOIN {prefix}.oban_jobs AS m ON m.meta @> jsonb_build_object('workflow_id', f.workflow_id)
+),
+judged AS (
+    SELECT h.id,
+           count(d.name) FILTER (
+               WHERE m.state IS DISTINCT FROM 'completed'
+                 AND NOT (m.state = 'cancelled' AND coalesce((h.meta->>'ignore_cancelled')::boolean, false))
+                 AND NOT (m.state = 'discarded' AND coalesce((h.meta->>'ignore_discarded')::boolean, false))
+                 AND NOT (m.state IS NULL AND coalesce((h.meta->>'ignore_deleted')::boolean, false))
+           ) AS open,
+           count(d.name) FILTER (
+               WHERE (m.state IN ('cancelled', 'discarded') OR m.state IS NULL)
+                 AND NOT (m.state = 'cancelled' AND coalesce((h.meta->>'ignore_cancelled')::boolean, false))
+                 AND NOT (m.state = 'discarded' AND coalesce((h.meta->>'ignore_discarded')::boolean, false))
+                 AND NOT (m.state IS NULL AND coalesce((h.meta->>'ignore_deleted')::boolean, false))
+           ) AS failed,
+           h.meta->>'on_failure' AS on_failure
+    FROM held AS h
+    LEFT JOIN LATERAL jsonb_array_elements_text(
+        CASE WHEN jsonb_typeof(h.meta->'deps') = 'array' THEN h.meta->'deps' ELSE '[]'::jsonb END
+    ) AS d(name) ON true
+    LEFT JOIN members AS m ON m.workflow_id = h.meta->>'workflow_id' AND m.name = d.name
+    GROUP BY h.id, h.meta
+),
+verdicts AS (
+    SELECT id,
+           CASE WHEN failed > 0 AND on_failure = 'discard' THEN 'discarded'
+                WHEN failed > 0 THEN 'cancelled'
+                WHEN open = 0 THEN 'released'
+           END AS verdict
+    FROM judged
+),
+moved AS (
+    UPDATE {prefix}.oban_jobs AS j
+    SET state = (CASE v.verdict
+                    WHEN 'released' THEN
+                        CASE WHEN greatest(j.scheduled_at, timezone('UTC', now())
+                                   + make_interval(secs => coalesce((j.meta->>'delay')::float8, 0)))
+                                  > timezone('UTC', now())
+                             THEN 'scheduled' ELSE 'available' END
+                    ELSE v.verdict
+                 END)::{prefix}.oban_job_state,
+        scheduled_at = CASE WHEN v.verdict = 'released'
+                            THEN greatest(j.scheduled_at, timezone('UTC', now())
+                                 + make_interval(secs => coalesce((j.meta->>'delay')::float8, 0)))
+                            ELSE j.scheduled_at END,
+        cancelled_at = CASE WHEN v.verdict = 'cancelled' THEN timezone('UTC', now()) ELSE j.cancelled_at END,
+        discarded_at = CASE WHEN v.verdict = 'discarded' THEN timezone('UTC', now()) ELSE j.discarded_at END
+    FROM verdicts AS v
+    WHERE j.id = v.id
+      AND v.verdict IS NOT NULL
+      AND j.state = 'suspended'
+    RETURNING j.id, j.state::text AS state, j.queue, j.meta->>'workflow_id' AS workflow_id
+),
+notified AS (
+    -- Byte for byte Elixir's insert payload, once per queue that gained an available job.
+    SELECT pg_notify(%(channel)s, '{{"queue":' || to_json(q.queue)::text || '}}')
+    FROM (SELECT DISTINCT mv.queue FROM moved AS mv WHERE mv.state = 'available') AS q
+)
+SELECT mv.id, mv.state, mv.workflow_id
+FROM moved AS mv, (SELECT count(*) FROM notified) AS sent
+ORDER BY mv.id
