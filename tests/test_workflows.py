@@ -579,3 +579,52 @@ def test_meta_keys_are_documented() -> None:
     for key in workflows.META_KEYS:
         assert f"`{key}`" in page, key
     assert json.dumps(list(workflows.POLICIES))
+
+
+def test_the_cli_shows_a_workflow_and_what_holds_its_jobs(dsn: str) -> None:
+    from typer.testing import CliRunner
+
+    from oban_py.cli import app
+
+    client = Client(dsn=dsn)
+    wf = Workflow().add("a", rec()).add("b", rec(), deps="a")
+    wf.enqueue_sync(client)
+    client.close_sync()
+    runner = CliRunner()
+    shown = runner.invoke(app, ["workflows", "show", wf.workflow_id, "--dsn", dsn])
+    assert shown.exit_code == 0, shown.output
+    assert f"workflow {wf.workflow_id}: 2 jobs (available 1, suspended 1)" in shown.output
+    assert "held by a (available)" in shown.output
+    as_json = runner.invoke(app, ["workflows", "show", wf.workflow_id, "--dsn", dsn, "--json"])
+    data = json.loads(as_json.output)
+    assert data["counts"] == {"available": 1, "suspended": 1}
+    assert data["held"][0]["waiting_for"] == {"a": "available"}
+    missing = runner.invoke(app, ["workflows", "show", "nope", "--dsn", dsn])
+    assert missing.exit_code == 6
+    cancelled = runner.invoke(app, ["workflows", "cancel", wf.workflow_id, "--dsn", dsn])
+    assert "cancelled 2 jobs" in cancelled.output
+
+
+async def test_plain_acks_wake_nothing_and_workflow_acks_wake_the_releaser(dsn: str) -> None:
+    from datetime import UTC
+    from datetime import datetime as dt
+
+    from oban_py.node.acker import Acker
+    from oban_py.node.outcomes import Ack
+
+    client = Client(dsn=dsn)
+    await client.open()
+    plain = await client.enqueue(Rec.new({}))
+    wf = Workflow().add("a", rec())
+    (step,) = await wf.enqueue(client)
+    woken: list[list[str]] = []
+    acker = Acker(client.pool, client.queries)
+    acker.on_followed = woken.append
+    now = dt.now(UTC)
+    acker.push(Ack(plain.id, now, "completed", now))
+    await acker.flush()
+    assert woken == []
+    acker.push(Ack(step.id, now, "completed", now), wf.workflow_id)
+    await acker.flush()
+    assert woken == [[wf.workflow_id]]
+    await client.close()
