@@ -628,3 +628,47 @@ async def test_plain_acks_wake_nothing_and_workflow_acks_wake_the_releaser(dsn: 
     await acker.flush()
     assert woken == [[wf.workflow_id]]
     await client.close()
+
+
+class Approve(Worker):
+    """A step released by a message: records the payload it got."""
+
+    name = "Py.Wf.Approve"
+
+    async def process(self, job: Job) -> Any:
+        STARTED.append((str(job.meta.get("name")), await _dep_states(job)))
+        return Record(workflows.message(job))
+
+
+async def test_a_message_sent_after_the_wait_is_reached_releases_the_step(
+    oban: Oban, conn: Any
+) -> None:
+    wf = (
+        Workflow()
+        .add("a", rec())
+        .add("approve", Approve.new({}, queue="wf"), deps="a", wait_for="ok")
+    )
+    a, approve = await wf.enqueue(oban)
+    await wait_state(conn, a.id, "completed")
+    status = await workflows.status(wf.workflow_id, oban=oban)
+    assert [(h.name, h.waiting_for, h.message) for h in status.held] == [("approve", {}, "ok")]
+    await asyncio.sleep(0.3)
+    assert (await row(conn, approve.id))["state"] == "suspended"
+    assert await workflows.send(wf.workflow_id, "other", 1, oban=oban) == 0
+    assert await oban.send_message(wf.workflow_id, "ok", {"by": "ada"}) == 1
+    done = await wait_state(conn, approve.id, "completed")
+    assert workflows.work.decode_result(done["meta"]["return"]) == {"by": "ada"}
+
+
+async def test_a_message_sent_before_the_wait_is_reached_is_kept(oban: Oban, conn: Any) -> None:
+    GATES["a"] = asyncio.Event()
+    wf = Workflow().add("a", rec(gate="a"))
+    wf.add("approve", Approve.new({}, queue="wf"), deps="a", wait_for="ok")
+    _, approve = await wf.enqueue(oban)
+    assert await oban.send_message(wf.workflow_id, "ok", [1, 2]) == 1
+    await asyncio.sleep(0.3)
+    assert (await row(conn, approve.id))["state"] == "suspended"
+    GATES["a"].set()
+    done = await wait_state(conn, approve.id, "completed")
+    assert workflows.work.decode_result(done["meta"]["return"]) == [1, 2]
+    assert STARTED[-1] == ("approve", {"a": "completed"})

@@ -34,6 +34,7 @@ from oban_py.node.queues import Queues
 from oban_py.node.runtime import Runtime
 from oban_py.node.threads import WorkerThreads
 from oban_py.notifier import Notifier
+from oban_py.workflows import send as send_workflow_message
 from oban_py.workflows.releaser import Releaser
 
 log = structlog.get_logger("oban.node")
@@ -344,6 +345,11 @@ class Oban(Client):
         """Stop ``queue`` (its running jobs get the shutdown grace)."""
         ident = self._ident(node, local_only)
         await self._signal({"action": "stop", "queue": queue, "ident": ident})
+
+    async def send_message(self, workflow_id: str, name: str, payload: Any = None) -> int:
+        """Send message ``name`` to a workflow (``oban_py.workflows.send``): its steps waiting
+        for it keep the payload and run once their dependencies completed."""
+        return await send_workflow_message(workflow_id, name, payload, oban=self)
 
     def check_queue(self, queue: str) -> dict[str, Any] | None:
         """This node's view of ``queue``: limit, paused, running ids... (None if not running)."""

@@ -6,8 +6,9 @@
 --     ignore_discarded, ignore_deleted);
 --   * one that is cancelled, discarded or missing and not ignored fails the job: it becomes
 --     `discarded` when its meta says on_failure = "discard", `cancelled` otherwise;
---   * all done: `available` (or `scheduled` when its scheduled_at, or release + meta.delay
---     seconds, is still ahead);
+--   * all done, and the message it waits for (meta.wait_message) arrived if it waits for one:
+--     `available` (or `scheduled` when its scheduled_at, or release + meta.delay seconds, is
+--     still ahead);
 --   * anything else (a dependency still waiting, running or retrying): it stays held.
 -- Held rows are locked in id order before they are judged, so two passes cannot deadlock, and the
 -- UPDATE is guarded by state = 'suspended': whichever pass comes second finds the row already
@@ -45,7 +46,8 @@ judged AS (
                  AND NOT (m.state = 'discarded' AND coalesce((h.meta->>'ignore_discarded')::boolean, false))
                  AND NOT (m.state IS NULL AND coalesce((h.meta->>'ignore_deleted')::boolean, false))
            ) AS failed,
-           h.meta->>'on_failure' AS on_failure
+           h.meta->>'on_failure' AS on_failure,
+           (h.meta ? 'wait_message' AND NOT h.meta ? 'message') AS awaiting
     FROM held AS h
     LEFT JOIN LATERAL jsonb_array_elements_text(
         CASE WHEN jsonb_typeof(h.meta->'deps') = 'array' THEN h.meta->'deps' ELSE '[]'::jsonb END
@@ -57,7 +59,7 @@ verdicts AS (
     SELECT id,
            CASE WHEN failed > 0 AND on_failure = 'discard' THEN 'discarded'
                 WHEN failed > 0 THEN 'cancelled'
-                WHEN open = 0 THEN 'released'
+                WHEN open = 0 AND NOT awaiting THEN 'released'
            END AS verdict
     FROM judged
 ),

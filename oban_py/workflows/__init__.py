@@ -30,6 +30,8 @@ from oban_py.workflows.work import (
     Status,
     cancel_workflow,
     job_deps,
+    message_of,
+    send_message,
     workflow_results,
     workflow_status,
 )
@@ -47,9 +49,12 @@ __all__ = [
     "WorkflowError",
     "cancel",
     "cancel_sync",
+    "message",
     "release",
     "results",
     "results_sync",
+    "send",
+    "send_sync",
     "status",
     "status_sync",
     "sweep",
@@ -126,3 +131,36 @@ def cancel_sync(
     """``cancel`` from sync code."""
     client = _client(oban)
     return client.run_work_sync(cancel_workflow(client.queries, workflow_id), conn)
+
+
+def message(job: Job) -> Any:
+    """Inside a step added with ``wait_for=``: the payload of the message that released it."""
+    return message_of(job)
+
+
+async def send(
+    workflow_id: str,
+    name: str,
+    payload: Any = None,
+    *,
+    oban: Client | None = None,
+    conn: AnyConnection | None = None,
+) -> int:
+    """Send message ``name`` (JSON ``payload``) to the workflow: its held steps added with
+    ``wait_for=name`` keep it and run once their dependencies completed too. How many steps
+    got it (0: none waits for it, or they already left the held state)."""
+    client = _client(oban)
+    return await client.run_work(send_message(client.queries, workflow_id, name, payload), conn)
+
+
+def send_sync(
+    workflow_id: str,
+    name: str,
+    payload: Any = None,
+    *,
+    oban: Client | None = None,
+    conn: psycopg.Connection[Any] | None = None,
+) -> int:
+    """``send`` from sync code."""
+    client = _client(oban)
+    return client.run_work_sync(send_message(client.queries, workflow_id, name, payload), conn)

@@ -48,6 +48,8 @@ META_KEYS = (
     "ignore_deleted",
     "on_failure",
     "delay",
+    "wait_message",
+    "message",
 )
 
 
@@ -66,6 +68,7 @@ class Step:
     policy: Policy = "cancel"
     ignore_deleted: bool = False
     delay: float | None = None
+    message: str | None = None
 
 
 def _seconds(value: float | timedelta | None) -> float | None:
@@ -115,12 +118,15 @@ class Workflow:
         on_failure: Policy = "cancel",
         ignore_deleted: bool = False,
         delay: float | timedelta | None = None,
+        wait_for: str | None = None,
     ) -> Workflow:
         """Add ``job`` as step ``name``, run once every step named in ``deps`` completed.
 
         ``on_failure``: what this job does when a dependency is cancelled or discarded (or
         deleted, unless ``ignore_deleted``): ``cancel`` (default), ``discard`` or ``run``.
         ``delay``: seconds (or a timedelta) to wait after the dependencies completed: a timer.
+        ``wait_for``: the name of a message (``send_message``) the job also waits for; one sent
+        before its dependencies completed is kept.
         """
         _check_name(name, "a step name")
         if name in self.steps:
@@ -136,7 +142,11 @@ class Workflow:
             raise WorkflowError(f"step {name!r} depends on itself")
         if on_failure not in POLICIES:
             raise WorkflowError(f"on_failure must be one of {POLICIES}, got {on_failure!r}")
-        self.steps[name] = Step(name, job, names, on_failure, ignore_deleted, _seconds(delay))
+        if wait_for is not None:
+            _check_name(wait_for, f"the message {name!r} waits for")
+        self.steps[name] = Step(
+            name, job, names, on_failure, ignore_deleted, _seconds(delay), wait_for
+        )
         return self
 
     def fan_out(
@@ -243,7 +253,9 @@ class Workflow:
         if step.ignore_deleted:
             meta["ignore_deleted"] = True
         update: dict[str, object] = {"meta": meta}
-        if step.deps:
+        if step.message is not None:
+            meta["wait_message"] = step.message
+        if step.deps or step.message is not None:
             if step.delay:
                 meta["delay"] = step.delay
             update["state"] = "suspended"

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from oban_py.insert.statements import Program, Statement, Work
-from oban_py.job import terms
+from oban_py.job import jsonb, terms
 from oban_py.job.model import Job
 from oban_py.notifier import channel
 from oban_py.sql import Queries
@@ -25,11 +25,13 @@ FINISHED = frozenset({"completed", "cancelled", "discarded"})
 
 @dataclass
 class Held:
-    """A held job and the dependencies it still waits for (name -> their state, or None)."""
+    """A held job, the dependencies it still waits for (name -> their state, None when
+    deleted) and the message it still waits for, if any."""
 
     id: int
     name: str
     waiting_for: dict[str, str | None]
+    message: str | None = None
 
 
 @dataclass
@@ -61,6 +63,7 @@ def _status(workflow_id: str, rows: Sequence[Mapping[str, Any]]) -> Status:
                 "queue": row["queue"],
                 "deps": list(meta.get("deps") or ()),
                 "attempt": row["attempt"],
+                "awaits": meta.get("wait_message") if "message" not in meta else None,
             }
         )
         if isinstance(meta.get("name"), str):
@@ -71,7 +74,7 @@ def _status(workflow_id: str, rows: Sequence[Mapping[str, Any]]) -> Status:
             waiting = {
                 dep: state_of.get(dep) for dep in job["deps"] if state_of.get(dep) != "completed"
             }
-            status.held.append(Held(job["id"], job["name"], waiting))
+            status.held.append(Held(job["id"], job["name"], waiting, job["awaits"]))
     return status
 
 
@@ -130,3 +133,27 @@ def job_deps(job: Job) -> tuple[str | None, list[str]]:
     if not isinstance(workflow_id, str):
         return None, []
     return workflow_id, [d for d in deps if isinstance(d, str)] if isinstance(deps, list) else []
+
+
+def send_message(queries: Queries, workflow_id: str, name: str, payload: Any) -> Work[int]:
+    """Deliver message ``name`` with ``payload`` (JSON) to the workflow's held jobs waiting for
+    it, kept until they run; wakes the releasers on commit. How many jobs got it."""
+
+    def program(own: bool) -> Program[int]:
+        params = {
+            "workflow_id": workflow_id,
+            "name": name,
+            "payload": jsonb.dumps_str(payload),
+            "channel": channel(queries.prefix, "workflow"),
+            "wake": jsonb.dumps_str({"workflow_id": workflow_id}),
+        }
+        rows = yield Statement(queries["workflow_message"], params)
+        return len(rows)
+
+    return Work(program)
+
+
+def message_of(job: Job) -> Any:
+    """The payload of the message ``job`` waited for (None when it waits for none)."""
+    received = job.meta.get("message")
+    return received.get("payload") if isinstance(received, Mapping) else None
