@@ -17,7 +17,18 @@
 -- both. A job failed here fails its own dependents on the next step: the caller repeats this
 -- statement while it fails any.
 WITH held AS (
-    SELECT j.id, j.meta
+    -- Only the scalars judged below: grouping or hashing whole meta documents (a fan-in's lists
+    -- a thousand names) cost more than everything else together. A value of the wrong JSON type
+    -- reads as its default rather than failing the statement for every workflow.
+    SELECT j.id,
+           j.meta->>'workflow_id' AS workflow_id,
+           CASE WHEN jsonb_typeof(j.meta->'deps') = 'array' THEN j.meta->'deps'
+                ELSE '[]'::jsonb END AS deps,
+           j.meta->'ignore_cancelled' = 'true'::jsonb AS ignore_cancelled,
+           j.meta->'ignore_discarded' = 'true'::jsonb AS ignore_discarded,
+           j.meta->'ignore_deleted' = 'true'::jsonb AS ignore_deleted,
+           j.meta->>'on_failure' AS on_failure,
+           (j.meta ? 'wait_message' AND NOT j.meta ? 'message') AS awaiting
     FROM {prefix}.oban_jobs AS j
     WHERE j.state = 'suspended'
       AND j.meta->>'workflow_id' = ANY(%(workflows)s::text[])
@@ -25,57 +36,59 @@ WITH held AS (
     FOR UPDATE
 ),
 flows AS (
-    SELECT DISTINCT h.meta->'workflow_id' AS workflow_id FROM held AS h
+    SELECT DISTINCT h.workflow_id FROM held AS h
 ),
 members AS (
-    SELECT m.meta->>'workflow_id' AS workflow_id, m.meta->>'name' AS name, m.state::text AS state
+    SELECT f.workflow_id, m.meta->>'name' AS name, m.state::text AS state
     FROM flows AS f
     JOIN {prefix}.oban_jobs AS m ON m.meta @> jsonb_build_object('workflow_id', f.workflow_id)
 ),
-judged AS (
+deps AS (
     SELECT h.id,
-           count(d.name) FILTER (
-               WHERE m.state IS DISTINCT FROM 'completed'
-                 AND NOT (m.state = 'cancelled' AND coalesce((h.meta->>'ignore_cancelled')::boolean, false))
-                 AND NOT (m.state = 'discarded' AND coalesce((h.meta->>'ignore_discarded')::boolean, false))
-                 AND NOT (m.state IS NULL AND coalesce((h.meta->>'ignore_deleted')::boolean, false))
-           ) AS open,
-           count(d.name) FILTER (
-               WHERE (m.state IN ('cancelled', 'discarded') OR m.state IS NULL)
-                 AND NOT (m.state = 'cancelled' AND coalesce((h.meta->>'ignore_cancelled')::boolean, false))
-                 AND NOT (m.state = 'discarded' AND coalesce((h.meta->>'ignore_discarded')::boolean, false))
-                 AND NOT (m.state IS NULL AND coalesce((h.meta->>'ignore_deleted')::boolean, false))
-           ) AS failed,
-           h.meta->>'on_failure' AS on_failure,
-           (h.meta ? 'wait_message' AND NOT h.meta ? 'message') AS awaiting
+           CASE
+               WHEN d.name IS NULL THEN 'done'
+               WHEN m.state = 'completed' THEN 'done'
+               WHEN m.state = 'cancelled' AND h.ignore_cancelled THEN 'done'
+               WHEN m.state = 'discarded' AND h.ignore_discarded THEN 'done'
+               WHEN m.state IS NULL AND h.ignore_deleted THEN 'done'
+               WHEN m.state IN ('cancelled', 'discarded') OR m.state IS NULL THEN 'failed'
+               ELSE 'waiting'
+           END AS verdict
     FROM held AS h
-    LEFT JOIN LATERAL jsonb_array_elements_text(
-        CASE WHEN jsonb_typeof(h.meta->'deps') = 'array' THEN h.meta->'deps' ELSE '[]'::jsonb END
-    ) AS d(name) ON true
-    LEFT JOIN members AS m ON m.workflow_id = h.meta->>'workflow_id' AND m.name = d.name
-    GROUP BY h.id, h.meta
+    LEFT JOIN LATERAL jsonb_array_elements_text(h.deps) AS d(name) ON true
+    LEFT JOIN members AS m ON m.workflow_id = h.workflow_id AND m.name = d.name
+),
+judged AS (
+    SELECT x.id,
+           count(*) FILTER (WHERE x.verdict = 'failed') AS failed,
+           count(*) FILTER (WHERE x.verdict = 'waiting') AS open
+    FROM deps AS x
+    GROUP BY x.id
 ),
 verdicts AS (
-    SELECT id,
-           CASE WHEN failed > 0 AND on_failure = 'discard' THEN 'discarded'
-                WHEN failed > 0 THEN 'cancelled'
-                WHEN open = 0 AND NOT awaiting THEN 'released'
+    SELECT h.id,
+           CASE WHEN jd.failed > 0 AND h.on_failure = 'discard' THEN 'discarded'
+                WHEN jd.failed > 0 THEN 'cancelled'
+                WHEN jd.open = 0 AND NOT h.awaiting THEN 'released'
            END AS verdict
-    FROM judged
+    FROM held AS h
+    JOIN judged AS jd ON jd.id = h.id
 ),
 moved AS (
     UPDATE {prefix}.oban_jobs AS j
     SET state = (CASE v.verdict
                     WHEN 'released' THEN
                         CASE WHEN greatest(j.scheduled_at, timezone('UTC', now())
-                                   + make_interval(secs => coalesce((j.meta->>'delay')::float8, 0)))
+                                   + make_interval(secs => CASE WHEN jsonb_typeof(j.meta->'delay') = 'number'
+                                              THEN (j.meta->>'delay')::float8 ELSE 0 END))
                                   > timezone('UTC', now())
                              THEN 'scheduled' ELSE 'available' END
                     ELSE v.verdict
                  END)::{prefix}.oban_job_state,
         scheduled_at = CASE WHEN v.verdict = 'released'
                             THEN greatest(j.scheduled_at, timezone('UTC', now())
-                                 + make_interval(secs => coalesce((j.meta->>'delay')::float8, 0)))
+                                 + make_interval(secs => CASE WHEN jsonb_typeof(j.meta->'delay') = 'number'
+                                              THEN (j.meta->>'delay')::float8 ELSE 0 END))
                             ELSE j.scheduled_at END,
         cancelled_at = CASE WHEN v.verdict = 'cancelled' THEN timezone('UTC', now()) ELSE j.cancelled_at END,
         discarded_at = CASE WHEN v.verdict = 'discarded' THEN timezone('UTC', now()) ELSE j.discarded_at END
