@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from conftest import FIXTURES
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from nodekit import row, wait_for, wait_state
@@ -17,6 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from oban_py import Oban, telemetry, workflows
 from oban_py.client.core import Client
+from oban_py.job import terms
 from oban_py.job.model import Job
 from oban_py.job.returns import Cancel, Record
 from oban_py.sql import Queries
@@ -672,3 +674,96 @@ async def test_a_message_sent_before_the_wait_is_reached_is_kept(oban: Oban, con
     done = await wait_state(conn, approve.id, "completed")
     assert workflows.work.decode_result(done["meta"]["return"]) == [1, 2]
     assert STARTED[-1] == ("approve", {"a": "completed"})
+
+
+# -- Elixir steps, rescued nodes, poison rows --------------------------------------------------
+
+
+def _elixir_recorded(index: int) -> tuple[str, Any]:
+    data = json.loads((FIXTURES / "terms" / "terms.json").read_text())
+    (term,) = [t for t in data["terms"] if t["index"] == index]
+    return term["base64"], term["elixir_literal"]
+
+
+async def test_an_elixir_step_is_held_released_by_python_and_its_result_read_downstream(
+    oban: Oban, conn: Any
+) -> None:
+    """The Elixir worker's job goes in held, in a queue only Elixir serves; once its dependency
+    completed a Python node releases it, Elixir runs it (here: its completion as Elixir writes
+    it, a recorded result from the fixtures) and the Python fan-in reads that result."""
+    recorded, literal = _elixir_recorded(49)
+    wf = Workflow().add("py", rec(7))
+    wf.add("ex", Job(worker="MyApp.Workers.Enrich", queue="elixir", args={}), deps="py")
+    wf.add("sum", Approve.new({}, queue="wf"), deps=["ex"])
+    _, ex, total = await wf.enqueue(oban)
+    assert (await row(conn, ex.id))["state"] == "suspended"
+    await wait_state(conn, ex.id, "available")
+    # Elixir's executor: executing, then completed with the Pro-style recorded meta.
+    await conn.execute(
+        "UPDATE oban_jobs SET state = 'completed', attempt = 1,"
+        " attempted_at = timezone('UTC', now()), completed_at = timezone('UTC', now()),"
+        " meta = meta || jsonb_build_object('recorded', true, 'return', %s::text)"
+        " WHERE id = %s",
+        (recorded, ex.id),
+    )
+    # No Python ack woke anyone: the sweep (every second) releases the fan-in.
+    got = await workflows.results(
+        Job(worker="x", meta={"workflow_id": wf.workflow_id, "deps": ["ex", "py"]}), oban=oban
+    )
+    assert got["py"] == 7
+    assert got["ex"] == terms.decode_recorded(recorded)
+    assert got["ex"]["name"] == "x", literal
+    await wait_state(conn, total.id, "completed")
+
+
+async def test_a_workflow_finishes_after_the_lifeline_rescues_a_step_of_a_dead_node(
+    oban: Oban, conn: Any
+) -> None:
+    """A node died running step a: the row stays executing until a lifeline rescues it (here
+    Elixir's time-based rule), then any node runs it and the workflow goes on."""
+    await oban.pause_queue("wf", local_only=True)
+    wf = Workflow().add("a", rec()).add("b", rec(), deps="a")
+    a, b = await wf.enqueue(oban)
+    await conn.execute(
+        "UPDATE oban_jobs SET state = 'executing', attempt = 1, max_attempts = 3,"
+        " attempted_by = ARRAY['dead-node', 'gone'],"
+        " attempted_at = timezone('UTC', now()) - interval '2 hours' WHERE id = %s",
+        (a.id,),
+    )
+    await oban.resume_queue("wf", local_only=True)
+    await asyncio.sleep(0.3)
+    assert (await row(conn, b.id))["state"] == "suspended"
+    await conn.execute(
+        "UPDATE oban_jobs SET state = CASE WHEN attempt >= max_attempts"
+        " THEN 'discarded'::oban_job_state ELSE 'available'::oban_job_state END"
+        " WHERE state = 'executing'"
+        " AND attempted_at < timezone('UTC', now()) - interval '60 minutes'"
+    )
+    oban.producers["wf"].wake()
+    status = await finished(oban, wf.workflow_id)
+    assert states(status) == {"a": "completed", "b": "completed"}
+
+
+async def test_poison_workflow_meta_never_stalls_other_workflows(oban: Oban, conn: Any) -> None:
+    await oban.pause_queue("wf", local_only=True)
+    bad = await oban.enqueue(
+        Rec.new(
+            {},
+            queue="wf",
+            meta={
+                "workflow_id": "poison",
+                "deps": "not-a-list",
+                "ignore_cancelled": 5,
+                "ignore_deleted": "yes",
+                "delay": "soon",
+                "on_failure": ["?"],
+            },
+        )
+    )
+    await conn.execute("UPDATE oban_jobs SET state = 'suspended' WHERE id = %s", (bad.id,))
+    await oban.resume_queue("wf", local_only=True)
+    wf = Workflow().add("a", rec()).add("b", rec(), deps="a")
+    await wf.enqueue(oban)
+    assert states(await finished(oban, wf.workflow_id)) == {"a": "completed", "b": "completed"}
+    # The poison row reads as having no dependencies, no delay: released and run.
+    await wait_state(conn, bad.id, "completed")
