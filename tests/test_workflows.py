@@ -767,3 +767,25 @@ async def test_poison_workflow_meta_never_stalls_other_workflows(oban: Oban, con
     assert states(await finished(oban, wf.workflow_id)) == {"a": "completed", "b": "completed"}
     # The poison row reads as having no dependencies, no delay: released and run.
     await wait_state(conn, bad.id, "completed")
+
+
+async def test_retry_a_workflow_runs_its_failed_jobs_and_what_they_held(
+    oban: Oban, conn: Any
+) -> None:
+    wf = Workflow().add("a", rec(outcome="discard")).add("b", rec(), deps="a")
+    wf.add("c", rec(), deps="b").add("ok", rec())
+    a, _, c, _ = await wf.enqueue(oban)
+    status = await finished(oban, wf.workflow_id)
+    assert states(status) == {
+        "a": "discarded",
+        "b": "cancelled",
+        "c": "cancelled",
+        "ok": "completed",
+    }
+    await conn.execute("UPDATE oban_jobs SET args = args - 'outcome' WHERE id = %s", (a.id,))
+    assert await workflows.retry(wf.workflow_id, oban=oban) == 3
+    status = await finished(oban, wf.workflow_id)
+    assert states(status) == dict.fromkeys(("a", "b", "c", "ok"), "completed")
+    assert (await row(conn, a.id))["attempt"] == 2
+    assert (await row(conn, c.id))["attempt"] == 1
+    assert [n for n, _ in STARTED].count("ok") == 1

@@ -31,6 +31,7 @@ from oban_py.workflows.work import (
     cancel_workflow,
     job_deps,
     message_of,
+    retry_workflow,
     send_message,
     workflow_results,
     workflow_status,
@@ -53,6 +54,8 @@ __all__ = [
     "release",
     "results",
     "results_sync",
+    "retry",
+    "retry_sync",
     "send",
     "send_sync",
     "status",
@@ -164,3 +167,21 @@ def send_sync(
     """``send`` from sync code."""
     client = _client(oban)
     return client.run_work_sync(send_message(client.queries, workflow_id, name, payload), conn)
+
+
+async def retry(
+    workflow_id: str, *, oban: Client | None = None, conn: AnyConnection | None = None
+) -> int:
+    """Retry the workflow's failed jobs: cancelled or discarded ones that ran become available
+    (one more attempt), those failed or cancelled while held are held again and released once
+    their dependencies complete. How many."""
+    client = _client(oban)
+    return await client.run_work(retry_workflow(client.queries, workflow_id), conn)
+
+
+def retry_sync(
+    workflow_id: str, *, oban: Client | None = None, conn: psycopg.Connection[Any] | None = None
+) -> int:
+    """``retry`` from sync code."""
+    client = _client(oban)
+    return client.run_work_sync(retry_workflow(client.queries, workflow_id), conn)

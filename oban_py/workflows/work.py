@@ -157,3 +157,20 @@ def message_of(job: Job) -> Any:
     """The payload of the message ``job`` waited for (None when it waits for none)."""
     received = job.meta.get("message")
     return received.get("payload") if isinstance(received, Mapping) else None
+
+
+def retry_workflow(queries: Queries, workflow_id: str) -> Work[int]:
+    """Retry the workflow's cancelled and discarded jobs (``sql/workflow_retry.sql``): those
+    that ran become available, those failed while held are held again. How many."""
+
+    def program(own: bool) -> Program[int]:
+        params = {
+            "workflow_id": workflow_id,
+            "insert_channel": channel(queries.prefix, "insert"),
+            "workflow_channel": channel(queries.prefix, "workflow"),
+            "wake": jsonb.dumps_str({"workflow_id": workflow_id}),
+        }
+        rows = yield Statement(queries["workflow_retry"], params)
+        return len(rows)
+
+    return Work(program)
