@@ -126,6 +126,8 @@ def test_bad_graphs_are_refused_with_clear_errors() -> None:
         Workflow().add("a", rec(), on_failure="explode")  # type: ignore[arg-type]
     with pytest.raises(WorkflowError, match="non-empty string"):
         Workflow().add("", rec())
+    with pytest.raises(WorkflowError, match="cannot be unique"):
+        Workflow().add("u", Rec.new({}, unique={"period": 60}))
 
 
 async def test_jobs_go_in_held_with_their_workflow_meta_in_one_batch(oban: Oban, conn: Any) -> None:

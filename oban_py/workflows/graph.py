@@ -133,6 +133,10 @@ class Workflow:
             raise WorkflowError(f"duplicate step name {name!r} in workflow {self.workflow_id}")
         if not isinstance(job, Job):
             raise WorkflowError(f"step {name!r} needs a Job (Worker.new(...)), got {job!r}")
+        if job.unique is not None:
+            # A unique conflict would return another job in this step's place, and its
+            # dependents would wait on a name no row carries.
+            raise WorkflowError(f"step {name!r} is a unique job; workflow steps cannot be unique")
         names = (deps,) if isinstance(deps, str) else tuple(deps)
         for dep in names:
             _check_name(dep, f"a dependency of {name!r}")
