@@ -791,3 +791,43 @@ async def test_retry_a_workflow_runs_its_failed_jobs_and_what_they_held(
     assert (await row(conn, a.id))["attempt"] == 2
     assert (await row(conn, c.id))["attempt"] == 1
     assert [n for n, _ in STARTED].count("ok") == 1
+
+
+@pytest.mark.parametrize(
+    ("on_timeout", "expected"),
+    [("cancel", "cancelled"), ("discard", "discarded"), ("run", "completed")],
+)
+async def test_a_message_that_never_comes_times_out_under_its_policy(
+    oban: Oban, conn: Any, on_timeout: str, expected: str
+) -> None:
+    wf = Workflow().add("a", rec())
+    wf.add(
+        "approve",
+        Approve.new({}, queue="wf"),
+        deps="a",
+        wait_for="ok",
+        timeout=0.5,
+        on_timeout=on_timeout,  # type: ignore[arg-type]
+    )
+    wf.add("after", rec(), deps="approve")
+    _, approve, after = await wf.enqueue(oban)
+    done = await wait_state(conn, approve.id, expected)
+    assert done["meta"]["wait_until"] > 0
+    assert (await wait_state(conn, after.id, "completed", "cancelled"))["state"] == (
+        "completed" if expected == "completed" else "cancelled"
+    )
+
+
+async def test_poison_numbers_in_meta_read_as_defaults(dsn: str, conn: Any) -> None:
+    client = Client(dsn=dsn)
+    wf = Workflow().add("a", rec()).add("b", rec(), deps="a")
+    a, b = await wf.enqueue(client)
+    await conn.execute(
+        'UPDATE oban_jobs SET meta = meta || \'{"delay": 1e400, "wait_message": "m",'
+        ' "wait_until": -1e400}\'::jsonb WHERE id = %s',
+        (b.id,),
+    )
+    await conn.execute("UPDATE oban_jobs SET state = 'completed' WHERE id = %s", (a.id,))
+    moved = await workflows.release(client.pool, client.queries, [wf.workflow_id])
+    assert moved.cancelled == [b.id]  # timed out long ago, waiting for a message
+    await client.close()

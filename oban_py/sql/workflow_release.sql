@@ -9,6 +9,8 @@
 --   * all done, and the message it waits for (meta.wait_message) arrived if it waits for one:
 --     `available` (or `scheduled` when its scheduled_at, or release + meta.delay seconds, is
 --     still ahead);
+--   * all done but the message not come by meta.wait_until (epoch seconds): meta.on_timeout
+--     applies ("run": released without it, "discard": discarded, otherwise cancelled);
 --   * anything else (a dependency still waiting, running or retrying): it stays held.
 -- Held rows are locked in id order before they are judged, so two passes cannot deadlock, and the
 -- UPDATE is guarded by state = 'suspended': whichever pass comes second finds the row already
@@ -28,7 +30,12 @@ WITH held AS (
            j.meta->'ignore_discarded' = 'true'::jsonb AS ignore_discarded,
            j.meta->'ignore_deleted' = 'true'::jsonb AS ignore_deleted,
            j.meta->>'on_failure' AS on_failure,
-           (j.meta ? 'wait_message' AND NOT j.meta ? 'message') AS awaiting
+           (j.meta ? 'wait_message' AND NOT j.meta ? 'message') AS awaiting,
+           (j.meta ? 'wait_message' AND NOT j.meta ? 'message'
+            AND CASE WHEN jsonb_typeof(j.meta->'wait_until') = 'number'
+                     THEN (j.meta->'wait_until')::numeric < extract(epoch FROM now())
+                     ELSE false END) AS timed_out,
+           j.meta->>'on_timeout' AS on_timeout
     FROM {prefix}.oban_jobs AS j
     WHERE j.state = 'suspended'
       AND j.meta->>'workflow_id' = ANY(%(workflows)s::text[])
@@ -70,6 +77,9 @@ verdicts AS (
            CASE WHEN jd.failed > 0 AND h.on_failure = 'discard' THEN 'discarded'
                 WHEN jd.failed > 0 THEN 'cancelled'
                 WHEN jd.open = 0 AND NOT h.awaiting THEN 'released'
+                WHEN jd.open = 0 AND h.timed_out AND h.on_timeout = 'run' THEN 'released'
+                WHEN jd.open = 0 AND h.timed_out AND h.on_timeout = 'discard' THEN 'discarded'
+                WHEN jd.open = 0 AND h.timed_out THEN 'cancelled'
            END AS verdict
     FROM held AS h
     JOIN judged AS jd ON jd.id = h.id
@@ -80,7 +90,8 @@ moved AS (
                     WHEN 'released' THEN
                         CASE WHEN greatest(j.scheduled_at, timezone('UTC', now())
                                    + make_interval(secs => CASE WHEN jsonb_typeof(j.meta->'delay') = 'number'
-                                              THEN (j.meta->>'delay')::float8 ELSE 0 END))
+                        THEN least(greatest((j.meta->'delay')::numeric, 0), 1e9)::float8
+                        ELSE 0 END))
                                   > timezone('UTC', now())
                              THEN 'scheduled' ELSE 'available' END
                     ELSE v.verdict
@@ -88,7 +99,8 @@ moved AS (
         scheduled_at = CASE WHEN v.verdict = 'released'
                             THEN greatest(j.scheduled_at, timezone('UTC', now())
                                  + make_interval(secs => CASE WHEN jsonb_typeof(j.meta->'delay') = 'number'
-                                              THEN (j.meta->>'delay')::float8 ELSE 0 END))
+                        THEN least(greatest((j.meta->'delay')::numeric, 0), 1e9)::float8
+                        ELSE 0 END))
                             ELSE j.scheduled_at END,
         cancelled_at = CASE WHEN v.verdict = 'cancelled' THEN timezone('UTC', now()) ELSE j.cancelled_at END,
         discarded_at = CASE WHEN v.verdict = 'discarded' THEN timezone('UTC', now()) ELSE j.discarded_at END

@@ -50,6 +50,8 @@ META_KEYS = (
     "delay",
     "wait_message",
     "message",
+    "wait_until",
+    "on_timeout",
 )
 
 
@@ -69,6 +71,8 @@ class Step:
     ignore_deleted: bool = False
     delay: float | None = None
     message: str | None = None
+    timeout: float | None = None
+    on_timeout: Policy = "cancel"
 
 
 def _seconds(value: float | timedelta | None) -> float | None:
@@ -119,6 +123,8 @@ class Workflow:
         ignore_deleted: bool = False,
         delay: float | timedelta | None = None,
         wait_for: str | None = None,
+        timeout: float | timedelta | None = None,
+        on_timeout: Policy = "cancel",
     ) -> Workflow:
         """Add ``job`` as step ``name``, run once every step named in ``deps`` completed.
 
@@ -126,7 +132,9 @@ class Workflow:
         deleted, unless ``ignore_deleted``): ``cancel`` (default), ``discard`` or ``run``.
         ``delay``: seconds (or a timedelta) to wait after the dependencies completed: a timer.
         ``wait_for``: the name of a message (``send_message``) the job also waits for; one sent
-        before its dependencies completed is kept.
+        before its dependencies completed is kept. ``timeout``: seconds from the enqueue after
+        which, its dependencies completed and still no message, ``on_timeout`` applies:
+        ``cancel`` (default), ``discard``, or ``run`` without the message.
         """
         _check_name(name, "a step name")
         if name in self.steps:
@@ -148,8 +156,20 @@ class Workflow:
             raise WorkflowError(f"on_failure must be one of {POLICIES}, got {on_failure!r}")
         if wait_for is not None:
             _check_name(wait_for, f"the message {name!r} waits for")
+        elif timeout is not None:
+            raise WorkflowError(f"step {name!r} has a timeout but waits for no message")
+        if on_timeout not in POLICIES:
+            raise WorkflowError(f"on_timeout must be one of {POLICIES}, got {on_timeout!r}")
         self.steps[name] = Step(
-            name, job, names, on_failure, ignore_deleted, _seconds(delay), wait_for
+            name,
+            job,
+            names,
+            on_failure,
+            ignore_deleted,
+            _seconds(delay),
+            wait_for,
+            _seconds(timeout),
+            on_timeout,
         )
         return self
 
@@ -259,6 +279,12 @@ class Workflow:
         update: dict[str, object] = {"meta": meta}
         if step.message is not None:
             meta["wait_message"] = step.message
+            if step.timeout is not None:
+                # Epoch seconds: a number the release statement can read without a cast that
+                # could fail.
+                meta["wait_until"] = datetime.now(UTC).timestamp() + step.timeout
+                if step.on_timeout != "cancel":
+                    meta["on_timeout"] = step.on_timeout
         if step.deps or step.message is not None:
             if step.delay:
                 meta["delay"] = step.delay
