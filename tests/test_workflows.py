@@ -831,3 +831,19 @@ async def test_poison_numbers_in_meta_read_as_defaults(dsn: str, conn: Any) -> N
     moved = await workflows.release(client.pool, client.queries, [wf.workflow_id])
     assert moved.cancelled == [b.id]  # timed out long ago, waiting for a message
     await client.close()
+
+
+async def test_status_reads_poison_rows_without_failing(dsn: str, conn: Any) -> None:
+    client = Client(dsn=dsn)
+    for meta in (
+        {"workflow_id": "p", "deps": 5, "name": 7},
+        {"workflow_id": "p", "deps": ["x", 1]},
+    ):
+        await conn.execute(
+            "INSERT INTO oban_jobs (worker, state, meta) VALUES ('W', 'suspended', %s)",
+            (json.dumps(meta),),
+        )
+    status = await workflows.status("p", oban=client)
+    assert [j["deps"] for j in status.jobs] == [[], ["x"]]
+    assert [j["name"] for j in status.jobs] == [None, None]
+    await client.close()

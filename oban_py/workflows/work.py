@@ -49,6 +49,11 @@ class Status:
         return bool(self.jobs) and all(job["state"] in FINISHED for job in self.jobs)
 
 
+def _names(value: Any) -> list[str]:
+    # A row written by hand or by another library may hold anything here.
+    return [d for d in value if isinstance(d, str)] if isinstance(value, list) else []
+
+
 def _status(workflow_id: str, rows: Sequence[Mapping[str, Any]]) -> Status:
     status = Status(workflow_id)
     state_of: dict[str, str] = {}
@@ -57,11 +62,11 @@ def _status(workflow_id: str, rows: Sequence[Mapping[str, Any]]) -> Status:
         status.jobs.append(
             {
                 "id": row["id"],
-                "name": meta.get("name"),
+                "name": meta.get("name") if isinstance(meta.get("name"), str) else None,
                 "state": row["state"],
                 "worker": row["worker"],
                 "queue": row["queue"],
-                "deps": list(meta.get("deps") or ()),
+                "deps": _names(meta.get("deps")),
                 "attempt": row["attempt"],
                 "awaits": meta.get("wait_message") if "message" not in meta else None,
             }
