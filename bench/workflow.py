@@ -53,6 +53,26 @@ async def _wait_completed(dsn: str, query: str, params: Any) -> None:
             await asyncio.sleep(0.005)
 
 
+async def _phases(dsn: str, ids: list[int]) -> dict[str, float]:
+    """Milliseconds between the workflow's milestones, from the database's own timestamps."""
+    root, steps, last = ids[0], ids[1:-1], ids[-1]
+    query = """
+        SELECT 1000 * extract(epoch FROM r.completed_at - r.inserted_at),
+               1000 * extract(epoch FROM min(s.attempted_at) - r.completed_at),
+               1000 * extract(epoch FROM max(s.completed_at) - min(s.attempted_at)),
+               1000 * extract(epoch FROM f.attempted_at - max(s.completed_at)),
+               1000 * extract(epoch FROM f.completed_at - f.attempted_at)
+        FROM oban_jobs AS r, oban_jobs AS s, oban_jobs AS f
+        WHERE r.id = %s AND s.id = ANY(%s) AND f.id = %s
+        GROUP BY r.completed_at, r.inserted_at, f.attempted_at, f.completed_at
+    """
+    names = ("root ran", "root done -> first step", "steps", "last step -> fan-in", "fan-in")
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        row = await (await conn.execute(query, (root, steps, last))).fetchone()
+    assert row is not None
+    return {name: round(float(value), 1) for name, value in zip(names, row, strict=True)}
+
+
 async def run(dsn: str, width: int, runs: int, concurrency: int) -> None:
     telemetry.attach("bench-workflow", ["oban.workflows.stop", "oban.workflow.release"], _on_event)
     async with Oban(dsn=dsn, queues={"wf": concurrency}, peer=False, node="bench-wf") as oban:
@@ -69,6 +89,7 @@ async def run(dsn: str, width: int, runs: int, concurrency: int) -> None:
                 dsn, "SELECT state = 'completed' FROM oban_jobs WHERE id = %s", (jobs[-1].id,)
             )
             took = time.monotonic() - started
+            phases = await _phases(dsn, [j.id for j in jobs])
             spent = sum(PASSES) / 1e6
             moved = sum(MOVED)
             print(
@@ -77,6 +98,7 @@ async def run(dsn: str, width: int, runs: int, concurrency: int) -> None:
                 f" {moved} jobs moved, {spent / max(moved, 1):.3f} ms per released job",
                 flush=True,
             )
+            print(f"  phases (ms): {phases}", flush=True)
             plain = [Step.new({}, queue="wf") for _ in range(width + 2)]
             started = time.monotonic()
             inserted = await oban.enqueue_many(plain)
