@@ -847,3 +847,24 @@ async def test_status_reads_poison_rows_without_failing(dsn: str, conn: Any) -> 
     assert [j["deps"] for j in status.jobs] == [[], ["x"]]
     assert [j["name"] for j in status.jobs] == [None, None]
     await client.close()
+
+
+async def test_drain_queue_runs_a_whole_workflow_with_recursion(dsn: str) -> None:
+    from oban_py.testing import drain_queue
+
+    client = Client(dsn=dsn)
+    wf = Workflow().add("a", rec(1)).add("b", rec(2), deps="a")
+    wf.add("sum", Sum.new({}, queue="wf"), deps=["a", "b"])
+    wf.add("never", rec(), deps="a", wait_for="nothing")
+    await wf.enqueue(client)
+    counts = await drain_queue(client, "wf", with_recursion=True)
+    assert counts["completed"] == 3
+    status = await workflows.status(wf.workflow_id, oban=client)
+    assert states(status) == {
+        "a": "completed",
+        "b": "completed",
+        "sum": "completed",
+        "never": "suspended",
+    }
+    assert [n for n, _ in STARTED] == ["a", "b", "sum"]
+    await client.close()
