@@ -868,3 +868,20 @@ async def test_drain_queue_runs_a_whole_workflow_with_recursion(dsn: str) -> Non
     }
     assert [n for n, _ in STARTED] == ["a", "b", "sum"]
     await client.close()
+
+
+class SyncSum(Worker):
+    """A plain ``def process`` fan-in: reads its dependencies' results from its thread."""
+
+    name = "Py.Wf.SyncSum"
+
+    def process(self, job: Job) -> Any:
+        return Record(sorted(workflows.results_sync(job).items()))
+
+
+async def test_a_sync_step_reads_results_from_its_thread(oban: Oban, conn: Any) -> None:
+    wf = Workflow().add("a", rec("x")).add("b", rec(None))
+    wf.add("c", SyncSum.new({}, queue="wf"), deps=["a", "b"])
+    *_, c = await wf.enqueue(oban)
+    done = await wait_state(conn, c.id, "completed")
+    assert workflows.work.decode_result(done["meta"]["return"]) == [("a", "x"), ("b", None)]
