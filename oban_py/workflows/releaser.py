@@ -7,9 +7,10 @@ How it is woken, cheapest first:
    costs nothing here: the ack statement is unchanged and the acker only checks an empty dict;
 2. a notification on ``<prefix>.oban_workflow`` (an append, a message) names workflows to look
    at, on every node;
-3. a sweep every ``interval`` seconds over every workflow that holds jobs, on the leader (or on
-   every node run without a peer): the safety net for a step finished by an Elixir node, or a
-   wake lost with the node that crashed before sending it.
+3. a sweep every ``interval`` seconds (1 s; longer when sweeps are long, see ``SWEEP_SHARE``)
+   over every workflow that holds jobs, on the leader (or on every node run without a peer): the
+   safety net for a step finished by an Elixir node or cancelled by hand, a wake lost with the
+   node that crashed before sending it, and message deadlines.
 
 Each pass repeats ``sql/workflow_release.sql`` while it fails jobs (their own dependents may
 then fail too), at most ``MAX_STEPS`` times; the rest is left for the next pass. The statement is
@@ -37,6 +38,8 @@ from oban_py.workflows.graph import CHANNEL
 MAX_STEPS = 100
 #: Workflows looked at per sweep statement.
 SWEEP_PAGE = 500
+#: The next sweep waits at least this many times as long as the last one took.
+SWEEP_SHARE = 10
 
 
 @dataclass
@@ -163,8 +166,12 @@ class Releaser(Periodic):
                 moved += (await release(self.oban.pool, self.oban.queries, wids)).count
             now = time.monotonic()
             if now >= self._next_sweep and self._sweeps():
-                self._next_sweep = now + self.interval
                 moved += (await sweep(self.oban.pool, self.oban.queries)).count
+                # A table holding many waiting workflows makes a sweep long: wait ten times as
+                # long before the next, so the safety net never takes more than a tenth of the
+                # time (wakes from acks and messages are not delayed by this).
+                took = time.monotonic() - now
+                self._next_sweep = now + max(self.interval, SWEEP_SHARE * took)
         except BaseException:
             self._pending |= wids
             raise
