@@ -19,6 +19,7 @@ from oban_py.job.terms import Atom, RecordTooLarge
 from oban_py.job.unique import Unique
 from oban_py.node.instance import Oban
 from oban_py.worker import Worker, job, resolve, worker
+from oban_py.workflows import Workflow, WorkflowError
 
 __version__ = "0.1.0"
 
@@ -40,6 +41,8 @@ __all__ = [
     "Unique",
     "UnknownWorker",
     "Worker",
+    "Workflow",
+    "WorkflowError",
     "__version__",
     "get_instance",
     "job",
