@@ -45,6 +45,7 @@ if TYPE_CHECKING:
         wait_for_sync,
     )
     from oban_py.worker import Worker, job, resolve, worker
+    from oban_py.workflows import Workflow, WorkflowError
 
 #: Where each public name lives.
 _HOMES = {
@@ -80,6 +81,8 @@ _HOMES = {
     "wait_for_sync": "oban_py.results",
     "WaitTimeout": "oban_py.results",
     "Worker": "oban_py.worker",
+    "Workflow": "oban_py.workflows",
+    "WorkflowError": "oban_py.workflows",
     "worker": "oban_py.worker",
 }
 
@@ -110,6 +113,8 @@ __all__ = [
     "UnknownWorker",
     "WaitTimeout",
     "Worker",
+    "Workflow",
+    "WorkflowError",
     "__version__",
     "complete_in",
     "complete_in_sync",

@@ -12,6 +12,7 @@ from oban_py.cli import migrations as schema_cli
 from oban_py.cli import node as cli_node
 from oban_py.cli import stats as cli_stats
 from oban_py.cli import web as cli_web
+from oban_py.cli import workflows as cli_workflows
 from oban_py.versions import CURRENT_VERSION
 
 app = typer.Typer(
@@ -49,6 +50,7 @@ cli_node.register(app)
 cli_jobs.register(app)
 cli_stats.register(app)
 cli_web.register(app)
+cli_workflows.register(app)
 
 
 @app.command()

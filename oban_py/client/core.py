@@ -198,6 +198,15 @@ class Client:
         with self._sync.get().connection() as pooled:
             return run_sync(pooled, work)
 
+    async def run_work(self, work: Work[T], conn: AnyConnection | None = None) -> T:
+        """Run planner ``work`` (the insert engine's, ``client.manage``'s, ``workflows``') on
+        ``conn`` (joining its transaction) or the pool."""
+        return await self._run(work, conn)
+
+    def run_work_sync(self, work: Work[T], conn: psycopg.Connection[Any] | None = None) -> T:
+        """``run_work`` from sync code, on ``conn`` (its transaction) or the sync pool."""
+        return self._run_sync(work, conn)
+
     # -- inserting --------------------------------------------------------------------------
 
     def enqueue(self, job: Job, conn: AnyConnection | None = None) -> Coroutine[Any, Any, Job]:

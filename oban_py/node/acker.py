@@ -16,6 +16,10 @@ Failures are told apart by what they say about the batch:
   with a long backoff, logged once and counted (``oban.ack.refused``).
 
 ``stop`` flushes what is left.
+
+An ack pushed with ``follow=`` (the workflow id of a workflow job) is reported through
+``on_followed`` once its batch is written, so the workflow's releaser looks at it right after
+the commit; a batch with no such ack costs one empty-dict check.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -120,6 +125,10 @@ class Acker:
         self._task: asyncio.Task[None] | None = None
         self._refused_task: asyncio.Task[None] | None = None
         self.failures = 0
+        #: ack id -> workflow id, for acks pushed with ``follow``
+        self._followed: dict[int, str] = {}
+        #: called with the workflow ids of followed acks once their batch is written
+        self.on_followed: Callable[[list[str]], None] | None = None
 
     @property
     def pending(self) -> int:
@@ -133,8 +142,11 @@ class Acker:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._loop(), name="oban.acker")
 
-    def push(self, ack: Ack) -> None:
-        """Queue one ack; it is written with the next batch."""
+    def push(self, ack: Ack, follow: str | None = None) -> None:
+        """Queue one ack; it is written with the next batch. ``follow``: a workflow id to
+        report to ``on_followed`` once written."""
+        if follow is not None:
+            self._followed[ack.id] = follow
         self._pending.append(ack)
         self._event.set()
         if len(self._pending) >= self.max_batch:
@@ -211,6 +223,17 @@ class Acker:
             raise
         finally:
             self._writing = []
+        if self._followed:
+            self._report_followed(batch)
+
+    def _report_followed(self, batch: list[Ack]) -> None:
+        followed = self._followed
+        woken = [followed.pop(a.id) for a in batch if a.id in followed]
+        if woken and self.on_followed is not None:
+            try:
+                self.on_followed(woken)
+            except Exception:
+                log.exception("workflow wake failed; the releaser's sweep will catch up")
 
     async def _write(self, batch: list[Ack]) -> None:
         try:

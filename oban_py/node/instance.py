@@ -46,6 +46,8 @@ from oban_py.results import channel as results_channel
 from oban_py.results.progress import ProgressWriter
 from oban_py.results.sync import wait_for_sync
 from oban_py.results.waiter import RECHECK, Results
+from oban_py.workflows import send as send_workflow_message
+from oban_py.workflows.releaser import Releaser
 
 log = structlog.get_logger("oban.node")
 
@@ -281,6 +283,11 @@ class Oban(Client):
             self.peer = Peer(self)
             self.peer.start()
         self.duties = build(self)
+        # Workflow jobs acked here wake the releaser right after their batch is written.
+        releaser = Releaser(self)
+        if self.acker is not None:
+            self.acker.on_followed = releaser.follow
+        self.duties.append(releaser)
         for duty in self.duties:
             duty.start()
 
@@ -378,6 +385,11 @@ class Oban(Client):
     ) -> Any:
         """``wait_for`` from sync code (a script): its own connection for the wait."""
         return wait_for_sync(self, job, timeout=timeout, recheck=recheck)
+
+    async def send_message(self, workflow_id: str, name: str, payload: Any = None) -> int:
+        """Send message ``name`` to a workflow (``oban_py.workflows.send``): its steps waiting
+        for it keep the payload and run once their dependencies completed."""
+        return await send_workflow_message(workflow_id, name, payload, oban=self)
 
     def check_queue(self, queue: str) -> dict[str, Any] | None:
         """This node's view of ``queue``: limit, paused, running ids... (None if not running)."""

@@ -388,7 +388,8 @@ class Producer:
         if running.id in self._abandoned:
             self._abandoned.discard(running.id)
         else:
-            self._acker.push(ack)
+            # A workflow job's ack is followed: its releaser looks once it is written.
+            self._acker.push(ack, running.job.meta.get("workflow_id"))
 
     async def _check_cancelled(self) -> None:
         self._last_cancel_check = time.monotonic()

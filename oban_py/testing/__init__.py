@@ -58,6 +58,7 @@ from oban_py.node.attempt import Attempt
 from oban_py.node.outcomes import Ack
 from oban_py.node.threads import WorkerThreads
 from oban_py.worker import Worker, resolve
+from oban_py.workflows.releaser import release as workflow_release
 
 __all__ = [
     "Mode",
@@ -963,8 +964,9 @@ def drain_queue(
     - ``with_scheduled``: first make scheduled and retryable jobs available (all of them, or
       those due by the given datetime), before every pass;
     - ``with_recursion``: keep draining until the queue is empty, so jobs enqueued by jobs
-      (and, with ``with_scheduled``, retries) run too; a job snoozed during the drain is not
-      staged again, so a snoozing worker cannot loop forever;
+      (and, with ``with_scheduled``, retries) run too, and so do workflow steps released by
+      the jobs they waited for (a drained workflow job releases its dependents at once); a job
+      snoozed during the drain is not staged again, so a snoozing worker cannot loop forever;
     - ``with_limit``: at most this many jobs per pass;
     - ``with_safety=False``: re-raise the first exception a job raises (after recording it);
     - ``scoped=True``: only jobs this ``TestingClient`` inserted (jobs inserted by those jobs
@@ -1042,6 +1044,9 @@ async def _drain(
     with_scheduled, with_limit, scoped = options.with_scheduled, options.with_limit, options.scoped
     threads = _threads_for(client)
     acker = Acker(pool, client.queries)
+    # Workflow jobs drained here release their dependents, as a node's releaser would.
+    woken: list[str] = []
+    acker.on_followed = woken.extend
     counts = dict.fromkeys(("completed", "discarded", "cancelled", "retryable", "snoozed"), 0)
     snoozed: list[int] = []
     fetch = {
@@ -1079,8 +1084,11 @@ async def _drain(
         await acker.flush()
         for job in jobs:
             ack, result = await _execute(threads, job, client.middleware, client.config.prefix)
-            acker.push(ack)
+            acker.push(ack, job.meta.get("workflow_id"))
             await acker.flush()
+            if woken:
+                await workflow_release(pool, client.queries, woken)
+                woken.clear()
             counts[_bucket(ack.state)] += 1
             if ack.state == "scheduled" and job.id is not None:
                 snoozed.append(job.id)

@@ -739,3 +739,34 @@ def test_five_tabs_on_a_queue_page_cost_what_one_does(dsn: str) -> None:
             assert web.get("/live/queues/tabs").status_code == 200
         assert app.state.dashboard.recent.loads == 1
         assert app.state.dashboard.counts.loads == 1
+
+
+def test_the_workflow_page_draws_each_step_with_its_state(web: TestClient, dsn: str) -> None:
+    from oban_py import Worker
+    from oban_py.client.core import Client
+    from oban_py.workflows import Workflow
+
+    class Step(Worker):
+        name = "Py.Web.WfStep"
+
+    client = Client(dsn=dsn, name="wf-web")
+    wf = Workflow()
+    wf.add("extract", Step.new({})).add("shop_0", Step.new({}), deps="extract")
+    wf.add("shop_1", Step.new({}), deps="extract")
+    wf.add("report", Step.new({}), deps=["shop_0", "shop_1"], wait_for="approved")
+    jobs = wf.enqueue_sync(client)
+    client.close_sync()
+    page = web.get(f"/workflows/{wf.workflow_id}")
+    assert page.status_code == 200
+    steps = dict(re.findall(r'data-step="([^"]+)" data-state="([^"]+)"', page.text))
+    assert steps == {
+        "extract": "available",
+        "shop_0": "suspended",
+        "shop_1": "suspended",
+        "report": "suspended",
+    }
+    assert page.text.count("<line ") == 4
+    assert "the message <code>approved</code>" in page.text
+    job_page = web.get(f"/jobs/{jobs[3].id}")
+    assert f'href="/workflows/{wf.workflow_id}"' in job_page.text
+    assert web.get("/workflows/none-such").status_code == 404

@@ -111,6 +111,7 @@ def create_app(
         Route("/jobs/{job_id:int}", guarded(pages.job), name="job"),
         Route("/jobs/{job_id:int}/{action}", guarded(posts.job_action), methods=["POST"]),
         Route("/queues/{queue:path}", guarded(pages.queue), name="queue"),
+        Route("/workflows/{workflow_id:path}", guarded(pages.workflow), name="workflow"),
         Route("/live/queues/{queue:path}", guarded(pages.queue_live)),
         Route("/queue-actions", guarded(posts.queue_action), methods=["POST"]),
         Route("/login", posts.login, methods=["GET", "POST"]),

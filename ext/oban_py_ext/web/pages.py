@@ -7,9 +7,11 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from oban_py import workflows
 from oban_py_ext.web import charts
 from oban_py_ext.web.dashboard import Dashboard, dashboard_of
 from oban_py_ext.web.filters import STATES, FilterError, JobFilter
+from oban_py_ext.web.graph import layout
 
 
 async def overview(request: Request) -> Response:
@@ -120,3 +122,33 @@ async def _queue_context(request: Request, dashboard: Dashboard) -> dict[str, An
     checks = [c for c in dashboard.nodes.checks() if c.queue == name]
     recent = await dashboard.recent.get(name)
     return {"queue": name, "by_state": by_state, "checks": checks, "recent": recent}
+
+
+#: Box fills by state on the workflow page.
+STEP_COLORS = {
+    "completed": "#e7f6ee",
+    "discarded": "#fdecea",
+    "cancelled": "#f6ebe4",
+    "retryable": "#fdf4e3",
+    "executing": "#efeafd",
+    "available": "#e8effc",
+    "scheduled": "#eeeeee",
+    "suspended": "#ffffff",
+}
+
+
+async def workflow(request: Request) -> Response:
+    dashboard = dashboard_of(request)
+    workflow_id = request.path_params["workflow_id"]
+    status = await workflows.status(workflow_id, oban=dashboard.client)
+    if not status.jobs:
+        return dashboard.render(
+            request, "error.html", status=404, message=f"No workflow {workflow_id}."
+        )
+    return dashboard.render(
+        request,
+        "workflow.html",
+        flow=status,
+        graph=layout(status.jobs),
+        colors=STEP_COLORS,
+    )
