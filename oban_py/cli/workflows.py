@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import orjson
 import typer
 
-from oban_py import workflows
 from oban_py.cli.common import EXIT_NOT_FOUND, fail, with_client
 from oban_py.cli.migrations import Dsn, Prefix
-from oban_py.job import jsonb
+
+if TYPE_CHECKING:
+    from oban_py.workflows import Status
 
 workflows_app = typer.Typer(
     help="Inspect and cancel workflows (docs/workflows.md).", no_args_is_help=True
@@ -20,7 +20,7 @@ workflows_app = typer.Typer(
 Json = Annotated[bool, typer.Option("--json", help="Print the status as one JSON object.")]
 
 
-def render(status: workflows.Status) -> str:
+def render(status: Status) -> str:
     """The status as text: counts, then one line per job, held ones with what holds them."""
     counts = ", ".join(f"{state} {n}" for state, n in sorted(status.counts.items()))
     lines = [
@@ -48,11 +48,17 @@ def show(
 ) -> None:
     """Print a workflow's jobs, counts by state and what holds each held job (exit 6 when it
     has no jobs)."""
+    from oban_py import workflows
+
     status = with_client(dsn, prefix, lambda c: workflows.status(workflow_id, oban=c))
     if not status.jobs:
         raise fail(f"no workflow with id {workflow_id}", EXIT_NOT_FOUND)
     if as_json:
         data = dataclasses.asdict(status) | {"finished": status.finished}
+        import orjson
+
+        from oban_py.job import jsonb
+
         typer.echo(jsonb.dumps(data, option=orjson.OPT_INDENT_2).decode())
     else:
         typer.echo(render(status))
@@ -65,6 +71,8 @@ def cancel(
     prefix: Prefix = "public",
 ) -> None:
     """Cancel every unfinished job of a workflow (executing ones are killed on their node)."""
+    from oban_py import workflows
+
     count = with_client(dsn, prefix, lambda c: workflows.cancel(workflow_id, oban=c))
     typer.echo(f"cancelled {count} jobs of workflow {workflow_id}")
 
