@@ -97,7 +97,9 @@ def check_row(r: dict[str, Any]) -> None:
     assert attempts == sorted(attempts), r
     assert all(a <= r["attempt"] for a in attempts), r
     if r["meta"].get("recorded"):
-        assert state == "completed", r
+        # Written only with a completion; Elixir's retry keeps meta, so a completed job
+        # retried since keeps its recorded result whatever its state now.
+        assert state == "completed" or r["attempt"] >= 1, r
         assert isinstance(r["meta"].get("return"), str), r
 
 

@@ -70,10 +70,11 @@ def require_loop(method: str, effect: str = "nothing would be inserted") -> None
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        hint = _SYNC_HINTS.get(method, f"{method}_sync()")
+        # An integration's own sync path is named besides the client's twin.
+        also = f"; {_SYNC_HINTS[method]}" if method in _SYNC_HINTS else ""
         raise RuntimeError(
             f"{method}() is async and was called outside an event loop, so {effect}: "
-            f"await it in async code, or call {hint} from sync code"
+            f"await it in async code, or call {method}_sync() from sync code{also}"
         ) from None
 
 

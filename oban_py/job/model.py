@@ -43,6 +43,9 @@ JOB_DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "tags": [],
     }
 )
+#: Ids given to jobs run without a row (``perform_job``, inline testing): far above any table's,
+#: so code that logs or stores ``job.id`` works, and nothing mistakes them for a row.
+ROWLESS_IDS_FROM = 9_000_000_000_000_000_001
 #: The DB check is ``0 < char_length < 128``; Elixir's changeset allows 128, which the DB rejects.
 MAX_NAME_LENGTH = 127
 COLUMNS = (

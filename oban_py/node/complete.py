@@ -28,7 +28,7 @@ import psycopg
 from psycopg import pq
 
 from oban_py.job.errors import JobNotExecuting
-from oban_py.job.model import Job
+from oban_py.job.model import ROWLESS_IDS_FROM, Job
 from oban_py.node import outcomes
 from oban_py.node.acker import batch_params
 from oban_py.sql import Queries
@@ -41,7 +41,7 @@ def statement(
     ``prefix``, else the prefix of the node running the job, else ``fallback``. None for a job
     that has no row (run by ``perform_job`` or a testing client's inline mode): its attempt's
     own outcome is all there is to record."""
-    if job.id is None:
+    if job.id is None or job.id >= ROWLESS_IDS_FROM:
         return None
     if job.attempted_at is None:
         raise JobNotExecuting(f"job {job.id} was never attempted: nothing to complete")

@@ -50,7 +50,7 @@ from oban_py.insert.drivers import run_async, run_sync
 from oban_py.insert.statements import Program, Statement, Work
 from oban_py.job import jsonb
 from oban_py.job.errors import ObanError
-from oban_py.job.model import Job, to_naive_utc
+from oban_py.job.model import ROWLESS_IDS_FROM, Job, to_naive_utc
 from oban_py.middleware import Middleware
 from oban_py.node import attempt as attempts
 from oban_py.node.acker import Acker
@@ -177,7 +177,7 @@ def apply_ack(job: Job, ack: Ack) -> Job:
 #: Ids of jobs run without a row (``perform_job``, inline mode): far above any table's, so
 #: worker code using ``job.id`` (logs, its own tables) runs as in production and never
 #: touches a real row by mistake.
-_rowless_ids = itertools.count(9_000_000_000_000_000_001)
+_rowless_ids = itertools.count(ROWLESS_IDS_FROM)
 
 
 def _attempting(job: Job, attempt: int, node: str) -> Job:

@@ -387,7 +387,9 @@ def test_the_async_enqueue_called_from_a_sync_view_fails_loudly(project: str) ->
 
     # A sync view calling the async API would otherwise answer 200 having enqueued nothing;
     # the error names Django's own sync enqueue, not the Client's.
-    with pytest.raises(RuntimeError, match=r"call oban_py_ext\.django\.enqueue\(Worker\.new"):
+    with pytest.raises(
+        RuntimeError, match=r"in Django, call oban_py_ext\.django\.enqueue\(Worker\.new"
+    ):
         ProcessOrder.enqueue({"order": 1})
     assert jobs(project, ProcessOrder.name) == []
 

@@ -217,6 +217,13 @@ def test_overview_shows_the_counts_of_a_seeded_database(dsn: str, page: Any, nod
             "UPDATE oban_jobs SET attempted_at = timezone('UTC', now()) - interval "
             f"'{10 + i * 20} minutes' WHERE state = 'discarded'",
         )
+        # A failed attempt leaves its errors entry, which the failures chart counts.
+        sql(
+            dsn,
+            "UPDATE oban_jobs SET errors = ARRAY[jsonb_build_object('attempt', 1, 'error',"
+            " 'boom', 'at', to_char(attempted_at, 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'))]"
+            " WHERE state = 'discarded'",
+        )
     insert(dsn, queue="mailers", state="scheduled", scheduled_at="2100-01-01")
     completed = sql(dsn, "SELECT count(*) FROM oban_jobs WHERE state = 'completed'")[0][0]
     node("mailers:5,reports:2")
@@ -229,7 +236,8 @@ def test_overview_shows_the_counts_of_a_seeded_database(dsn: str, page: Any, nod
     assert page.text_content(".state-scheduled .n") == "1"
     assert page.text_content('tr[data-queue="media"] td[data-state="available"]') == "3"
     page.wait_for_selector('tr[data-node="web-test-node"]', timeout=15_000)
-    assert "reports" in page.text_content('tr[data-node="web-test-node"]')
+    # The node's sonar ping may be heard before its first queue check-in.
+    wait_for(lambda: "reports" in page.text_content('tr[data-node="web-test-node"]'))
     # The last hour's activity is read at most every 15 s: the charts follow on their own.
     wait_for(lambda: page.locator("svg.chart rect.bar-ok").count() > 0, timeout=30)
     assert page.locator("svg.chart rect.bar-fail").count() >= 1

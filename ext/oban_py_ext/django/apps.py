@@ -23,6 +23,7 @@ class ObanConfig(AppConfig):
         # needs a Client of its own): the error of Worker.enqueue in a sync view says so.
         use_sync_hint(
             "enqueue",
-            "oban_py_ext.django.enqueue(Worker.new(args)) (on Django's connection, in its"
-            " transaction; Worker.enqueue_sync() needs an oban_py Client of its own)",
+            "in Django, call oban_py_ext.django.enqueue(Worker.new(args)) (on Django's"
+            " connection, in its transaction; Worker.enqueue_sync() needs an oban_py Client of"
+            " its own)",
         )
