@@ -3,7 +3,12 @@
 Both configure their connections the same way: exact JSON decoding (``oban_py.job.jsonb``) and
 autocommit, so a single enqueue is one round trip rather than statement + COMMIT on return to
 the pool; work of several statements opens its own transaction. Each opens on first use, so a
-script that only calls ``enqueue_sync`` never starts the async pool and vice versa.
+script that only calls ``enqueue_sync`` never starts the async pool and vice versa; a pool the
+caller gives is opened on first use too (when not open yet), and stays the caller's to close.
+
+The pools a client creates never hand out a connection whose session is read-only
+(``dberrors.check_writable``: what the server reported, no round trip), so connections left on
+a demoted primary after a failover are replaced rather than used.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from psycopg.rows import tuple_row
 from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
+from oban_py import dberrors
 from oban_py.job import jsonb
 from oban_py.job.errors import DatabaseUnavailable
 
@@ -69,7 +75,7 @@ class AsyncPool:
     ) -> None:
         self.dsn = dsn
         self.owned = pool is None
-        self.opened = pool is not None
+        self.opened = False
         self._lock: asyncio.Lock | None = None
         if pool is None:
             pool = AsyncConnectionPool(
@@ -78,6 +84,7 @@ class AsyncPool:
                 max_size=size,
                 open=False,
                 configure=configure_async,
+                check=dberrors.check_writable,
                 name=name,
             )
         self.pool: AsyncConnectionPool[Any] = pool
@@ -91,6 +98,14 @@ class AsyncPool:
     async def run(self, use: Use[A, T], arg: A) -> T:
         """``use(conn, arg, cursor)`` on a connection for one call: the held one when it is
         free, with a tuple cursor kept for it (else ``None``), otherwise one of the pool."""
+        try:
+            return await self._run(use, arg)
+        except Exception as error:
+            # A read-only server (a failover) drains the pool, so the caller's retry works.
+            await dberrors.recover(self.pool, error)
+            raise
+
+    async def _run(self, use: Use[A, T], arg: A) -> T:
         if self._held_busy or self.pool.max_size < 4:
             async with self.pool.connection() as conn:
                 return await use(conn, arg, None)
@@ -140,8 +155,11 @@ class AsyncPool:
         async with self._lock:
             if self.opened:
                 return
-            await self._probe()
-            await self.pool.open(wait=True, timeout=CONNECT_TIMEOUT)
+            if self.owned:
+                await self._probe()
+            if self.pool.closed:
+                # A caller's pool created with open=False is opened here, as documented.
+                await self.pool.open(wait=True, timeout=CONNECT_TIMEOUT)
             self.opened = True
 
     async def _probe(self) -> None:
@@ -167,7 +185,7 @@ class SyncPool:
     def __init__(self, dsn: str | None, size: int, name: str, pool: ConnectionPool[Any] | None):
         self.dsn = dsn
         self.owned = pool is None
-        self.opened = pool is not None
+        self.opened = False
         self._given = pool
         self._size = size
         self._name = name
@@ -190,10 +208,12 @@ class SyncPool:
                     max_size=self._size,
                     open=False,
                     configure=_configure_sync,
+                    check=dberrors.check_writable_sync,
                     name=f"{self._name}.sync",
                 )
             if not self.opened:
-                self._given.open(wait=True, timeout=CONNECT_TIMEOUT)
+                if self._given.closed:
+                    self._given.open(wait=True, timeout=CONNECT_TIMEOUT)
                 self.opened = True
             return self._given
 

@@ -23,20 +23,27 @@ from __future__ import annotations
 
 import psycopg
 
+from oban_py import dberrors
 from oban_py.cluster.contract import NodeLike
 from oban_py.cluster.periodic import Periodic
+
+#: Rows each rescue statement takes back in one pass (the rest in the next passes).
+RESCUE_LIMIT = 10_000
 
 
 class Lifeline(Periodic):
     """Rescues orphaned jobs every ``lifeline.interval`` while this node leads."""
 
     kind = "oban.lifeline"
+    batch: dberrors.Batch
 
     def __init__(self, oban: NodeLike) -> None:
         settings = oban.config.lifeline
         super().__init__(settings.interval)
         self.oban = oban
         self.settings = settings
+        #: rows a rescue statement takes a pass, halved while statements time out
+        self.batch = dberrors.Batch(RESCUE_LIMIT, name="rescue")
 
     async def tick(self) -> dict[str, int]:
         if not self.oban.is_leader:
@@ -61,7 +68,8 @@ class Lifeline(Periodic):
         async with self.oban.pool.connection() as conn:
             async with conn.transaction():
                 cursor = await conn.execute(
-                    queries["rescue_dead_producers"], {"ttl": settings.heartbeat_ttl, "live": live}
+                    queries["rescue_dead_producers"],
+                    {"ttl": settings.heartbeat_ttl, "live": live, "limit": self.batch.limit()},
                 )
                 dead = await cursor.fetchall()
                 cursor = await conn.execute(
@@ -70,6 +78,7 @@ class Lifeline(Periodic):
                         "rescue_after": settings.rescue_after,
                         "ttl": settings.heartbeat_ttl,
                         "live": live,
+                        "limit": self.batch.limit(),
                     },
                 )
                 stuck = await cursor.fetchall()
@@ -83,6 +92,7 @@ class Lifeline(Periodic):
         params = {
             "rescue_after": self.settings.rescue_after,
             "queues": list(self.oban.config.queues),
+            "limit": self.batch.limit(),
         }
         async with self.oban.pool.connection() as conn:
             cursor = await conn.execute(self.oban.queries["rescue_stuck_jobs_by_time"], params)
