@@ -110,12 +110,16 @@ async def check_writable(conn: psycopg.AsyncConnection[Any]) -> None:
     replaces it instead of handing it out. Give it to a pool of your own
     (``AsyncConnectionPool(..., check=check_writable)``); the node's own pool has it."""
     if read_only(conn):
+        # Closed, so the pool discards it and opens another (a check failing on an open
+        # connection would only put it back in the pool).
+        await conn.close()
         raise ReadOnlyConnection("the connection's session is read-only")
 
 
 def check_writable_sync(conn: psycopg.Connection[Any]) -> None:
     """``check_writable`` for a sync ``ConnectionPool``."""
     if read_only(conn):
+        conn.close()
         raise ReadOnlyConnection("the connection's session is read-only")
 
 

@@ -31,6 +31,7 @@ from oban_py.job.errors import DatabaseUnavailable
 
 CONNECT_TIMEOUT = 10
 _IDLE = pq.TransactionStatus.IDLE
+_INTRANS = pq.TransactionStatus.INTRANS
 
 A = TypeVar("A")
 T = TypeVar("T")
@@ -118,12 +119,17 @@ class AsyncPool:
                 self._cursor = conn.cursor(row_factory=tuple_row)
             try:
                 result = await use(conn, arg, self._cursor)
+                # Read off libpq directly: ``conn.info`` builds an object per call.
+                status = conn.pgconn.transaction_status
+                if status == _INTRANS:
+                    # A caller's pool without autocommit: commit, as ``pool.connection()``
+                    # does on a clean exit (returned to the pool, the work would roll back).
+                    await conn.commit()
+                elif status != _IDLE:
+                    await self._release()
             except BaseException:
                 await self._release()
                 raise
-            # Read off libpq directly: ``conn.info`` builds an object per call.
-            if conn.pgconn.transaction_status != _IDLE:
-                await self._release()
             return result
         finally:
             self._held_busy = False
