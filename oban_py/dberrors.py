@@ -110,6 +110,7 @@ async def check_writable(conn: psycopg.AsyncConnection[Any]) -> None:
     replaces it instead of handing it out. Give it to a pool of your own
     (``AsyncConnectionPool(..., check=check_writable)``); the node's own pool has it."""
     if read_only(conn):
+        _read_only_seen("a pooled connection's session is read-only")
         # Closed, so the pool discards it and opens another (a check failing on an open
         # connection would only put it back in the pool).
         await conn.close()
@@ -119,6 +120,7 @@ async def check_writable(conn: psycopg.AsyncConnection[Any]) -> None:
 def check_writable_sync(conn: psycopg.Connection[Any]) -> None:
     """``check_writable`` for a sync ``ConnectionPool``."""
     if read_only(conn):
+        _read_only_seen("a pooled connection's session is read-only")
         conn.close()
         raise ReadOnlyConnection("the connection's session is read-only")
 
@@ -130,15 +132,25 @@ DRAIN_EVERY = 1.0
 EPISODE_GAP = 60.0
 
 
-class _PoolState:
-    __slots__ = ("drained_at", "last_seen")
-
-    def __init__(self) -> None:
-        self.drained_at = float("-inf")
-        self.last_seen = float("-inf")
+#: monotonic time of the last read-only error or connection seen by this process
+_last_read_only = float("-inf")
+#: pool -> monotonic time of its last drain
+_drained: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
 
 
-_pools: weakref.WeakKeyDictionary[Any, _PoolState] = weakref.WeakKeyDictionary()
+def _read_only_seen(what: str, **fields: Any) -> None:
+    # One line per episode, however many connections and statements run into it.
+    global _last_read_only
+    now = time.monotonic()
+    if now - _last_read_only > EPISODE_GAP:
+        log.warning(
+            "the database is read-only here (a failover leaves connections on the demoted"
+            " server): replacing the pooled connections until writes work again",
+            seen=what,
+            **fields,
+        )
+        telemetry.execute("oban.database.read_only", {"count": 1}, {"seen": what, **fields})
+    _last_read_only = now
 
 
 async def recover(pool: Any, error: BaseException) -> Verdict:
@@ -147,21 +159,10 @@ async def recover(pool: Any, error: BaseException) -> Verdict:
     verdict = classify(error)
     if verdict is not READ_ONLY or pool is None:
         return verdict
-    state = _pools.get(pool)
-    if state is None:
-        state = _pools[pool] = _PoolState()
+    _read_only_seen("a write refused", error=" ".join(str(error).split()))
     now = time.monotonic()
-    if now - state.last_seen > EPISODE_GAP:
-        log.warning(
-            "the database refused a write as read-only (a failover leaves connections on the"
-            " demoted server): reconnecting every pooled connection",
-            pool=getattr(pool, "name", None),
-            error=" ".join(str(error).split()),
-        )
-        telemetry.execute("oban.database.read_only", {"count": 1}, {"error": error})
-    state.last_seen = now
-    if now - state.drained_at >= DRAIN_EVERY:
-        state.drained_at = now
+    if now - _drained.get(pool, float("-inf")) >= DRAIN_EVERY:
+        _drained[pool] = now
         drain = getattr(pool, "drain", None)
         if drain is not None:  # psycopg_pool >= 3.3
             await drain()
@@ -201,7 +202,9 @@ class Batch:
     would do so every pass and never make progress; with half, then a quarter, it does.
 
     ``full`` is the configured size (settable: a queue's limit changes with a scale); ``floor``
-    the smallest size it shrinks to. The first shrink of a run is logged, the rest at debug.
+    the smallest size it shrinks to. The first shrink is logged as a warning, every later change
+    at debug (and counted by ``oban.database.batch_shrunk``): a timeout that keeps biting does
+    not fill the log.
     """
 
     def __init__(self, full: int, *, floor: int = 10, name: str) -> None:
@@ -246,9 +249,8 @@ class Batch:
             return
         self._successes = 0
         self.size = min(self.full, self.size + max(1, int(self.size * GROW_BY)))
-        if self.size >= self.full and self._shrunk_logged:
-            self._shrunk_logged = False
-            log.info("statements back to their full batch", what=self.name, batch=self.size)
+        if self.size >= self.full:
+            log.debug("statements back to their full batch", what=self.name, batch=self.size)
 
     def pace(self, interval: float, handled: int) -> float:
         """Seconds until the next pass of a duty that handled ``handled`` rows: sooner while the

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import structlog
 
-from oban_py import telemetry
+from oban_py import dberrors, telemetry
 
 if TYPE_CHECKING:
     from oban_py.config import Config
@@ -108,6 +108,8 @@ class Liveness:
         self._loop_thread: int | None = None
         self._ticker: asyncio.TimerHandle | None = None
         self._conn: psycopg.Connection[Any] | None = None
+        #: a failing heartbeat is one warning per outage (it retries every second)
+        self._outage = dberrors.Outage(log, "heartbeat failed")
 
     # -- on the loop --------------------------------------------------------------------------
 
@@ -201,7 +203,7 @@ class Liveness:
         except Exception as error:
             self._close()
             retry = min(RETRY_EVERY, self.interval)
-            log.warning("heartbeat failed", error=repr(error), retry_in=retry)
+            self._outage.failed(error, retry_in=retry)
             log.debug("heartbeat failure detail", exc_info=True)
             return retry
         if not self.table:
@@ -209,6 +211,7 @@ class Liveness:
             log.info("the oban_py_heartbeats table is there: heartbeat rescue is on")
         self._last_ok = started
         self.beats += 1
+        self._outage.succeeded()
         if self.fenced:
             self._call_on_loop(self._unfence)
         return self.interval

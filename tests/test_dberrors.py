@@ -210,7 +210,10 @@ def test_data_the_database_cannot_store_is_refused(dsn: str) -> None:
 # -- what a node does with them ----------------------------------------------------------------
 
 
-async def test_a_read_only_error_drains_the_pool_once_and_logs_one_line(dsn: str) -> None:
+async def test_a_read_only_error_drains_the_pool_once_and_logs_one_line(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dberrors, "_last_read_only", float("-inf"))  # a new episode
     async with AsyncConnectionPool(dsn, min_size=2, max_size=2, open=False) as pool:
         await pool.open(wait=True)
         async with pool.connection() as conn:

@@ -101,8 +101,10 @@ class Periodic(ABC):
                 delay *= 1 + random.random() * 0.2
                 verdict = await dberrors.recover(self._pool(), error)
                 if verdict is dberrors.CANCELLED and self.batch is not None:
+                    # The batch says so once; the next, smaller pass comes at the usual pace.
                     self.batch.cancelled()
-                if verdict.retry:
+                    delay = self.next_delay()
+                elif verdict.retry:
                     self._outage.failed(error, retry_in=round(delay, 3))
                 else:
                     # A refusal does not heal by waiting: one line a failure, so it stays seen.

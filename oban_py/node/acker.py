@@ -151,7 +151,9 @@ class Acker:
                 self.failures += 1
                 delay = min(self.max_backoff, backoff) * (1 + random.random() * 0.2)
                 backoff *= 2
-                self._outage.failed(error, pending=len(self._pending), retry_in=round(delay, 3))
+                # A cancellation halved the batch, which says so once itself.
+                if dberrors.classify(error) is not dberrors.CANCELLED:
+                    self._outage.failed(error, pending=len(self._pending), retry_in=round(delay, 3))
                 telemetry.execute(
                     "oban.ack.exception",
                     {"pending": len(self._pending)},

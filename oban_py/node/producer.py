@@ -285,8 +285,9 @@ class Producer:
                 raise
             except Exception as error:
                 if await dberrors.recover(self.runtime.pool, error) is dberrors.CANCELLED:
-                    self._fetch_batch.cancelled()
-                self._outage.failed(error)
+                    self._fetch_batch.cancelled()  # says so once
+                else:
+                    self._outage.failed(error)
                 await asyncio.sleep(min(self.poll_interval, 1.0) * (0.5 + random.random()))
 
     def _half_free(self) -> bool:
