@@ -171,8 +171,9 @@ async def recover(pool: Any, error: BaseException) -> Verdict:
 
 class Outage:
     """One log line per run of failures, not one per failure: the first failure of a run is a
-    warning, the next ones (a database away for a minute fails every poll) are debug lines, and
-    the first success after them says the run is over."""
+    warning, the next transient ones (a database away for a minute fails every poll) are debug
+    lines, and the first success after them says the run is over. A refusal is a warning every
+    time: waiting does not heal it, so it must stay seen."""
 
     def __init__(self, logger: Any, event: str, **fields: Any) -> None:
         self.log = logger
@@ -182,7 +183,8 @@ class Outage:
 
     def failed(self, error: BaseException, **fields: Any) -> None:
         self.failures += 1
-        emit = self.log.warning if self.failures == 1 else self.log.debug
+        quiet = self.failures > 1 and classify(error).retry
+        emit = self.log.debug if quiet else self.log.warning
         emit(self.event, error=repr(error), failures=self.failures, **self.fields, **fields)
 
     def succeeded(self) -> None:

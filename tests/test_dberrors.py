@@ -286,3 +286,8 @@ async def test_an_outage_is_one_warning_then_debug_lines_then_one_recovery_line(
         outage.succeeded()
     levels = [e["log_level"] for e in logs]
     assert levels == ["warning", *["debug"] * 9, "info"]
+    # A refusal does not heal by waiting: it stays a warning each time.
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(3):
+            outage.failed(psycopg.errors.UndefinedTable("no oban_jobs"))
+    assert [e["log_level"] for e in logs] == ["warning"] * 3

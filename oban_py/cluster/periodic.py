@@ -104,16 +104,8 @@ class Periodic(ABC):
                     # The batch says so once; the next, smaller pass comes at the usual pace.
                     self.batch.cancelled()
                     delay = self.next_delay()
-                elif verdict.retry:
-                    self._outage.failed(error, retry_in=round(delay, 3))
                 else:
-                    # A refusal does not heal by waiting: one line a failure, so it stays seen.
-                    self.log.warning(
-                        "periodic pass failed",
-                        error=repr(error),
-                        failures=self._failures,
-                        retry_in=round(delay, 3),
-                    )
+                    self._outage.failed(error, retry_in=round(delay, 3))
                 # The traceback only at debug, where it helps and does not flood production logs.
                 self.log.debug("periodic pass failure detail", exc_info=True)
             await self._sleep(delay)
