@@ -3,7 +3,8 @@
 
 python3 dev.py demo    # embedded PostgreSQL (or DATABASE_URL / --dsn), a real node, real jobs
                        # (installs only the core and the embedded server)
-python3 dev.py test    # the whole test suite (installs every extra)
+python3 dev.py test    # the whole test suite (installs every extra), then the Django 6 tests
+                       # (tests/ext/django6) in .venv312, a Python 3.12+ venv of their own
 python3 dev.py lint    # ruff check, ruff format --check, mypy, import-linter (layers, no cycles)
 python3 dev.py bench   # benchmarks (see bench/README.md)
 python3 dev.py docs    # the documentation site, built strictly into site/
@@ -11,9 +12,11 @@ python3 dev.py docs    # the documentation site, built strictly into site/
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -26,6 +29,12 @@ PY = BIN / "python"
 EXTRAS = "dev,embedded,docs,fastapi,django,sqlalchemy,otel,prometheus,web"
 #: The demo needs the package and the embedded PostgreSQL only: a few wheels, not the toolchain.
 DEMO_EXTRAS = "embedded"
+#: Django 6 (``django.tasks``, the Oban task backend) needs Python 3.12+, the rest 3.11: its tests
+#: run in a venv of their own, after the main suite.
+VENV6 = ROOT / ".venv312"
+PY6 = VENV6 / ("Scripts" if os.name == "nt" else "bin") / "python"
+DJANGO6_TESTS = "tests/ext/django6"
+DJANGO6_REQUIREMENT = "django>=6.0"
 
 
 def _installed(digest: str) -> set[str]:
@@ -66,6 +75,75 @@ def ensure_venv(extras: str = EXTRAS) -> None:
     (VENV / ".installed").write_text(json.dumps({"digest": digest, "extras": extras_now}))
 
 
+def _python312() -> str | None:
+    """A Python 3.12+ interpreter that runs: ``OBAN_PYTHON312``, ``python3.12``/``python3.13`` on
+    PATH, then pyenv's versions (a pyenv shim on PATH may name a version that is not selected)."""
+    root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
+    candidates = [os.environ.get("OBAN_PYTHON312", "")]
+    candidates += [shutil.which(name) or "" for name in ("python3.12", "python3.13")]
+    for pattern in ("3.12*", "3.13*"):
+        candidates += sorted(glob.glob(os.path.join(root, "versions", pattern, "bin", "python3")))
+    for candidate in filter(None, candidates):
+        probe = [candidate, "-c", "import sys, venv; sys.exit(sys.version_info < (3, 12))"]
+        if subprocess.run(probe, capture_output=True).returncode == 0:
+            return candidate
+    return None
+
+
+def ensure_venv312() -> Path:
+    """``.venv312`` with ``.[dev,django]`` and Django 6; exits loudly without a 3.12 interpreter
+    rather than skip the Django 6 tests."""
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    stamp = VENV6 / ".installed"
+    if PY6.exists() and stamp.exists() and stamp.read_text() == digest:
+        return PY6
+    interpreter = _python312()
+    if interpreter is None:
+        sys.exit(
+            "dev.py test: the Django 6 tests (tests/ext/django6) need Python 3.12 or newer and"
+            " none was found (python3.12 on PATH, ~/.pyenv/versions/3.12*, or OBAN_PYTHON312)."
+            " Install one (e.g. `pyenv install 3.12`, `apt-get install python3.12`,"
+            " `uv python install 3.12`) and run again."
+        )
+    if not PY6.exists():
+        print(f"creating {VENV6} with {interpreter}", flush=True)
+        subprocess.run([interpreter, "-m", "venv", str(VENV6)], check=True)
+    pip = [str(PY6), "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "install", "--upgrade", "pip"], check=True)
+    print(f"installing oban-py[dev,django] and {DJANGO6_REQUIREMENT} into {VENV6}", flush=True)
+    subprocess.run(
+        [*pip, "install", "-e", ".[dev,django]", DJANGO6_REQUIREMENT], check=True, cwd=ROOT
+    )
+    stamp.write_text(digest)
+    return PY6
+
+
+def test(rest: list[str]) -> int:
+    """The main suite in .venv, then the Django 6 tests in .venv312; failure if either fails.
+    Given paths, those under tests/ext/django6 run in .venv312, the others in .venv."""
+
+    def is_path(arg: str) -> bool:
+        return not arg.startswith("-") and (ROOT / arg.split("::")[0]).exists()
+
+    paths = [a for a in rest if is_path(a)]
+    options = [a for a in rest if not is_path(a)]
+    if not paths:
+        # Before the main suite: a machine without Python 3.12 fails at once, not after it.
+        py6 = ensure_venv312()
+        main = run(str(PY), "-m", "pytest", *options)
+        print(f"\nthe Django 6 tests ({DJANGO6_TESTS}) under Python 3.12+", flush=True)
+        django6 = run(str(py6), "-m", "pytest", *options, DJANGO6_TESTS)
+        return main or django6
+    django6 = [a for a in paths if a.startswith(DJANGO6_TESTS)]
+    others = [a for a in paths if a not in django6]
+    codes = []
+    if others:
+        codes.append(run(str(PY), "-m", "pytest", *options, *others))
+    if django6:
+        codes.append(run(str(ensure_venv312()), "-m", "pytest", *options, *django6))
+    return max(codes)
+
+
 def run(*argv: str) -> int:
     return subprocess.call(list(argv), cwd=ROOT)
 
@@ -77,7 +155,7 @@ def main() -> int:
         return 0
     ensure_venv(DEMO_EXTRAS if task == "demo" else EXTRAS)
     if task == "test":
-        return run(str(PY), "-m", "pytest", *rest)
+        return test(rest)
     if task == "demo":
         return run(str(BIN / "oban-py"), "demo", *rest)
     if task == "lint":

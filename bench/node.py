@@ -60,7 +60,7 @@ async def drain(opts: dict[str, Any]) -> dict[str, Any]:
         pg_before = db.postgres_cpu()
         oban = Oban(
             dsn=dsn,
-            queues={queue: opts["concurrency"]},
+            queues={queue: {"limit": opts["concurrency"], **opts.get("queue_options", {})}},
             node="bench",
             peer=False,
             web=opts.get("web", True),

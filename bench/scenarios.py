@@ -36,6 +36,7 @@ def drain(
     uvloop: bool,
     web: bool = True,
     tree: Path | None = None,
+    queue_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Fill a queue, start a node in a subprocess, and measure it draining the queue.
 
@@ -48,6 +49,8 @@ def drain(
     opts = {"dsn": bench.dsn, "queue": "bench", "concurrency": concurrency, "count": count}
     opts["uvloop"] = uvloop
     opts["web"] = web
+    if queue_options:
+        opts["queue_options"] = queue_options
     env = None if tree is None else {**os.environ, "PYTHONPATH": str(tree)}
     out = subprocess.run(
         _node("drain", opts), cwd=tree or ROOT, capture_output=True, text=True, env=env

@@ -9,6 +9,7 @@ from oban_py.job.errors import (
     DatabaseUnavailable,
     InstanceNotFound,
     InvalidArgs,
+    JobNotExecuting,
     ObanError,
     SchemaError,
     UnknownWorker,
@@ -17,6 +18,7 @@ from oban_py.job.model import Job
 from oban_py.job.returns import Cancel, Record, Snooze
 from oban_py.job.terms import Atom, RecordTooLarge
 from oban_py.job.unique import Unique
+from oban_py.node.complete import complete_in, complete_in_sync
 from oban_py.node.instance import Oban
 from oban_py.worker import Worker, job, resolve, worker
 
@@ -31,6 +33,7 @@ __all__ = [
     "InstanceNotFound",
     "InvalidArgs",
     "Job",
+    "JobNotExecuting",
     "Oban",
     "ObanError",
     "Record",
@@ -41,6 +44,8 @@ __all__ = [
     "UnknownWorker",
     "Worker",
     "__version__",
+    "complete_in",
+    "complete_in_sync",
     "get_instance",
     "job",
     "resolve",

@@ -28,11 +28,51 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
+def _worker_field() -> list[Literal["worker", "args"]]:
+    return ["worker"]
+
+
+class Partition(_Model):
+    """Which jobs share a limit: those of one worker, of equal values of some args keys, or
+    both (Oban Pro's ``partition: [fields: ..., keys: ...]``)."""
+
+    fields: list[Literal["worker", "args"]] = Field(default_factory=_worker_field)
+    """What tells partitions apart: ``worker``, ``args`` (the values of ``keys``), or both."""
+    keys: list[str] = Field(default_factory=list)
+    """The args keys whose values name a partition (``["account_id"]``); all args when empty."""
+
+
+class GlobalLimit(_Model):
+    allowed: Annotated[int, Field(gt=0, le=100_000)]
+    """Jobs of the queue executing at once across every Python node (per partition if any)."""
+    partition: Partition | None = None
+    """Apply the limit to each partition instead of the whole queue."""
+
+
+class RateLimit(_Model):
+    allowed: Annotated[int, Field(gt=0, le=1_000_000)]
+    """Jobs of the queue started at most in any ``period`` seconds, across every Python node."""
+    period: Annotated[float, Field(gt=0, le=86_400)]
+    """The sliding window, in seconds."""
+    partition: Partition | None = None
+    """Apply the rate to each partition instead of the whole queue."""
+
+
 class QueueConfig(_Model):
     limit: Annotated[int, Field(gt=0, le=10_000)] = 10
     """Jobs of this queue running at once on this node (``queues={"mailers": 10}`` sets it)."""
     paused: bool = False
     """Start the queue paused: it fetches nothing until resumed (``oban-py resume``)."""
+    global_limit: GlobalLimit | None = None
+    """Cluster-wide concurrency (``{"allowed": 3}``): enforced in PostgreSQL among Python
+    nodes; Elixir nodes on the same queue keep their own limits (docs/flow-control.md)."""
+    rate_limit: RateLimit | None = None
+    """Cluster-wide starts per sliding window (``{"allowed": 100, "period": 60}``)."""
+
+    @field_validator("global_limit", mode="before")
+    @classmethod
+    def _bare_global(cls, value: Any) -> Any:
+        return {"allowed": value} if isinstance(value, int) else value
 
 
 class PrunerConfig(_Model):
@@ -67,6 +107,19 @@ class LifelineConfig(_Model):
     # Rows of dead producers are kept this long so their uuids stay known as Python's.
     heartbeat_retention: Annotated[float, Field(gt=0)] = 86_400.0
     """Seconds the beat rows of dead producers are kept."""
+
+    @model_validator(mode="after")
+    def _beats_fit_the_ttl(self) -> LifelineConfig:
+        # A node that wrote no beat for ttl / 2 gives up its jobs (liveness.py): at least two
+        # beats must fit in that half, or a healthy node would stop its own jobs between two.
+        if self.heartbeat_interval * 3 > self.heartbeat_ttl:
+            raise ValueError(
+                f"lifeline.heartbeat_interval ({self.heartbeat_interval:g} s) must be at most a"
+                f" third of lifeline.heartbeat_ttl ({self.heartbeat_ttl:g} s): a node that wrote"
+                " no beat for half the ttl stops its jobs, so a longer interval would make a"
+                " healthy node interrupt its own jobs; raise heartbeat_ttl or lower the interval"
+            )
+        return self
 
 
 class Config(_Model):

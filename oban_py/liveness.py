@@ -1,23 +1,44 @@
-"""Liveness: that this node is alive is written from outside its event loop, and only while true.
+"""Liveness: who may hold an ``executing`` row, and until when. The one place that decides it.
 
-The lifeline rescues a Python producer's jobs once its row in ``oban_py_heartbeats`` is older
-than ``heartbeat_ttl``, so that row must keep being written while the node's jobs run, and stop
-being written only when they no longer run. Two threads see to it, each with one job:
+A row ``executing`` under producer ``uuid`` (the second element of ``attempted_by``) belongs to
+that producer's node, and the rules below are all there is to it:
 
-- the **heartbeat** thread writes the rows of this node's producers every
-  ``heartbeat_interval`` over a connection of its own. An async worker blocking the event loop
-  (``time.sleep`` in ``async def process``) stalls everything on the loop, but not this, so the
-  jobs of a live node are never rescued while they run;
-- the **watchdog** thread looks at a tick the loop writes every ``STALL_TICK`` seconds. A loop
-  that has not ticked for ``stall_threshold`` seconds is logged once (with the running jobs'
-  workers and where the loop is stuck) and reported as ``oban.loop.stall``. It also **fences**
-  the node: once no heartbeat has been written for ``heartbeat_ttl / 2`` (the database is
-  unreachable from here, maybe not from the leader), the producers stop fetching and interrupt
-  their running jobs, so the node has given them up before any other node may rescue them.
-  The first heartbeat written again lifts the fence.
+1. **While its node beats.** Each node writes one row per local producer into
+   ``oban_py_heartbeats`` every ``heartbeat_interval``, from a thread with a connection of its own
+   (a blocked event loop stalls everything on the loop, but not this). When that connection
+   fails, the beat is written through the node's pool instead, so a node that loses only its
+   heartbeat connection keeps its rows, and a plain ``def`` job's thread, which nothing can
+   stop, keeps its row as long as the node can reach the database by either path.
+2. **A node that could not beat for ``heartbeat_ttl / 2`` stops fetching**, and then:
+   - when the database itself said it is down (connection refused, its socket gone, "the
+     database system is starting up / shutting down"), no node can rescue anything either: the
+     node keeps its running jobs and writes their outcomes once it is back, so an outage shared
+     by every node costs no job an attempt and runs none twice;
+   - otherwise (time-outs, resets, a refused login, sessions killed while the server answers)
+     it may be cut off alone while others still reach the database: it interrupts its running
+     jobs (each released when it can write again) before any node may rescue them at the ttl.
+   The first beat written again lifts the fence.
+3. **The leader rescues** a producer's rows once its beat is older than ``heartbeat_ttl`` and
+   only after its own beats have gone unbroken for a whole ttl, so a leader back from an outage
+   first gives every node the time to beat again. The leader's own producers are never rescued.
+   Elixir's time-based rescue (``rescue_after``) still applies to producers that do not beat, in
+   queues Python producers run; without the heartbeats table (a schema only Elixir migrated),
+   only to the queues this node runs.
+4. **While it runs**, each producer reconciles the rows under its uuid with its attempts: a row
+   it neither runs nor has an outcome queued for is released (``unowned``).
+5. **On a clean stop**, once its jobs ended and their outcomes were written, a producer's row is
+   deleted; a producer that still left rows executing (an async job that ignored its
+   cancellation past the grace, an outcome that could not be written) is marked dead, so the
+   leader rescues those rows at its next pass (``release``).
+6. Rows of dead producers are kept for ``heartbeat_retention`` so their uuids stay known as
+   Python's, and never purged while a job still names them.
 
-On a schema without the heartbeats table (a database only Elixir migrated) the node runs with
-time-based rescue only, and says once that ``oban-py migrate`` adds the table.
+What a node cannot do is stop a thread: a plain ``def`` job on a node cut off from the database
+by every path for longer than the ttl may run on after its row was rescued (its late outcome
+then writes nothing). ``@worker(executor="process")`` jobs can be killed; threads cannot.
+
+The watchdog thread also reports event loop stalls (``oban.loop.stall``) with the running
+workers and where the loop is stuck.
 """
 
 from __future__ import annotations
@@ -34,11 +55,14 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 import structlog
+from psycopg.conninfo import conninfo_to_dict
 
 from oban_py import dberrors, telemetry
 
 if TYPE_CHECKING:
-    from oban_py.config import Config
+    from psycopg_pool import AsyncConnectionPool
+
+    from oban_py.config import Config, LifelineConfig
     from oban_py.sql import Queries
 
 log = structlog.get_logger("oban.liveness")
@@ -49,6 +73,8 @@ STALL_TICK = 0.1
 WATCH_EVERY = 0.1
 #: A heartbeat that failed is tried again this soon (the fence is only ttl / 2 away).
 RETRY_EVERY = 1.0
+#: How long a beat through the node's pool may take before it counts as failed.
+POOL_BEAT_TIMEOUT = 5.0
 #: How often a node without the heartbeats table looks for it again.
 MISSING_TABLE_RETRY = 60.0
 #: The heartbeat connection gives up on a silent network in seconds, not in TCP's minutes.
@@ -62,6 +88,30 @@ _CONNECT: dict[str, Any] = {
 }
 
 
+#: What a failed connection says when the database itself is down for every node, not only
+#: unreachable from this one: nothing listens (refused, the Unix socket gone), or the server
+#: answers that it is starting up, shutting down or recovering (SQLSTATE 57P03).
+_DOWN_MESSAGES = (
+    "connection refused",
+    "no such file or directory",
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+    "the database system is not yet accepting connections",
+    "the database system is not accepting connections",
+)
+
+
+def database_down(error: BaseException) -> bool:
+    """True when ``error`` says the database is down for everyone (rule 2 of this module)."""
+    if getattr(error, "sqlstate", None) == "57P03":  # cannot_connect_now
+        return True
+    if not isinstance(error, psycopg.OperationalError):
+        return False
+    text = str(error).lower()
+    return any(message in text for message in _DOWN_MESSAGES)
+
+
 def _naive_utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
 
@@ -69,8 +119,9 @@ def _naive_utc(moment: datetime) -> datetime:
 class Liveness:
     """The heartbeat and watchdog threads of one node.
 
-    ``on_fence``/``on_unfence`` are called on the loop; ``running_workers()`` is called from the
-    watchdog thread while the loop is stalled, so it must only read.
+    ``on_fence(interrupt)``/``on_unfence()`` are called on the loop (``interrupt``: give up the
+    running jobs too); ``running_workers()`` is called from the watchdog thread while the loop is
+    stalled, so it must only read.
     """
 
     def __init__(
@@ -79,13 +130,16 @@ class Liveness:
         conninfo: str,
         queries: Queries,
         *,
-        on_fence: Callable[[], None],
+        on_fence: Callable[[bool], None],
         on_unfence: Callable[[], None],
         running_workers: Callable[[], list[str]],
+        pool: AsyncConnectionPool[Any] | None = None,
     ) -> None:
         self.config = config
         self.conninfo = conninfo
         self.queries = queries
+        #: the node's pool: beats go through it while the heartbeat connection fails (rule 1)
+        self.pool = pool
         self.on_fence = on_fence
         self.on_unfence = on_unfence
         self.running_workers = running_workers
@@ -97,8 +151,18 @@ class Liveness:
         #: False while the heartbeats table is missing: no beats, no fencing
         self.table = True
         self.fenced = False
+        #: fenced and the running jobs given up too (rule 2)
+        self.interrupted = False
+        #: the last failed beat said the database is down for every node (rule 2)
+        self.down = False
         self.beats = 0
         self._last_ok = time.monotonic()
+        #: when the current run of beats without a gap of ttl / 2 began (rule 3)
+        self._unbroken_since = time.monotonic()
+        self._via_pool = False
+        #: what the watchdog asked of the loop since the last beat: None, keep (False) or
+        #: interrupt (True) the running jobs
+        self._requested: bool | None = None
         self._tick = time.monotonic()
         self._stalled_since: float | None = None
         self._wake = threading.Event()
@@ -117,6 +181,9 @@ class Liveness:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._last_ok = self._tick = time.monotonic()
+        # Nothing is known of the time before the start: a leader rescues nothing by heartbeat
+        # until it has beaten for a whole ttl itself (rule 3).
+        self._unbroken_since = self._last_ok
         self._ticker = self._loop.call_later(STALL_TICK, self._on_tick)
         for target, name in ((self._beat_loop, "oban-heartbeat"), (self._watch, "oban-watchdog")):
             thread = threading.Thread(target=target, name=name, daemon=True)
@@ -130,6 +197,19 @@ class Liveness:
 
     def untrack(self, uuid: str) -> None:
         self.producers.pop(uuid, None)
+
+    def unbroken_for(self) -> float:
+        """Seconds this node has beaten without a gap of ``ttl / 2`` (0 while it cannot)."""
+        now = time.monotonic()
+        if not self.table or now - self._last_ok > self.fence_after:
+            return 0.0
+        return now - self._unbroken_since
+
+    async def release(self, uuids: list[str]) -> None:
+        """Give up the rows of stopped producers (rule 5): called once their jobs ended and
+        their outcomes were flushed."""
+        if self.pool is not None:
+            await release(self.pool, self.queries, uuids)
 
     def wake(self) -> None:
         self._wake.set()
@@ -154,14 +234,17 @@ class Liveness:
             with contextlib.suppress(RuntimeError):  # the loop closed under us
                 self._loop.call_soon_threadsafe(callback)
 
-    def _fence(self) -> None:
-        if not self.fenced:
-            self.fenced = True
-            self.on_fence()
+    def _fence(self, interrupt: bool) -> None:
+        if self.interrupted or (self.fenced and not interrupt):
+            return
+        self.fenced = True
+        self.interrupted = interrupt
+        self.on_fence(interrupt)
 
     def _unfence(self) -> None:
         if self.fenced:
             self.fenced = False
+            self.interrupted = False
             self.on_unfence()
 
     # -- the heartbeat thread -----------------------------------------------------------------
@@ -177,19 +260,19 @@ class Liveness:
         self._close()
 
     def beat_once(self) -> float:
-        """Write every tracked producer's row now; the seconds until the next beat."""
+        """Write every tracked producer's row now; the seconds until the next beat.
+
+        A node without producers still runs the statement: a beat is what proves the database
+        reachable from here, which the leader's rescue relies on (rule 3)."""
         producers = list(self.producers.items())
-        if not producers:
-            self._last_ok = time.monotonic()
-            return self.interval
         try:
             started = time.monotonic()
-            self._upsert(producers)
+            self._write(producers)
             # A write that waited (a lock, a slow server) stamped its rows with the time it
             # began: write again, so a lifted fence rests on a fresh row, not an old one.
             while time.monotonic() - started > self.interval and not self._stopping.is_set():
                 started = time.monotonic()
-                self._upsert(producers)
+                self._write(producers)
         except psycopg.errors.UndefinedTable:
             self._close()
             if self.table:
@@ -202,23 +285,26 @@ class Liveness:
             return MISSING_TABLE_RETRY
         except Exception as error:
             self._close()
+            self.down = database_down(error)
             retry = min(RETRY_EVERY, self.interval)
-            self._outage.failed(error, retry_in=retry)
+            self._outage.failed(error, retry_in=retry, down=self.down)
             log.debug("heartbeat failure detail", exc_info=True)
             return retry
         if not self.table:
             self.table = True
             log.info("the oban_py_heartbeats table is there: heartbeat rescue is on")
+        if started - self._last_ok > self.fence_after:
+            self._unbroken_since = started
         self._last_ok = started
+        self.down = False
+        self._requested = None
         self.beats += 1
         self._outage.succeeded()
         if self.fenced:
             self._call_on_loop(self._unfence)
         return self.interval
 
-    def _upsert(self, producers: list[tuple[str, tuple[str, datetime]]]) -> None:
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg.Connection.connect(self.conninfo, autocommit=True, **_CONNECT)
+    def _write(self, producers: list[tuple[str, tuple[str, datetime]]]) -> None:
         params = {
             "node": self.config.node,
             "name": self.config.name,
@@ -226,7 +312,70 @@ class Liveness:
             "queues": [queue for _, (queue, _) in producers],
             "started": [started for _, (_, started) in producers],
         }
-        self._conn.execute(self.queries["heartbeat_upsert"], params)
+        try:
+            self._upsert(params)
+            if self._via_pool:
+                self._via_pool = False
+                log.info("heartbeat connection works again")
+        except psycopg.errors.UndefinedTable:
+            raise
+        except Exception as error:
+            # Known before the pool is tried: a down database answers no pool either.
+            self.down = database_down(error)
+            if self.down or not self._upsert_through_pool(params):
+                raise
+            if not self._via_pool:
+                self._via_pool = True
+                log.warning(
+                    "heartbeat connection failing; beating through the node's pool",
+                    error=repr(error),
+                )
+
+    def _upsert_through_pool(self, params: dict[str, Any]) -> bool:
+        # The loop runs the write; a stalled loop cannot, and then the beat has failed.
+        loop, pool = self._loop, self.pool
+        if loop is None or pool is None or loop.is_closed():
+            return False
+        query = self.queries["heartbeat_upsert"]
+
+        async def upsert() -> None:
+            async with pool.connection(timeout=POOL_BEAT_TIMEOUT) as conn:
+                await conn.execute(query, params)
+
+        try:
+            future = asyncio.run_coroutine_threadsafe(upsert(), loop)
+        except RuntimeError:  # the loop closed under us
+            return False
+        try:
+            future.result(timeout=POOL_BEAT_TIMEOUT)
+        except Exception:
+            future.cancel()
+            return False
+        return True
+
+    def _upsert(self, params: dict[str, Any]) -> None:
+        query = self.queries["heartbeat_upsert"]
+        if self._conn is not None and not self._conn.closed:
+            try:
+                self._conn.execute(query, params)
+                return
+            except psycopg.OperationalError:
+                # A connection that broke says nothing of the database; a new one does (is it
+                # down for everyone, or only out of reach from here? rule 2).
+                self._close()
+        self._conn = psycopg.Connection.connect(
+            self.conninfo, autocommit=True, application_name=self._name(), **_CONNECT
+        )
+        self._conn.execute(query, params)
+
+    def _name(self) -> str:
+        # Named after the node's own connections, so an operator (or a test) can tell the
+        # heartbeat connection apart in pg_stat_activity.
+        try:
+            base = conninfo_to_dict(self.conninfo).get("application_name")
+        except Exception:
+            base = None
+        return f"{base or 'oban_py'}:heartbeat"
 
     def _close(self) -> None:
         conn, self._conn = self._conn, None
@@ -245,20 +394,30 @@ class Liveness:
                 self._wake.set()
                 return
             now = time.monotonic()
-            if (
-                self.table
-                and self.producers
-                and not self.fenced
-                and now - self._last_ok > self.fence_after
-            ):
-                log.error(
-                    "no heartbeat written for too long: this node stops its jobs before another"
-                    " node may rescue them",
-                    silent_for=round(now - self._last_ok, 1),
-                    fence_after=self.fence_after,
-                )
-                self._call_on_loop(self._fence)
+            silent = now - self._last_ok
+            if self.table and self.producers and silent > self.fence_after:
+                self._fence_for(silent)
             self._check_stall(now)
+
+    def _fence_for(self, silent: float) -> None:
+        # Rule 2: stop fetching; give up the running jobs unless the database is down for all.
+        if self.down and self._requested is None:
+            self._requested = False
+            log.error(
+                "the database is down: this node stops fetching and keeps its running jobs,"
+                " whose outcomes it writes once the database is back",
+                silent_for=round(silent, 1),
+            )
+            self._call_on_loop(lambda: self._fence(False))
+        elif not self.down and self._requested is not True:
+            self._requested = True
+            log.error(
+                "no heartbeat written for too long: this node stops its jobs before another"
+                " node may rescue them",
+                silent_for=round(silent, 1),
+                fence_after=self.fence_after,
+            )
+            self._call_on_loop(lambda: self._fence(True))
 
     def _check_stall(self, now: float) -> None:
         if self.stall_threshold <= 0:
@@ -296,3 +455,103 @@ class Liveness:
         if frame is None:
             return ""
         return "".join(traceback.format_stack(frame, limit=8))
+
+
+# -- the rows: release, reconcile, rescue -------------------------------------------------------
+
+
+async def release(pool: AsyncConnectionPool[Any], queries: Queries, uuids: list[str]) -> None:
+    """Rule 5: delete the rows of stopped producers, or mark those that left rows executing
+    dead, so the leader rescues their rows at its next pass instead of after the ttl."""
+    if not uuids:
+        return
+    try:
+        async with pool.connection() as conn:
+            await conn.execute(queries["heartbeat_release"], {"uuids": uuids})
+    except Exception as error:
+        # Rows left behind age out: their jobs are rescued after the ttl instead of at once.
+        log.warning("heartbeat release failed", error=repr(error))
+
+
+async def unowned(
+    pool: AsyncConnectionPool[Any],
+    queries: Queries,
+    queue: str,
+    uuid: str,
+    owned: Callable[[], set[int]],
+) -> list[tuple[int, datetime, bool]]:
+    """Rule 4: rows executing under producer ``uuid`` that it neither runs nor has an outcome
+    queued for (``owned()``), as ``(id, attempted_at, exhausted)``; the producer releases them."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(queries["own_executing"], {"queue": queue, "uuid": uuid})
+        rows = await cur.fetchall()
+    # Read after the rows: an attempt that ended meanwhile has its outcome queued by now (or
+    # written, and then the guarded release touches nothing).
+    mine = owned()
+    return [
+        (job_id, attempted_at.replace(tzinfo=UTC), bool(exhausted))
+        for job_id, attempted_at, exhausted in rows
+        if job_id not in mine
+    ]
+
+
+async def rescue(
+    pool: AsyncConnectionPool[Any],
+    queries: Queries,
+    settings: LifelineConfig,
+    *,
+    live: list[str],
+    queues: list[str],
+    unbroken_for: float | None,
+    limit: int,
+) -> dict[str, int]:
+    """Rule 3 and 6, one pass on the leader: rescue the rows of producers whose beat is older
+    than the ttl (only once this node's own beats have gone unbroken for a ttl; ``None``: no
+    liveness to tell, as in tests), Elixir's time-based rescue, and the purge of old rows.
+    ``live`` are this node's producers, never rescued; ``queues`` the queues it runs, the only
+    ones rescued by time when the heartbeats table is missing; ``limit`` the rows each rescue
+    statement takes at most (the lifeline's batch, halved while statements time out)."""
+    try:
+        return await _rescue(pool, queries, settings, live, unbroken_for, limit)
+    except psycopg.errors.UndefinedTable:
+        # The node's liveness already said once that `oban-py migrate` adds the table.
+        params = {"rescue_after": settings.rescue_after, "queues": queues, "limit": limit}
+        async with pool.connection() as conn:
+            cursor = await conn.execute(queries["rescue_stuck_jobs_by_time"], params)
+            stuck = await cursor.fetchall()
+        return {"dead_producer": 0, "stuck": len(stuck), "purged": 0}
+
+
+async def _rescue(
+    pool: AsyncConnectionPool[Any],
+    queries: Queries,
+    settings: LifelineConfig,
+    live: list[str],
+    unbroken_for: float | None,
+    limit: int,
+) -> dict[str, int]:
+    by_beat = unbroken_for is None or unbroken_for >= settings.heartbeat_ttl
+    dead: list[Any] = []
+    async with pool.connection() as conn:
+        async with conn.transaction():
+            if by_beat:
+                cursor = await conn.execute(
+                    queries["rescue_dead_producers"],
+                    {"ttl": settings.heartbeat_ttl, "live": live, "limit": limit},
+                )
+                dead = await cursor.fetchall()
+            cursor = await conn.execute(
+                queries["rescue_stuck_jobs"],
+                {
+                    "rescue_after": settings.rescue_after,
+                    "ttl": settings.heartbeat_ttl,
+                    "live": live,
+                    "limit": limit,
+                },
+            )
+            stuck = await cursor.fetchall()
+        cursor = await conn.execute(
+            queries["heartbeat_purge"], {"retention": settings.heartbeat_retention}
+        )
+        purged = cursor.rowcount
+    return {"dead_producer": len(dead), "stuck": len(stuck), "purged": max(purged, 0)}

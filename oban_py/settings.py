@@ -39,16 +39,18 @@ class SettingsError(ValueError):
     """A setting is invalid; the message names the field, the reason and where it came from."""
 
 
-def parse_queues(spec: str) -> dict[str, int]:
+def parse_queues(spec: str) -> dict[str, Any]:
     """``"mailers:10,default:5"`` → ``{"mailers": 10, "default": 5}``; a bare name gets 10.
 
     ``NAME:LIMIT`` is the one syntax (the CLI, ``OBAN_QUEUES``, ``oban.toml`` and Django's
     ``manage.py oban start --queue``). A name holding ``=`` or whitespace is refused rather than
     started as a queue nobody enqueues into: ``mailers=10`` is a typo of ``mailers:10``.
+    Cluster-wide limits follow as more ``:OPTION=VALUE`` parts (``oban_py.flow``):
+    ``exports:10:global=3:global_by=args.account_id:rate=50/5:rate_by=worker``.
     """
-    queues: dict[str, int] = {}
+    queues: dict[str, Any] = {}
     for part in filter(None, (p.strip() for p in spec.split(","))):
-        name, _, limit = part.partition(":")
+        name, limit, *options = [*part.split(":"), ""][: max(2, part.count(":") + 1)]
         name = name.strip()
         if not name:
             raise SettingsError(f"queues: empty queue name in {spec!r}")
@@ -59,13 +61,62 @@ def parse_queues(spec: str) -> dict[str, int]:
                 " expected e.g. mailers:10,default:5"
             )
         try:
-            queues[name] = int(limit) if limit.strip() else 10
+            count = int(limit) if limit.strip() else 10
         except ValueError:
             raise SettingsError(
                 f"queues: limit of {name!r} must be a whole number, got {limit!r} "
                 "(expected e.g. mailers:10,default:5)"
             ) from None
+        queues[name] = _flow_options(name, count, options) if options else count
     return queues
+
+
+def _flow_options(name: str, limit: int, options: list[str]) -> dict[str, Any]:
+    """``global=3``, ``global_by=worker+args.account_id``, ``rate=50/5``, ``rate_by=...``."""
+    spec: dict[str, Any] = {"limit": limit}
+    given = {}
+    for option in options:
+        key, sep, value = option.partition("=")
+        if not sep or key.strip() not in ("global", "global_by", "rate", "rate_by"):
+            raise SettingsError(
+                f"queues: {name}: unknown option {option!r}; expected global=N, rate=N/SECONDS,"
+                " global_by=... or rate_by=... (worker, args.KEY, joined by +)"
+            )
+        given[key.strip()] = value.strip()
+    try:
+        if "global" in given:
+            spec["global_limit"] = {"allowed": int(given["global"])}
+        if "rate" in given:
+            allowed, _, period = given["rate"].partition("/")
+            spec["rate_limit"] = {"allowed": int(allowed), "period": float(period or 1)}
+    except ValueError:
+        raise SettingsError(
+            f"queues: {name}: global=N and rate=N/SECONDS take numbers, got {given}"
+        ) from None
+    for side, limit_key in (("global", "global_limit"), ("rate", "rate_limit")):
+        by = given.get(f"{side}_by")
+        if by is None:
+            continue
+        if limit_key not in spec:
+            raise SettingsError(f"queues: {name}: {side}_by needs {side}=...")
+        spec[limit_key]["partition"] = _partition(name, by)
+    return spec
+
+
+def _partition(name: str, by: str) -> dict[str, Any]:
+    fields: list[str] = []
+    keys: list[str] = []
+    for item in filter(None, (i.strip() for i in by.split("+"))):
+        if item == "worker":
+            fields.append("worker")
+        elif item == "args" or item.startswith("args."):
+            if "args" not in fields:
+                fields.append("args")
+            if item != "args":
+                keys.append(item[len("args.") :])
+        else:
+            raise SettingsError(f"queues: {name}: partition by worker or args.KEY, not {item!r}")
+    return {"fields": fields, "keys": keys}
 
 
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable, Coroutine, Mapping
+import time
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, overload
 
 from pydantic import BaseModel, ValidationError
@@ -22,11 +23,16 @@ from oban_py import crontab
 from oban_py.client.core import get_instance, require_loop
 from oban_py.job.errors import InvalidArgs, UnknownWorker
 from oban_py.job.model import Job
+from oban_py.middleware import Middleware, checked
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection, Connection
 
 _registry: dict[str, type[Worker]] = {}
+#: names that imported no worker, and when: not searched for again until MISS_RETRY has passed
+_misses: dict[str, float] = {}
+#: seconds before a name that imported no worker is looked for again (a deploy may add it)
+MISS_RETRY = 60.0
 
 #: Job options a worker may default; ``new(**opts)`` overrides them per job.
 OPTIONS = ("queue", "priority", "max_attempts", "tags", "unique", "replace", "meta")
@@ -44,6 +50,9 @@ class Worker:
     __oban_name__: ClassVar[str]
     __oban_options__: ClassVar[dict[str, Any]] = {}
     args_model: ClassVar[type[BaseModel] | None] = None
+    #: work middleware of this worker's attempts only, inside the instance's (``work`` and
+    #: ``work_in_thread``; see ``oban_py.middleware``)
+    middleware: ClassVar[Sequence[Middleware]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -146,6 +155,7 @@ class Worker:
 def register(cls: type[Worker], name: str | None = None) -> type[Worker]:
     """Make ``cls`` the worker for ``name`` (its ``__oban_name__`` by default). Last one wins."""
     _registry[name or cls.__oban_name__] = cls
+    _misses.pop(name or cls.__oban_name__, None)
     return cls
 
 
@@ -154,14 +164,28 @@ def registered() -> dict[str, type[Worker]]:
     return dict(_registry)
 
 
+def lookup(name: str) -> type[Worker] | None:
+    """The worker registered as ``name``, without importing anything."""
+    return _registry.get(name)
+
+
 def resolve(name: str) -> type[Worker]:
-    """The worker registered as ``name``; else import ``module.Class``; else ``UnknownWorker``."""
+    """The worker registered as ``name``; else import ``module.Class``; else ``UnknownWorker``.
+
+    A name that imported nothing is not imported again for ``MISS_RETRY`` seconds: the names
+    come from job rows, and a queue full of one unknown worker would otherwise search the
+    import path for every one of its jobs."""
     found = _registry.get(name)
     if found is not None:
         return found
+    missed = _misses.get(name)
+    if missed is not None and time.monotonic() - missed < MISS_RETRY:
+        raise UnknownWorker(name)
     imported = _import(name)
     if imported is None:
+        _misses[name] = time.monotonic()
         raise UnknownWorker(name)
+    _misses.pop(name, None)
     return register(imported, name)
 
 
@@ -180,7 +204,9 @@ def _import(name: str) -> type[Worker] | None:
             return None
         if isinstance(target, type) and issubclass(target, Worker):
             return target
-        return None
+        # Importing the module may have registered a worker under this name (a Django task
+        # backend registers one per @task function, which is no Worker class itself).
+        return _registry.get(name)
     return None
 
 
@@ -214,6 +240,7 @@ def worker(
     name: str | None = None,
     args_model: type[BaseModel] | None = None,
     cron: str | dict[str, Any] | None = None,
+    middleware: Sequence[Middleware] | None = None,
 ) -> Callable[[type[Any]], type[Worker]]: ...
 
 
@@ -231,12 +258,14 @@ def worker(
     name: str | None = None,
     args_model: type[BaseModel] | None = None,
     cron: str | dict[str, Any] | None = None,
+    middleware: Sequence[Middleware] | None = None,
 ) -> type[Worker] | Callable[[type[Any]], type[Worker]]:
     """Make a class with ``process(self, job)`` a registered worker, with default job options.
 
     Options are validated at once (a bad queue fails at import, not at the first insert).
     ``cron`` (an expression, or ``{"expr", "timezone", "args"}``) makes the leader insert the
-    worker's jobs on that schedule (see ``oban_py.crontab``).
+    worker's jobs on that schedule (see ``oban_py.crontab``). ``middleware``: work middleware
+    of this worker's attempts (``oban_py.middleware``).
     """
     options = {
         "queue": queue,
@@ -249,6 +278,8 @@ def worker(
     }
     if args_model is not None:
         options["args_model"] = args_model
+    if middleware is not None:
+        options["middleware"] = checked(middleware)
 
     def decorate(target: type[Any]) -> type[Worker]:
         if not callable(getattr(target, "process", None)):

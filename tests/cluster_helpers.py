@@ -129,6 +129,8 @@ class Node:
     producers: dict[str, Any] = field(default_factory=dict)
     peer: Any = None
     leader: bool | None = None
+    #: no liveness threads: the lifeline rescues by heartbeat without waiting for its own beats
+    liveness: Any = None
 
     @property
     def is_leader(self) -> bool:

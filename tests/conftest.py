@@ -9,6 +9,7 @@ Databases with the schema installed are cloned from a per-run template, which is
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -111,3 +112,26 @@ async def conn(dsn: str) -> AsyncIterator[psycopg.AsyncConnection]:
     """An autocommit async connection to ``dsn``."""
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as c:
         yield c
+
+
+def _django_major() -> int:
+    try:
+        import django
+    except ImportError:
+        return 0
+    return int(django.VERSION[0])
+
+
+#: Django 6 (Python 3.12+) has tests of its own, run in .venv312 by ``dev.py test``.
+collect_ignore = [] if _django_major() >= 6 else ["ext/django6"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # pytest's shared /tmp/pytest-of-<user> keeps only the three newest runs, so a second run
+    # on the same machine (a developer beside CI) deletes the temporary folders of a running
+    # one, embedded servers' data included: each run gets a folder of its own. Readable by
+    # all, since the embedded server runs as its own system user when tests run as root.
+    if not config.option.basetemp:
+        base = tempfile.mkdtemp(prefix="oban-py-tests-")
+        os.chmod(base, 0o755)
+        config.option.basetemp = base

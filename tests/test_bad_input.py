@@ -26,6 +26,7 @@ from oban_py import (
     notifier,
     schema,
 )
+from oban_py.config import LifelineConfig
 from oban_py.job.errors import error_entry
 
 INJECTION = 'x"; DROP TABLE oban_jobs; --'
@@ -358,3 +359,12 @@ def test_fixture_error_entry_shape_matches_ours() -> None:
 
     entry = json.loads((FIXTURES / "jobs" / "retryable_raise.json").read_text())["errors"][0]
     assert set(entry) == set(error_entry(1, "x"))
+
+
+def test_a_heartbeat_interval_that_would_fence_a_healthy_node_is_refused_at_start() -> None:
+    # Interval 4 s, ttl 6 s: a node fences itself after 3 s without a beat, between two beats.
+    with pytest.raises(
+        ValidationError, match=r"heartbeat_interval \(4 s\) must be at most a third"
+    ):
+        Oban(dsn="postgresql://localhost/x", lifeline={"heartbeat_interval": 4, "heartbeat_ttl": 6})
+    LifelineConfig(heartbeat_interval=2, heartbeat_ttl=6)  # a third is enough

@@ -288,6 +288,9 @@ def test_start_runs_imported_workers_and_stops_gracefully_on_sigterm(dsn: str) -
     assert next(e for e in events if e["event"] == "node started")["loop"] == "uvloop"
     assert "stopping gracefully" in messages
     assert messages[-1] == "node stopped"
+    # Each node event once, not also as the telemetry event's own line.
+    assert "oban.node.start" not in messages
+    assert "oban.node.stop" not in messages
     # An idle pool thread left by the sync job is no worker that ignored its cancellation.
     assert not [m for m in messages if "ignored cancellation" in m]
     stops = [e for e in events if e.get("event_name") == "oban.job.stop"]

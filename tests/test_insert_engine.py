@@ -136,6 +136,22 @@ async def test_unique_conflicts_are_reported_per_job_in_input_order(api: Api) ->
     assert [j.args["n"] for j in inserted] == [0, 1, 2]
 
 
+async def test_a_plain_job_listed_after_a_unique_one_is_no_duplicate_of_it(api: Api) -> None:
+    # As if inserted one by one: the unique job goes in first, the plain one after it.
+    unique = Job(worker="Py.Same", args={"k": 1}, unique={"fields": ["worker", "args"]})
+    inserted = await api.enqueue_many([unique, Job(worker="Py.Same", args={"k": 1})])
+    assert [j.conflict for j in inserted] == [False, False]
+    assert inserted[0].id != inserted[1].id
+    # Listed before it, the plain job is a duplicate the unique one finds.
+    again = await api.enqueue_many([Job(worker="Py.Again", args={"k": 1}), unique_again()])
+    assert [j.conflict for j in again] == [False, True]
+    assert again[1].id == again[0].id
+
+
+def unique_again() -> Job:
+    return Job(worker="Py.Again", args={"k": 1}, unique={"fields": ["worker", "args"]})
+
+
 class Counting(psycopg.AsyncCursor[Any]):
     executed: list[bytes] = []
 
@@ -453,7 +469,7 @@ async def test_a_cancelled_bulk_insert_leaves_nothing_and_the_client_keeps_worki
 async def test_an_insert_hook_raising_a_base_exception_inserts_nothing(
     api: Api, conn: psycopg.AsyncConnection[Any]
 ) -> None:
-    from oban_py.hooks import add_insert_hook, remove_insert_hook
+    from oban_py.middleware import add_insert_hook, remove_insert_hook
 
     class Stop(BaseException):
         pass

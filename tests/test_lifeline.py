@@ -193,3 +193,31 @@ async def test_dead_rows_are_kept_while_a_job_names_them_and_purged_after_retent
         assert (await Lifeline(py).run_once())["purged"] == 1
     cur = await conn.execute("SELECT uuid::text FROM oban_py_heartbeats")
     assert await cur.fetchall() == [(referenced,)]
+
+
+class Beating:
+    """A node's liveness as the lifeline sees it: how long its own beats have gone unbroken."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def unbroken_for(self) -> float:
+        return self.seconds
+
+
+async def test_a_leader_back_from_an_outage_waits_a_ttl_of_its_own_beats_before_rescuing(
+    dsn: str, conn: psycopg.AsyncConnection[Any]
+) -> None:
+    # Every node's beat is stale after an outage they all shared; the leader, back first,
+    # must give the others a ttl to beat again before it calls any of them dead.
+    dead = str(uuid.uuid4())
+    await beat(conn, dead, "py-2", "python", ago=100)
+    job = await executing(conn, queue="python", by=("py-2", dead), started_ago=1)
+    async with node(dsn, notifier=False, lifeline=RESCUE) as py:
+        py.leader = True
+        py.liveness = Beating(RESCUE.heartbeat_ttl - 1)
+        assert (await Lifeline(py).run_once())["dead_producer"] == 0
+        assert await states(conn) == {job: "executing"}
+        py.liveness = Beating(RESCUE.heartbeat_ttl)
+        assert (await Lifeline(py).run_once())["dead_producer"] == 1
+    assert await states(conn) == {job: "available"}

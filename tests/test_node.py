@@ -165,7 +165,7 @@ async def heartbeat_queues(conn: Any) -> set[str]:
 
 async def test_producers_are_in_the_heartbeat_table_right_after_start(dsn: str, conn: Any) -> None:
     # An interval far beyond the wait: only the wake at start can have written the rows.
-    lifeline = LifelineConfig(heartbeat_interval=600)
+    lifeline = LifelineConfig(heartbeat_interval=600, heartbeat_ttl=1800)
     async with Oban(dsn=dsn, queues={"a": 1, "b": 2}, peer=False, lifeline=lifeline) as oban:
         await wait_for(lambda: _has(conn, {"a", "b"}), timeout=2.0)
         await oban.start_queue("c", limit=1, local_only=True)

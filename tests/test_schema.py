@@ -20,9 +20,10 @@ from oban_py.job.errors import SchemaError
 
 Snapshot = dict[str, str]
 
-# Our additive liveness table is no part of Elixir's schema, so it can never appear in a dump of
-# an Elixir-managed database; it is left out of every comparison (and checked on its own below).
-EXCLUDED_TABLES = {schema.HEARTBEATS_TABLE}
+# Our additive tables (liveness, the rate limits' log of starts) are no part of Elixir's schema,
+# so they can never appear in a dump of an Elixir-managed database; they are left out of every
+# comparison (and checked on their own below).
+EXCLUDED_TABLES = {schema.HEARTBEATS_TABLE, schema.FLOW_STARTS_TABLE}
 
 INTROSPECTION = {
     "enum": """

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import inspect
+from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import BaseModel, ValidationError
@@ -159,6 +162,22 @@ def test_a_non_worker_importable_name_is_unknown() -> None:
         resolve("json.JSONDecoder")
 
 
+def test_a_module_that_registers_its_worker_when_imported_resolves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As a Django @task does: the name is a plain function's, its worker registered on import.
+    (tmp_path / "registers_on_import.py").write_text(
+        "from oban_py.worker import Worker, register\n"
+        "def send(): pass\n"
+        "class SendWorker(Worker):\n"
+        "    name = 'registers_on_import.send'\n"
+        "    def process(self, job): return None\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found = resolve("registers_on_import.send")
+    assert found.__name__ == "SendWorker"
+
+
 def test_register_aliases_a_worker_under_another_name() -> None:
     register(Mailer, "Legacy.Mailer")
     assert resolve("Legacy.Mailer") is Mailer
@@ -166,3 +185,20 @@ def test_register_aliases_a_worker_under_another_name() -> None:
 
 def test_timeout_defaults_to_none() -> None:
     assert Mailer().timeout(Mailer.new({})) is None
+
+
+def test_a_name_that_imports_no_worker_is_not_searched_for_again_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    searched: list[str] = []
+    real = importlib.import_module
+
+    def counting(name: str, *args: Any) -> Any:
+        searched.append(name)
+        return real(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", counting)
+    for _ in range(3):
+        with pytest.raises(UnknownWorker):
+            resolve("no_such_package_here.Worker")
+    assert searched == ["no_such_package_here"], "one search, then the miss is remembered"

@@ -1,4 +1,4 @@
-"""Prometheus metrics from ``oban_py`` telemetry, optionally served over HTTP.
+"""Prometheus metrics of every job attempt (a work middleware), optionally served over HTTP.
 
     from oban_py_ext import prometheus
     metrics = prometheus.instrument(port=9568)   # or port=None and expose REGISTRY yourself
@@ -17,6 +17,7 @@ Metrics (``namespace`` defaults to ``oban``):
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -27,6 +28,13 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from oban_py import Job, Oban, telemetry
+from oban_py.middleware import (
+    AttemptOutcome,
+    Middleware,
+    WorkNext,
+    add_middleware,
+    remove_middleware,
+)
 
 HANDLER_ID = "oban_py_ext.prometheus"
 #: Job work spans milliseconds to minutes; Prometheus' default buckets stop at 10 s.
@@ -58,8 +66,9 @@ class _Producers(Collector):
         yield limit
 
 
-class Metrics:
-    """The collectors, registered in ``registry``, fed by telemetry once ``attach()``-ed."""
+class Metrics(Middleware):
+    """The collectors, registered in ``registry``; once ``attach()``-ed, fed by a process-wide
+    work middleware (jobs) and by telemetry (nodes starting and stopping)."""
 
     def __init__(self, registry: CollectorRegistry, namespace: str = "oban") -> None:
         self.registry = registry
@@ -92,31 +101,22 @@ class Metrics:
         self._thread: threading.Thread | None = None
 
     def attach(self) -> None:
-        telemetry.attach(
-            HANDLER_ID,
-            [
-                "oban.job.start",
-                "oban.job.stop",
-                "oban.job.exception",
-                "oban.node.start",
-                "oban.node.stop",
-            ],
-            self.handle,
-        )
+        add_middleware(HANDLER_ID, self)
+        telemetry.attach(HANDLER_ID, ["oban.node.start", "oban.node.stop"], self.handle)
+
+    async def work(self, job: Job, call_next: WorkNext) -> AttemptOutcome:
+        if job.attempted_at is not None and job.scheduled_at is not None:
+            wait = (job.attempted_at - job.scheduled_at).total_seconds()
+            self.queue_time.labels(job.queue, job.worker).observe(max(wait, 0.0))
+        started = time.monotonic()
+        outcome = await call_next()
+        seconds = time.monotonic() - started
+        self.jobs.labels(job.queue, job.worker, outcome.state).inc()
+        self.duration.labels(job.queue, job.worker, outcome.state).observe(seconds)
+        return outcome
 
     def handle(self, event: str, measurements: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-        if event in ("oban.job.stop", "oban.job.exception"):
-            job: Job = meta["job"]
-            state = str(meta.get("state"))
-            self.jobs.labels(job.queue, job.worker, state).inc()
-            seconds = measurements["duration"] / 1e9
-            self.duration.labels(job.queue, job.worker, state).observe(seconds)
-        elif event == "oban.job.start":
-            job = meta["job"]
-            if job.attempted_at is not None and job.scheduled_at is not None:
-                wait = (job.attempted_at - job.scheduled_at).total_seconds()
-                self.queue_time.labels(job.queue, job.worker).observe(max(wait, 0.0))
-        elif event == "oban.node.start":
+        if event == "oban.node.start":
             self.producers.nodes.add(meta["oban"])
         elif event == "oban.node.stop":
             self.producers.nodes.discard(meta["oban"])
@@ -127,7 +127,9 @@ class Metrics:
         return int(self.server.server_port)
 
     def close(self) -> None:
-        """Detach from telemetry, stop the HTTP server and unregister the collectors."""
+        """Detach from telemetry and the middleware, stop the HTTP server and unregister the
+        collectors."""
+        remove_middleware(HANDLER_ID)
         telemetry.detach(HANDLER_ID)
         if self.server is not None:
             self.server.shutdown()

@@ -12,6 +12,9 @@ its prefix and insert rules; a client used only this way never opens a pool of i
     with Session(engine) as session, session.begin():
         session.add(User(email=email))
         enqueue_sync(Mailer.new({"email": email}), session)
+
+A worker writing through SQLAlchemy completes its job in the same transaction with
+``complete_in(job, session)`` (``complete_in_sync`` in a plain ``def process``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session
 
+import oban_py
 from oban_py import Client, Job, get_instance
 
 SyncConn = Session | Connection
@@ -88,3 +92,17 @@ def enqueue_many_sync(jobs: Iterable[Job], conn: SyncConn, *, name: str = "Oban"
 def enqueue_sync(job: Job, conn: SyncConn, *, name: str = "Oban") -> Job:
     """Insert ``job`` from synchronous code in ``conn``'s transaction (``enqueue_many_sync``)."""
     return enqueue_many_sync([job], conn, name=name)[0]
+
+
+async def complete_in(job: Job, conn: AnyConn) -> None:
+    """Complete ``job``'s running attempt in ``conn``'s transaction (``oban_py.complete_in``):
+    the job commits as completed with the session's work, or not at all."""
+    if isinstance(conn, AsyncSession | AsyncConnection):
+        await oban_py.complete_in(job, await psycopg_async_connection(conn))
+    else:
+        oban_py.complete_in_sync(job, psycopg_connection(conn))
+
+
+def complete_in_sync(job: Job, conn: SyncConn) -> None:
+    """``complete_in`` from a plain ``def process``, on a sync ``Session`` or ``Connection``."""
+    oban_py.complete_in_sync(job, psycopg_connection(conn))

@@ -117,8 +117,13 @@ def start(
     _import_workers(imports or [])
     if dry_run:
         raise typer.Exit(_dry_run(config))
-    log.attach_default_logger()
+    log.attach_default_logger(SERVED_EVENTS)
     raise typer.Exit(_run(config, new_loop(loop)))
+
+
+#: What a served node logs: the default logger's events but the node's start and stop, which
+#: ``_run`` logs itself with the queues, prefix and event loop (else each is logged twice).
+SERVED_EVENTS = tuple(event for event in log.DEFAULT_EVENTS if event != "oban.node.*")
 
 
 def _dry_run(config: Config) -> int:

@@ -43,6 +43,20 @@ def web(
     refresh: Annotated[
         float, typer.Option("--refresh", help="Seconds between live refreshes.", min=1.0)
     ] = 5.0,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-host",
+            help="A Host name to answer besides the loopback ones (repeatable; *.example.com).",
+        ),
+    ] = None,
+    behind_proxy: Annotated[
+        bool,
+        typer.Option(
+            "--behind-proxy",
+            help="Trust X-Forwarded-Proto from a proxy in front (Secure cookies on https).",
+        ),
+    ] = False,
 ) -> None:
     """Serve the web dashboard: queues, nodes, jobs and the last hour, with actions."""
     checked = require_dsn(dsn)
@@ -76,6 +90,8 @@ def web(
         token=token,
         basic=credentials,
         refresh_interval=refresh,
+        allowed_hosts=_hosts(allow_host, protected=token is not None or credentials is not None),
+        trust_forwarded=behind_proxy,
     )
     shown = f"[{host}]" if ":" in host else host
     typer.echo(f"oban_py dashboard on http://{shown}:{port}/ (Ctrl-C to stop)", err=True)
@@ -84,3 +100,11 @@ def web(
 
 def register(app: typer.Typer) -> None:
     app.command("web")(web)
+
+
+def _hosts(extra: list[str] | None, *, protected: bool) -> list[str] | None:
+    """The Host names to answer: the default of ``create_app`` unless some were given, which
+    then come on top of the loopback names (a dashboard without a login answers no others)."""
+    if not extra:
+        return None
+    return [*extra, "127.0.0.1", "localhost", "::1", "[::1]"] if not protected else list(extra)

@@ -31,6 +31,7 @@ from oban_py.insert.drivers import insert_async, insert_sync, run_async, run_syn
 from oban_py.insert.planner import CHUNK_SIZE, insert_plan
 from oban_py.insert.statements import Work
 from oban_py.job.model import Job
+from oban_py.middleware import Middleware, checked, insert_through, insert_through_sync, stack
 from oban_py.notifier import channel
 from oban_py.sql import Queries
 
@@ -49,14 +50,26 @@ T = TypeVar("T")
 AnyConnection = psycopg.AsyncConnection[Any] | psycopg.Connection[Any]
 
 
+#: What the error of ``require_loop`` tells sync code to call instead, by method; an integration
+#: whose sync path is its own replaces it (Django: ``oban_py_ext.django.enqueue``).
+_SYNC_HINTS: dict[str, str] = {}
+
+
+def use_sync_hint(method: str, hint: str) -> None:
+    """Name ``hint`` (e.g. ``"oban_py_ext.django.enqueue(Worker.new(args))"``) as the sync
+    replacement of ``method`` in ``require_loop``'s error."""
+    _SYNC_HINTS[method] = hint
+
+
 def require_loop(method: str) -> None:
     """Raise unless called inside a running event loop: an un-awaited coroutine fails silently."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
+        hint = _SYNC_HINTS.get(method, f"{method}_sync()")
         raise RuntimeError(
             f"{method}() is async and was called outside an event loop, so nothing would be "
-            f"inserted: await it in async code, or call {method}_sync() from sync code"
+            f"inserted: await it in async code, or call {hint} from sync code"
         ) from None
 
 
@@ -84,6 +97,7 @@ class Client:
         prefix: str = "public",
         name: str = "Oban",
         config: Config | None = None,
+        middleware: Sequence[Middleware] = (),
     ) -> None:
         if config is None:
             config = Config(dsn=dsn, prefix=prefix, name=name)
@@ -92,6 +106,8 @@ class Client:
         if config.dsn is None and pool is None and sync_pool is None:
             raise ValueError("Client needs a dsn=, a pool= or a sync_pool=")
         self.config = config
+        #: this instance's middleware, inside the process-wide ones (``oban_py.middleware``)
+        self.middleware = checked(middleware)
         self.queries = Queries(config.prefix)
         label = f"oban.{config.name}"
         self._pools = AsyncPool(config.dsn, config.pool_size, label, pool)
@@ -176,7 +192,18 @@ class Client:
         return self._enqueue_one(job, conn)
 
     async def _enqueue_one(self, job: Job, conn: AnyConnection | None) -> Job:
-        return (await self._run(insert_plan(self.queries, [job]), conn))[0]
+        return (await self._insert([job], conn))[0]
+
+    async def _insert(self, batch: list[Job], conn: AnyConnection | None) -> list[Job]:
+        """Insert ``batch`` through the insert middleware."""
+        links = stack("insert", self.middleware)
+        if not links:
+            return await self._run(insert_plan(self.queries, batch), conn)
+
+        async def inner(jobs: list[Job]) -> list[Job]:
+            return await self._run(insert_plan(self.queries, jobs), conn)
+
+        return await insert_through(links, batch, inner)
 
     def enqueue_many(
         self, jobs: Iterable[Job], conn: AnyConnection | None = None
@@ -191,7 +218,7 @@ class Client:
     async def _enqueue_many(self, batch: list[Job], conn: AnyConnection | None) -> list[Job]:
         if not batch:
             return []
-        return await self._run(insert_plan(self.queries, batch), conn)
+        return await self._insert(batch, conn)
 
     def enqueue_sync(self, job: Job, conn: psycopg.Connection[Any] | None = None) -> Job:
         """``enqueue`` from sync code, on ``conn`` (its transaction) or the sync pool."""
@@ -204,7 +231,11 @@ class Client:
         batch = list(jobs)
         if not batch:
             return []
-        return self._run_sync(insert_plan(self.queries, batch), conn)
+        return insert_through_sync(
+            stack("insert_sync", self.middleware),
+            batch,
+            lambda jobs: self._run_sync(insert_plan(self.queries, jobs), conn),
+        )
 
     # -- management -------------------------------------------------------------------------
 

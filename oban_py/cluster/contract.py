@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
 
     from oban_py.config import Config
+    from oban_py.liveness import Liveness
     from oban_py.sql import Queries
 
 Callback = Callable[[dict[str, Any]], None]
@@ -65,6 +66,9 @@ class NodeLike(Protocol):
 
     @property
     def is_leader(self) -> bool: ...
+
+    @property
+    def liveness(self) -> Liveness | None: ...
 
 
 async def listen(node: NodeLike, channel: str, callback: Callback) -> bool:

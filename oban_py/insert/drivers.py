@@ -18,6 +18,7 @@ from psycopg import pq
 from psycopg.rows import dict_row, tuple_row
 from psycopg.types.json import set_json_loads
 
+from oban_py import middleware
 from oban_py.insert.planner import insert_plan
 from oban_py.insert.statements import Program, Receive, Statement, Work
 from oban_py.job import jsonb
@@ -185,10 +186,15 @@ def _drive_sync(conn: psycopg.Connection[Any], program: Program[T]) -> T:
 async def insert_async(
     conn: psycopg.AsyncConnection[Any], queries: Queries, jobs: Sequence[Job]
 ) -> list[Job]:
-    """Insert ``jobs`` on an async connection (joining its transaction), in input order."""
+    """Insert ``jobs`` on an async connection (joining its transaction), in input order,
+    through the process-wide insert middleware."""
     if not jobs:
         return []
-    return await run_async(conn, insert_plan(queries, jobs))
+
+    async def inner(batch: list[Job]) -> list[Job]:
+        return await run_async(conn, insert_plan(queries, batch))
+
+    return await middleware.insert_through(middleware.stack("insert"), list(jobs), inner)
 
 
 def insert_sync(conn: psycopg.Connection[Any], queries: Queries, jobs: Sequence[Job]) -> list[Job]:
@@ -198,4 +204,8 @@ def insert_sync(conn: psycopg.Connection[Any], queries: Queries, jobs: Sequence[
     """
     if not jobs:
         return []
-    return run_sync(conn, insert_plan(queries, jobs))
+    return middleware.insert_through_sync(
+        middleware.stack("insert_sync"),
+        list(jobs),
+        lambda batch: run_sync(conn, insert_plan(queries, batch)),
+    )

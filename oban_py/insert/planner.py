@@ -32,7 +32,6 @@ from typing import Any
 
 from psycopg import sql
 
-from oban_py.hooks import apply_insert_hooks
 from oban_py.insert.statements import RECEIVE, Program, Statement, Work, one_statement
 from oban_py.job import jsonb
 from oban_py.job.model import JOB_DEFAULTS, Job, finish_stored, prepare_stored, to_naive_utc
@@ -45,15 +44,15 @@ CHUNK_SIZE = 5_000
 
 
 def insert_plan(queries: Queries, jobs: Sequence[Job]) -> Work[list[Job]]:
-    """The work of inserting ``jobs`` (after the insert hooks), results in input order."""
-    amended = apply_insert_hooks(jobs)
-    if len(amended) == 1 and amended[0].unique is None:
+    """The work of inserting ``jobs``, results in input order (insert middleware runs around
+    this, in the caller: ``oban_py.middleware``)."""
+    if len(jobs) == 1 and jobs[0].unique is None:
         # The common single enqueue: one statement, nothing to order or overlap.
-        job = amended[0]
+        job = jobs[0]
         statement = plain_statement(queries, [job], channel(queries.prefix, "insert"))
         return one_statement(statement, lambda rows: [job.stored(*rows[0][:3])])
-    several = len(amended) > 1 or amended[0].unique is not None
-    return Work(lambda own: _insert(queries, amended, own), transaction=several)
+    several = len(jobs) > 1 or jobs[0].unique is not None
+    return Work(lambda own: _insert(queries, jobs, own), transaction=several)
 
 
 def _insert(queries: Queries, jobs: Sequence[Job], own_transaction: bool) -> Program[list[Job]]:
@@ -249,11 +248,26 @@ def _unique_row(i: int, job: Job, unique: Unique) -> dict[str, Any]:
 
 
 def shape_statement(
-    queries: Queries, jobs: Sequence[Job], indexes: Sequence[int], unique: Unique, channel_: str
+    queries: Queries,
+    jobs: Sequence[Job],
+    indexes: Sequence[int],
+    unique: Unique,
+    channel_: str,
+    results: Sequence[Job | None] = (),
 ) -> Statement:
-    """Look up, then insert or replace, the jobs at ``indexes`` (all of one unique shape)."""
+    """Look up, then insert or replace, the jobs at ``indexes`` (all of one unique shape).
+
+    ``results`` holds the plain jobs of the same call, inserted first: one listed after a unique
+    job is no duplicate of it, as if the jobs were inserted one by one."""
     rows = [_unique_row(i, jobs[i], unique) for i in indexes]
+    inserted = [
+        (job.id, i)
+        for i, job in enumerate(results)
+        if job is not None and job.id and not job.conflict
+    ]
     params: dict[str, Any] = {
+        "call_ids": [job_id for job_id, _ in inserted],
+        "call_ords": [i for _, i in inserted],
         "rows": jsonb.dumps_str(rows),
         "states": list(unique.states),
         "period": unique.period,
@@ -303,7 +317,7 @@ def _resolve(
                     todo.append(i)
             if not todo:
                 continue
-            found = yield shape_statement(queries, jobs, todo, unique, insert_channel)
+            found = yield shape_statement(queries, jobs, todo, unique, insert_channel, results)
             for row in found:
                 job = Job.from_row(row)
                 job.conflict = bool(row["conflict"])

@@ -52,6 +52,11 @@ class DatabaseUnavailable(ObanError, ConnectionError):
     """The database could not be reached or refused the connection (host, port, auth)."""
 
 
+class JobNotExecuting(ObanError):
+    """``complete_in`` found the job no longer in this attempt (cancelled, rescued, already
+    completed): raised inside the caller's transaction so that its effect rolls back too."""
+
+
 # ------------------------------------------------------------------------------ errors entries
 
 

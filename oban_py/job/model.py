@@ -153,6 +153,8 @@ class Job(BaseModel):
 
     _cancelled: bool = PrivateAttr(default=False)
     _typed_args: Any = PrivateAttr(default=None)
+    #: the prefix of the node running this attempt (for ``complete_in``)
+    _prefix: str | None = PrivateAttr(default=None)
 
     if not TYPE_CHECKING:  # the checker keeps the signature pydantic derives from the fields
 

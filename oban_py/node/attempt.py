@@ -6,8 +6,10 @@ job and always returns its ``Ack``: whatever the worker returns or raises (any
 ``BaseException``: ``SystemExit``, ``KeyboardInterrupt``, a ``CancelledError`` of its own), and
 whatever interrupts it (a pkill, the node's shutdown, fencing). It reads as the attempt's story:
 
-    resolve the worker -> validate args -> enter the work hooks -> call ``process`` (on the
-    loop, or in a pool thread) under its timeout -> the outcome rule -> telemetry
+    telemetry start -> work middleware (process-wide, instance) -> resolve the worker ->
+    validate args -> the worker's own middleware -> call ``process`` (on the loop, or in a pool
+    thread inside ``work_in_thread``) under its timeout -> the outcome rule -> back out through
+    the middleware -> telemetry stop
 
 A plain ``def process`` runs in a thread that nothing can stop, so its attempt is never given up
 while the thread runs: an interrupt or a timeout raises ``job.cancelled()`` for the worker to see
@@ -22,21 +24,22 @@ import asyncio
 import inspect
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
-from contextlib import AsyncExitStack, ExitStack
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
+from oban_py import middleware as mw
 from oban_py import telemetry
-from oban_py.hooks import WorkHook, work_hooks
 from oban_py.job import backoff, errors
 from oban_py.job.errors import UnknownWorker
 from oban_py.job.model import Job
 from oban_py.job.returns import Cancel, Record, Snooze
+from oban_py.middleware import AttemptOutcome as Outcome
+from oban_py.middleware import Middleware
 from oban_py.node import outcomes
 from oban_py.node.outcomes import Ack
-from oban_py.worker import resolve
+from oban_py.worker import lookup, resolve
 
 if TYPE_CHECKING:
     from psycopg import AsyncCursor
@@ -165,30 +168,80 @@ class UnknownWorkerError(Exception):
 
 
 async def perform(
-    attempt: Attempt, threads: Executor, prefix: str | None = None
+    attempt: Attempt,
+    threads: Executor,
+    prefix: str | None = None,
+    middleware: Sequence[Middleware] = (),
 ) -> tuple[Ack, Any]:
-    """Run the attempt's job; its ack and what ``process`` returned or raised. Never raises."""
+    """Run the attempt's job inside the work middleware (process-wide, then ``middleware``,
+    then the worker's own); its ack and what ``process`` returned or raised. Never raises."""
     job = attempt.job
+    if prefix is not None:
+        job._prefix = prefix
     span = _Span(job, prefix)
+    links = mw.stack("work", middleware)
+    if links:
+        outcome = await mw.work_through(
+            links,
+            job,
+            lambda: _resolved(attempt, threads, middleware),
+            lambda error: _failed(attempt, None, error),
+        )
+    else:
+        outcome = await _resolved(attempt, threads, middleware)
+    span.end(outcome.ack, outcome.result, outcome.error, interrupted=attempt.reason)
+    return outcome.ack, outcome.result
+
+
+def _outcome(attempt: Attempt, ack: Ack, result: Any, failed: BaseException | None) -> Outcome:
+    return Outcome(ack.state, result, failed, attempt.reason, ack)
+
+
+def _failed(attempt: Attempt, worker: Any, error: BaseException) -> Outcome:
+    ack, failed = _raised(attempt, worker, error)
+    return _outcome(attempt, ack, error, failed)
+
+
+async def _resolved(
+    attempt: Attempt, threads: Executor, middleware: Sequence[Middleware]
+) -> Outcome:
+    job = attempt.job
     worker: Any = None
     try:
         try:
-            cls = resolve(job.worker)
+            # An import runs module code of the job's naming: off the loop, as any blocking call.
+            cls = lookup(job.worker)
+            if cls is None:
+                cls = await asyncio.to_thread(resolve, job.worker)
         except UnknownWorker:
             raise UnknownWorkerError(job.worker) from None
         worker = cls()
         if cls.args_model is not None:
             cls.build_args(job)
-        result = await _call(attempt, worker, threads)
     except BaseException as raised:
-        ack, failed = _raised(attempt, worker, raised)
-        result = raised
-    else:
-        ack, failed = _returned(attempt, result)
-        if failed is not None:
-            result = failed
-    span.end(ack, result, failed, interrupted=attempt.reason)
-    return ack, result
+        return _failed(attempt, worker, raised)
+    own = cls.middleware
+    layers = (middleware, own)
+    if not own:
+        return await _worked(attempt, worker, threads, layers)
+    # The process-wide and instance middleware already run outside: the worker's own is left.
+    return await mw.work_through(
+        [m for m in own if mw.overrides(m, "work")],
+        job,
+        lambda: _worked(attempt, worker, threads, layers),
+        lambda error: _failed(attempt, worker, error),
+    )
+
+
+async def _worked(
+    attempt: Attempt, worker: Any, threads: Executor, layers: tuple[Sequence[Middleware], ...]
+) -> Outcome:
+    try:
+        result = await _call(attempt, worker, threads, layers)
+    except BaseException as raised:
+        return _failed(attempt, worker, raised)
+    ack, failed = _returned(attempt, result)
+    return _outcome(attempt, ack, result if failed is None else failed, failed)
 
 
 def _ours(attempt: Attempt, error: BaseException) -> bool:
@@ -255,16 +308,18 @@ def _backoff(worker: Any, job: Job) -> float:
     return float(backoff.default_backoff(job.attempt, job.max_attempts))
 
 
-async def _call(attempt: Attempt, worker: Any, threads: Executor) -> Any:
+async def _call(
+    attempt: Attempt, worker: Any, threads: Executor, layers: tuple[Sequence[Middleware], ...]
+) -> Any:
     job = attempt.job
     limit = getattr(worker, "timeout", None)
     seconds = limit(job) if limit is not None else None
     process = worker.process
-    hooks = work_hooks()
     if not inspect.iscoroutinefunction(process):
         attempt.in_thread = True
+        in_thread = mw.stack("work_in_thread", *layers)
         future = asyncio.get_running_loop().run_in_executor(
-            threads, _in_thread, process, job, hooks
+            threads, mw.thread_through, in_thread, job, process
         )
         try:
             result = await _wait_thread(future, job, seconds)
@@ -272,7 +327,7 @@ async def _call(attempt: Attempt, worker: Any, threads: Executor) -> Any:
             attempt.in_thread = False
         # A plain def may still hand back an awaitable (a wrapped coroutine function).
         return await result if inspect.isawaitable(result) else result
-    work = _in_task(process, job, hooks)
+    work = process(job)
     if seconds is None:
         return await work
     try:
@@ -282,26 +337,6 @@ async def _call(attempt: Attempt, worker: Any, threads: Executor) -> Any:
         job._cancel()
         error.oban_timeout = seconds  # type: ignore[attr-defined]
         raise
-
-
-def _in_thread(process: Callable[[Job], Any], job: Job, hooks: Sequence[WorkHook]) -> Any:
-    if not hooks:
-        return process(job)
-    with ExitStack() as stack:
-        for hook in hooks:
-            stack.enter_context(hook.around_thread(job))
-        return process(job)
-
-
-async def _in_task(
-    process: Callable[[Job], Awaitable[Any]], job: Job, hooks: Sequence[WorkHook]
-) -> Any:
-    if not hooks:
-        return await process(job)
-    async with AsyncExitStack() as stack:
-        for hook in hooks:
-            await stack.enter_async_context(hook.around_task(job))
-        return await process(job)
 
 
 async def _wait_thread(future: asyncio.Future[Any], job: Job, seconds: float | None) -> Any:

@@ -12,9 +12,9 @@ same to them.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import inspect
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
@@ -26,11 +26,14 @@ from oban_py.client.core import Client
 from oban_py.cluster.duties import build
 from oban_py.cluster.peer import Peer
 from oban_py.cluster.periodic import Periodic
-from oban_py.config import Config
+from oban_py.config import Config, QueueConfig
+from oban_py.flow import Flow
 from oban_py.liveness import Liveness
 from oban_py.log import attach_node_logger
+from oban_py.middleware import Middleware
 from oban_py.node.acker import Acker
 from oban_py.node.producer import Producer
+from oban_py.node.queues import Queues
 from oban_py.node.runtime import Runtime
 from oban_py.node.threads import WorkerThreads
 from oban_py.notifier import Notifier
@@ -53,14 +56,15 @@ class Oban(Client):
         config: Config | None = None,
         *,
         pool: Any = None,
+        middleware: Sequence[Middleware] = (),
         **settings: Any,
     ) -> None:
         if config is None:
             config = Config(**settings)
         elif settings:
             config = config.model_copy(update=settings)
-        super().__init__(config=config, pool=pool)
-        self.producers: dict[str, Producer] = {}
+        super().__init__(config=config, pool=pool, middleware=middleware)
+        self.queues: Queues | None = None
         self.notifier: Notifier | None = None
         self.peer: Periodic | None = None
         self.duties: list[Periodic] = []
@@ -104,12 +108,17 @@ class Oban(Client):
             on_fence=self._fence,
             on_unfence=self._unfence,
             running_workers=self._running_workers,
+            pool=self.pool,
         )
         self.liveness.start()
+        runtime = Runtime(
+            self.config, self.pool, self.queries, self.acker, self.threads, self.middleware
+        )
+        self.queues = Queues(runtime, self.liveness)
         await self._start_notifier()
         await self._start_duties()
         for queue, spec in self.config.queues.items():
-            self._start_producer(queue, spec.limit, paused=spec.paused)
+            self.queues.start(queue, spec.limit, paused=spec.paused, flow=Flow.of(spec))
         if not self.config.queues:
             # Often a typo (OBAN_QUEUES=, --queues in the wrong place): say so before going quiet.
             log.warning(
@@ -127,10 +136,10 @@ class Oban(Client):
             await self.close()
             return
         self.started = False
-        producers = list(self.producers.values())
-        await asyncio.gather(*(p.halt() for p in producers))
-        await asyncio.gather(*(p.finish(self.config.shutdown_grace) for p in producers))
-        self.producers.clear()
+        if self.queues is not None:
+            # Every queue, those a signal is stopping too: jobs get the grace, outcomes are
+            # flushed, then the heartbeat rows are given up.
+            await self.queues.stop_all()
         if self.acker is not None:
             await self.acker.stop()
         for duty in reversed(self.duties):
@@ -143,7 +152,6 @@ class Oban(Client):
             self.peer = None
         if self.liveness is not None:
             await self.liveness.stop()
-            await self._release_heartbeats([p.uuid for p in producers])
             self.liveness = None
         if self.notifier is not None:
             with contextlib.suppress(Exception):
@@ -152,18 +160,6 @@ class Oban(Client):
         self.threads.shutdown(wait=False, cancel_futures=True)
         telemetry.execute("oban.node.stop", {}, {"node": self.config.node, "oban": self})
         await self.close()
-
-    async def _release_heartbeats(self, uuids: list[str]) -> None:
-        # After the jobs ended and their outcomes were written: a producer with nothing left
-        # executing loses its row, one that still has rows (acks lost) is marked dead for rescue.
-        if not uuids:
-            return
-        try:
-            async with self.pool.connection() as conn:
-                await conn.execute(self.queries["heartbeat_release"], {"uuids": uuids})
-        except Exception as error:
-            # Rows left behind age out: their jobs are rescued after the ttl instead of at once.
-            log.warning("heartbeat release failed", error=repr(error))
 
     # -- liveness -----------------------------------------------------------------------------
 
@@ -186,23 +182,22 @@ class Oban(Client):
         }
         return make_conninfo(str(conninfo), **options)
 
-    def _fence(self) -> None:
-        for producer in self.producers.values():
-            producer.fence()
+    @property
+    def producers(self) -> dict[str, Producer]:
+        """This node's producers by queue (empty when stopped)."""
+        return {} if self.queues is None else self.queues.producers
+
+    def _fence(self, interrupt: bool) -> None:
+        if self.queues is not None:
+            self.queues.fence(interrupt)
 
     def _unfence(self) -> None:
         log.info("heartbeat written again: fetching resumes", node=self.config.node)
-        for producer in self.producers.values():
-            producer.unfence()
+        if self.queues is not None:
+            self.queues.unfence()
 
     def _running_workers(self) -> list[str]:
-        # Called from the watchdog thread while the loop is stalled: copies, never mutates.
-        return [
-            a.job.worker for p in list(self.producers.values()) for a in list(p.attempts.values())
-        ]
-
-    def _resize_threads(self) -> None:
-        self.threads.resize(sum(p.limit for p in self.producers.values()) or 4)
+        return [] if self.queues is None else self.queues.running_workers()
 
     async def _start_notifier(self) -> None:
         self.notifier = Notifier(self.config, self.dsn or self.pool.conninfo, pool=self.pool)
@@ -223,32 +218,9 @@ class Oban(Client):
         for duty in self.duties:
             duty.start()
 
-    def _start_producer(self, queue: str, limit: int, *, paused: bool = False) -> Producer:
-        producer = self.producers.get(queue)
-        if producer is None:
-            assert self.acker is not None, "the node starts its acker before its producers"
-            runtime = Runtime(self.config, self.pool, self.queries, self.acker, self.threads)
-            producer = Producer(runtime, queue, limit, paused=paused)
-            self.producers[queue] = producer
-            if self.liveness is not None:
-                self.liveness.track(producer.uuid, queue, producer.started_at)
-                if self.liveness.fenced:
-                    producer.fence()
-            self._resize_threads()
-            producer.start()
-            producer.wake()
-        return producer
-
-    async def _stop_producer(self, producer: Producer) -> None:
-        await producer.stop(self.config.shutdown_grace)
-        if self.liveness is not None:
-            self.liveness.untrack(producer.uuid)
-        self._resize_threads()
-        await self._release_heartbeats([producer.uuid])
-
     def _wake_all(self, *_: Any) -> None:
-        for producer in self.producers.values():
-            producer.wake()
+        if self.queues is not None:
+            self.queues.wake_all()
 
     # -- notifications received -------------------------------------------------------------
 
@@ -264,6 +236,9 @@ class Oban(Client):
             log.warning("bad signal ignored", payload=payload, error=repr(error))
 
     def _apply_signal(self, payload: dict[str, Any]) -> None:
+        queues = self.queues
+        if queues is None:
+            return
         action = payload.get("action")
         queue = payload.get("queue")
         if action == "pkill":
@@ -272,32 +247,26 @@ class Oban(Client):
                 if producer.pkill(job_id, PKILL_GRACE):  # type: ignore[arg-type]
                     break
             return
+        if not isinstance(queue, str):
+            return
         if action == "start":
-            if isinstance(queue, str) and self.started:
-                limit = int(payload.get("limit", 10))
-                self._start_producer(queue, limit, paused=bool(payload.get("paused", False)))
-            return
-        if action == "stop":
-            producer = self.producers.pop(queue, None)  # type: ignore[arg-type]
-            if producer is not None:
-                asyncio.get_running_loop().create_task(
-                    self._stop_producer(producer), name=f"oban.stop.{queue}"
-                )
-            return
-        targets = list(self.producers.values())
-        if queue != "*":
-            targets = [p for p in targets if p.queue == queue]
-        for producer in targets:
-            if action == "pause":
-                producer.pause()
-            elif action == "resume":
-                producer.resume()
-            elif action == "scale":
-                if "limit" in payload:
-                    producer.scale(payload["limit"])
-                    self._resize_threads()
-                if "paused" in payload:
-                    producer.paused = bool(payload["paused"])
+            if self.started:
+                limit = payload.get("limit", 10)
+                flow = Flow.of(_flow_options(payload))
+                queues.start(queue, limit, paused=bool(payload.get("paused", False)), flow=flow)
+        elif action == "stop":
+            queues.stop_soon(queue)
+        elif action == "pause":
+            queues.pause(queue)
+        elif action == "resume":
+            queues.resume(queue)
+        elif action == "scale":
+            if "limit" in payload:
+                queues.scale(queue, payload["limit"])
+            if "paused" in payload:
+                queues.set_paused(queue, bool(payload["paused"]))
+            if "global_limit" in payload or "rate_limit" in payload:
+                queues.set_flow(queue, Flow.of(_flow_options(payload)))
 
     # -- signals sent -------------------------------------------------------------------------
 
@@ -386,3 +355,9 @@ class Oban(Client):
 
     def check_all_queues(self) -> list[dict[str, Any]]:
         return [p.check() for p in self.producers.values()]
+
+
+def _flow_options(payload: dict[str, Any]) -> QueueConfig:
+    """A signal's cluster-wide limits (Oban Pro's option names), validated as config is."""
+    options = {k: payload[k] for k in ("global_limit", "rate_limit") if payload.get(k) is not None}
+    return QueueConfig(**options)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from psycopg.rows import dict_row
 
-from oban_py import dberrors
+from oban_py import dberrors, liveness
 from oban_py.aio import wait_event
 from oban_py.job import errors
 from oban_py.node import attempt as attempts
@@ -36,6 +36,11 @@ from oban_py.node import outcomes
 from oban_py.node.attempt import Attempt, Interrupt
 
 if TYPE_CHECKING:
+    from psycopg import AsyncConnection
+
+    from oban_py.flow import Flow
+    from oban_py.job.model import Job
+    from oban_py.node.outcomes import Ack
     from oban_py.node.runtime import Runtime
 
 log = structlog.get_logger("oban.producer")
@@ -51,6 +56,8 @@ RECONCILE_INTERVAL = 15.0
 ABANDON_AFTER = 1.0
 #: while stopping, how often the jobs that outlive the grace are named in the log
 STRAGGLER_REPORT_EVERY = 10.0
+#: how soon a queue under cluster-wide limits looks again after a claim that left slots free
+FLOW_RECHECK = 0.1
 #: Elixir's producer meta refresh_interval (ms), reported in check-ins
 REFRESH_INTERVAL_MS = 30_000
 
@@ -75,6 +82,7 @@ class Producer:
         *,
         paused: bool = False,
         on_scale: Callable[[], None] | None = None,
+        flow: Flow | None = None,
     ) -> None:
         _check_limit(limit)
         self.runtime = runtime
@@ -82,6 +90,8 @@ class Producer:
         self.limit = limit
         #: called after every change of ``limit`` (the queue owner resizes the thread pool)
         self._on_scale = on_scale
+        #: the queue's cluster-wide limits; None fetches as Elixir's Basic engine does
+        self.flow = flow
         self.paused = paused
         self.uuid = str(uuid.uuid4())
         self.started_at = datetime.now(UTC)
@@ -164,11 +174,13 @@ class Producer:
         asyncio.get_running_loop().call_later(grace, self._cancel_late, running)
         return True
 
-    def fence(self) -> None:
-        """Stop fetching and interrupt every running job: the node lost its heartbeat."""
+    def fence(self, interrupt: bool = True) -> None:
+        """Stop fetching, and with ``interrupt`` give up every running job: the node lost its
+        heartbeat (``oban_py.liveness``, rule 2)."""
         self.fenced = True
-        for running in list(self.attempts.values()):
-            self._interrupt(running, "fenced")
+        if interrupt:
+            for running in list(self.attempts.values()):
+                self._interrupt(running, "fenced")
 
     def unfence(self) -> None:
         self.fenced = False
@@ -245,6 +257,22 @@ class Producer:
             await asyncio.wait(tasks, timeout=grace)
         for running in list(self.attempts.values()):
             self._interrupt(running, "shutdown")
+        if tasks := self._tasks():
+            await asyncio.wait(tasks, timeout=ABANDON_AFTER)
+        # An async job that swallowed its cancellation cannot be killed as Elixir kills a
+        # process: give it up. Its row stays executing, so the release at stop marks this
+        # producer dead and the leader rescues the row at once (oban_py.liveness, rule 5).
+        for running in list(self.attempts.values()):
+            if running.task is not None and not running.task.done() and not running.in_thread:
+                log.error(
+                    "job ignored its cancellation past the shutdown grace; abandoned, its row is"
+                    " left for the lifeline",
+                    job_id=running.id,
+                    worker=running.job.worker,
+                    queue=self.queue,
+                )
+                del self.attempts[running.id]
+                self._abandoned.add(running.id)
         while tasks := self._tasks():
             _, pending = await asyncio.wait(tasks, timeout=STRAGGLER_REPORT_EVERY)
             if pending:
@@ -306,9 +334,16 @@ class Producer:
             # not claim jobs inserted after it.
             if self.paused or self.fenced:
                 return
-            cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(self.runtime.queries["fetch_jobs"], params)
-            jobs, unreadable = await attempts.claimed(cur)
+            if self.flow is None:
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(self.runtime.queries["fetch_jobs"], params)
+                jobs, unreadable = await attempts.claimed(cur)
+            else:
+                jobs, unreadable = await self._claim_within_flow(conn, self.flow, demand)
+                if len(jobs) < demand:
+                    # Capacity may free up on other nodes, which wake nobody here: look again
+                    # soon rather than at the next poll.
+                    asyncio.get_running_loop().call_later(FLOW_RECHECK, self.wake)
         for ack in unreadable:
             log.error(
                 "claimed a job that cannot be read; discarded", job_id=ack.id, queue=self.queue
@@ -319,11 +354,28 @@ class Producer:
             self.attempts[running.id] = running
             running.task = asyncio.create_task(self._run(running))
 
+    async def _claim_within_flow(
+        self, conn: AsyncConnection[Any], flow: Flow, demand: int
+    ) -> tuple[list[Job], list[Ack]]:
+        # Count and claim under the queue's lock, in one transaction (oban_py/flow).
+        queries, config = self.runtime.queries, self.runtime.config
+        params = {**self._params, **flow.params(demand, config.lifeline.heartbeat_ttl)}
+        params["finished"] = list(self._acker.owned())
+        key = flow.lock_key(queries.prefix, self.queue)
+        # One round trip: BEGIN, the lock, the claim and COMMIT go out together (pipeline);
+        # the claim's snapshot is taken once the lock is held, so it sees every claim before.
+        async with conn.pipeline(), conn.transaction():
+            await conn.execute(queries["flow_lock"], {"key": key})
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(queries["flow_claim"], params, prepare=False)
+        return await attempts.claimed(cur)
+
     async def _run(self, running: Attempt) -> None:
         running.started = True
         try:
+            runtime = self.runtime
             ack, _ = await attempts.perform(
-                running, self.runtime.threads, self.runtime.config.prefix
+                running, runtime.threads, runtime.config.prefix, runtime.middleware
             )
         except BaseException as error:
             # perform never raises; should it ever, the row must still get an outcome.
@@ -352,20 +404,19 @@ class Producer:
         """Release rows executing under this producer that it neither runs nor has an outcome
         queued for; the number released."""
         self._next_reconcile = time.monotonic() + RECONCILE_INTERVAL * (0.8 + 0.4 * random.random())
-        params = {"queue": self.queue, "uuid": self.uuid}
-        async with self.runtime.pool.connection() as conn:
-            cur = await conn.execute(self.runtime.queries["own_executing"], params)
-            rows = await cur.fetchall()
-        # Read after the rows: an attempt that ended meanwhile has its ack queued by now (or
-        # written, and then the guarded release touches nothing).
-        owned = set(self.attempts) | self._acker.owned()
+        runtime = self.runtime
+        rows = await liveness.unowned(
+            runtime.pool,
+            runtime.queries,
+            self.queue,
+            self.uuid,
+            lambda: set(self.attempts) | self._acker.owned(),
+        )
         now = datetime.now(UTC)
         released = []
         for job_id, attempted_at, exhausted in rows:
-            if job_id not in owned:
-                at = attempted_at.replace(tzinfo=UTC)
-                self._acker.push(outcomes.release(job_id, at, bool(exhausted), now))
-                released.append(job_id)
+            self._acker.push(outcomes.release(job_id, attempted_at, exhausted, now))
+            released.append(job_id)
         if released:
             log.warning("released jobs this node no longer runs", queue=self.queue, ids=released)
         return len(released)

@@ -8,6 +8,7 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 
 from oban_py.config import Config
+from oban_py.middleware import Middleware
 from oban_py.node.acker import Acker
 from oban_py.node.threads import WorkerThreads
 from oban_py.sql import Queries
@@ -22,3 +23,5 @@ class Runtime:
     queries: Queries
     acker: Acker
     threads: WorkerThreads
+    #: the instance's middleware (``oban_py.middleware``), inside the process-wide ones
+    middleware: tuple[Middleware, ...] = ()

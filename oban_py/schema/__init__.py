@@ -9,9 +9,11 @@ The installed version is recorded where Elixir keeps it, as the comment on ``oba
 (``COMMENT ON TABLE <prefix>.oban_jobs IS '14'``), so Elixir and Python agree on what is
 installed and either side can run the next migration.
 
-Besides Elixir's objects, :data:`HEARTBEATS_TABLE` is created (additive, never read by Elixir):
-producers of Python nodes record their liveness there so the lifeline can rescue jobs of a dead
-producer quickly. It is not tied to the version comment.
+Besides Elixir's objects, two tables of ours are created (additive, never read by Elixir, not
+tied to the version comment): :data:`HEARTBEATS_TABLE`, where producers of Python nodes record
+their liveness so the lifeline can rescue jobs of a dead producer quickly, and
+:data:`FLOW_STARTS_TABLE`, the sliding log of job starts that rate limits count
+(``oban_py/flow``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from oban_py.schema._dsn import shell_dsn
 
 __all__ = [
     "CURRENT_VERSION",
+    "FLOW_STARTS_TABLE",
     "HEARTBEATS_TABLE",
     "INITIAL_VERSION",
     "SchemaError",
@@ -44,6 +47,7 @@ __all__ = [
 INITIAL_VERSION = 1
 CURRENT_VERSION = 14
 HEARTBEATS_TABLE = "oban_py_heartbeats"
+FLOW_STARTS_TABLE = "oban_py_flow_starts"
 
 VERSIONS: dict[int, ModuleType] = {
     module.VERSION: module
@@ -83,9 +87,35 @@ def _heartbeats_up(prefix: str) -> Statement:
     )
 
 
+def _flow_starts_up(prefix: str) -> list[Statement]:
+    # Logged: a rate limit must hold across a server crash too. Rows live one period.
+    return [
+        ddl(
+            """
+            CREATE TABLE IF NOT EXISTS {prefix}.{table} (
+              queue text NOT NULL,
+              key text NOT NULL,
+              started_at timestamp without time zone NOT NULL
+            )
+            """,
+            prefix,
+            table=sql.Identifier(FLOW_STARTS_TABLE),
+        ),
+        ddl(
+            "CREATE INDEX IF NOT EXISTS {index} ON {prefix}.{table} (queue, started_at)",
+            prefix,
+            table=sql.Identifier(FLOW_STARTS_TABLE),
+            index=sql.Identifier(f"{FLOW_STARTS_TABLE}_queue_started_at_index"),
+        ),
+    ]
+
+
 def _heartbeats_down(prefix: str) -> Statement:
     return ddl(
-        "DROP TABLE IF EXISTS {prefix}.{table}", prefix, table=sql.Identifier(HEARTBEATS_TABLE)
+        "DROP TABLE IF EXISTS {prefix}.{table}, {prefix}.{flow}",
+        prefix,
+        table=sql.Identifier(HEARTBEATS_TABLE),
+        flow=sql.Identifier(FLOW_STARTS_TABLE),
     )
 
 
@@ -102,6 +132,7 @@ def _steps(prefix: str, current: int, target: int) -> list[Statement]:
         if target != current:
             statements.append(_record_version(prefix, target))
         statements.append(_heartbeats_up(prefix))
+        statements += _flow_starts_up(prefix)
     return statements
 
 

@@ -24,6 +24,12 @@ existing AS MATERIALIZED (
         SELECT j.*
         FROM {prefix}.oban_jobs AS j
         WHERE j.state = ANY(%(states)s::{prefix}.oban_job_state[])
+          -- A job this very call inserted after this one is no duplicate of it (one by one).
+          AND NOT EXISTS (
+              SELECT 1
+              FROM unnest(%(call_ids)s::bigint[], %(call_ords)s::int[]) AS c(id, ord)
+              WHERE c.id = j.id AND c.ord > r.ord
+          )
           AND (NOT %(by_worker)s OR j.worker = r.worker)
           AND (NOT %(by_queue)s OR j.queue = r.queue)
           AND (NOT %(by_args)s

@@ -17,7 +17,7 @@ A testing client follows the event loop it is used in (Starlette's ``TestClient`
 request in a loop of its own), opening a fresh pool when the loop it opened one in has gone.
 
 Every job here runs through ``oban_py.node.attempt``, the code producers run, so args validation,
-timeouts, work hooks, ``Snooze``/``Cancel``/``Record``, raised ``BaseException``s and error
+timeouts, work middleware, ``Snooze``/``Cancel``/``Record``, raised ``BaseException``s and error
 entries behave as in production; a drain claims and decodes rows as a producer does.
 """
 
@@ -45,6 +45,7 @@ from oban_py.client.pool import configure_async
 from oban_py.job import jsonb
 from oban_py.job.errors import ObanError
 from oban_py.job.model import Job, to_naive_utc
+from oban_py.middleware import Middleware
 from oban_py.node import attempt as attempts
 from oban_py.node.acker import Acker
 from oban_py.node.attempt import Attempt
@@ -132,9 +133,15 @@ def _threads_for(oban: Any = None) -> WorkerThreads:
     return _threads
 
 
-async def _execute(threads: Executor, job: Job) -> tuple[Ack, Any]:
-    """Run ``job`` as a producer runs it; its ack and what ``process`` returned or raised."""
-    return await attempts.perform(Attempt(job), threads)
+async def _execute(
+    threads: Executor,
+    job: Job,
+    middleware: Sequence[Middleware] = (),
+    prefix: str | None = None,
+) -> tuple[Ack, Any]:
+    """Run ``job`` as a producer runs it (process-wide and ``middleware`` around it); its ack
+    and what ``process`` returned or raised."""
+    return await attempts.perform(Attempt(job), threads, prefix, middleware)
 
 
 def apply_ack(job: Job, ack: Ack) -> Job:
@@ -658,7 +665,7 @@ async def drain_queue(
             counts[_bucket(ack.state)] += 1
         await acker.flush()
         for job in jobs:
-            ack, result = await _execute(threads, job)
+            ack, result = await _execute(threads, job, client.middleware, client.config.prefix)
             acker.push(ack)
             await acker.flush()
             counts[_bucket(ack.state)] += 1

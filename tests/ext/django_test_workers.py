@@ -72,3 +72,23 @@ class PooledOrm(Worker):
 
         with connections["pooled"].cursor() as cur:
             cur.execute("SELECT pg_sleep(0.02)")
+
+
+class CompletesInAtomic(Worker):
+    """Writes through Django and completes its job in the same ``atomic()`` block; with
+    ``fail`` the block raises after both, so neither may commit."""
+
+    name = "Py.Ext.Django.CompletesInAtomic"
+    queue = "orm"
+    max_attempts = 1
+
+    def process(self, job: Job) -> None:
+        from django.db import connection, transaction
+        from oban_py_ext.django import complete_in
+
+        with transaction.atomic():
+            with connection.cursor() as cur:
+                cur.execute("INSERT INTO django_effects (job_id) VALUES (%s)", [job.id])
+            complete_in(job)
+            if job.args.get("fail"):
+                raise RuntimeError("the block failed after complete_in")

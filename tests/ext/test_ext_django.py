@@ -32,8 +32,10 @@ DJANGO_APP = "django-under-test"
 
 @pytest.fixture(scope="module")
 def project(server_dsn: str) -> Iterator[str]:
-    """The project's database DSN, after ``manage.py migrate``."""
+    """The project's database DSN, after ``manage.py migrate``; the alias ``jobs`` is a second
+    database with the schema (for jobs routed away from the app's data)."""
     name = create_database(server_dsn)
+    jobs_name = create_database(server_dsn)
     params = conninfo_to_dict(server_dsn)
     database = {
         "ENGINE": "django.db.backends.postgresql",
@@ -55,8 +57,10 @@ def project(server_dsn: str) -> Iterator[str]:
         **database,
         "OPTIONS": {**database["OPTIONS"], "pool": {"min_size": 1, "max_size": 2, "timeout": 5}},
     }
+    jobs_database = {**database, "NAME": jobs_name}
     if settings.configured:
         settings.DATABASES["default"].update(database)
+        settings.DATABASES["jobs"] = jobs_database
     else:
         settings.configure(
             DEBUG=False,
@@ -70,6 +74,7 @@ def project(server_dsn: str) -> Iterator[str]:
                 "strict": strict,
                 "lite": lite,
                 "pooled": pooled,
+                "jobs": jobs_database,
             },
             INSTALLED_APPS=[
                 "django.contrib.admin",
@@ -102,9 +107,14 @@ def project(server_dsn: str) -> Iterator[str]:
         )
         django.setup()
     call_command("migrate", verbosity=0)
+    from oban_py import schema
+
+    with psycopg.connect(dsn_for(server_dsn, jobs_name), autocommit=True) as conn:
+        conn.execute(schema.install_sql().encode())
     yield dsn_for(server_dsn, name)
     connections.close_all()
     drop_database(server_dsn, name)
+    drop_database(server_dsn, jobs_name)
 
 
 def jobs(dsn: str, worker: str) -> list[dict[str, Any]]:
@@ -153,11 +163,172 @@ def test_enqueue_inside_atomic_commits_with_it(project: str) -> None:
     assert {j["state"] for j in found} == {"available"}
 
 
+# -- jobs on another database than the caller's atomic() block --------------------------------
+
+
+def _jobs_dsn(project: str) -> str:
+    return make_conninfo(project, dbname=connections["jobs"].settings_dict["NAME"])
+
+
+#: Jobs routed to the ``jobs`` database, as a router sending ``oban_py`` there would.
+ON_JOBS = {"database": "jobs", "peer": False}
+
+
+def test_enqueue_inside_another_databases_atomic_waits_for_its_commit(project: str) -> None:
+    from django.contrib.auth.models import Group
+    from oban_py_ext.django import enqueue
+
+    class Declined(Exception):
+        pass
+
+    def failing_view() -> None:
+        with transaction.atomic():  # the default database: the app's data
+            Group.objects.create(name="order-that-never-was")
+            enqueue(Job(worker="Py.Ext.Django.Routed", args={"n": 1}))
+            raise Declined
+
+    with override_settings(OBAN=ON_JOBS):
+        with pytest.raises(Declined):
+            failing_view()
+        # Before: the job committed on its own connection and outlived the rollback.
+        assert jobs(_jobs_dsn(project), "Py.Ext.Django.Routed") == []
+
+        with transaction.atomic():
+            Group.objects.create(name="order-42")
+            held = enqueue(Job(worker="Py.Ext.Django.Routed", args={"n": 2}))
+            assert held.id is None  # not inserted yet: it waits for the commit
+            assert jobs(_jobs_dsn(project), "Py.Ext.Django.Routed") == []
+        assert [j["args"] for j in jobs(_jobs_dsn(project), "Py.Ext.Django.Routed")] == [{"n": 2}]
+
+
+def test_enqueue_inside_both_databases_atomic_joins_the_jobs_transaction(project: str) -> None:
+    from oban_py_ext.django import enqueue
+
+    with override_settings(OBAN=ON_JOBS), transaction.atomic(), transaction.atomic(using="jobs"):
+        job = enqueue(Job(worker="Py.Ext.Django.Both"))
+        assert job.id is not None
+    assert len(jobs(_jobs_dsn(project), "Py.Ext.Django.Both")) == 1
+
+
+def test_enqueue_inside_another_databases_atomic_can_refuse_loudly(project: str) -> None:
+    from django.db.transaction import TransactionManagementError
+    from oban_py_ext.django import enqueue
+
+    def view() -> None:
+        with transaction.atomic():
+            enqueue(Job(worker="Py.Ext.Django.Refused"))
+
+    with (
+        override_settings(OBAN={**ON_JOBS, "other_database": "raise"}),
+        pytest.raises(TransactionManagementError, match=r"atomic\(\) block of 'default'.*'jobs'"),
+    ):
+        view()
+    assert jobs(_jobs_dsn(project), "Py.Ext.Django.Refused") == []
+
+
+# -- inline testing mode waits for the caller's commit -----------------------------------------
+
+
+class SeesItsOrder(Exception):
+    pass
+
+
+def test_inline_mode_runs_the_job_when_the_callers_block_commits(project: str) -> None:
+    from django.contrib.auth.models import Group
+    from oban_py_ext.django import enqueue
+    from oban_py_ext.django.testing import oban_mode
+
+    from oban_py import Worker
+
+    seen: list[bool] = []
+
+    class Confirm(Worker):
+        name = "Py.Ext.Django.InlineConfirm"
+
+        def process(self, job: Job) -> None:
+            seen.append(Group.objects.filter(name=job.args["group"]).exists())
+
+    with oban_mode("inline") as client:
+        with transaction.atomic():
+            Group.objects.create(name="inline-order")
+            enqueue(Confirm.new({"group": "inline-order"}))
+            assert client.performed == []  # held: production runs nothing before the commit
+        assert [j.state for j in client.performed] == ["completed"]
+        assert seen == [True]
+
+        def rolled_back() -> None:
+            with transaction.atomic():
+                enqueue(Confirm.new({"group": "rolled-back"}))
+                raise SeesItsOrder
+
+        with pytest.raises(SeesItsOrder):
+            rolled_back()
+        assert len(client.performed) == 1  # a rolled-back job never runs
+    Group.objects.filter(name="inline-order").delete()
+
+
+def test_inline_mode_job_failure_does_not_roll_the_caller_back(project: str) -> None:
+    from django.contrib.auth.models import Group
+    from oban_py_ext.django import enqueue
+    from oban_py_ext.django.testing import oban_mode
+
+    from oban_py import Worker
+
+    class Explodes(Worker):
+        name = "Py.Ext.Django.InlineExplodes"
+
+        def process(self, job: Job) -> None:
+            raise SeesItsOrder("the job failed")
+
+    def view() -> None:
+        with transaction.atomic():
+            Group.objects.create(name="kept-order")
+            enqueue(Explodes.new({}))
+
+    # raise_errors (the default) still reports the failure, after the commit.
+    with oban_mode("inline"), pytest.raises(SeesItsOrder):
+        view()
+    assert Group.objects.filter(name="kept-order").exists()
+    Group.objects.filter(name="kept-order").delete()
+
+
 def test_enqueue_outside_atomic_commits_at_once(project: str) -> None:
     from oban_py_ext.django import enqueue
 
     enqueue(Job(worker="Py.Ext.Django.Autocommit"))
     assert len(jobs(project, "Py.Ext.Django.Autocommit")) == 1
+
+
+def test_enqueue_through_djangos_cursor_runs_the_insert_middleware(project: str) -> None:
+    from oban_py_ext.django import enqueue, enqueue_many
+
+    from oban_py.middleware import (
+        InsertNext,
+        InsertNextSync,
+        Middleware,
+        add_middleware,
+        remove_middleware,
+    )
+
+    seen: list[int] = []
+
+    class Stamp(Middleware):
+        async def insert(self, jobs: list[Job], call_next: InsertNext) -> list[Job]:
+            raise AssertionError("Django's enqueue is sync")
+
+        def insert_sync(self, jobs: list[Job], call_next: InsertNextSync) -> list[Job]:
+            seen.append(len(jobs))
+            return call_next([j.model_copy(update={"meta": {"stamped": 1}}) for j in jobs])
+
+    add_middleware("test.django.stamp", Stamp())
+    try:
+        one = enqueue(Job(worker="Py.Ext.Django.Stamped"))
+        many = enqueue_many([Job(worker="Py.Ext.Django.Stamped")] * 2)
+    finally:
+        remove_middleware("test.django.stamp")
+    assert seen == [1, 2]
+    assert [j.meta for j in [one, *many]] == [{"stamped": 1}] * 3
+    assert [j["meta"] for j in jobs(project, "Py.Ext.Django.Stamped")] == [{"stamped": 1}] * 3
 
 
 def test_enqueue_goes_through_djangos_cursor_so_its_query_tooling_sees_it(project: str) -> None:
@@ -214,8 +385,9 @@ def test_the_async_enqueue_called_from_a_sync_view_fails_loudly(project: str) ->
         def process(self, job: Job) -> None:
             pass
 
-    # A sync view calling the async API would otherwise answer 200 having enqueued nothing.
-    with pytest.raises(RuntimeError, match="enqueue_sync"):
+    # A sync view calling the async API would otherwise answer 200 having enqueued nothing;
+    # the error names Django's own sync enqueue, not the Client's.
+    with pytest.raises(RuntimeError, match=r"call oban_py_ext\.django\.enqueue\(Worker\.new"):
         ProcessOrder.enqueue({"order": 1})
     assert jobs(project, ProcessOrder.name) == []
 
@@ -389,7 +561,8 @@ def test_an_option_libpq_does_not_know_stops_the_node(
 
     options = connections["strict"].settings_dict["OPTIONS"]
     monkeypatch.setitem(options, "sslmdoe", "require")
-    with pytest.raises(ImproperlyConfigured, match="sslmdoe"):
+    # The bad option is named alone, not hidden in the list of every key (dbname, host...).
+    with pytest.raises(ImproperlyConfigured, match=r"libpq cannot take \(sslmdoe\)"):
         conf.dsn("strict")
 
 
@@ -428,6 +601,46 @@ def test_misspelt_oban_settings_fail_the_system_check(project: str) -> None:
         pytest.raises(SystemCheckError, match="greater than 0"),
     ):
         call_command("check")
+
+
+def test_unimportable_worker_modules_fail_the_system_check(project: str) -> None:
+    with (
+        override_settings(OBAN={"workers": ["django_test_workers", "shop.no_such_workers"]}),
+        pytest.raises(SystemCheckError, match=r"oban\.E005.*'shop\.no_such_workers'"),
+    ):
+        call_command("check")
+
+
+@pytest.mark.parametrize("oban", [["queues"], "queues", 3])
+def test_an_oban_setting_that_is_no_dict_is_a_check_error_not_a_traceback(
+    project: str, oban: Any
+) -> None:
+    with override_settings(OBAN=oban):
+        with pytest.raises(SystemCheckError, match=r"OBAN must be a dict, not"):
+            call_command("check", databases=["default"])
+        with pytest.raises(CommandError, match=r"OBAN must be a dict"):
+            call_command("oban", "start", stderr=io.StringIO())
+
+
+def test_an_unknown_other_database_choice_fails_the_system_check(project: str) -> None:
+    with (
+        override_settings(OBAN={"other_database": "wait"}),
+        pytest.raises(SystemCheckError, match="other_database"),
+    ):
+        call_command("check")
+
+
+def test_oban_version_names_the_manage_py_fix(project: str) -> None:
+    with psycopg.connect(project, autocommit=True) as conn:
+        conn.execute("COMMENT ON TABLE oban_jobs IS '12'")
+    out = io.StringIO()
+    try:
+        with pytest.raises(CommandError, match=r"version 12.*manage\.py oban migrate") as raised:
+            call_command("oban", "version", stdout=out)
+        assert "oban-py" not in str(raised.value)
+        assert out.getvalue().strip() == "12"
+    finally:
+        call_command("oban", "migrate", stdout=io.StringIO())
 
 
 def test_sqlite_is_refused_with_a_clear_message(project: str) -> None:
@@ -544,6 +757,24 @@ async def _settled(node: Oban, ids: list[int]) -> dict[int, tuple[str, int]]:
         await asyncio.sleep(0.1)
 
 
+async def test_complete_in_commits_with_the_atomic_block_or_not_at_all(
+    project: str, orm_node_config: Any
+) -> None:
+    from django_test_workers import CompletesInAtomic
+
+    with psycopg.connect(project, autocommit=True) as conn:
+        conn.execute("CREATE TABLE django_effects (job_id bigint NOT NULL)")
+    async with Oban(orm_node_config) as node:
+        ok, failed = await node.enqueue_many(
+            [CompletesInAtomic.new({}), CompletesInAtomic.new({"fail": True})]
+        )
+        settled = await _settled(node, [ok.id or 0, failed.id or 0])
+    assert settled == {ok.id: ("completed", 1), failed.id: ("discarded", 1)}
+    with psycopg.connect(project) as conn:
+        done = conn.execute("SELECT array_agg(job_id) FROM django_effects").fetchone()
+    assert done == ([ok.id],)
+
+
 async def test_a_connection_kill_mid_run_fails_no_later_job(
     project: str, orm_node_config: Any
 ) -> None:
@@ -597,3 +828,16 @@ async def test_jobs_give_connections_back_to_djangos_pool(
         settled = await _settled(node, [j.id for j in batch if j.id])
     # 8 pool threads share a pool of 2: each job holds a connection only while it runs.
     assert set(settled.values()) == {("completed", 1)}
+
+
+def test_the_testing_extra_brings_pytest_asyncio_for_the_oban_testing_fixture() -> None:
+    import tomllib
+    from pathlib import Path
+
+    from conftest import ROOT
+
+    # The fixture is async; no Django (or other) extra installed what runs it.
+    extras = tomllib.loads(Path(ROOT, "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    assert any(d.startswith("pytest-asyncio") for d in extras["testing"])

@@ -122,6 +122,66 @@ def test_oban_start_works_jobs_and_a_sigterm_lets_the_running_one_finish(
     assert "job stopped" in err
     assert "Shop.PackLargeOrder" in err
     assert "loop=uvloop" in err
+    # Each node event once: "node started", not also the telemetry event's own line.
+    assert err.count("node started") == 1
+    assert err.count("node stopped") == 1
+    assert "oban.node.start" not in err
     assert "Traceback" not in err
     # No thread outlived the node (the async job's ORM thread ended with the job).
     assert "ignored cancellation" not in err
+
+
+def test_a_sigterm_waits_past_the_grace_for_a_sync_job(
+    shop: tuple[dict[str, str], str], server_dsn: str
+) -> None:
+    """A thread cannot be stopped: the first SIGTERM cancels async jobs after the grace, but
+    waits for a sync one to end and records its real outcome (what docs/integrations.md says)."""
+    env, name = shop
+    with psycopg.connect(server_dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    assert _run(env, "manage.py", "migrate", "--noinput").returncode == 0
+    dsn = dsn_for(server_dsn, name)
+    with psycopg.connect(dsn) as conn:
+        order_id = conn.execute(
+            "INSERT INTO orders_order (item, status, times_processed, notified)"
+            " VALUES ('piano', 'new', 0, false) RETURNING id"
+        ).fetchone()[0]  # type: ignore[index]
+    args = f'{{"order_id": {order_id}, "seconds": 2}}'
+    enqueued = _run(
+        env, "manage.py", "oban", "enqueue", "Shop.PackLargeOrder", "--args", args, "-q", "orders"
+    )
+    assert enqueued.returncode == 0, enqueued.stderr
+    node = subprocess.Popen(
+        [
+            sys.executable,
+            "manage.py",
+            "oban",
+            "start",
+            "--queues",
+            "orders:1",
+            "--shutdown-grace=0.2",
+        ],
+        cwd=EXAMPLE,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            while not conn.execute("SELECT 1 FROM oban_jobs WHERE state = 'executing'").fetchone():
+                assert time.monotonic() < deadline, "the job never started"
+                time.sleep(0.05)
+        node.send_signal(signal.SIGTERM)
+        _, err = node.communicate(timeout=60)
+    finally:
+        if node.poll() is None:
+            node.kill()
+    assert node.returncode == 0, err[-3000:]
+    with psycopg.connect(dsn) as conn:
+        [(state, attempt)] = conn.execute("SELECT state::text, attempt FROM oban_jobs").fetchall()
+        status = conn.execute("SELECT status FROM orders_order WHERE id = %s", [order_id])
+        assert status.fetchone() == ("packed",)
+    # Not cancelled at the grace nor released for another node: finished and recorded once.
+    assert (state, attempt) == ("completed", 1)

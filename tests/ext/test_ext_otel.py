@@ -123,3 +123,53 @@ async def test_uninstrument_stops_writing_trace_context(dsn: str, spans: Any) ->
     async with Client(dsn=dsn, name="OtelClient") as client:
         inserted = await client.enqueue(Traced.new({}, queue="traced"))
     assert inserted.meta == {}
+
+
+SEEN_IN_THREAD: list[int] = []
+
+
+class TracedSync(Worker):
+    name = "Py.Ext.Otel.Sync"
+
+    def process(self, job: Job) -> None:
+        from opentelemetry import trace
+
+        SEEN_IN_THREAD.append(trace.get_current_span().get_span_context().span_id)
+
+
+async def test_a_sync_workers_thread_runs_inside_the_process_span(dsn: str, spans: Any) -> None:
+    provider, exporter = spans
+    otel.instrument(provider)
+    SEEN_IN_THREAD.clear()
+    await run_one(dsn, TracedSync.new({}, queue="traced"), provider)
+    process = named(exporter, "process traced")
+    assert [process.context.span_id] == SEEN_IN_THREAD
+
+
+async def test_a_bulk_insert_gives_each_job_a_sibling_send_span(dsn: str, spans: Any) -> None:
+    provider, exporter = spans
+    otel.instrument(provider)
+    tracer = provider.get_tracer("test")
+    async with Client(dsn=dsn, name="OtelClient") as client:
+        with tracer.start_as_current_span("batch"):
+            jobs = await client.enqueue_many([Traced.new({}, queue=q) for q in ("a", "b")])
+    batch = named(exporter, "batch")
+    sends = [named(exporter, "send a"), named(exporter, "send b")]
+    assert [s.parent.span_id if s.parent else None for s in sends] == [batch.context.span_id] * 2
+    assert [j.meta["traceparent"].split("-")[2] for j in jobs] == [
+        format(s.context.span_id, "016x") for s in sends
+    ]
+
+
+def test_a_failed_sync_insert_ends_its_send_span_with_the_error(dsn: str, spans: Any) -> None:
+    provider, exporter = spans
+    otel.instrument(provider)
+    with (
+        Client(dsn=dsn, name="OtelClient") as client,
+        psycopg.connect(dsn, autocommit=True) as conn,
+    ):
+        conn.execute("DROP TABLE oban_jobs CASCADE")
+        with pytest.raises(psycopg.Error):
+            client.enqueue_sync(Traced.new({}, queue="traced"), conn=conn)
+    send = named(exporter, "send traced")
+    assert send.status.status_code is StatusCode.ERROR

@@ -6,12 +6,19 @@ from collections.abc import AsyncIterator, Iterator
 
 import psycopg
 import pytest
-from oban_py_ext.sqlalchemy import enqueue, enqueue_many, enqueue_sync
+from nodekit import wait_state
+from oban_py_ext.sqlalchemy import (
+    complete_in,
+    complete_in_sync,
+    enqueue,
+    enqueue_many,
+    enqueue_sync,
+)
 from sqlalchemy import URL, create_engine, text
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
-from oban_py import Client, Job, Worker
+from oban_py import Client, Job, Oban, Worker
 
 
 class Noted(Worker):
@@ -116,3 +123,51 @@ def test_other_drivers_are_refused_with_a_clear_error(dsn: str) -> None:
     engine = create_engine("sqlite://")
     with Session(engine) as session, pytest.raises(TypeError, match="postgresql\\+psycopg"):
         enqueue_sync(Noted.new({}), session)
+
+
+class CompletesAsync(Worker):
+    name = "Py.Ext.Sqla.CompletesAsync"
+
+    async def process(self, job: Job) -> None:
+        engine = create_async_engine(url(job.args["dsn"]))
+        try:
+            async with AsyncSession(engine) as session, session.begin():
+                await session.execute(text("INSERT INTO sqla_effects VALUES (:id)"), {"id": job.id})
+                await complete_in(job, session)
+        finally:
+            await engine.dispose()
+
+
+class CompletesSync(Worker):
+    name = "Py.Ext.Sqla.CompletesSync"
+
+    def process(self, job: Job) -> None:
+        engine = create_engine(url(job.args["dsn"]))
+        try:
+            with Session(engine) as session, session.begin():
+                session.execute(text("INSERT INTO sqla_effects VALUES (:id)"), {"id": job.id})
+                complete_in_sync(job, session)
+                if job.args.get("fail"):
+                    raise Boom
+        finally:
+            engine.dispose()
+
+
+async def test_workers_complete_in_their_session_transaction(dsn: str) -> None:
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        await conn.execute("CREATE TABLE sqla_effects (job_id bigint NOT NULL)")
+        async with Oban(dsn=dsn, queues={"default": 3}, peer=False, name="SqlaNode") as node:
+            jobs = await node.enqueue_many(
+                [
+                    CompletesAsync.new({"dsn": dsn}),
+                    CompletesSync.new({"dsn": dsn}),
+                    CompletesSync.new({"dsn": dsn, "fail": True}, max_attempts=1),
+                ]
+            )
+            states = [
+                (await wait_state(conn, j.id or 0, "completed", "discarded"))["state"] for j in jobs
+            ]
+        cur = await conn.execute("SELECT job_id FROM sqla_effects ORDER BY job_id")
+        effects = [r[0] for r in await cur.fetchall()]
+    assert states == ["completed", "completed", "discarded"]
+    assert effects == [jobs[0].id, jobs[1].id]

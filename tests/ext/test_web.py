@@ -11,6 +11,7 @@ import base64
 import json
 import re
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import pytest
 from oban_py_ext.web import create_app
 from oban_py_ext.web.cache import Shared
 from oban_py_ext.web.nodes import NodeWatch
+from psycopg.types.json import Jsonb
 from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.testclient import TestClient
@@ -167,7 +169,7 @@ def test_the_web_command_refuses_unsafe_or_malformed_options(dsn: str) -> None:
 
 def test_job_list_pages_by_keyset_both_ways(dsn: str) -> None:
     ids = [insert(dsn, args={"n": i}) for i in range(60)]
-    with TestClient(create_app(dsn=dsn, page_size=25)) as web:
+    with TestClient(create_app(dsn=dsn, page_size=25), base_url="http://127.0.0.1") as web:
         first = web.get("/jobs").text
         assert ids_on(first) == ids[::-1][:25]
         older = re.search(r'rel="next" href="([^"]+)"', first)
@@ -191,7 +193,7 @@ def test_job_list_pages_by_keyset_both_ways(dsn: str) -> None:
 def test_paging_keeps_the_filter(dsn: str) -> None:
     for i in range(30):
         insert(dsn, queue="even" if i % 2 == 0 else "odd")
-    with TestClient(create_app(dsn=dsn, page_size=10)) as web:
+    with TestClient(create_app(dsn=dsn, page_size=10), base_url="http://127.0.0.1") as web:
         first = web.get("/jobs?queue=even").text
         link = re.search(r'rel="next" href="([^"]+)"', first)
         assert link is not None
@@ -332,7 +334,7 @@ def test_bulk_actions_apply_to_every_job_matching_the_filter(dsn: str, web: Test
 def test_bulk_actions_stop_at_the_bulk_limit(dsn: str) -> None:
     for _ in range(7):
         insert(dsn, queue="many")
-    with TestClient(create_app(dsn=dsn, bulk_limit=4)) as web:
+    with TestClient(create_app(dsn=dsn, bulk_limit=4), base_url="http://127.0.0.1") as web:
         report = web.get(post(web, "/jobs/bulk", action="cancel", queue="many").headers["location"])
         assert "Cancelled 4 of 4 matching jobs (the bulk limit" in report.text
 
@@ -386,7 +388,7 @@ def test_the_dashboard_does_not_replace_the_applications_instance(dsn: str) -> N
 
     mine = Client(dsn=dsn)
     try:
-        with TestClient(create_app(dsn=dsn)) as web:
+        with TestClient(create_app(dsn=dsn), base_url="http://127.0.0.1") as web:
             post(web, "/queue-actions", queue="q", action="pause")
         assert get_instance("Oban") is mine
     finally:
@@ -398,7 +400,7 @@ def test_the_dashboard_does_not_replace_the_applications_instance(dsn: str) -> N
 
 def test_read_only_shows_no_action_and_refuses_every_post(dsn: str) -> None:
     job_id = insert(dsn, state="discarded", attempt=1, max_attempts=1)
-    with TestClient(create_app(dsn=dsn, read_only=True)) as web:
+    with TestClient(create_app(dsn=dsn, read_only=True), base_url="http://127.0.0.1") as web:
         page = web.get(f"/jobs/{job_id}").text
         assert "read-only" in page
         assert '<form method="post"' not in page
@@ -409,7 +411,7 @@ def test_read_only_shows_no_action_and_refuses_every_post(dsn: str) -> None:
 
 def test_a_token_guards_pages_and_actions(dsn: str) -> None:
     job_id = insert(dsn)
-    with TestClient(create_app(dsn=dsn, token="s3cret-token")) as web:
+    with TestClient(create_app(dsn=dsn, token="s3cret-token"), base_url="http://127.0.0.1") as web:
         to_login = web.get("/", follow_redirects=False)
         assert to_login.status_code == 303
         assert to_login.headers["location"].endswith("/login")
@@ -433,7 +435,9 @@ def test_a_token_guards_pages_and_actions(dsn: str) -> None:
 
 
 def test_basic_auth_prompts_and_checks_credentials(dsn: str) -> None:
-    with TestClient(create_app(dsn=dsn, basic=("ops", "pa:ss"))) as web:
+    with TestClient(
+        create_app(dsn=dsn, basic=("ops", "pa:ss")), base_url="http://127.0.0.1"
+    ) as web:
         prompt = web.get("/")
         assert prompt.status_code == 401
         assert prompt.headers["www-authenticate"].startswith("Basic")
@@ -450,7 +454,7 @@ def test_the_authorize_hook_decides_for_mounting_apps(dsn: str) -> None:
     async def only_reads(request: Any) -> bool:
         return bool(request.method == "GET")
 
-    with TestClient(create_app(dsn=dsn, authorize=only_reads)) as web:
+    with TestClient(create_app(dsn=dsn, authorize=only_reads), base_url="http://127.0.0.1") as web:
         assert web.get("/").status_code == 200
         assert post(web, f"/jobs/{job_id}/cancel").status_code == 403
     assert state_of(dsn, job_id) == "available"
@@ -460,7 +464,7 @@ def test_mounted_under_a_path_every_link_keeps_the_prefix(dsn: str) -> None:
     insert(dsn, queue="mounted")
     dashboard = create_app(dsn=dsn)
     host = Starlette(routes=[Mount("/ops/oban", dashboard)])
-    with TestClient(host) as web:
+    with TestClient(host, base_url="http://127.0.0.1") as web:
         html = web.get("/ops/oban/").text
         assert 'href="/ops/oban/static/dashboard.css"' in html
         assert 'href="/ops/oban/queues/mounted"' in html
@@ -485,7 +489,7 @@ def test_mounted_in_fastapi_beside_its_own_routes(dsn: str) -> None:
 
     dashboard = create_app(node)
     api.mount("/admin/jobs", dashboard)
-    with TestClient(api) as web:
+    with TestClient(api, base_url="http://127.0.0.1") as web:
         assert web.get("/health").json() == {"ok": "yes"}
         html = web.get("/admin/jobs/").text
         assert 'href="/admin/jobs/jobs?state=discarded"' in html
@@ -510,7 +514,7 @@ def test_live_refresh_reads_counts_once_per_interval_for_any_number_of_viewers(
     dsn: str,
 ) -> None:
     app = create_app(dsn=dsn, refresh_interval=60.0)
-    with TestClient(app) as web:
+    with TestClient(app, base_url="http://127.0.0.1") as web:
         for _ in range(10):
             assert web.get("/live/overview").status_code == 200
         counts: Shared[Any] = app.state.dashboard.counts
@@ -541,7 +545,7 @@ def gossip_fixture() -> dict[str, Any]:
 
 def test_nodes_come_from_gossip_check_ins_including_elixir_ones(dsn: str) -> None:
     app = create_app(dsn=dsn)
-    with TestClient(app) as web:
+    with TestClient(app, base_url="http://127.0.0.1") as web:
         web.get("/")  # starts listening
         watch: NodeWatch = app.state.dashboard.nodes
         with psycopg.connect(dsn, autocommit=True) as conn:
@@ -579,7 +583,7 @@ def test_config_name_reaches_signals(dsn: str) -> None:
     # Signals address nodes as "<instance name>.<node>", so the dashboard's name must be the
     # nodes' instance name.
     heard, _ = listen(dsn, "public.oban_signal")
-    with TestClient(create_app(dsn=dsn, name="MyApp.Oban")) as web:
+    with TestClient(create_app(dsn=dsn, name="MyApp.Oban"), base_url="http://127.0.0.1") as web:
         post(web, "/queue-actions", queue="q", action="resume", node="n1")
     for _ in range(100):
         if heard:
@@ -587,3 +591,151 @@ def test_config_name_reaches_signals(dsn: str) -> None:
         threading.Event().wait(0.05)
     assert json.loads(heard[0])["ident"] == "MyApp.Oban.n1"
     assert Config(name="MyApp.Oban", node="n1").ident == "MyApp.Oban.n1"
+
+
+# -- second round: hosts, sessions, logins, headers, a database away ----------------------------
+
+
+def test_without_a_login_only_loopback_host_names_are_answered(dsn: str) -> None:
+    # DNS rebinding: a page on evil.example re-pointed at 127.0.0.1 sends Host: evil.example.
+    job_id = insert(dsn)
+    with TestClient(create_app(dsn=dsn), base_url="http://evil.example:8765") as rebound:
+        assert rebound.get("/jobs").status_code == 400
+        assert rebound.post(f"/jobs/{job_id}/cancel", data={}).status_code == 400
+    for host in ("127.0.0.1", "localhost", "[::1]"):
+        with TestClient(create_app(dsn=dsn), base_url=f"http://{host}:8765") as local:
+            assert local.get("/jobs").status_code == 200
+    allowed = create_app(dsn=dsn, allowed_hosts=["jobs.example"])
+    with TestClient(allowed, base_url="http://jobs.example") as named:
+        assert named.get("/jobs").status_code == 200
+    assert state_of(dsn, job_id) == "available"
+
+
+def test_a_login_session_is_random_expires_and_dies_at_sign_out(dsn: str) -> None:
+    with TestClient(
+        create_app(dsn=dsn, token="s3cret-token", session_ttl=60), base_url="http://127.0.0.1"
+    ) as web:
+        cookies = []
+        for _ in range(2):
+            web.cookies.clear()
+            web.post("/login", data={"_csrf": csrf(web), "token": "s3cret-token"})
+            cookies.append(web.cookies["oban_web_session"])
+        assert cookies[0] != cookies[1], "a new session id on every login"
+        stolen = cookies[1]
+        assert post(web, "/logout").status_code == 303
+        web.cookies.set("oban_web_session", stolen)
+        assert web.get("/", follow_redirects=False).status_code == 303, "revoked at sign-out"
+    with TestClient(
+        create_app(dsn=dsn, token="s3cret-token", session_ttl=0.2), base_url="http://127.0.0.1"
+    ) as web:
+        web.post("/login", data={"_csrf": csrf(web), "token": "s3cret-token"})
+        assert web.get("/", follow_redirects=False).status_code == 200
+        threading.Event().wait(0.3)
+        assert web.get("/", follow_redirects=False).status_code == 303, "expired"
+
+
+def test_wrong_tokens_are_limited_per_client(dsn: str) -> None:
+    with TestClient(create_app(dsn=dsn, token="s3cret-token"), base_url="http://127.0.0.1") as web:
+        codes = [
+            web.post("/login", data={"_csrf": csrf(web), "token": f"guess-{n}"}).status_code
+            for n in range(8)
+        ]
+        assert codes[:5] == [401] * 5
+        assert codes[5:] == [429] * 3
+        # Even the right token waits out the minute once the limit is reached.
+        right = web.post("/login", data={"_csrf": csrf(web), "token": "s3cret-token"})
+        assert right.status_code == 429
+
+
+def test_cookies_are_secure_over_https_or_behind_a_trusted_proxy(dsn: str) -> None:
+    def session_cookie(app: Any, base: str, headers: dict[str, str]) -> str:
+        with TestClient(app, base_url=base) as web:
+            token = csrf(web)
+            done = web.post(
+                "/login",
+                data={"_csrf": token, "token": "s3cret-token"},
+                headers=headers,
+                follow_redirects=False,
+            )
+            return str(done.headers["set-cookie"]).lower()
+
+    plain = create_app(dsn=dsn, token="s3cret-token")
+    assert "secure" not in session_cookie(plain, "http://127.0.0.1", {})
+    assert "secure" in session_cookie(plain, "https://127.0.0.1", {})
+    proto = {"x-forwarded-proto": "https"}
+    assert "secure" not in session_cookie(plain, "http://127.0.0.1", proto), "not trusted"
+    proxied = create_app(dsn=dsn, token="s3cret-token", trust_forwarded=True)
+    assert "secure" in session_cookie(proxied, "http://127.0.0.1", proto)
+
+
+def test_static_files_and_not_found_pages_send_the_security_headers(web: TestClient) -> None:
+    for path in ("/static/dashboard.css", "/no/such/page", "/jobs/999999999"):
+        response = web.get(path)
+        assert response.headers["x-frame-options"] == "DENY", path
+        assert "default-src 'none'" in response.headers["content-security-policy"], path
+
+
+def test_a_nul_escaped_in_the_args_filter_is_refused_with_a_reason(web: TestClient) -> None:
+    response = web.get("/jobs", params={"args": '{"a": "\\u0000"}'})
+    assert response.status_code == 400
+    assert "NUL" in response.text
+    assert "unsupported Unicode escape" not in response.text
+
+
+def test_with_the_database_away_a_page_answers_within_the_statement_timeout() -> None:
+    # Nothing listens on port 1: every connection attempt fails at once, so the pool never
+    # fills and a read waits for a connection until the timeout.
+    app = create_app(dsn="postgresql://postgres@127.0.0.1:1/none", statement_timeout=1.0)
+    with TestClient(app, base_url="http://127.0.0.1") as web:
+        started = time.monotonic()
+        response = web.get("/jobs")
+        waited = time.monotonic() - started
+    assert response.status_code == 503
+    assert "127.0.0.1" not in response.text
+    assert "connection" not in response.text.lower()
+    assert waited < 10
+
+
+def test_the_failed_attempts_chart_counts_attempts_not_jobs(dsn: str) -> None:
+    from oban_py.job.errors import error_entry
+
+    # One job that failed three times and then completed, one retryable after two failures,
+    # and an entry whose time is not a time at all (counted as nothing, never a crash).
+    three = [error_entry(n, "boom") for n in (1, 2, 3)]
+    insert(
+        dsn,
+        state="completed",
+        attempt=4,
+        attempted_at=_now(),
+        completed_at=_now(),
+        errors=[Jsonb(e) for e in three],
+    )
+    two = [error_entry(n, "boom") for n in (1, 2)] + [{"at": "<script>", "attempt": 3}]
+    insert(dsn, state="retryable", attempt=3, attempted_at=_now(), errors=[Jsonb(e) for e in two])
+    activity = asyncio.run(_activity(dsn))
+    assert sum(activity.failed) == 5
+    assert sum(activity.completed) == 1
+
+
+def _now() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+async def _activity(dsn: str) -> Any:
+    from oban_py_ext.web.reads import Reads
+    from psycopg_pool import AsyncConnectionPool
+
+    async with AsyncConnectionPool(dsn, min_size=1, open=False) as pool:
+        return await Reads(pool, "public", 5.0).activity()
+
+
+def test_five_tabs_on_a_queue_page_cost_what_one_does(dsn: str) -> None:
+    insert(dsn, queue="tabs")
+    app = create_app(dsn=dsn, refresh_interval=60.0)
+    with TestClient(app, base_url="http://127.0.0.1") as web:
+        for _ in range(5):
+            assert web.get("/live/queues/tabs").status_code == 200
+        assert app.state.dashboard.recent.loads == 1
+        assert app.state.dashboard.counts.loads == 1

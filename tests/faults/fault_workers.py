@@ -14,7 +14,7 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from oban_py import Job, Snooze, Worker
+from oban_py import Job, Snooze, Worker, complete_in
 
 _pool: AsyncConnectionPool[Any] | None = None
 _inflight: dict[str, int] = {}
@@ -184,3 +184,99 @@ class Blocker(Worker):
                 "INSERT INTO fault_effects (job_id, attempt, node) VALUES (%s, %s, 'done')",
                 (job.id, job.attempt),
             )
+
+
+class Traced(Worker):
+    """Appends its start and end (wall clock, same host) to the file named by FAULT_TRACE, so a
+    test can tell whether two attempts of a job ever overlapped, even while the database is
+    unreachable; sleeps ``ms`` (``slow_first`` on attempt 1), in a thread when ``sync``."""
+
+    name = "Faults.Traced"
+
+    async def process(self, job: Job) -> None:
+        _trace(job, "start")
+        try:
+            ms = job.args["slow_first"] if job.attempt == 1 else job.args.get("ms", 0)
+            await asyncio.sleep(ms / 1000)
+        finally:
+            _trace(job, "end")
+
+
+class TracedSync(Worker):
+    name = "Faults.TracedSync"
+
+    def process(self, job: Job) -> None:
+        _trace(job, "start")
+        try:
+            ms = job.args["slow_first"] if job.attempt == 1 else job.args.get("ms", 0)
+            time.sleep(ms / 1000)
+        finally:
+            _trace(job, "end")
+
+
+def _trace(job: Job, event: str) -> None:
+    node = (job.attempted_by or ["?"])[0]
+    with open(os.environ["FAULT_TRACE"], "a") as trace:
+        trace.write(f"{job.id} {job.attempt} {node} {event} {time.time()}\n")
+
+
+class Span(Worker):
+    """Records when it starts and ends in fault_spans (the database's clock), sleeping ``ms``
+    between: what a test of cluster-wide limits measures overlaps and rates on."""
+
+    name = "Faults.Span"
+
+    async def process(self, job: Job) -> None:
+        async with (await pool()).connection() as conn:
+            await conn.execute(
+                "INSERT INTO fault_spans (job_id, node, account, started_at)"
+                " VALUES (%s, %s, %s, clock_timestamp())",
+                (job.id, (job.attempted_by or ["?"])[0], job.args.get("account_id")),
+            )
+        try:
+            await asyncio.sleep(job.args.get("ms", 0) / 1000)
+        finally:
+            async with (await pool()).connection() as conn:
+                await conn.execute(
+                    "UPDATE fault_spans SET ended_at = clock_timestamp() WHERE job_id = %s",
+                    (job.id,),
+                )
+
+
+async def _until_released(path: str) -> None:
+    # A file the test controls, polled: no database connection is held while waiting.
+    while not await asyncio.to_thread(os.path.exists, path):  # noqa: ASYNC110
+        await asyncio.sleep(0.02)
+
+
+class CompleteInTx(Worker):
+    """Writes its effect and completes its job in one transaction (``complete_in``).
+
+    On attempt 1, ``pause`` says where it waits for the file ``release`` (which the test never
+    creates: it kills the node there): ``"before_commit"`` with the transaction open, after
+    recording on another connection that it got there; ``"after_commit"`` once it committed,
+    before the node's ack.
+    """
+
+    name = "Faults.CompleteInTx"
+
+    async def process(self, job: Job) -> None:
+        pause = job.args.get("pause") if job.attempt == 1 else None
+        import psycopg
+
+        dsn = os.environ["OBAN_DSN"]
+        async with await psycopg.AsyncConnection.connect(dsn) as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO fault_effects (job_id, attempt, node) VALUES (%s, %s, %s)",
+                (job.id, job.attempt, (job.attempted_by or ["?"])[0]),
+            )
+            await complete_in(job, conn)
+            if pause == "before_commit":
+                async with (await pool()).connection() as other:
+                    await other.execute(
+                        "INSERT INTO fault_once (job_id, queue, node) VALUES (%s, %s, %s)",
+                        (job.id, job.queue, "before_commit"),
+                    )
+                await _until_released(job.args["release"])
+        if pause == "after_commit":
+            await _until_released(job.args["release"])

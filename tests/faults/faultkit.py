@@ -3,6 +3,7 @@ the suite-wide ``conftest`` module name stays the top-level one)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -11,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlparse
 
 import psycopg
 import pytest
@@ -155,3 +157,45 @@ def wait_started(node: Node, timeout: float = 15.0) -> None:
         return "node started" in node.log()
 
     wait_until(up, timeout, 0.05)
+
+
+class Server:
+    """An embedded PostgreSQL server of the test's own (pgserver), stopped and started again
+    with pgserver's own options: an outage every node sees, without touching the shared one."""
+
+    def __init__(self, data: Path) -> None:
+        from oban_py import embedded
+
+        self.data = data
+        self.dsn = embedded.start(data, keep_running=True)
+        self.socket_dir = parse_qs(urlparse(self.dsn).query)["host"][0]
+        # As root pgserver runs postgres as its own system user; pg_ctl must run as that user.
+        self.user = "pgserver" if os.geteuid() == 0 else None
+
+    def stop(self) -> None:
+        _pg_ctl()(["-w", "-m", "fast", "stop"], pgdata=self.data, user=self.user, timeout=20)
+
+    def start(self) -> None:
+        options = ["-w", "-o", '-h ""', "-o", f"-k {self.socket_dir}"]
+        _pg_ctl()(
+            [*options, "-l", str(self.data / "log"), "start"],
+            pgdata=self.data,
+            user=self.user,
+            timeout=20,
+        )
+
+
+def _pg_ctl() -> Any:
+    commands = pytest.importorskip("pgserver._commands")
+    return commands.pg_ctl
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    pytest.importorskip("pgserver._commands")
+    owned = Server(tmp_path / "pgdata")
+    try:
+        yield owned
+    finally:
+        with contextlib.suppress(Exception):  # already stopped by a failed test
+            owned.stop()

@@ -1,56 +1,15 @@
+# ruff: noqa: F811  (the fixtures are imported from faultkit, then requested by name)
 """The PostgreSQL server restarted under a running node (an embedded server the test owns)."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
 
 import psycopg
-import pytest
-from faultkit import Node, insert_jobs, states, wait_started, wait_until
+from faultkit import Node, Server, insert_jobs, server, states, wait_started, wait_until  # noqa: F401  (fixtures)
 
-from oban_py import embedded, schema
-
-pgserver_commands = pytest.importorskip("pgserver._commands")
-
-
-class Server:
-    """An embedded server in ``data``, stopped and started again with pgserver's own options."""
-
-    def __init__(self, data: Path) -> None:
-        self.data = data
-        self.dsn = embedded.start(data, keep_running=True)
-        self.socket_dir = parse_qs(urlparse(self.dsn).query)["host"][0]
-        # As root pgserver runs postgres as its own system user; pg_ctl must run as that user.
-        self.user = "pgserver" if os.geteuid() == 0 else None
-
-    def stop(self) -> None:
-        pgserver_commands.pg_ctl(
-            ["-w", "-m", "fast", "stop"], pgdata=self.data, user=self.user, timeout=20
-        )
-
-    def start(self) -> None:
-        options = ["-w", "-o", '-h ""', "-o", f"-k {self.socket_dir}"]
-        pgserver_commands.pg_ctl(
-            [*options, "-l", str(self.data / "log"), "start"],
-            pgdata=self.data,
-            user=self.user,
-            timeout=20,
-        )
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    owned = Server(tmp_path / "pgdata")
-    try:
-        yield owned
-    finally:
-        with contextlib.suppress(Exception):  # already stopped by a failed test
-            owned.stop()
+from oban_py import schema
 
 
 def test_node_rides_out_a_server_restart_and_runs_every_job_exactly_once(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from django.apps import AppConfig
 
+from oban_py.client.core import use_sync_hint
+
 
 class ObanConfig(AppConfig):
     name = "oban_py_ext.django"
@@ -17,3 +19,10 @@ class ObanConfig(AppConfig):
 
         del checks
         connections.install()
+        # Django's sync path is oban_py_ext.django.enqueue, not Worker.enqueue_sync (which
+        # needs a Client of its own): the error of Worker.enqueue in a sync view says so.
+        use_sync_hint(
+            "enqueue",
+            "oban_py_ext.django.enqueue(Worker.new(args)) (on Django's connection, in its"
+            " transaction; Worker.enqueue_sync() needs an oban_py Client of its own)",
+        )

@@ -4,6 +4,7 @@ run on."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,8 +28,16 @@ def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> l
     from django.db import connections
 
     raw = getattr(settings, "OBAN", {})
+    if raw is None:
+        raw = {}
     if not isinstance(raw, dict):
-        return [checks.Error("settings.OBAN must be a dict", id="oban.E001")]
+        return [
+            checks.Error(
+                f"settings.OBAN must be a dict, not {type(raw).__name__}",
+                hint='e.g. OBAN = {"queues": {"default": 10}}',
+                id="oban.E001",
+            )
+        ]
     found: list[Any] = []
     values = {k: v for k, v in raw.items() if k not in conf.OWN_KEYS}
     try:
@@ -38,13 +47,24 @@ def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> l
         found.append(
             checks.Error(
                 f"invalid OBAN settings: {_problems(error)}",
-                hint="OBAN takes the fields of oban_py.Config, plus 'database' and 'workers'.",
+                hint="OBAN takes the fields of oban_py.Config, plus 'database', 'workers' and"
+                " 'other_database'.",
                 id="oban.E001",
             )
         )
     workers = raw.get("workers", [])
     if not isinstance(workers, list | tuple) or not all(isinstance(w, str) for w in workers):
         found.append(checks.Error("OBAN['workers'] must be a list of module names", id="oban.E001"))
+    else:
+        found.extend(_unimportable(workers))
+    if raw.get("other_database", "on_commit") not in conf.OTHER_DATABASE:
+        found.append(
+            checks.Error(
+                f"OBAN['other_database'] is {raw['other_database']!r}, not one of"
+                f" {', '.join(map(repr, conf.OTHER_DATABASE))}",
+                id="oban.E001",
+            )
+        )
     alias = conf.database()
     if alias not in connections:
         found.append(
@@ -68,11 +88,32 @@ def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> l
     return found
 
 
+def _unimportable(modules: Sequence[str]) -> list[Any]:
+    """An error per ``OBAN["workers"]`` module ``manage.py oban start`` could not import."""
+    found = []
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception as error:  # whatever importing it raises, start would stop on it
+            found.append(
+                checks.Error(
+                    f"OBAN['workers'] names {module!r}, which cannot be imported:"
+                    f" {type(error).__name__}: {error}",
+                    hint="manage.py oban start imports every module of OBAN['workers'].",
+                    id="oban.E005",
+                )
+            )
+    return found
+
+
 @checks.register("oban", checks.Tags.database)
 def check_schema(databases: Sequence[str] | None = None, **kwargs: Any) -> list[Any]:
+    from django.conf import settings
     from django.db import DatabaseError, connections
     from django.db.migrations.recorder import MigrationRecorder
 
+    if not isinstance(getattr(settings, "OBAN", None) or {}, dict):
+        return []  # check_settings says so
     alias = conf.database()
     if not databases or alias not in databases or alias not in connections:
         return []

@@ -1,6 +1,8 @@
 """The ``OBAN`` Django setting: any ``oban_py.Config`` field, plus ``database`` (the alias whose
 connection enqueues and whose credentials the node uses when ``dsn`` is absent) and ``workers``
-(modules ``manage.py oban start`` imports).
+(modules ``manage.py oban start`` imports), and ``other_database`` (``"on_commit"`` or
+``"raise"``: ``enqueue`` inside another database's ``atomic()`` block, see
+``oban_py_ext.django``).
 
     OBAN = {"queues": {"default": 10, "mailers": 5}, "prefix": "public"}
 """
@@ -15,7 +17,9 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from oban_py import Config
 
-OWN_KEYS = ("database", "workers")
+OWN_KEYS = ("database", "workers", "other_database")
+#: What ``enqueue`` does inside an ``atomic()`` block of a database the jobs do not go to.
+OTHER_DATABASE = ("on_commit", "raise")
 #: Keys of ``get_connection_params()`` that are psycopg arguments, not libpq options: the
 #: node's connections set their own (row factory, adapters, prepared statements).
 _PSYCOPG_ONLY = ("cursor_factory", "context", "prepare_threshold")
@@ -24,7 +28,10 @@ _PSYCOPG_ONLY = ("cursor_factory", "context", "prepare_threshold")
 def options() -> dict[str, Any]:
     from django.conf import settings
 
-    return dict(getattr(settings, "OBAN", {}) or {})
+    raw = getattr(settings, "OBAN", None) or {}
+    if not isinstance(raw, dict):
+        raise ImproperlyConfigured(f"settings.OBAN must be a dict, not {type(raw).__name__}")
+    return dict(raw)
 
 
 def database() -> str:
@@ -69,12 +76,25 @@ def dsn(using: str | None = None) -> str:
         if conninfo_to_dict(built) != wanted:
             raise psycopg.ProgrammingError("libpq does not read the options back as given")
     except (psycopg.ProgrammingError, UnicodeEncodeError) as error:
+        bad = ", ".join(_refused(wanted)) or "one of them"
         raise ImproperlyConfigured(
-            f"DATABASES[{alias!r}] holds an option libpq cannot take ({sorted(wanted)}), so the"
-            f" Oban node cannot connect as Django does: {' '.join(str(error).split())}."
+            f"DATABASES[{alias!r}] holds an option libpq cannot take ({bad}), so the Oban"
+            f" node cannot connect as Django does: {' '.join(str(error).split())}."
             " Fix the option, or give OBAN['dsn'] explicitly."
         ) from None
     return built
+
+
+def _refused(wanted: dict[str, str]) -> list[str]:
+    """The options libpq refuses or would not read back, each tried on its own."""
+    bad = []
+    for key, value in sorted(wanted.items()):
+        try:
+            if conninfo_to_dict(make_conninfo(**{key: value})) != {key: value}:
+                bad.append(key)
+        except (psycopg.ProgrammingError, UnicodeEncodeError):
+            bad.append(key)
+    return bad
 
 
 def config(**overrides: Any) -> Config:

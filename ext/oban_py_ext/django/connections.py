@@ -1,16 +1,18 @@
 """Django's connections around every job, as Celery's Django fixup keeps them around every task.
 
 Django releases a request's connections when the request ends (``request_finished`` runs
-``close_old_connections``); a job is a request that never sends that signal. Without this hook a
-pool thread keeps its connection for good, and once the server drops it (a restart, a failover,
-``pg_terminate_backend``) every later job on that thread fails with "the connection is closed".
+``close_old_connections``); a job is a request that never sends that signal. Without this
+middleware a pool thread keeps its connection for good, and once the server drops it (a restart,
+a failover, ``pg_terminate_backend``) every later job on that thread fails with "the connection
+is closed".
 
-Around a sync ``process`` the hook runs ``close_old_connections`` before and after the job, in
-the pool thread: each connection is then kept or closed per the database's settings (with
-``CONN_MAX_AGE = 0``, Django's default, closed after every job; one that saw an error closed
-unless it still answers; ``CONN_HEALTH_CHECKS`` honoured on the next use).
+Around a sync ``process`` (``work_in_thread``) the middleware runs ``close_old_connections``
+before and after the job, in the pool thread: each connection is then kept or closed per the
+database's settings (with ``CONN_MAX_AGE = 0``, Django's default, closed after every job; one
+that saw an error closed unless it still answers; ``CONN_HEALTH_CHECKS`` honoured on the next
+use).
 
-Around an async ``process`` it enters asgiref's ``ThreadSensitiveContext``, as Django's ASGI
+Around every attempt (``work``) it enters asgiref's ``ThreadSensitiveContext``, as Django's ASGI
 handler does for each request: the job's async ORM calls (``aget``, ``asave``...) run in a
 thread of their own instead of the one thread every such call in the process would share, so
 async ORM jobs run concurrently up to the queue's limit. That thread ends with the job, so its
@@ -22,14 +24,14 @@ job did not open (a test's, when a job runs inline inside ``TestCase``).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from typing import Any
 
 from asgiref.sync import SyncToAsync, ThreadSensitiveContext, sync_to_async
 
 from oban_py import Job
+from oban_py.middleware import AttemptOutcome, Middleware, ThreadNext, WorkNext, add_middleware
 
-HOOK_ID = "oban_py_ext.django.connections"
+MIDDLEWARE_ID = "oban_py_ext.django.connections"
 
 
 def release_connections() -> None:
@@ -53,22 +55,20 @@ def close_connections() -> None:
 _close_in_orm_thread = sync_to_async(close_connections, thread_sensitive=True)
 
 
-class DjangoConnections:
-    """The work hook: Django's connections released before and after every job."""
+class DjangoConnections(Middleware):
+    """The work middleware: Django's connections released before and after every job."""
 
-    @contextmanager
-    def around_thread(self, job: Job) -> Iterator[None]:
+    def work_in_thread(self, job: Job, call_next: ThreadNext) -> Any:
         release_connections()
         try:
-            yield
+            return call_next()
         finally:
             release_connections()
 
-    @asynccontextmanager
-    async def around_task(self, job: Job) -> AsyncIterator[None]:
+    async def work(self, job: Job, call_next: WorkNext) -> AttemptOutcome:
         async with ThreadSensitiveContext() as context:
             try:
-                yield
+                return await call_next()
             finally:
                 # Only when the job's ORM thread was started: most async jobs make no ORM call,
                 # and starting a thread just to close nothing would cost every one of them.
@@ -77,7 +77,5 @@ class DjangoConnections:
 
 
 def install() -> None:
-    """Register the hook (idempotent: the app's ``ready`` calls it)."""
-    from oban_py.hooks import add_work_hook
-
-    add_work_hook(HOOK_ID, DjangoConnections())
+    """Register the middleware process-wide (idempotent: the app's ``ready`` calls it)."""
+    add_middleware(MIDDLEWARE_ID, DjangoConnections())

@@ -12,7 +12,9 @@ sees, inside its transaction:
   test's connection;
 - ``with oban_mode("inline")`` (or ``"disabled"``), or any ``TestingClient`` in that mode
   registered as ``"Oban"``, also governs ``oban_py_ext.django.enqueue``: inline runs the job
-  at once (as ``perform_job`` does), disabled skips it.
+  (as ``perform_job`` does) once the caller's ``atomic()`` block commits (at once outside
+  one; ``TestCase``'s own blocks do not count, so there run the commit callbacks with
+  ``captureOnCommitCallbacks(execute=True)``), never when it rolls back; disabled skips it.
 
 No thread here keeps a connection open, so ``manage.py test`` can drop the test database.
 """
@@ -35,7 +37,7 @@ from oban_py.node.acker import batch_params
 from oban_py.sql import Queries
 from oban_py.testing import Mode, Outcome, TestingClient
 from oban_py.worker import Worker, resolve
-from oban_py_ext.django import conf, raw_connection
+from oban_py_ext.django import conf, holding_database, raw_connection
 from oban_py_ext.django.inserts import decoded_row
 
 T = TypeVar("T")
@@ -115,8 +117,13 @@ def perform_job(
 # -- enqueue under a testing client --------------------------------------------------------
 
 
-def enqueue_in_mode(jobs: list[Job]) -> list[Job] | None:
-    """What ``enqueue`` returns under an inline or disabled testing client (None: insert)."""
+def enqueue_in_mode(jobs: list[Job], using: str | None = None) -> list[Job] | None:
+    """What ``enqueue`` returns under an inline or disabled testing client (None: insert).
+
+    Inline jobs enqueued inside the caller's ``atomic()`` block (of the jobs' database or
+    another) run when it commits, as a node would only see them then: the job sees the rows
+    the block wrote, and a job that raises does not roll the caller back. They are returned
+    as given, unsaved."""
     try:
         client = get_instance()
     except InstanceNotFound:
@@ -125,6 +132,16 @@ def enqueue_in_mode(jobs: list[Job]) -> list[Job] | None:
         return None
     if client.mode == "disabled":
         return jobs
+    holder = holding_database(using or conf.database())
+    if holder is not None:
+        from django.db import transaction
+
+        transaction.on_commit(lambda: _run_inline(client, jobs), using=holder)
+        return jobs
+    return _run_inline(client, jobs)
+
+
+def _run_inline(client: TestingClient, jobs: list[Job]) -> list[Job]:
     done = []
     for job in jobs:
         outcome = _run_here(testing._attempting(job, 1, client.node))

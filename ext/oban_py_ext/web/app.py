@@ -8,19 +8,23 @@ request's ``root_path``, so the pages work under any mount path.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from starlette.applications import Starlette
+from starlette.datastructures import MutableHeaders
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from oban_py import Client
 from oban_py.client.registry import unregistered
 from oban_py.config import Config
 from oban_py_ext.web import pages, posts
-from oban_py_ext.web.dashboard import Dashboard, Settings
+from oban_py_ext.web.dashboard import SECURITY_HEADERS, Dashboard, Settings
 from oban_py_ext.web.guard import guarded
-from oban_py_ext.web.security import Access, Authorize
+from oban_py_ext.web.security import SESSION_TTL, Access, Authorize, Sessions
 
 
 def create_app(
@@ -39,6 +43,9 @@ def create_app(
     page_size: int = 25,
     bulk_limit: int = 100_000,
     title: str = "oban_py",
+    allowed_hosts: Sequence[str] | None = None,
+    trust_forwarded: bool = False,
+    session_ttl: float = SESSION_TTL,
 ) -> Starlette:
     """The dashboard as an ASGI app.
 
@@ -54,6 +61,12 @@ def create_app(
     :param statement_timeout: seconds any dashboard query may run before it is cancelled.
     :param page_size: jobs per page of the job list.
     :param bulk_limit: most jobs one bulk action changes.
+    :param allowed_hosts: ``Host`` names answered (``*.example.com`` patterns allowed). By
+        default any host when a login or ``authorize`` protects the dashboard, else only the
+        loopback names, so a foreign name re-pointed at 127.0.0.1 (DNS rebinding) gets nothing.
+    :param trust_forwarded: a proxy in front sets ``X-Forwarded-Proto``;
+        cookies are then ``Secure`` when it says https.
+    :param session_ttl: seconds a login lasts.
     """
     owns = client is None
     if client is None:
@@ -64,7 +77,13 @@ def create_app(
     dashboard = Dashboard(
         client,
         owns_client=owns,
-        access=Access(authorize=authorize, token=token, basic=basic),
+        access=Access(
+            authorize=authorize,
+            token=token,
+            basic=basic,
+            sessions=Sessions(session_ttl),
+            trust_forwarded=trust_forwarded,
+        ),
         settings=Settings(
             read_only=read_only,
             refresh_interval=refresh_interval,
@@ -98,6 +117,38 @@ def create_app(
         Route("/logout", posts.logout, methods=["POST"]),
         Mount("/static", StaticFiles(packages=[("oban_py_ext.web", "static")]), name="static"),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    if allowed_hosts is None:
+        allowed_hosts = ["*"] if dashboard.access.protected else list(LOOPBACK_HOSTS)
+    middleware = [
+        Middleware(SecurityHeaders),
+        Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts)),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
     app.state.dashboard = dashboard
     return app
+
+
+#: The names a dashboard without a login answers by default.
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+class SecurityHeaders:
+    """The pages' security headers on every response: static files, 404s and errors too."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    if name not in headers:
+                        headers[name] = value
+            await send(message)
+
+        await self.app(scope, receive, with_headers)

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+K = TypeVar("K")
 
 #: A query is not rerun before ``DUTY`` times its own duration has passed.
 DUTY = 20.0
@@ -52,3 +54,32 @@ class Shared(Generic[T]):
     def invalidate(self) -> None:
         """Forget the value, so the page shown after an action reflects it."""
         self._at = float("-inf")
+
+
+class SharedByKey(Generic[K, T]):
+    """One ``Shared`` per key (a queue's page), so every tab showing the same key shares its
+    reads; the least recently asked keys are dropped beyond ``most``."""
+
+    def __init__(self, load: Callable[[K], Awaitable[T]], ttl: float, most: int = 256) -> None:
+        self._load = load
+        self.ttl = ttl
+        self.most = most
+        self._shared: OrderedDict[K, Shared[T]] = OrderedDict()
+
+    async def get(self, key: K) -> T:
+        shared = self._shared.get(key)
+        if shared is None:
+            shared = self._shared[key] = Shared(lambda: self._load(key), self.ttl)
+            while len(self._shared) > self.most:
+                self._shared.popitem(last=False)
+        self._shared.move_to_end(key)
+        return await shared.get()
+
+    @property
+    def loads(self) -> int:
+        """How many times the loader ran for the keys still kept."""
+        return sum(shared.loads for shared in self._shared.values())
+
+    def invalidate(self) -> None:
+        for shared in self._shared.values():
+            shared.invalidate()

@@ -16,12 +16,18 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from oban_py import Client
 from oban_py_ext.web.actions import Actions, Outcome
-from oban_py_ext.web.cache import Shared
-from oban_py_ext.web.filters import STATES
+from oban_py_ext.web.cache import Shared, SharedByKey
+from oban_py_ext.web.filters import STATES, JobFilter
 from oban_py_ext.web.nodes import NodeWatch
 from oban_py_ext.web.reads import Activity, Counts, Reads
 from oban_py_ext.web.render import environment
-from oban_py_ext.web.security import CSRF_COOKIE, CSRF_FIELD, Access, new_csrf_token
+from oban_py_ext.web.security import (
+    CSRF_COOKIE,
+    CSRF_FIELD,
+    Access,
+    new_csrf_token,
+    secure_request,
+)
 
 FLASH_COOKIE = "oban_web_flash"
 #: No script or style from anywhere but the dashboard itself, no framing, forms only to itself.
@@ -70,7 +76,15 @@ class Dashboard:
         self.nodes = NodeWatch(dsn, client.config.prefix)
         self.counts: Shared[Counts] = Shared(self.reads.counts, settings.refresh_interval)
         self.activity: Shared[Activity] = Shared(self.reads.activity, settings.chart_interval)
+        #: the latest jobs of each queue page, read once per refresh for all its tabs
+        self.recent: SharedByKey[str, list[dict[str, Any]]] = SharedByKey(
+            self._recent, settings.refresh_interval
+        )
         self.env = environment()
+
+    async def _recent(self, queue: str) -> list[dict[str, Any]]:
+        page = await self.reads.page(JobFilter(queue=queue), before=None, after=None, size=10)
+        return page.rows
 
     async def ready(self) -> None:
         await self.client.open()
@@ -104,7 +118,12 @@ class Dashboard:
         response = HTMLResponse(body, status_code=status, headers=SECURITY_HEADERS)
         if CSRF_COOKIE not in request.cookies:
             response.set_cookie(
-                CSRF_COOKIE, csrf, httponly=True, samesite="strict", path=root or "/"
+                CSRF_COOKIE,
+                csrf,
+                httponly=True,
+                samesite="strict",
+                secure=secure_request(request, self.access.trust_forwarded),
+                path=root or "/",
             )
         if flash is not None:
             response.delete_cookie(FLASH_COOKIE, path=root or "/")

@@ -57,6 +57,9 @@ class JobFilter:
         if state is not None and state not in STATES:
             raise FilterError(f"unknown state {state!r}; states: {', '.join(STATES)}")
         tags = tuple(t.strip() for t in (values["tags"] or "").split(",") if t.strip())
+        if values["args"] is not None and "\\u0000" in (_contained(values["args"]) or ""):
+            # Escaped in JSON it passes the check above, and jsonb refuses it at query time.
+            raise FilterError("args holds a NUL character (\\u0000), which jsonb cannot hold")
         return cls(
             state=state,
             queue=values["queue"],
@@ -74,14 +77,8 @@ class JobFilter:
         contained: str | None = None
         text: str | None = None
         if self.args is not None:
-            try:
-                parsed = jsonb.loads(self.args)
-            except (ValueError, RecursionError):
-                # Not JSON (or nested past the parser's depth): searched as text instead.
-                parsed = None
-            if isinstance(parsed, dict):
-                contained = jsonb.dumps_str(parsed)
-            else:
+            contained = _contained(self.args)
+            if contained is None:
                 text = self.args
         return {
             "state": self.state,
@@ -107,3 +104,13 @@ class JobFilter:
         """A query string for this filter plus ``extra`` (None values left out)."""
         items = self.fields() | {k: str(v) for k, v in extra.items() if v is not None}
         return urlencode(items)
+
+
+def _contained(args: str) -> str | None:
+    """The args filter as the JSON object its containment test takes, or None: searched as text."""
+    try:
+        parsed = jsonb.loads(args)
+    except (ValueError, RecursionError):
+        # Not JSON (or nested past the parser's depth): searched as text instead.
+        return None
+    return jsonb.dumps_str(parsed) if isinstance(parsed, dict) else None

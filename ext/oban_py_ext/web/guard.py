@@ -5,14 +5,18 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 import psycopg
+import structlog
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
+from oban_py import DatabaseUnavailable
 from oban_py_ext.web.dashboard import SECURITY_HEADERS, dashboard_of
 from oban_py_ext.web.reads import is_timeout
 from oban_py_ext.web.security import CSRF_FIELD, csrf_ok
 
 Handler = Callable[[Request], Awaitable[Response]]
+
+log = structlog.get_logger("oban.web")
 
 
 def guarded(handler: Handler) -> Handler:
@@ -42,11 +46,13 @@ def guarded(handler: Handler) -> Handler:
         try:
             await dashboard.ready()
             return await handler(request)
-        except psycopg.Error as error:
+        except (psycopg.Error, DatabaseUnavailable) as error:
             if is_timeout(error):
                 message = "the query took longer than the dashboard's statement timeout"
             else:
-                message = "database error: " + " ".join(str(error).split())
+                # The server's text may name tables, roles or values: logged, not shown.
+                log.warning("dashboard read failed", path=request.url.path, error=repr(error))
+                message = "the database did not answer (the details are in the server's log)"
             return dashboard.render(request, "error.html", status=503, message=message)
 
     return endpoint

@@ -118,5 +118,5 @@ async def _queue_context(request: Request, dashboard: Dashboard) -> dict[str, An
     if name in counts.queues:
         by_state.update(counts.queues[name].by_state)
     checks = [c for c in dashboard.nodes.checks() if c.queue == name]
-    recent = await dashboard.reads.page(JobFilter(queue=name), before=None, after=None, size=10)
-    return {"queue": name, "by_state": by_state, "checks": checks, "recent": recent.rows}
+    recent = await dashboard.recent.get(name)
+    return {"queue": name, "by_state": by_state, "checks": checks, "recent": recent}

@@ -15,7 +15,7 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from oban_py_ext.web.actions import JOB_ACTIONS, QUEUE_ACTIONS, Outcome
 from oban_py_ext.web.dashboard import SECURITY_HEADERS, back, dashboard_of
 from oban_py_ext.web.filters import FilterError, JobFilter
-from oban_py_ext.web.security import CSRF_FIELD, SESSION_COOKIE, csrf_ok
+from oban_py_ext.web.security import CSRF_FIELD, SESSION_COOKIE, csrf_ok, secure_request
 
 
 async def job_action(request: Request) -> Response:
@@ -26,6 +26,7 @@ async def job_action(request: Request) -> Response:
         return PlainTextResponse("unknown action", 404, headers=SECURITY_HEADERS)
     outcome = await dashboard.actions.on_job(action, job_id)
     dashboard.counts.invalidate()
+    dashboard.recent.invalidate()
     location = "/jobs" if action == "delete" and outcome.ok else f"/jobs/{job_id}"
     return back(request, location, outcome)
 
@@ -45,6 +46,7 @@ async def bulk_action(request: Request) -> Response:
         return back(request, location, Outcome("Bulk actions need a filter.", ok=False))
     outcome = await dashboard.actions.on_filter(action, job_filter)
     dashboard.counts.invalidate()
+    dashboard.recent.invalidate()
     return back(request, location, outcome)
 
 
@@ -84,14 +86,23 @@ async def login(request: Request) -> Response:
     token = form.get("token")
     if not csrf_ok(request, form.get(CSRF_FIELD)):
         return dashboard.render(request, "login.html", status=403, error="Reload and try again.")
-    if not isinstance(token, str) or not dashboard.access.token_matches(token):
+    access = dashboard.access
+    client = request.client.host if request.client is not None else "?"
+    if not access.logins.allowed(client):
+        return dashboard.render(
+            request, "login.html", status=429, error="Too many wrong tokens: wait a minute."
+        )
+    if not isinstance(token, str) or not access.token_matches(token):
+        access.logins.failed(client)
         return dashboard.render(request, "login.html", status=401, error="Wrong token.")
     response = RedirectResponse(f"{root}/", status_code=303)
     response.set_cookie(
         SESSION_COOKIE,
-        dashboard.access.session_cookie(),
+        access.sessions.create(),
+        max_age=max(1, int(access.sessions.ttl)),
         httponly=True,
         samesite="strict",
+        secure=secure_request(request, access.trust_forwarded),
         path=root or "/",
     )
     return response
@@ -102,6 +113,9 @@ async def logout(request: Request) -> Response:
     form = await request.form()
     if not csrf_ok(request, form.get(CSRF_FIELD)):
         return PlainTextResponse("missing or wrong CSRF token", 403, headers=SECURITY_HEADERS)
+    session = request.cookies.get(SESSION_COOKIE)
+    if session is not None:
+        dashboard_of(request).access.sessions.revoke(session)
     response = RedirectResponse(f"{root}/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path=root or "/")
     return response

@@ -97,8 +97,10 @@ class Reads:
     async def _all(
         self, query: bytes, params: dict[str, Any] | None = None
     ) -> list[dict[str, Any]]:
+        # No longer than a statement may take for a connection either: with the database away,
+        # a page answers within the timeout instead of the pool's 30 s.
         async with (
-            self.pool.connection() as conn,
+            self.pool.connection(timeout=self.timeout_ms / 1000) as conn,
             conn.transaction(),
             conn.cursor(row_factory=dict_row) as cur,
         ):

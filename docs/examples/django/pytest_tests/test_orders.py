@@ -1,6 +1,8 @@
 """The shop's tests under pytest-django: the Django helpers with ``db`` (one transaction per
 test) and ``transactional_db``, and oban_py's own ``oban_testing`` fixture."""
 
+from typing import Any
+
 import pytest
 from django.test import Client
 from oban_py import testing
@@ -45,9 +47,12 @@ def test_the_next_transactional_test_starts_without_jobs() -> None:
 
 
 @pytest.mark.django_db
-def test_inline_mode_runs_enqueued_jobs_at_once(client: Client) -> None:
-    with oban_mode("inline") as inline:
+def test_inline_mode_runs_enqueued_jobs_once_the_view_commits(
+    client: Client, django_capture_on_commit_callbacks: Any
+) -> None:
+    with oban_mode("inline") as inline, django_capture_on_commit_callbacks(execute=True):
         order_id = client.post("/orders/", {"item": "desk"}).json()["id"]
+        assert inline.performed == []
     assert len(inline.performed) == 2
     assert Order.objects.get(id=order_id).status == "processed"
 

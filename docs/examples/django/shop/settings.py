@@ -38,6 +38,8 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    # Django 6 needs it for the ArrayField columns of oban_py's Job model (postgres.E005).
+    "django.contrib.postgres",
     "oban_py_ext.django",
     "orders",
 ]

@@ -55,8 +55,9 @@ class Command(BaseCommand):
             "start",
             help="run a node until SIGTERM/SIGINT (a second signal stops it at once)",
             description="Run a node with the OBAN settings until SIGTERM or SIGINT: the first"
-            " signal stops it within the shutdown grace, a second one at once (exit 1, jobs"
-            " left to the lifeline).",
+            " signal lets running jobs finish for the shutdown grace, cancels the async ones"
+            " still running and waits for the sync ones (a thread cannot be stopped); a second"
+            " one stops at once (exit 1, jobs left to the lifeline).",
         )
         start.add_argument(
             "--queues",
@@ -123,8 +124,20 @@ class Command(BaseCommand):
         action = options["action"]
         if action == "start":
             self._start(options)
+        elif action == "version" and not options["rest"]:
+            self._version()
         else:
             self._passthrough(ALIASES.get(action, action), options["rest"])
+
+    def _version(self) -> None:
+        """The schema version on Django's connection; when a node could not run on it, the
+        problem and the fix as a Django project runs it (not ``oban-py migrate --dsn ...``)."""
+        from oban_py_ext.django.schema import FIX, schema_state
+
+        state = schema_state()
+        self.stdout.write(str(state.version))
+        if state.problem is not None:
+            raise CommandError(f"{state.problem}. {FIX}", returncode=EXIT_NOT_INSTALLED)
 
     # -- every command but start -----------------------------------------------------------
 
@@ -162,7 +175,11 @@ class Command(BaseCommand):
         from oban_py.cli import node as cli_node
         from oban_py.settings import SettingsError, parse_queues
 
-        self.check(databases=[conf.database()])
+        try:
+            alias = conf.database()
+        except ImproperlyConfigured as error:
+            raise CommandError(str(error), returncode=EXIT_USAGE) from None
+        self.check(databases=[alias])
         overrides: dict[str, Any] = {}
         try:
             queues: dict[str, Any] = (
@@ -190,7 +207,7 @@ class Command(BaseCommand):
         self._require_schema()
         self._configure_logging(options["log_level"], options["log_format"])
         self._import_workers()
-        log.attach_default_logger()
+        log.attach_default_logger(cli_node.SERVED_EVENTS)
         try:
             loop = cli_node.new_loop(options["loop"])
         except typer.Exit as error:
