@@ -61,6 +61,7 @@ class Holder:
         self.notifier = QuietNotifier()
         self.producers: dict[str, Any] = {}
         self.is_leader = True
+        self.liveness = None
 
 
 @pytest.fixture
