@@ -117,14 +117,6 @@ async def check_writable(conn: psycopg.AsyncConnection[Any]) -> None:
         raise ReadOnlyConnection("the connection's session is read-only")
 
 
-def check_writable_sync(conn: psycopg.Connection[Any]) -> None:
-    """``check_writable`` for a sync ``ConnectionPool``."""
-    if read_only(conn):
-        _read_only_seen("a pooled connection's session is read-only")
-        conn.close()
-        raise ReadOnlyConnection("the connection's session is read-only")
-
-
 #: A pool is drained at most this often while read-only errors keep coming: the new connections
 #: may reach the same read-only server until the failover completes.
 DRAIN_EVERY = 1.0

@@ -291,3 +291,27 @@ async def test_an_outage_is_one_warning_then_debug_lines_then_one_recovery_line(
         for _ in range(3):
             outage.failed(psycopg.errors.UndefinedTable("no oban_jobs"))
     assert [e["log_level"] for e in logs] == ["warning"] * 3
+
+
+async def test_a_node_pool_refuses_read_only_sessions_but_a_plain_client_may_read_one(
+    dsn: str, server_dsn: str
+) -> None:
+    from oban_py import Client, Oban
+
+    database = sql.Identifier(str(psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]))
+    with psycopg.connect(server_dsn, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = on").format(database)
+        )
+    try:
+        # A replica is fine to read jobs from (a dashboard, `oban-py jobs`).
+        async with Client(dsn=dsn, name="reader") as reader:
+            assert await reader.get_job(1) is None
+        node = Oban(dsn=dsn, name="writer")
+        assert node.pool._check is dberrors.check_writable
+        assert reader.pool._check is None
+    finally:
+        with psycopg.connect(server_dsn, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("ALTER DATABASE {} RESET default_transaction_read_only").format(database)
+            )

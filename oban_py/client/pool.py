@@ -6,9 +6,10 @@ the pool; work of several statements opens its own transaction. Each opens on fi
 script that only calls ``enqueue_sync`` never starts the async pool and vice versa; a pool the
 caller gives is opened on first use too (when not open yet), and stays the caller's to close.
 
-The pools a client creates never hand out a connection whose session is read-only
+The async pool a node creates never hands out a connection whose session is read-only
 (``dberrors.check_writable``: what the server reported, no round trip), so connections left on
-a demoted primary after a failover are replaced rather than used.
+a demoted primary after a failover are replaced rather than used; a plain client's pools may
+read a replica. Either way a read-only error drains the async pool (``dberrors.recover``).
 """
 
 from __future__ import annotations
@@ -72,7 +73,13 @@ class AsyncPool:
     """The async pool: created from a DSN (owned, closed by ``close``) or given by the caller."""
 
     def __init__(
-        self, dsn: str | None, size: int, name: str, pool: AsyncConnectionPool[Any] | None
+        self,
+        dsn: str | None,
+        size: int,
+        name: str,
+        pool: AsyncConnectionPool[Any] | None,
+        *,
+        writable: bool = False,
     ) -> None:
         self.dsn = dsn
         self.owned = pool is None
@@ -85,7 +92,7 @@ class AsyncPool:
                 max_size=size,
                 open=False,
                 configure=configure_async,
-                check=dberrors.check_writable,
+                check=dberrors.check_writable if writable else None,
                 name=name,
             )
         self.pool: AsyncConnectionPool[Any] = pool
@@ -214,7 +221,6 @@ class SyncPool:
                     max_size=self._size,
                     open=False,
                     configure=_configure_sync,
-                    check=dberrors.check_writable_sync,
                     name=f"{self._name}.sync",
                 )
             if not self.opened:
