@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / "python"
-EXTRAS = "dev,embedded,docs,fastapi,django,sqlalchemy,otel,prometheus,web"
+EXTRAS = "dev,embedded,docs,fastapi,django,flask,sqlalchemy,otel,prometheus,web"
 #: The demo needs the package and the embedded PostgreSQL only: a few wheels, not the toolchain.
 DEMO_EXTRAS = "embedded"
 #: Django 6 (``django.tasks``, the Oban task backend) needs Python 3.12+, the rest 3.11: its tests

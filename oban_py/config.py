@@ -182,6 +182,9 @@ class Config(_Model):
     default_logger: Literal["failures", "all", "off"] = "failures"
     """What the node logs through structlog once started: ``failures`` (failed attempts, jobs
     cut off by a shutdown, failed plugin passes), ``all`` (every job and pass) or ``off``."""
+    discard_unknown_workers: bool = False
+    """Discard at once a job whose worker this node cannot resolve, instead of retrying it
+    with backoff as Elixir does (a job for a worker deployed later would then be lost)."""
 
     @field_validator("queues", mode="before")
     @classmethod

@@ -103,7 +103,9 @@ def decode(text: str) -> dict[str, Any] | list[Any] | None:
     return value if isinstance(value, dict | list) else None
 
 
-def _encode_batch(channel_name: str, payloads: Iterable[dict[str, Any]]) -> list[str]:
+def encode_batch(channel_name: str, payloads: Iterable[dict[str, Any]]) -> list[str]:
+    """The NOTIFY texts of ``payloads`` (``notify.sql``'s parameter), dropping, with an error
+    logged, any too large for PostgreSQL even compressed."""
     texts = []
     for payload in payloads:
         text = encode(payload)
@@ -130,7 +132,7 @@ async def publish(
     Runs in ``conn``'s current transaction if there is one, so the messages go out on commit
     and vanish on rollback, as Elixir's do.
     """
-    texts = _encode_batch(channel_name, payloads)
+    texts = encode_batch(channel_name, payloads)
     if texts:
         params = {"channel": channel(prefix, channel_name), "payloads": texts}
         await conn.execute(Queries(prefix)["notify"], params)
@@ -143,7 +145,7 @@ def publish_sync(
     payloads: list[dict[str, Any]],
 ) -> None:
     """``publish`` for a synchronous connection."""
-    texts = _encode_batch(channel_name, payloads)
+    texts = encode_batch(channel_name, payloads)
     if texts:
         params = {"channel": channel(prefix, channel_name), "payloads": texts}
         conn.execute(Queries(prefix)["notify"], params)

@@ -42,7 +42,8 @@ class Worker:
     """Base class of workers. Subclasses define ``process(self, job)``, async or plain.
 
     Optional hooks: ``backoff(job) -> float`` seconds before a retry (Elixir's default when
-    absent) and ``timeout(job) -> float | None`` seconds a run may take (``None``: no limit).
+    absent), ``timeout(job) -> float | None`` seconds a run may take (``None``: no limit) and
+    ``should_retry(job, error) -> bool`` (by default from ``discard_on`` and ``retry_on``).
     Set ``args_model`` for typed args. Class options: ``queue``, ``priority``, ``max_attempts``,
     ``tags``, ``unique``, ``replace``, ``meta``, ``name`` (as class attributes or ``@worker``).
     """
@@ -50,6 +51,11 @@ class Worker:
     __oban_name__: ClassVar[str]
     __oban_options__: ClassVar[dict[str, Any]] = {}
     args_model: ClassVar[type[BaseModel] | None] = None
+    #: Errors that discard the job at once, whatever attempts are left (for example
+    #: ``InvalidArgs``: args that fail ``args_model`` never pass on a later attempt).
+    discard_on: ClassVar[tuple[type[BaseException], ...]] = ()
+    #: When set, only these errors are retried; any other discards the job at once.
+    retry_on: ClassVar[tuple[type[BaseException], ...] | None] = None
     #: work middleware of this worker's attempts only, inside the instance's (``work`` and
     #: ``work_in_thread``; see ``oban_py.middleware``)
     middleware: ClassVar[Sequence[Middleware]] = ()
@@ -71,6 +77,13 @@ class Worker:
 
     def timeout(self, job: Job) -> float | None:
         return None
+
+    def should_retry(self, job: Job, error: BaseException) -> bool:
+        """False to discard the job at once for ``error`` (an attempt that raised or timed
+        out); True (the default, as Elixir) retries it until ``max_attempts``."""
+        if self.discard_on and isinstance(error, self.discard_on):
+            return False
+        return self.retry_on is None or isinstance(error, self.retry_on)
 
     @classmethod
     def new(cls, args: Mapping[str, Any] | BaseModel | None = None, **opts: Any) -> Job:
@@ -240,6 +253,9 @@ def worker(
     name: str | None = None,
     args_model: type[BaseModel] | None = None,
     cron: str | dict[str, Any] | None = None,
+    backoff: Callable[[Job], float] | None = None,
+    discard_on: tuple[type[BaseException], ...] | None = None,
+    retry_on: tuple[type[BaseException], ...] | None = None,
     middleware: Sequence[Middleware] | None = None,
 ) -> Callable[[type[Any]], type[Worker]]: ...
 
@@ -258,14 +274,18 @@ def worker(
     name: str | None = None,
     args_model: type[BaseModel] | None = None,
     cron: str | dict[str, Any] | None = None,
+    backoff: Callable[[Job], float] | None = None,
+    discard_on: tuple[type[BaseException], ...] | None = None,
+    retry_on: tuple[type[BaseException], ...] | None = None,
     middleware: Sequence[Middleware] | None = None,
 ) -> type[Worker] | Callable[[type[Any]], type[Worker]]:
     """Make a class with ``process(self, job)`` a registered worker, with default job options.
 
     Options are validated at once (a bad queue fails at import, not at the first insert).
     ``cron`` (an expression, or ``{"expr", "timezone", "args"}``) makes the leader insert the
-    worker's jobs on that schedule (see ``oban_py.crontab``). ``middleware``: work middleware
-    of this worker's attempts (``oban_py.middleware``).
+    worker's jobs on that schedule (see ``oban_py.crontab``). ``backoff(job) -> seconds``,
+    ``discard_on`` and ``retry_on`` are the worker's retry policy (docs/workers.md).
+    ``middleware``: work middleware of this worker's attempts (``oban_py.middleware``).
     """
     options = {
         "queue": queue,
@@ -278,6 +298,12 @@ def worker(
     }
     if args_model is not None:
         options["args_model"] = args_model
+    if backoff is not None:
+        options["backoff"] = staticmethod(backoff)
+    if discard_on is not None:
+        options["discard_on"] = tuple(discard_on)
+    if retry_on is not None:
+        options["retry_on"] = tuple(retry_on)
     if middleware is not None:
         options["middleware"] = checked(middleware)
 

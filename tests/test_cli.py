@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -393,3 +394,37 @@ def test_queues_reports_gossip_check_ins(dsn: str) -> None:
     ]
     assert "gossip-node" in table.stdout
     assert "gossipy" in table.stdout
+
+
+def test_version_and_help_start_without_the_runtime() -> None:
+    # What made every command take a second to start: psycopg, pydantic, structlog and the
+    # insert engine imported before the command line was even parsed.
+    heavy = ["psycopg", "pydantic", "structlog", "oban_py.client.core", "oban_py.schema"]
+    probe = (
+        "import sys\n"
+        "from oban_py.cli import main\n"
+        "for argv in (['oban-py', '--version'], ['oban-py', '--help']):\n"
+        "    sys.argv = argv\n"
+        "    try:\n"
+        "        main()\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        f"print('loaded:', [m for m in {heavy!r} if m in sys.modules], file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert "oban-py 0.1.0 (Oban schema version 14)" in done.stdout
+    assert "loaded: []" in done.stderr
+
+
+def test_the_package_loads_its_public_names_on_first_use() -> None:
+    import oban_py
+    from oban_py import Job, Oban, Worker
+
+    assert oban_py.Job is Job
+    assert Oban.__module__ == "oban_py.node.instance"
+    assert issubclass(Worker, object)
+    assert "Job" in dir(oban_py)
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        _ = oban_py.Nope  # type: ignore[attr-defined]

@@ -149,3 +149,41 @@ async def test_update_job_changes_fields_with_new_job_validation(client: Client)
 
 async def test_get_job_of_a_missing_id_is_none(client: Client) -> None:
     assert await client.get_job(123456) is None
+
+
+ASYNC_METHODS = [
+    ("enqueue", lambda c: c.enqueue(Job(worker="X"))),
+    ("enqueue_many", lambda c: c.enqueue_many([Job(worker="X")])),
+    ("get_job", lambda c: c.get_job(1)),
+    ("cancel_job", lambda c: c.cancel_job(1)),
+    ("cancel_jobs", lambda c: c.cancel_jobs([1])),
+    ("retry_job", lambda c: c.retry_job(1)),
+    ("retry_jobs", lambda c: c.retry_jobs([1])),
+    ("delete_job", lambda c: c.delete_job(1)),
+    ("delete_jobs", lambda c: c.delete_jobs([1])),
+    ("update_job", lambda c: c.update_job(1, priority=2)),
+    ("pause_queue", lambda c: c.pause_queue("q")),
+    ("resume_queue", lambda c: c.resume_queue("q")),
+    ("pause_all_queues", lambda c: c.pause_all_queues()),
+    ("resume_all_queues", lambda c: c.resume_all_queues()),
+    ("scale_queue", lambda c: c.scale_queue("q", limit=2)),
+    ("start_queue", lambda c: c.start_queue("q", limit=2)),
+    ("stop_queue", lambda c: c.stop_queue("q")),
+]
+
+
+@pytest.mark.parametrize(("method", "call"), ASYNC_METHODS, ids=[m for m, _ in ASYNC_METHODS])
+@pytest.mark.parametrize("kind", ["client", "testing client"])
+def test_an_async_method_called_from_sync_code_raises_naming_its_sync_twin(
+    method: str, call: Any, kind: str
+) -> None:
+    # A coroutine nobody awaits would do nothing, with at most a warning.
+    from oban_py.testing import TestingClient
+
+    dsn = "postgresql://nobody@127.0.0.1:1/never-connected"
+    client = (
+        Client(dsn=dsn, name="Loud") if kind == "client" else TestingClient(name="Loud", dsn=dsn)
+    )
+    with pytest.raises(RuntimeError, match=rf"{method}\(\) is async.*call {method}_sync\(\)"):
+        call(client)
+    assert callable(getattr(client, f"{method}_sync"))

@@ -23,7 +23,7 @@ Snapshot = dict[str, str]
 # Our additive tables (liveness, the rate limits' log of starts) are no part of Elixir's schema,
 # so they can never appear in a dump of an Elixir-managed database; they are left out of every
 # comparison (and checked on their own below).
-EXCLUDED_TABLES = {schema.HEARTBEATS_TABLE, schema.FLOW_STARTS_TABLE}
+EXCLUDED_TABLES = {schema.HEARTBEATS_TABLE, schema.FLOW_STARTS_TABLE, schema.QUEUES_TABLE}
 
 INTROSPECTION = {
     "enum": """
@@ -443,3 +443,23 @@ async def test_check_passes_on_v14_database(empty_dsn: str) -> None:
         await schema.check(conn)
         with pytest.raises(SchemaError, match="prefix 'private' is not installed"):
             await schema.check(conn, "private")
+
+
+def test_the_documented_errors_queries_run_on_the_jsonb_array_column(dsn: str) -> None:
+    # docs/schema.md says errors is jsonb[] (an array of jsonb), and shows how to query it.
+    text = (Path(__file__).parent.parent / "docs" / "schema.md").read_text()
+    block = text.split("## The jobs table", 1)[1].split("```sql", 1)[1].split("```", 1)[0]
+    statements = [s.strip() for s in block.split(";") if s.strip()]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        kind = conn.execute(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute"
+            " WHERE attrelid = 'oban_jobs'::regclass AND attname = 'errors'"
+        ).fetchone()
+        assert kind == ("jsonb[]",)
+        conn.execute("INSERT INTO oban_jobs (id, worker, args) VALUES (1, 'Docs.Worker', '{}')")
+        for statement in reversed(statements):  # the UPDATE first, so the SELECTs find a row
+            conn.execute(statement)
+        failures = conn.execute(statements[0]).fetchall()
+        assert [(row[0], row[1], row[2]) for row in failures] == [(1, 1, "boom")]
+        with pytest.raises(psycopg.errors.UndefinedFunction):
+            conn.execute("SELECT jsonb_array_length(errors) FROM oban_jobs")

@@ -193,3 +193,28 @@ async def test_pkill_of_a_sync_job_stops_it_through_its_flag(dsn: str, conn: Any
     # no cancel_job set the row cancelled: the guarded pkill ack still cancels it
     assert got["state"] == "cancelled"
     assert got["errors"][0]["error"].endswith("failed with {:cancel, :shutdown}")
+
+
+def test_sync_code_sends_the_same_signals_through_a_plain_client(dsn: str) -> None:
+    from oban_py import Client
+
+    sender = Client(dsn=dsn)
+    with psycopg.connect(dsn, autocommit=True) as listening:
+        listening.execute('LISTEN "public.oban_signal"')
+        try:
+            sender.pause_queue_sync("sig")
+            sender.resume_queue_sync("sig")
+            sender.scale_queue_sync("sig", limit=5)
+            sender.pause_queue_sync("sig", node="elixir-node-1")
+            sender.resume_queue_sync("sig", node="elixir-node-1")
+            sender.pause_queue_sync("sig", node="other-node")
+            sender.pause_all_queues_sync()
+            sender.resume_all_queues_sync()
+            sender.start_queue_sync("extra", limit=3)
+            sender.stop_queue_sync("extra")
+            with pytest.raises(ValueError, match="positive integer"):
+                sender.scale_queue_sync("sig", limit=0)
+        finally:
+            sender.close_sync()
+        sent = [n.payload for n in listening.notifies(timeout=5, stop_after=10)]
+    assert sent == [p for p in elixir_signals() if '"pkill"' not in p]

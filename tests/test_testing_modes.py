@@ -298,3 +298,51 @@ def test_inline_mode_needs_no_database(pytester: pytest.Pytester, monkeypatch: A
     monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.delenv("OBAN_TEST_DSN", raising=False)
     run_suite(pytester, INLINE_WITHOUT_DATABASE).assert_outcomes(passed=1)
+
+
+SYNC_SUITE = """
+import psycopg
+import pytest
+from oban_py import Job, Worker
+from oban_py.testing import assert_enqueued_sync, drain_queue_sync, refute_enqueued_sync
+
+
+class Mail(Worker):
+    name = "Suite.SyncMail"
+
+    def process(self, job: Job) -> None:
+        if job.args.get("boom"):
+            raise RuntimeError("held job failed")
+
+
+@pytest.fixture
+def oban_dsn():
+    return {dsn!r}
+
+
+def test_sync_helpers(oban_testing):
+    Mail.enqueue_sync({{"to": "ada"}})
+    assert_enqueued_sync(worker=Mail, args={{"to": "ada"}})
+    refute_enqueued_sync(worker=Mail, args={{"to": "bob"}})
+    assert drain_queue_sync(oban_testing, "default", scoped=True)["completed"] == 1
+
+
+@pytest.mark.oban_testing("inline")
+def test_a_held_job_that_fails_fails_the_test(oban_testing):
+    with psycopg.connect({dsn!r}) as conn, conn.transaction():
+        Mail.enqueue_sync({{"boom": True}}, conn)
+
+
+def test_a_forgotten_await(oban_testing):
+    from oban_py.testing import assert_enqueued
+    assert_enqueued(worker="No.Such.Worker")
+"""
+
+
+def test_the_fixture_in_plain_def_tests(pytester: pytest.Pytester, dsn: str) -> None:
+    result = run_suite(pytester, SYNC_SUITE.format(dsn=dsn))
+    # The held job's failure is raised by the fixture's teardown: its test passes, then errors.
+    result.assert_outcomes(passed=2, failed=1, errors=1)
+    result.stdout.fnmatch_lines(["ERROR test_user.py::test_a_held_job_that_fails_fails_the_test*"])
+    result.stdout.fnmatch_lines(["*RuntimeError: held job failed*"])
+    result.stdout.fnmatch_lines(["*call assert_enqueued_sync() from sync code*"])

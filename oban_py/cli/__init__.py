@@ -6,12 +6,13 @@ from typing import Annotated
 
 import typer
 
-from oban_py import __version__, schema
+from oban_py import __version__
 from oban_py.cli import jobs as cli_jobs
 from oban_py.cli import migrations as schema_cli
 from oban_py.cli import node as cli_node
 from oban_py.cli import stats as cli_stats
 from oban_py.cli import web as cli_web
+from oban_py.versions import CURRENT_VERSION
 
 app = typer.Typer(
     name="oban-py",
@@ -24,7 +25,7 @@ app = typer.Typer(
 
 def _print_version(value: bool) -> None:
     if value:
-        typer.echo(f"oban-py {__version__} (Oban schema version {schema.CURRENT_VERSION})")
+        typer.echo(f"oban-py {__version__} (Oban schema version {CURRENT_VERSION})")
         raise typer.Exit()
 
 

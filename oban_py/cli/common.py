@@ -18,19 +18,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import orjson
-import psycopg
 import typer
 
-from oban_py import schema
 from oban_py.cli import migrations as schema_cli
-from oban_py.client.core import Client
-from oban_py.config import Config
-from oban_py.job import jsonb
-from oban_py.job.errors import SchemaError
-from oban_py.job.model import Job
+
+if TYPE_CHECKING:
+    from oban_py.client.core import Client
+    from oban_py.job.model import Job
+
+# psycopg, pydantic and the client are imported by the functions that need them: a command
+# that never reaches the database (``--help``, ``--version``) starts without them.
 
 EXIT_FAILED = schema_cli.EXIT_FAILED
 EXIT_USAGE = schema_cli.EXIT_NO_DSN
@@ -48,6 +47,8 @@ def fail(message: str, code: int) -> typer.Exit:
 
 
 def require_dsn(dsn: str | None) -> str:
+    import psycopg
+
     if not dsn:
         raise fail("no database given: pass --dsn or set OBAN_DSN or DATABASE_URL", EXIT_USAGE)
     try:
@@ -59,6 +60,11 @@ def require_dsn(dsn: str | None) -> str:
 
 async def preflight(dsn: str, prefix: str) -> None:
     """Connect once and check the schema, turning each failure into its exit code."""
+    import psycopg
+
+    from oban_py import schema
+    from oban_py.job.errors import SchemaError
+
     where = schema_cli._describe(dsn)
     try:
         conn = await psycopg.AsyncConnection.connect(
@@ -80,6 +86,11 @@ async def preflight(dsn: str, prefix: str) -> None:
 
 def with_client(dsn: str | None, prefix: str, action: Callable[[Client], Awaitable[T]]) -> T:
     """Run ``action`` with a ``Client`` on a reachable database holding the schema."""
+    import psycopg
+
+    from oban_py.client.core import Client
+    from oban_py.config import Config
+
     checked = require_dsn(dsn)
 
     async def go() -> T:
@@ -98,6 +109,8 @@ def parse_json_object(text: str | None, option: str) -> dict[str, Any] | None:
     """A JSON object given on the command line, or exit 2 saying what is wrong with it."""
     if text is None:
         return None
+    from oban_py.job import jsonb
+
     try:
         value = jsonb.loads(text)
     except ValueError as error:
@@ -107,10 +120,19 @@ def parse_json_object(text: str | None, option: str) -> dict[str, Any] | None:
     return value
 
 
-def job_json(job: Job) -> str:
-    """A job as ``row_to_json`` would print it (naive UTC ISO timestamps)."""
-    return jsonb.dumps(job.to_row(), option=orjson.OPT_INDENT_2).decode()
+def job_json(job: Job, extra: dict[str, Any] | None = None) -> str:
+    """A job as ``row_to_json`` would print it (naive UTC ISO timestamps), plus ``extra``."""
+    import orjson
+
+    from oban_py.job import jsonb
+
+    row = job.to_row()
+    if extra:
+        row.update(extra)
+    return jsonb.dumps(row, option=orjson.OPT_INDENT_2).decode()
 
 
 def job_line(job: Job) -> str:
+    from oban_py.job import jsonb
+
     return jsonb.dumps_str(job.to_row())

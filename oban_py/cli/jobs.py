@@ -5,11 +5,9 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from psycopg.rows import dict_row
-from pydantic import ValidationError
 
 from oban_py.cli.common import (
     EXIT_NOT_FOUND,
@@ -21,11 +19,11 @@ from oban_py.cli.common import (
     with_client,
 )
 from oban_py.cli.migrations import Dsn, Prefix
-from oban_py.client.core import Client
-from oban_py.job.errors import InvalidArgs, UnknownWorker
-from oban_py.job.model import Job
-from oban_py.job.unique import ALL_STATES
-from oban_py.worker import Worker, resolve
+
+if TYPE_CHECKING:
+    from oban_py.client.core import Client
+    from oban_py.job.model import Job
+    from oban_py.worker import Worker
 
 Json = Annotated[bool, typer.Option("--json", help="Print JSON (one object per line).")]
 
@@ -56,6 +54,11 @@ def enqueue(
     lends its options (queue, priority, max_attempts, tags, meta, unique) and has its typed args
     checked before anything is inserted; any other name is inserted as given, for whichever
     node (Elixir or Python) serves the queue."""
+    from pydantic import ValidationError
+
+    from oban_py.job.errors import InvalidArgs
+    from oban_py.job.model import Job
+
     given: dict[str, Any] = {
         "queue": queue,
         "priority": priority,
@@ -91,6 +94,9 @@ def enqueue(
 
 def _importable_worker(name: str) -> type[Worker] | None:
     """The Python worker class stored as ``name``, if one can be imported from here."""
+    from oban_py.job.errors import UnknownWorker
+    from oban_py.worker import resolve
+
     # A console script's sys.path lacks the working directory, where the app's package lives.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
@@ -122,6 +128,8 @@ def jobs(
     """List jobs, newest first, filtered by state, queue and worker."""
     if ctx.invoked_subcommand is not None:
         return
+    from oban_py.job.unique import ALL_STATES
+
     unknown = [s for s in state or [] if s not in ALL_STATES]
     if unknown:
         raise fail(f"unknown state {unknown[0]!r}; states are {', '.join(ALL_STATES)}", EXIT_USAGE)
@@ -137,6 +145,10 @@ def jobs(
     }
 
     async def fetch(client: Client) -> tuple[list[Job], list[str]]:
+        from psycopg.rows import dict_row
+
+        from oban_py.job.model import Job
+
         async with client.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(client.queries["jobs_list"], params)
             jobs = [Job.from_row(row) for row in await cur.fetchall()]
@@ -172,11 +184,22 @@ def show(
     dsn: Dsn = None,
     prefix: Prefix = "public",
 ) -> None:
-    """Print one job as JSON (exit 6 when there is no such job)."""
+    """Print one job as JSON, its recorded value decoded (exit 6 when there is no such job)."""
     job = with_client(dsn, prefix, lambda client: client.get_job(job_id))
     if job is None:
         raise fail(f"no job with id {job_id}", EXIT_NOT_FOUND)
-    typer.echo(job_json(job))
+    typer.echo(job_json(job, extra=_decoded(job)))
+
+
+def _decoded(job: Job) -> dict[str, Any]:
+    """What the row holds encoded, decoded: the recorded value, as Python sees it
+    (``get_job(...).recorded``), next to the Base64 term in ``meta.return``."""
+    if job.meta.get("recorded") is not True:
+        return {}
+    try:
+        return {"recorded": repr(job.recorded)}
+    except Exception as error:
+        return {"recorded": f"<unreadable: {error}>"}
 
 
 def _each(

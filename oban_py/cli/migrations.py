@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-import psycopg
 import typer
-from psycopg.conninfo import conninfo_to_dict
 
-from oban_py import schema
+from oban_py.versions import CURRENT_VERSION, INITIAL_VERSION
+
+if TYPE_CHECKING:
+    import psycopg
+
+# psycopg and oban_py.schema are imported by the commands that reach the database: a command
+# that does not (``--help``, ``--version``) starts without them.
 
 EXIT_FAILED = 1
 EXIT_NO_DSN = 2
@@ -54,6 +58,8 @@ def _fail(message: str, code: int) -> typer.Exit:
 
 def _describe(dsn: str) -> str:
     """Where a DSN points, without its password."""
+    from psycopg.conninfo import conninfo_to_dict
+
     params = conninfo_to_dict(dsn)
     host = params.get("host") or "localhost"
     port = params.get("port") or "5432"
@@ -70,6 +76,8 @@ def _is_auth_failure(error: psycopg.OperationalError) -> bool:
 
 
 def _run(dsn: str | None, action: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:
+    import psycopg
+
     if not dsn:
         raise _fail("no database given: pass --dsn or set OBAN_DSN or DATABASE_URL", EXIT_NO_DSN)
     try:
@@ -102,6 +110,8 @@ def _run(dsn: str | None, action: Callable[[psycopg.AsyncConnection[Any]], Await
 
 def install(dsn: Dsn = None, prefix: Prefix = "public") -> None:
     """Install the Oban schema (Elixir migration version 14) or upgrade it to that version."""
+    from oban_py import schema
+
     before, after = _run(dsn, lambda conn: schema.install(conn, prefix))
     if before == after:
         typer.echo(f"Oban schema in prefix {prefix!r} is already at version {after}.")
@@ -116,13 +126,15 @@ def migrate(
         int,
         typer.Option(
             "--version",
-            min=schema.INITIAL_VERSION,
-            max=schema.CURRENT_VERSION,
+            min=INITIAL_VERSION,
+            max=CURRENT_VERSION,
             help="Target version; lower than the installed one migrates down.",
         ),
-    ] = schema.CURRENT_VERSION,
+    ] = CURRENT_VERSION,
 ) -> None:
     """Migrate the Oban schema up or down to a version (default: the current one, 14)."""
+    from oban_py import schema
+
     before, after = _run(dsn, lambda conn: schema.migrate(conn, prefix, version))
     if before == after:
         typer.echo(f"Oban schema in prefix {prefix!r} is already at version {after}.")
@@ -138,12 +150,16 @@ def uninstall(
     """Drop every Oban table, type and function in the prefix, with all jobs in it."""
     if not yes:
         typer.confirm(f"Drop the Oban schema and all jobs in prefix {prefix!r}?", abort=True)
+    from oban_py import schema
+
     _run(dsn, lambda conn: schema.uninstall(conn, prefix))
     typer.echo(f"Uninstalled the Oban schema from prefix {prefix!r}.")
 
 
 def schema_version(dsn: Dsn = None, prefix: Prefix = "public") -> None:
     """Print the installed Oban schema version; exit 5 with the fix when it is missing or old."""
+    from oban_py import schema
+
     found = _run(dsn, lambda conn: schema.migrated_version(conn, prefix))
     typer.echo(str(found))
     problem = schema.schema_problem(found, prefix, dsn)

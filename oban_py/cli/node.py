@@ -10,13 +10,11 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
-import structlog
 import typer
 
-from oban_py import log
 from oban_py.cli.common import (
     EXIT_FAILED,
     EXIT_NOT_INSTALLED,
@@ -27,19 +25,23 @@ from oban_py.cli.common import (
     require_dsn,
 )
 from oban_py.cli.migrations import Dsn, Prefix
-from oban_py.config import Config
-from oban_py.job.errors import DatabaseUnavailable, SchemaError
-from oban_py.node import threads as worker_threads
-from oban_py.schema._dsn import mask_password
-from oban_py.settings import SettingsError, load_config, parse_queues, unknown_variables
-from oban_py.worker import registered
+
+if TYPE_CHECKING:
+    from oban_py.config import Config
+
+# The runtime (psycopg, pydantic, structlog, the node) is imported by the functions that use
+# it: ``oban-py --help`` and ``--version`` start without it.
 
 #: Exit code of a node stopped by a second signal, before its running jobs finished.
 EXIT_FORCED = EXIT_FAILED
 #: How long ``queues`` listens for check-ins: nodes gossip every second by default.
 GOSSIP_WAIT = 1.5
 
-_log = structlog.get_logger("oban.cli")
+
+def _log() -> Any:
+    import structlog
+
+    return structlog.get_logger("oban.cli")
 
 
 def start(
@@ -97,6 +99,9 @@ def start(
         raise fail(f"--log-format must be json or console, got {log_format!r}", EXIT_USAGE)
     if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise fail(f"--log-level must be debug, info, warning or error, got {log_level!r}", 2)
+    from oban_py import log
+    from oban_py.settings import SettingsError, load_config, parse_queues, unknown_variables
+
     log.configure(log_level, "json" if log_format == "json" else "console")
     arguments: dict[str, Any] = {
         "dsn": dsn,
@@ -112,25 +117,36 @@ def start(
         raise fail(str(error), EXIT_USAGE) from None
     for variable, meant in unknown_variables():
         guess = f"; did you mean {meant}?" if meant else ""
-        _log.warning(f"{variable} is not a setting and is ignored{guess}", variable=variable)
+        _log().warning(f"{variable} is not a setting and is ignored{guess}", variable=variable)
     require_dsn(config.dsn)
     _import_workers(imports or [])
     if dry_run:
         raise typer.Exit(_dry_run(config))
-    log.attach_default_logger(SERVED_EVENTS)
+    log.attach_default_logger(served_events())
     raise typer.Exit(_run(config, new_loop(loop)))
 
 
-#: What a served node logs: the default logger's events but the node's start and stop, which
-#: ``_run`` logs itself with the queues, prefix and event loop (else each is logged twice).
-SERVED_EVENTS = tuple(event for event in log.DEFAULT_EVENTS if event != "oban.node.*")
+def served_events() -> tuple[str, ...]:
+    """What a served node logs: the default logger's events but the node's start and stop,
+    which ``_run`` logs itself with the queues, prefix and event loop (else each is twice)."""
+    from oban_py import log
+
+    return tuple(event for event in log.DEFAULT_EVENTS if event != "oban.node.*")
 
 
 def _dry_run(config: Config) -> int:
+    from oban_py.schema._dsn import mask_password
+    from oban_py.worker import registered
+
     assert config.dsn is not None
     asyncio.run(preflight(config.dsn, config.prefix))
     shown = config.model_dump(mode="json")
     shown["dsn"] = mask_password(config.dsn)
+    # A queue shows the cluster-wide limits it has, not the ones it has not.
+    shown["queues"] = {
+        name: spec.model_dump(mode="json", exclude_none=True)
+        for name, spec in config.queues.items()
+    }
     typer.echo(orjson.dumps(shown, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
     workers = ", ".join(sorted(registered())) or "none"
     typer.echo(
@@ -182,10 +198,12 @@ def _run(config: Config, loop: asyncio.AbstractEventLoop) -> int:
     if leftover:
         loop.run_until_complete(asyncio.wait(leftover, timeout=1.0))
     lingering = [t for t in leftover if not t.done()]
+    from oban_py.node import threads as worker_threads
+
     # Only threads running a job count: idle pool threads end with the interpreter.
     busy = worker_threads.busy()
     if lingering or busy:
-        _log.warning(
+        _log().warning(
             "exiting with workers that ignored cancellation; their jobs stay executing "
             "until the lifeline rescues them",
             tasks=len(lingering),
@@ -211,6 +229,7 @@ def _import_workers(modules: list[str]) -> None:
 
 
 async def _serve(config: Config) -> int:
+    from oban_py.job.errors import DatabaseUnavailable, SchemaError
     from oban_py.node.instance import Oban
 
     assert config.dsn is not None
@@ -224,7 +243,7 @@ async def _serve(config: Config) -> int:
     except DatabaseUnavailable as error:
         await oban.close()
         raise fail(str(error), EXIT_UNREACHABLE) from None
-    _log.info(
+    _log().info(
         "node started",
         node=config.node,
         queues={q: spec.limit for q, spec in config.queues.items()},
@@ -236,10 +255,10 @@ async def _serve(config: Config) -> int:
 
     def on_signal(signum: signal.Signals) -> None:
         if not graceful.is_set():
-            _log.info("stopping gracefully", signal=signum.name, grace=config.shutdown_grace)
+            _log().info("stopping gracefully", signal=signum.name, grace=config.shutdown_grace)
             graceful.set()
         else:
-            _log.warning("second signal: stopping now", signal=signum.name)
+            _log().warning("second signal: stopping now", signal=signum.name)
             forced.set()
 
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -251,7 +270,7 @@ async def _serve(config: Config) -> int:
     forcing.cancel()
     if stopping in done:
         stopping.result()
-        _log.info("node stopped", node=config.node)
+        _log().info("node stopped", node=config.node)
         return 0
     stopping.cancel()
     with contextlib.suppress(BaseException):
@@ -297,6 +316,7 @@ def queues(
 
 
 async def _listen_gossip(dsn: str, prefix: str, wait: float) -> list[dict[str, Any]]:
+    from oban_py.config import Config
     from oban_py.notifier import Notifier
 
     await preflight(dsn, prefix)
@@ -324,20 +344,39 @@ async def _listen_gossip(dsn: str, prefix: str, wait: float) -> list[dict[str, A
 Node = Annotated[str | None, typer.Option("--node", help="Only this node (default: every node).")]
 
 
-def _signal(dsn: str | None, prefix: str, send: str, queue: str, **options: Any) -> None:
-    from oban_py.node.instance import Oban
+Persist = Annotated[
+    bool,
+    typer.Option(
+        "--persist",
+        help="Also store the setting for the cluster: nodes started later (or restarted) run the"
+        " queue so (needs `oban-py migrate`'s oban_py_queues table).",
+    ),
+]
+
+
+def _signal(
+    dsn: str | None,
+    prefix: str,
+    send: str,
+    queue: str,
+    persist: dict[str, Any] | None = None,
+    **options: Any,
+) -> None:
+    from oban_py.client.core import Client
+    from oban_py.config import Config
 
     checked = require_dsn(dsn)
-
-    async def go() -> None:
-        await preflight(checked, prefix)
-        oban = Oban(config=Config(dsn=checked, prefix=prefix, pool_size=1))
-        try:
-            await getattr(oban, send)(queue, **options)
-        finally:
-            await oban.close()
-
-    asyncio.run(go())
+    asyncio.run(preflight(checked, prefix))
+    # A client, not a node: sending a signal needs nothing a node runs.
+    client = Client(config=Config(dsn=checked, prefix=prefix, pool_size=1))
+    try:
+        if persist is not None:
+            if queue == "*":
+                raise fail("--persist stores one queue's settings; name the queue", EXIT_USAGE)
+            client.persist_queue_sync(queue, **persist)
+        getattr(client, f"{send}_sync")(queue, **options)
+    finally:
+        client.close_sync()
 
 
 def pause(
@@ -345,9 +384,10 @@ def pause(
     node: Node = None,
     dsn: Dsn = None,
     prefix: Prefix = "public",
+    persist: Persist = False,
 ) -> None:
     """Pause a queue on every node (Elixir and Python), or on --node."""
-    _signal(dsn, prefix, "pause_queue", queue, node=node)
+    _signal(dsn, prefix, "pause_queue", queue, {"paused": True} if persist else None, node=node)
     typer.echo(f"Sent pause for queue {queue!r} to {node or 'every node'}.")
 
 
@@ -356,9 +396,10 @@ def resume(
     node: Node = None,
     dsn: Dsn = None,
     prefix: Prefix = "public",
+    persist: Persist = False,
 ) -> None:
     """Resume a queue on every node, or on --node."""
-    _signal(dsn, prefix, "resume_queue", queue, node=node)
+    _signal(dsn, prefix, "resume_queue", queue, {"paused": False} if persist else None, node=node)
     typer.echo(f"Sent resume for queue {queue!r} to {node or 'every node'}.")
 
 
@@ -368,9 +409,18 @@ def scale(
     node: Node = None,
     dsn: Dsn = None,
     prefix: Prefix = "public",
+    persist: Persist = False,
 ) -> None:
     """Change a queue's concurrency limit on every node, or on --node."""
-    _signal(dsn, prefix, "scale_queue", queue, limit=limit, node=node)
+    _signal(
+        dsn,
+        prefix,
+        "scale_queue",
+        queue,
+        {"limit": limit} if persist else None,
+        limit=limit,
+        node=node,
+    )
     typer.echo(f"Sent scale to {limit} for queue {queue!r} to {node or 'every node'}.")
 
 

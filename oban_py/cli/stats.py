@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
 
 from oban_py.cli.common import with_client
 from oban_py.cli.migrations import Dsn, Prefix
-from oban_py.client.core import Client
-from oban_py.job.unique import ALL_STATES
 
-#: The columns of the table, in a job's life order; states with no job anywhere are left out.
-COLUMNS = ALL_STATES
+if TYPE_CHECKING:
+    from oban_py.client.core import Client
 
 Counts = dict[str, dict[str, int]]
 
@@ -36,6 +34,9 @@ def stats(
     ] = False,
 ) -> None:
     """Count the jobs of each queue in each state (every row is counted: a full scan)."""
+    # The columns of the table, in a job's life order; states with no job anywhere are left out.
+    from oban_py.job.unique import ALL_STATES as COLUMNS
+
     counts = with_client(dsn, prefix, count_jobs)
     if as_json:
         for queue, by_state in counts.items():

@@ -16,14 +16,15 @@ coroutine that would silently never run.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Coroutine, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, ClassVar, TypeVar
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from oban_py.client import manage, registry
+from oban_py.client import manage, persisted, registry, signals
 from oban_py.client.pool import AsyncPool, SyncPool
 from oban_py.client.registry import forget, register
 from oban_py.config import Config
@@ -61,16 +62,22 @@ def use_sync_hint(method: str, hint: str) -> None:
     _SYNC_HINTS[method] = hint
 
 
-def require_loop(method: str) -> None:
-    """Raise unless called inside a running event loop: an un-awaited coroutine fails silently."""
+def require_loop(method: str, effect: str = "nothing would be inserted") -> None:
+    """Raise unless called inside a running event loop: an un-awaited coroutine fails silently.
+
+    ``effect`` says what the caller would silently miss (for the message).
+    """
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         hint = _SYNC_HINTS.get(method, f"{method}_sync()")
         raise RuntimeError(
-            f"{method}() is async and was called outside an event loop, so nothing would be "
-            f"inserted: await it in async code, or call {hint} from sync code"
+            f"{method}() is async and was called outside an event loop, so {effect}: "
+            f"await it in async code, or call {hint} from sync code"
         ) from None
+
+
+_NOTHING = "nothing would happen"
 
 
 def get_instance(name: str = "Oban") -> Client:
@@ -170,6 +177,13 @@ class Client:
     ) -> None:
         self.close_sync()
 
+    @contextmanager
+    def connection_sync(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection of the sync pool (opened on first use), in autocommit: open a
+        ``conn.transaction()`` on it for work that must commit with a job (Flask views)."""
+        with self._sync.get().connection() as conn:
+            yield conn
+
     # -- running work -----------------------------------------------------------------------
 
     async def _run(self, work: Work[T], conn: AnyConnection | None) -> T:
@@ -244,26 +258,42 @@ class Client:
         )
 
     # -- management -------------------------------------------------------------------------
+    #
+    # The async methods are plain functions returning the coroutine, after ``require_loop``:
+    # called from sync code they raise instead of silently doing nothing.
 
-    async def get_job(self, job_id: int, conn: AnyConnection | None = None) -> Job | None:
+    def get_job(
+        self, job_id: int, conn: AnyConnection | None = None
+    ) -> Coroutine[Any, Any, Job | None]:
         """The job with ``job_id``, or None."""
-        return await self._run(manage.get_job(self.queries, job_id), conn)
+        require_loop("get_job", _NOTHING)
+        return self._run(manage.get_job(self.queries, job_id), conn)
 
     def get_job_sync(self, job_id: int, conn: psycopg.Connection[Any] | None = None) -> Job | None:
         """``get_job`` from sync code."""
         return self._run_sync(manage.get_job(self.queries, job_id), conn)
 
-    async def cancel_job(self, job_id: int, conn: AnyConnection | None = None) -> bool:
+    def cancel_job(
+        self, job_id: int, conn: AnyConnection | None = None
+    ) -> Coroutine[Any, Any, bool]:
         """Cancel one job (see ``cancel_jobs``); True when it was cancelled by this call."""
-        return await self.cancel_jobs([job_id], conn) == 1
+        require_loop("cancel_job", _NOTHING)
+        return self._one(manage.cancel_jobs(self.queries, [job_id]), conn)
 
-    async def cancel_jobs(self, job_ids: Sequence[int], conn: AnyConnection | None = None) -> int:
+    def cancel_job_sync(self, job_id: int, conn: psycopg.Connection[Any] | None = None) -> bool:
+        """``cancel_job`` from sync code."""
+        return self.cancel_jobs_sync([job_id], conn) == 1
+
+    def cancel_jobs(
+        self, job_ids: Sequence[int], conn: AnyConnection | None = None
+    ) -> Coroutine[Any, Any, int]:
         """Cancel jobs that are not already cancelled, completed or discarded.
 
         Executing jobs are cancelled too, and every node is told to kill them (``pkill``).
         Returns how many jobs were cancelled.
         """
-        return await self._run(manage.cancel_jobs(self.queries, job_ids), conn)
+        require_loop("cancel_jobs", _NOTHING)
+        return self._run(manage.cancel_jobs(self.queries, job_ids), conn)
 
     def cancel_jobs_sync(
         self, job_ids: Sequence[int], conn: psycopg.Connection[Any] | None = None
@@ -271,14 +301,24 @@ class Client:
         """``cancel_jobs`` from sync code."""
         return self._run_sync(manage.cancel_jobs(self.queries, job_ids), conn)
 
-    async def retry_job(self, job_id: int, conn: AnyConnection | None = None) -> bool:
+    def retry_job(
+        self, job_id: int, conn: AnyConnection | None = None
+    ) -> Coroutine[Any, Any, bool]:
         """Make one job available again (see ``retry_jobs``)."""
-        return await self.retry_jobs([job_id], conn) == 1
+        require_loop("retry_job", _NOTHING)
+        return self._one(manage.retry_jobs(self.queries, [job_id]), conn)
 
-    async def retry_jobs(self, job_ids: Sequence[int], conn: AnyConnection | None = None) -> int:
+    def retry_job_sync(self, job_id: int, conn: psycopg.Connection[Any] | None = None) -> bool:
+        """``retry_job`` from sync code."""
+        return self.retry_jobs_sync([job_id], conn) == 1
+
+    def retry_jobs(
+        self, job_ids: Sequence[int], conn: AnyConnection | None = None
+    ) -> Coroutine[Any, Any, int]:
         """Make jobs available now, unless available or executing; each gets at least one more
         attempt. Returns how many were retried."""
-        return await self._run(manage.retry_jobs(self.queries, job_ids), conn)
+        require_loop("retry_jobs", _NOTHING)
+        return self._run(manage.retry_jobs(self.queries, job_ids), conn)
 
     def retry_jobs_sync(
         self, job_ids: Sequence[int], conn: psycopg.Connection[Any] | None = None
@@ -286,13 +326,23 @@ class Client:
         """``retry_jobs`` from sync code."""
         return self._run_sync(manage.retry_jobs(self.queries, job_ids), conn)
 
-    async def delete_job(self, job_id: int, conn: AnyConnection | None = None) -> bool:
+    def delete_job(
+        self, job_id: int, conn: AnyConnection | None = None
+    ) -> Coroutine[Any, Any, bool]:
         """Delete one job unless it is executing."""
-        return await self.delete_jobs([job_id], conn) == 1
+        require_loop("delete_job", _NOTHING)
+        return self._one(manage.delete_jobs(self.queries, [job_id]), conn)
 
-    async def delete_jobs(self, job_ids: Sequence[int], conn: AnyConnection | None = None) -> int:
+    def delete_job_sync(self, job_id: int, conn: psycopg.Connection[Any] | None = None) -> bool:
+        """``delete_job`` from sync code."""
+        return self.delete_jobs_sync([job_id], conn) == 1
+
+    def delete_jobs(
+        self, job_ids: Sequence[int], conn: AnyConnection | None = None
+    ) -> Coroutine[Any, Any, int]:
         """Delete jobs that are not executing. Returns how many were deleted."""
-        return await self._run(manage.delete_jobs(self.queries, job_ids), conn)
+        require_loop("delete_jobs", _NOTHING)
+        return self._run(manage.delete_jobs(self.queries, job_ids), conn)
 
     def delete_jobs_sync(
         self, job_ids: Sequence[int], conn: psycopg.Connection[Any] | None = None
@@ -300,9 +350,9 @@ class Client:
         """``delete_jobs`` from sync code."""
         return self._run_sync(manage.delete_jobs(self.queries, job_ids), conn)
 
-    async def update_job(
+    def update_job(
         self, job_id: int, conn: AnyConnection | None = None, **changes: Any
-    ) -> Job | None:
+    ) -> Coroutine[Any, Any, Job | None]:
         """Change only the given fields among ``args, max_attempts, meta, priority, queue,
         scheduled_at, tags, worker``, validated as a new job's, as Elixir's ``Job.update``.
 
@@ -310,10 +360,133 @@ class Client:
         (past). Returns the updated job, or None when it is missing or locked by another
         transaction (Elixir's ``SKIP LOCKED``).
         """
-        return await self._run(manage.update_job(self.queries, job_id, changes), conn)
+        require_loop("update_job", _NOTHING)
+        return self._run(manage.update_job(self.queries, job_id, changes), conn)
 
     def update_job_sync(
         self, job_id: int, conn: psycopg.Connection[Any] | None = None, **changes: Any
     ) -> Job | None:
         """``update_job`` from sync code."""
         return self._run_sync(manage.update_job(self.queries, job_id, changes), conn)
+
+    async def _one(self, work: Work[int], conn: AnyConnection | None) -> bool:
+        return await self._run(work, conn) == 1
+
+    # -- queue signals ----------------------------------------------------------------------
+    #
+    # Obeyed by every node listening on this prefix, Elixir or Python: a web process or a
+    # script that only holds a Client can pause, resume or scale the queues of the cluster.
+    # ``node=`` addresses one node by name; ``local_only=True`` only this instance's own node.
+
+    def _signal(self, method: str, payload: signals.Payload) -> Coroutine[Any, Any, None]:
+        require_loop(method, "no signal would be sent")
+        return self._run(signals.sending(self.queries, payload), None)
+
+    def _signal_sync(self, payload: signals.Payload) -> None:
+        self._run_sync(signals.sending(self.queries, payload), None)
+
+    def pause_queue(
+        self, queue: str, *, node: str | None = None, local_only: bool = False
+    ) -> Coroutine[Any, Any, None]:
+        """Pause ``queue`` (``"*"``: every queue) on every node, on ``node``, or only here."""
+        return self._signal("pause_queue", signals.pause(self.config, queue, node, local_only))
+
+    def pause_queue_sync(
+        self, queue: str, *, node: str | None = None, local_only: bool = False
+    ) -> None:
+        """``pause_queue`` from sync code."""
+        self._signal_sync(signals.pause(self.config, queue, node, local_only))
+
+    def persist_queue(self, queue: str, **settings: Any) -> Coroutine[Any, Any, None]:
+        """Store ``queue``'s ``limit``, ``paused``, ``global_limit`` or ``rate_limit`` for the
+        cluster (``oban_py_queues``): every node starting later runs the queue so. Changes
+        nothing that runs now; send the matching signal for that (the CLI's ``--persist``
+        does both)."""
+        require_loop("persist_queue", "nothing would be stored")
+        return self._run(persisted.storing(self.queries, queue, **settings), None)
+
+    def persist_queue_sync(self, queue: str, **settings: Any) -> None:
+        """``persist_queue`` from sync code."""
+        self._run_sync(persisted.storing(self.queries, queue, **settings), None)
+
+    def resume_queue(
+        self, queue: str, *, node: str | None = None, local_only: bool = False
+    ) -> Coroutine[Any, Any, None]:
+        """Resume ``queue`` (``"*"``: every queue) on every node, on ``node``, or only here."""
+        return self._signal("resume_queue", signals.resume(self.config, queue, node, local_only))
+
+    def resume_queue_sync(
+        self, queue: str, *, node: str | None = None, local_only: bool = False
+    ) -> None:
+        """``resume_queue`` from sync code."""
+        self._signal_sync(signals.resume(self.config, queue, node, local_only))
+
+    def pause_all_queues(
+        self, *, node: str | None = None, local_only: bool = False
+    ) -> Coroutine[Any, Any, None]:
+        """Pause every queue (``pause_queue("*")``)."""
+        return self._signal("pause_all_queues", signals.pause(self.config, "*", node, local_only))
+
+    def pause_all_queues_sync(self, *, node: str | None = None, local_only: bool = False) -> None:
+        self.pause_queue_sync("*", node=node, local_only=local_only)
+
+    def resume_all_queues(
+        self, *, node: str | None = None, local_only: bool = False
+    ) -> Coroutine[Any, Any, None]:
+        """Resume every queue (``resume_queue("*")``)."""
+        return self._signal("resume_all_queues", signals.resume(self.config, "*", node, local_only))
+
+    def resume_all_queues_sync(self, *, node: str | None = None, local_only: bool = False) -> None:
+        self.resume_queue_sync("*", node=node, local_only=local_only)
+
+    def scale_queue(
+        self, queue: str, *, limit: int, node: str | None = None, local_only: bool = False
+    ) -> Coroutine[Any, Any, None]:
+        """Change the concurrency limit of ``queue`` (Elixir's payload: options + action, ident)."""
+        return self._signal(
+            "scale_queue", signals.scale(self.config, queue, limit, node, local_only)
+        )
+
+    def scale_queue_sync(
+        self, queue: str, *, limit: int, node: str | None = None, local_only: bool = False
+    ) -> None:
+        """``scale_queue`` from sync code."""
+        self._signal_sync(signals.scale(self.config, queue, limit, node, local_only))
+
+    def start_queue(
+        self,
+        queue: str,
+        *,
+        limit: int,
+        paused: bool | None = None,
+        node: str | None = None,
+        local_only: bool = False,
+    ) -> Coroutine[Any, Any, None]:
+        """Start ``queue`` on every node, on ``node`` or here (``node`` is not sent, as Elixir)."""
+        return self._signal(
+            "start_queue", signals.start(self.config, queue, limit, paused, node, local_only)
+        )
+
+    def start_queue_sync(
+        self,
+        queue: str,
+        *,
+        limit: int,
+        paused: bool | None = None,
+        node: str | None = None,
+        local_only: bool = False,
+    ) -> None:
+        """``start_queue`` from sync code."""
+        self._signal_sync(signals.start(self.config, queue, limit, paused, node, local_only))
+
+    def stop_queue(
+        self, queue: str, *, node: str | None = None, local_only: bool = False
+    ) -> Coroutine[Any, Any, None]:
+        """Stop ``queue`` (its running jobs get the shutdown grace)."""
+        return self._signal("stop_queue", signals.stop(self.config, queue, node, local_only))
+
+    def stop_queue_sync(
+        self, queue: str, *, node: str | None = None, local_only: bool = False
+    ) -> None:
+        """``stop_queue`` from sync code."""
+        self._signal_sync(signals.stop(self.config, queue, node, local_only))

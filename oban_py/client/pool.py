@@ -203,6 +203,8 @@ class SyncPool:
         self._size = size
         self._name = name
         self._lock = threading.Lock()
+        #: What makes the pool (a ``ConnectionPool`` subclass may be put here before first use).
+        self.factory: Callable[..., ConnectionPool[Any]] = ConnectionPool
 
     def get(self) -> ConnectionPool[Any]:
         """The open pool, created and probed on the first call."""
@@ -215,7 +217,7 @@ class SyncPool:
                         "sync calls without conn= need a client built with dsn= or sync_pool="
                     )
                 self._probe()
-                self._given = ConnectionPool(
+                self._given = self.factory(
                     self.dsn,
                     min_size=1,
                     max_size=self._size,

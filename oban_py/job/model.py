@@ -24,7 +24,9 @@ from pydantic import (
     model_validator,
 )
 
-from oban_py.job import jsonb
+from oban_py import telemetry
+from oban_py.job import jsonb, terms
+from oban_py.job.progress import Progress, ProgressSink, StopReason, check
 from oban_py.job.unique import Unique, coerce_replace
 
 #: Elixir's ``Oban.Job`` defaults, the one table of them: the model's fields, its direct build,
@@ -152,7 +154,11 @@ class Job(BaseModel):
     conflict: bool = False
 
     _cancelled: bool = PrivateAttr(default=False)
+    _stop_reason: StopReason | None = PrivateAttr(default=None)
     _typed_args: Any = PrivateAttr(default=None)
+    #: where ``progress`` reports go while a node runs the job (None: kept on the job only)
+    _progress_sink: ProgressSink | None = PrivateAttr(default=None)
+    _progress_seq: int = PrivateAttr(default=0)
     #: the prefix of the node running this attempt (for ``complete_in``)
     _prefix: str | None = PrivateAttr(default=None)
 
@@ -309,13 +315,93 @@ class Job(BaseModel):
             row[key] = value
         return row
 
+    def __getstate__(self) -> dict[Any, Any]:
+        # A job crosses process boundaries (pickled): the node's progress writer stays behind.
+        state: dict[Any, Any] = super().__getstate__()
+        private = state.get("__pydantic_private__")
+        if private and private.get("_progress_sink") is not None:
+            state["__pydantic_private__"] = {**private, "_progress_sink": None}
+        return state
+
     def cancelled(self) -> bool:
-        """True once the job was cancelled while running; long work should check it and stop."""
+        """True once the job is asked to stop while running; long work should check it and
+        stop. ``stop_reason`` says why, and so what to return (see docs/workers.md)."""
         return self._cancelled
 
-    def _cancel(self) -> None:
-        # A plain attribute write is atomic under the GIL, so worker threads can poll it.
+    @property
+    def stop_reason(self) -> StopReason | None:
+        """Why ``cancelled()`` is true: ``"cancel"`` (an operator cancelled the job),
+        ``"shutdown"`` (the node is stopping), ``"fenced"`` (the node lost its heartbeat) or
+        ``"timeout"`` (the worker's timeout elapsed); None while the job may go on."""
+        return self._stop_reason
+
+    def _cancel(self, reason: StopReason | None = None) -> None:
+        # Plain attribute writes are atomic under the GIL, so worker threads can poll them. The
+        # reason is written first: a worker that sees cancelled() also sees why.
+        if reason is not None:
+            self._stop_reason = reason
         self._cancelled = True
+
+    @property
+    def recorded(self) -> Any:
+        """The value the job recorded (``Record`` here, or an Elixir worker's recorded return),
+        decoded from ``meta.return``; None when it recorded nothing. Elixir atoms decode to
+        ``terms.Atom`` (a ``str``), tuples to tuples. Raises ``terms.TermError`` when the
+        stored value is not a readable term."""
+        meta = self.meta
+        if not isinstance(meta, dict) or meta.get("recorded") is not True:
+            return None
+        raw = meta.get("return")
+        if not isinstance(raw, str):
+            raise terms.TermError("meta.recorded is true but meta.return is not a string")
+        return terms.decode_recorded(raw)
+
+    @property
+    def last_progress(self) -> Progress | None:
+        """The last progress the job reported (``meta.progress``), or None."""
+        meta = self.meta
+        return Progress.from_meta(meta.get("progress")) if isinstance(meta, dict) else None
+
+    async def progress(self, value: float, *, note: str | None = None) -> None:
+        """Report progress (0..1, and a note) from inside ``async def process``.
+
+        Stored in ``meta.progress`` and announced to watchers (``oban.watch``), at most once per
+        ``oban_py.results.progress.INTERVAL`` per job: a tight loop costs no more writes, and
+        the latest report always lands. Emits ``oban.job.progress``. Never raises for a
+        database problem (progress is advisory); raises ``ValueError`` for a bad value.
+        """
+        self._report(value, note, threadsafe=False)
+
+    def progress_sync(self, value: float, *, note: str | None = None) -> None:
+        """``progress`` from a plain ``def process`` (its worker thread): does not block."""
+        self._report(value, note, threadsafe=True)
+
+    def _report(self, value: float, note: str | None, *, threadsafe: bool) -> None:
+        value, note = check(value, note)
+        self._progress_seq += 1
+        report = Progress(value, note, datetime.now(UTC), self.attempt, self._progress_seq)
+        if isinstance(self.meta, dict):
+            self.meta["progress"] = report.to_meta()
+        if telemetry.listening("oban.job.progress"):
+            telemetry.execute(
+                "oban.job.progress",
+                {"value": value},
+                {
+                    "job": self,
+                    "id": self.id,
+                    "worker": self.worker,
+                    "queue": self.queue,
+                    "note": note,
+                    "attempt": self.attempt,
+                    "seq": report.seq,
+                },
+            )
+        sink = self._progress_sink
+        if sink is not None:
+            if threadsafe:
+                sink.report_threadsafe(self, report)
+            else:
+                sink.report(self, report)
 
     @property
     def typed_args(self) -> Any:

@@ -41,6 +41,7 @@ from oban_py.node.outcomes import Ack
 if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
 
+    from oban_py.results.channel import Announce
     from oban_py.sql import Queries
 
 log = structlog.get_logger("oban.acker")
@@ -97,8 +98,12 @@ class Acker:
         delay: float = 0.002,
         max_batch: int = 2_000,
         max_backoff: float = 5.0,
+        announce: Announce | None = None,
     ) -> None:
         self.pool = pool
+        #: called after each batch is written with the (id, state) of its rows really written:
+        #: the results channel's ``done`` message (``oban_py.results.channel``)
+        self.announce = announce
         self.queries = queries
         self.delay = delay
         self.max_batch = max_batch
@@ -209,7 +214,7 @@ class Acker:
         try:
             params = batch_params(batch)
             async with self.pool.connection() as conn:
-                await conn.execute(self.queries["ack_jobs"], params)
+                await self._execute(conn, params, batch)
         except Exception as error:
             verdict = await dberrors.recover(self.pool, error)
             if verdict is dberrors.CANCELLED:
@@ -225,7 +230,19 @@ class Acker:
 
     async def _write_one(self, ack: Ack) -> None:
         async with self.pool.connection() as conn:
-            await conn.execute(self.queries["ack_jobs"], batch_params([ack]))
+            await self._execute(conn, batch_params([ack]), [ack])
+
+    async def _execute(self, conn: Any, params: dict[str, Any], batch: list[Ack]) -> None:
+        cur = await conn.execute(self.queries["ack_jobs"], params)
+        if self.announce is None:
+            return
+        # After the commit, naming only the rows really written; the announcer sends them off
+        # this path. Best effort: a lost announcement only delays a waiter's re-check.
+        try:
+            written = {job_id for (job_id,) in await cur.fetchall()}
+            self.announce([(a.id, a.state) for a in batch if a.id in written])
+        except Exception as error:
+            log.warning("outcomes written but not announced", error=repr(error))
 
     async def _refuse(self, ack: Ack, error: Exception) -> None:
         reason = errors.safe_str(error)

@@ -34,6 +34,7 @@ from oban_py import telemetry
 from oban_py.job import backoff, errors
 from oban_py.job.errors import UnknownWorker
 from oban_py.job.model import Job
+from oban_py.job.progress import StopReason
 from oban_py.job.returns import Cancel, Record, Snooze
 from oban_py.middleware import AttemptOutcome as Outcome
 from oban_py.middleware import Middleware
@@ -47,15 +48,23 @@ if TYPE_CHECKING:
 #: Why this node interrupted an attempt: a cancel signal (pkill), the node stopping, or the
 #: node losing its heartbeat (fenced: another node may soon rescue the job).
 Interrupt = Literal["pkill", "shutdown", "fenced"]
+#: The public name of each interrupt (``job.stop_reason``): a pkill is an operator's cancel.
+_STOP_REASON: dict[Interrupt, StopReason] = {
+    "pkill": "cancel",
+    "shutdown": "shutdown",
+    "fenced": "fenced",
+}
 
 
 class Attempt:
     """A claimed job being worked: its task, and why this node interrupted it, if it did."""
 
-    __slots__ = ("id", "in_thread", "job", "reason", "started", "task")
+    __slots__ = ("discard_unknown", "id", "in_thread", "job", "reason", "started", "task")
 
-    def __init__(self, job: Job) -> None:
+    def __init__(self, job: Job, *, discard_unknown: bool = False) -> None:
         self.job = job
+        #: discard at once, rather than retry, a job whose worker this node does not know
+        self.discard_unknown = discard_unknown
         self.id: int = job.id  # type: ignore[assignment]
         self.task: asyncio.Task[None] | None = None
         self.reason: Interrupt | None = None
@@ -69,7 +78,7 @@ class Attempt:
         """Raise ``job.cancelled()``; the first reason stays, but a pkill outranks the others."""
         if self.reason is None or reason == "pkill":
             self.reason = reason
-        self.job._cancel()
+        self.job._cancel(_STOP_REASON[self.reason])
 
 
 # -- claimed rows ------------------------------------------------------------------------------
@@ -271,7 +280,22 @@ def _raised(
         text = error.text
     else:
         text = errors.format_exception(error)
+    if not _retries(attempt, worker, error):
+        return outcomes.discard(job, text, now), error
     return outcomes.failure(job, text, now, _backoff(worker, job)), error
+
+
+def _retries(attempt: Attempt, worker: Any, error: BaseException) -> bool:
+    """The worker's retry policy (``Worker.should_retry``); an unknown worker's is the node's."""
+    if worker is None:
+        return not (attempt.discard_unknown and isinstance(error, UnknownWorkerError))
+    decide = getattr(worker, "should_retry", None)
+    if decide is None:
+        return True
+    try:
+        return bool(decide(attempt.job, error))
+    except BaseException:  # a broken policy falls back to Elixir's: retry
+        return True
 
 
 def _returned(attempt: Attempt, result: Any) -> tuple[Ack, BaseException | None]:
@@ -334,7 +358,7 @@ async def _call(
         async with asyncio.timeout(seconds):
             return await work
     except TimeoutError as error:
-        job._cancel()
+        job._cancel("timeout")
         error.oban_timeout = seconds  # type: ignore[attr-defined]
         raise
 
@@ -358,7 +382,7 @@ async def _wait_thread(future: asyncio.Future[Any], job: Job, seconds: float | N
             continue
         if not future.done():
             timed_out = True
-            job._cancel()
+            job._cancel("timeout")
     result = future.result()
     if timed_out:
         error = TimeoutError(f"timed out after {seconds}s")

@@ -14,20 +14,24 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Any
 
+import psycopg
 import structlog
 from psycopg.conninfo import make_conninfo
 
-from oban_py import notifier, schema, telemetry
+from oban_py import schema, telemetry
+from oban_py.client import persisted
 from oban_py.client.core import Client
 from oban_py.cluster.duties import build
 from oban_py.cluster.peer import Peer
 from oban_py.cluster.periodic import Periodic
 from oban_py.config import Config, QueueConfig
 from oban_py.flow import Flow
+from oban_py.job.model import Job
+from oban_py.job.progress import Progress
 from oban_py.liveness import Liveness
 from oban_py.log import attach_node_logger
 from oban_py.middleware import Middleware
@@ -37,6 +41,10 @@ from oban_py.node.queues import Queues
 from oban_py.node.runtime import Runtime
 from oban_py.node.threads import WorkerThreads
 from oban_py.notifier import Notifier
+from oban_py.results import channel as results_channel
+from oban_py.results.progress import ProgressWriter
+from oban_py.results.sync import wait_for_sync
+from oban_py.results.waiter import RECHECK, Results
 
 log = structlog.get_logger("oban.node")
 
@@ -73,6 +81,9 @@ class Oban(Client):
         self.acker: Acker | None = None
         self.liveness: Liveness | None = None
         self.threads = WorkerThreads(sum(q.limit for q in config.queues.values()) or 4)
+        self.progress: ProgressWriter | None = None
+        self.announcer: results_channel.Announcer | None = None
+        self._results: Results | None = None
         self.started = False
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -101,8 +112,11 @@ class Oban(Client):
         async with self.pool.connection() as conn:
             await schema.check(conn, self.config.prefix, self.config.dsn)
         attach_node_logger(self.config.default_logger)
-        self.acker = Acker(self.pool, self.queries)
+        self.announcer = results_channel.Announcer(self.pool, self.config.prefix)
+        self.announcer.start()
+        self.acker = Acker(self.pool, self.queries, announce=self.announcer)
         self.acker.start()
+        self.progress = ProgressWriter(self.pool, self.queries, self.config.prefix)
         self.liveness = Liveness(
             self.config,
             await self._own_conninfo(),
@@ -114,12 +128,18 @@ class Oban(Client):
         )
         self.liveness.start()
         runtime = Runtime(
-            self.config, self.pool, self.queries, self.acker, self.threads, self.middleware
+            self.config,
+            self.pool,
+            self.queries,
+            self.acker,
+            self.threads,
+            progress=self.progress,
+            middleware=self.middleware,
         )
         self.queues = Queues(runtime, self.liveness)
         await self._start_notifier()
         await self._start_duties()
-        for queue, spec in self.config.queues.items():
+        for queue, spec in (await self._queue_specs()).items():
             self.queues.start(queue, spec.limit, paused=spec.paused, flow=Flow.of(spec))
         if not self.config.queues:
             # Often a typo (OBAN_QUEUES=, --queues in the wrong place): say so before going quiet.
@@ -135,6 +155,7 @@ class Oban(Client):
         """Stop fetching, give running jobs ``shutdown_grace``, interrupt the rest and wait for
         each to end, flush the outcomes, then release the heartbeat rows."""
         if not self.started:
+            await self._close_results()
             await self.close()
             return
         self.started = False
@@ -144,6 +165,13 @@ class Oban(Client):
             await self.queues.stop_all()
         if self.acker is not None:
             await self.acker.stop()
+        if self.announcer is not None:
+            await self.announcer.stop()
+            self.announcer = None
+        if self.progress is not None:
+            await self.progress.stop()
+            self.progress = None
+        await self._close_results()
         for duty in reversed(self.duties):
             with contextlib.suppress(Exception):
                 await duty.stop()
@@ -212,6 +240,25 @@ class Oban(Client):
         except TimeoutError:
             log.warning("notifier not listening yet: queues rely on polling until it is")
 
+    async def _queue_specs(self) -> dict[str, QueueConfig]:
+        """The configured queues, with the settings persisted for the cluster laid over them."""
+        specs = dict(self.config.queues)
+        if not specs:
+            return specs
+        try:
+            found = await self._run(persisted.stored(self.queries, list(specs)), None)
+        except psycopg.errors.UndefinedTable:
+            # A schema Elixir migrated has no table of ours: nothing was persisted.
+            return specs
+        for queue, opts in found.items():
+            try:
+                specs[queue] = persisted.apply(specs[queue], opts)
+            except ValueError as error:
+                log.warning("persisted queue settings ignored", queue=queue, error=repr(error))
+            else:
+                log.info("queue settings persisted for the cluster applied", queue=queue, **opts)
+        return specs
+
     async def _start_duties(self) -> None:
         if self.config.peer:
             self.peer = Peer(self)
@@ -270,85 +317,50 @@ class Oban(Client):
             if "global_limit" in payload or "rate_limit" in payload:
                 queues.set_flow(queue, Flow.of(_flow_options(payload)))
 
-    # -- signals sent -------------------------------------------------------------------------
+    # -- signals sent: pause_queue, scale_queue... are the Client's (client/signals.py) -------
 
-    def _ident(self, node: str | None, local_only: bool) -> str:
-        if local_only:
-            return self.config.ident
-        if node is not None:
-            return f"{self.config.name}.{node}"
-        return "any"
+    # -- results and progress -----------------------------------------------------------------
 
-    async def _signal(self, payload: dict[str, Any]) -> None:
-        await self.open()
-        async with self.pool.connection() as conn:
-            await notifier.publish(conn, self.config.prefix, "signal", [payload])
+    async def _close_results(self) -> None:
+        results, self._results = self._results, None
+        if results is not None:
+            await results.close()
 
-    async def pause_queue(
-        self, queue: str, *, node: str | None = None, local_only: bool = False
-    ) -> None:
-        """Pause ``queue`` on every node, on ``node``, or only here (``local_only``)."""
-        ident = self._ident(node, local_only)
-        await self._signal({"action": "pause", "queue": queue, "ident": ident})
+    @property
+    def results(self) -> Results:
+        """This instance's results hub: one LISTEN (the node's notifier once started)."""
+        if self._results is None:
+            self._results = Results(self, self.notifier)
+        return self._results
 
-    async def resume_queue(
-        self, queue: str, *, node: str | None = None, local_only: bool = False
-    ) -> None:
-        """Resume ``queue`` on every node, on ``node``, or only here (``local_only``)."""
-        ident = self._ident(node, local_only)
-        await self._signal({"action": "resume", "queue": queue, "ident": ident})
-
-    async def pause_all_queues(self, *, node: str | None = None, local_only: bool = False) -> None:
-        await self.pause_queue("*", node=node, local_only=local_only)
-
-    async def resume_all_queues(self, *, node: str | None = None, local_only: bool = False) -> None:
-        await self.resume_queue("*", node=node, local_only=local_only)
-
-    async def scale_queue(
+    async def wait_for(
         self,
-        queue: str,
+        job: Job | int,
         *,
-        limit: int,
-        node: str | None = None,
-        local_only: bool = False,
-    ) -> None:
-        """Change the concurrency limit of ``queue`` (Elixir's payload: options + action, ident)."""
-        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-            raise ValueError(f"limit must be a positive integer, got {limit!r}")
-        payload: dict[str, Any] = {"action": "scale", "queue": queue, "limit": limit}
-        if node is not None:
-            payload["node"] = node
-        if local_only:
-            payload["local_only"] = True
-        payload["ident"] = self._ident(node, local_only)
-        await self._signal(payload)
+        timeout: float | None = None,  # noqa: ASYNC109
+        recheck: float | None = RECHECK,
+    ) -> Any:
+        """The value ``job`` recorded once it completes (None when it recorded nothing), on
+        whichever node, Python or Elixir, runs it. Raises ``JobDiscarded``/``JobCancelled``
+        carrying the last error, ``JobNotFound``, or ``WaitTimeout`` (see docs/results.md)."""
+        return await self.results.wait_for(job, timeout=timeout, recheck=recheck)
 
-    async def start_queue(
+    def watch(
         self,
-        queue: str,
+        job: Job | int,
         *,
-        limit: int,
-        paused: bool | None = None,
-        node: str | None = None,
-        local_only: bool = False,
-    ) -> None:
-        """Start ``queue`` on every node, on ``node`` or here (``node`` is not sent, as Elixir)."""
-        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-            raise ValueError(f"limit must be a positive integer, got {limit!r}")
-        payload: dict[str, Any] = {"action": "start", "queue": queue, "limit": limit}
-        if paused is not None:
-            payload["paused"] = paused
-        if local_only:
-            payload["local_only"] = True
-        payload["ident"] = self._ident(node, local_only)
-        await self._signal(payload)
+        timeout: float | None = None,
+        recheck: float | None = RECHECK,
+    ) -> AsyncIterator[Progress]:
+        """``async for report in oban.watch(job)``: its progress reports in order, until it
+        ends (see docs/progress.md)."""
+        return self.results.watch(job, timeout=timeout, recheck=recheck)
 
-    async def stop_queue(
-        self, queue: str, *, node: str | None = None, local_only: bool = False
-    ) -> None:
-        """Stop ``queue`` (its running jobs get the shutdown grace)."""
-        ident = self._ident(node, local_only)
-        await self._signal({"action": "stop", "queue": queue, "ident": ident})
+    def wait_for_sync(
+        self, job: Job | int, *, timeout: float | None = None, recheck: float | None = RECHECK
+    ) -> Any:
+        """``wait_for`` from sync code (a script): its own connection for the wait."""
+        return wait_for_sync(self, job, timeout=timeout, recheck=recheck)
 
     def check_queue(self, queue: str) -> dict[str, Any] | None:
         """This node's view of ``queue``: limit, paused, running ids... (None if not running)."""

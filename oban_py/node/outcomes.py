@@ -6,7 +6,8 @@
   "<W> failed with {:cancel, r}";
 - returned ``Record(v)``: ``completed``, meta ``recorded: true`` and ``return`` (Base64 term);
 - raised (any ``BaseException``), timed out, unknown worker, bad args: ``retryable`` at now +
-  backoff, or ``discarded`` at the last attempt, with an errors entry;
+  backoff, or ``discarded`` at the last attempt (or at once, when the worker's retry policy
+  says so), with an errors entry;
 - killed by a cancel (pkill): stays ``cancelled``, errors entry "{:cancel, :shutdown}";
 - interrupted by this node (shutdown, fencing) once the worker really stopped, or found running
   nowhere: released as Elixir's Lifeline releases a job (``available``, attempt kept, or
@@ -100,6 +101,11 @@ def failure(job: Job, text: str, now: datetime, backoff_seconds: float) -> Ack:
         return _ack(job, "discarded", now, error=entry)
     at = now + timedelta(seconds=backoff_seconds)
     return _ack(job, "retryable", now, scheduled_at=at, error=entry)
+
+
+def discard(job: Job, text: str, now: datetime) -> Ack:
+    """Discard at once, whatever attempts are left: the worker's retry policy said so."""
+    return _ack(job, "discarded", now, error=_entry(job.attempt, now, text))
 
 
 def record(job: Job, value: Record, now: datetime) -> Ack:

@@ -350,7 +350,8 @@ class Producer:
             )
             self._acker.push(ack)
         for job in jobs:
-            running = Attempt(job)
+            running = Attempt(job, discard_unknown=self.runtime.config.discard_unknown_workers)
+            job._progress_sink = self.runtime.progress
             self.attempts[running.id] = running
             running.task = asyncio.create_task(self._run(running))
 
@@ -377,6 +378,8 @@ class Producer:
             ack, _ = await attempts.perform(
                 running, runtime.threads, runtime.config.prefix, runtime.middleware
             )
+            if self.runtime.progress is not None:
+                await self.runtime.progress.settle(running.job)
         except BaseException as error:
             # perform never raises; should it ever, the row must still get an outcome.
             log.error("attempt failed outside the worker", job_id=running.id, error=repr(error))

@@ -8,6 +8,7 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 
 from oban_py.config import Config
+from oban_py.job.progress import ProgressSink
 from oban_py.middleware import Middleware
 from oban_py.node.acker import Acker
 from oban_py.node.threads import WorkerThreads
@@ -23,5 +24,7 @@ class Runtime:
     queries: Queries
     acker: Acker
     threads: WorkerThreads
+    #: where the jobs' ``progress`` reports go (None: kept on the job only)
+    progress: ProgressSink | None = None
     #: the instance's middleware (``oban_py.middleware``), inside the process-wide ones
     middleware: tuple[Middleware, ...] = ()

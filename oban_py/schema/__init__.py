@@ -13,7 +13,8 @@ Besides Elixir's objects, two tables of ours are created (additive, never read b
 tied to the version comment): :data:`HEARTBEATS_TABLE`, where producers of Python nodes record
 their liveness so the lifeline can rescue jobs of a dead producer quickly, and
 :data:`FLOW_STARTS_TABLE`, the sliding log of job starts that rate limits count
-(``oban_py/flow``).
+(``oban_py/flow``), and :data:`QUEUES_TABLE`, queue settings persisted for the cluster
+(``oban_py/client/persisted.py``).
 """
 
 from __future__ import annotations
@@ -29,12 +30,14 @@ from oban_py.job.errors import SchemaError
 from oban_py.schema import v01, v02, v03, v04, v05, v06, v07, v08, v09, v10, v11, v12, v13, v14
 from oban_py.schema._ddl import DEFAULT_PREFIX, Statement, ddl
 from oban_py.schema._dsn import shell_dsn
+from oban_py.versions import CURRENT_VERSION, INITIAL_VERSION
 
 __all__ = [
     "CURRENT_VERSION",
     "FLOW_STARTS_TABLE",
     "HEARTBEATS_TABLE",
     "INITIAL_VERSION",
+    "QUEUES_TABLE",
     "SchemaError",
     "check",
     "install",
@@ -44,10 +47,9 @@ __all__ = [
     "uninstall",
 ]
 
-INITIAL_VERSION = 1
-CURRENT_VERSION = 14
 HEARTBEATS_TABLE = "oban_py_heartbeats"
 FLOW_STARTS_TABLE = "oban_py_flow_starts"
+QUEUES_TABLE = "oban_py_queues"
 
 VERSIONS: dict[int, ModuleType] = {
     module.VERSION: module
@@ -110,12 +112,27 @@ def _flow_starts_up(prefix: str) -> list[Statement]:
     ]
 
 
+def _queues_up(prefix: str) -> Statement:
+    return ddl(
+        """
+        CREATE TABLE IF NOT EXISTS {prefix}.{table} (
+          name text PRIMARY KEY,
+          opts jsonb NOT NULL DEFAULT '{{}}'::jsonb,
+          updated_at timestamp without time zone NOT NULL
+        )
+        """,
+        prefix,
+        table=sql.Identifier(QUEUES_TABLE),
+    )
+
+
 def _heartbeats_down(prefix: str) -> Statement:
     return ddl(
-        "DROP TABLE IF EXISTS {prefix}.{table}, {prefix}.{flow}",
+        "DROP TABLE IF EXISTS {prefix}.{table}, {prefix}.{flow}, {prefix}.{queues}",
         prefix,
         table=sql.Identifier(HEARTBEATS_TABLE),
         flow=sql.Identifier(FLOW_STARTS_TABLE),
+        queues=sql.Identifier(QUEUES_TABLE),
     )
 
 
@@ -133,6 +150,7 @@ def _steps(prefix: str, current: int, target: int) -> list[Statement]:
             statements.append(_record_version(prefix, target))
         statements.append(_heartbeats_up(prefix))
         statements += _flow_starts_up(prefix)
+        statements.append(_queues_up(prefix))
     return statements
 
 

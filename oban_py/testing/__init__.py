@@ -25,10 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import itertools
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Executor
+from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -36,12 +39,15 @@ from typing import Any, Literal, get_args
 
 import orjson
 import psycopg
+from psycopg.conninfo import make_conninfo
 from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from oban_py.client.core import AnyConnection, Client, get_instance
+from oban_py.client.core import AnyConnection, Client, get_instance, require_loop
 from oban_py.client.pool import configure_async
+from oban_py.insert.drivers import run_async, run_sync
+from oban_py.insert.statements import Program, Statement, Work
 from oban_py.job import jsonb
 from oban_py.job.errors import ObanError
 from oban_py.job.model import Job, to_naive_utc
@@ -58,12 +64,18 @@ __all__ = [
     "Outcome",
     "TestingClient",
     "all_enqueued",
+    "all_enqueued_sync",
     "assert_enqueued",
+    "assert_enqueued_sync",
     "drain_queue",
+    "drain_queue_sync",
     "mode",
     "perform_job",
+    "perform_job_sync",
     "refute_enqueued",
+    "refute_enqueued_sync",
     "reset",
+    "reset_sync",
 ]
 
 Mode = Literal["inline", "manual", "disabled"]
@@ -161,11 +173,18 @@ def apply_ack(job: Job, ack: Ack) -> Job:
     return job.model_copy(update=updates)
 
 
+#: Ids of jobs run without a row (``perform_job``, inline mode): far above any table's, so
+#: worker code using ``job.id`` (logs, its own tables) runs as in production and never
+#: touches a real row by mistake.
+_rowless_ids = itertools.count(9_000_000_000_000_000_001)
+
+
 def _attempting(job: Job, attempt: int, node: str) -> Job:
     # What a fetch does to a row, and what Elixir's inline engine sets before running a job.
     now = datetime.now(UTC)
     return job.model_copy(
         update={
+            "id": next(_rowless_ids) if job.id is None else job.id,
             "state": "executing",
             "attempt": attempt,
             "attempted_at": now,
@@ -184,7 +203,28 @@ async def _attempt(threads: Executor, job: Job) -> Outcome:
 # -- perform_job -----------------------------------------------------------------------------
 
 
-async def perform_job(
+def perform_job(
+    worker: type[Worker] | str,
+    args: Mapping[str, Any] | Any = None,
+    *,
+    safe: bool = False,
+    node: str = TESTING_NODE,
+    **opts: Any,
+) -> Coroutine[Any, Any, Outcome]:
+    """Run ``worker`` on ``args`` as a node would and return the outcome; no database needed.
+
+    The job is built with ``worker.new(args, **opts)`` (so args are validated, typed args
+    included) and runs as attempt 1 unless ``attempt=`` is given, with an ``id`` as every job
+    a node runs has (``id=``, else a fresh one above any table's). An exception raised by
+    ``process`` propagates, as with Elixir's ``perform_job``, unless ``safe=True``: then it is
+    recorded like a node records it (retryable or discarded with an errors entry).
+    ``perform_job_sync`` from sync code.
+    """
+    require_loop("perform_job", "the job would not run")
+    return _perform_job(_performed(worker, args, node, opts), safe)
+
+
+def perform_job_sync(
     worker: type[Worker] | str,
     args: Mapping[str, Any] | Any = None,
     *,
@@ -192,16 +232,24 @@ async def perform_job(
     node: str = TESTING_NODE,
     **opts: Any,
 ) -> Outcome:
-    """Run ``worker`` on ``args`` as a node would and return the outcome; no database needed.
+    """``perform_job`` from sync code (async workers run on an event loop of their own)."""
+    return asyncio.run(_perform_job(_performed(worker, args, node, opts), safe))
 
-    The job is built with ``worker.new(args, **opts)`` (so args are validated, typed args
-    included) and runs as attempt 1 unless ``attempt=`` is given. An exception raised by
-    ``process`` propagates, as with Elixir's ``perform_job``, unless ``safe=True``: then it is
-    recorded like a node records it (retryable or discarded with an errors entry).
-    """
+
+def _performed(
+    worker: type[Worker] | str, args: Mapping[str, Any] | Any, node: str, opts: dict[str, Any]
+) -> Job:
+    """The job ``perform_job`` runs: built as the worker's ``new`` builds it, then claimed."""
     cls = resolve(worker) if isinstance(worker, str) else worker
     attempt = int(opts.pop("attempt", 1))
-    job = _attempting(cls.new(args, **opts), attempt, node)
+    job_id = opts.pop("id", None)
+    job = cls.new(args, **opts)
+    if job_id is not None:
+        job = job.model_copy(update={"id": int(job_id)})
+    return _attempting(job, attempt, node)
+
+
+async def _perform_job(job: Job, safe: bool) -> Outcome:
     outcome = await _attempt(_threads_for(), job)
     if not safe and isinstance(outcome.result, BaseException):
         raise outcome.result
@@ -249,13 +297,20 @@ class TestingClient(Client):
         #: In manual mode, the ids of the jobs inserted through this client, oldest first
         #: (what ``drain_queue(scoped=True)`` and ``reset(scoped=True)`` are limited to).
         self.enqueued: list[int] = []
-        # Inline jobs waiting for their transaction: id(conn) -> [(txid, jobs)].
+        # Inline jobs waiting for the transaction of a connection this client lent:
+        # id(conn) -> [(txid, jobs)], run when the connection comes back.
         self._held: dict[int, list[tuple[int, list[Job]]]] = {}
+        # Inline jobs waiting for the transaction of any other connection, by txid.
+        self._watches: dict[int, _Watch] = {}
+        self._watched: list[_Watch] = []
+        self._watch_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         if pool is None:
             # Replaces the pool Client made (never opened) with one that knows when a
             # connection it lent comes back, or that explains why there is none.
             self._pools.replace(self._new_pool())
+        if self.has_database:
+            self._sync.factory = functools.partial(_TestingSyncPool, self)
 
     @property
     def active_mode(self) -> Mode:
@@ -302,17 +357,32 @@ class TestingClient(Client):
             self._abandon_pool()
         await super().close()
 
-    async def _enqueue_one(self, job: Job, conn: AnyConnection | None) -> Job:
-        return (await self.enqueue_many([job], conn=conn))[0]
+    async def _leave_loop(self) -> None:
+        """The loop this client's pool was opened in is ending (a sync helper's own loop):
+        close that pool now and open a fresh one next time, keeping the registration."""
+        pools = self._pools
+        if pools.owned and pools.opened and self._loop is asyncio.get_running_loop():
+            await pools.close()
+            pools.replace(self._new_pool())
 
-    async def enqueue_many(
-        self, jobs: Iterable[Job], conn: AnyConnection | None = None
-    ) -> list[Job]:
-        batch = list(jobs)
+    @contextmanager
+    def connection_sync(self) -> Iterator[psycopg.Connection[Any]]:
+        if not self.has_database:
+            raise ObanError(_NO_DATABASE_HELP.format(mode=self.mode, need="code asking for one"))
+        with super().connection_sync() as conn:
+            yield conn
+
+    # The mode is applied in the coroutines behind ``enqueue``/``enqueue_many``, so those keep
+    # refusing to be called outside an event loop.
+
+    async def _enqueue_one(self, job: Job, conn: AnyConnection | None) -> Job:
+        return (await self._enqueue_many([job], conn))[0]
+
+    async def _enqueue_many(self, batch: list[Job], conn: AnyConnection | None) -> list[Job]:
         current = self.active_mode
         if current == "manual":
             self._require_database()
-            return self._record(await super().enqueue_many(batch, conn=conn))
+            return self._record(await super()._enqueue_many(batch, conn))
         if current == "disabled":
             return batch
         if conn is not None and await self._hold(conn, batch):
@@ -329,8 +399,9 @@ class TestingClient(Client):
             return self._record(super().enqueue_many_sync(batch, conn=conn))
         if current == "disabled":
             return batch
-        # Inline mode runs each job's attempt, which is async: on a loop of its own.
-        return asyncio.run(self._perform_inline(batch))
+        if conn is not None and self._hold_sync(conn, batch):
+            return batch
+        return self._perform_inline_sync(batch)
 
     def _require_database(self) -> None:
         if not self.has_database:
@@ -351,34 +422,174 @@ class TestingClient(Client):
             done.append(outcome.job)
         return done
 
+    def _perform_inline_sync(self, batch: list[Job]) -> list[Job]:
+        # Each job's attempt is async: on a loop of its own, in a thread of its own when sync
+        # code calls this from inside a running loop (a sync view under an async test).
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self._perform_inline(batch))
+        with ThreadPoolExecutor(1, thread_name_prefix="oban-testing-inline") as aside:
+            return aside.submit(asyncio.run, self._perform_inline(batch)).result()
+
+    # Inline jobs enqueued inside an open transaction run once it commits, never when it rolls
+    # back: on a connection this client lent (its async pool's, or its sync pool's for
+    # ``connection_sync()``) when that connection comes back, in the code that returns it; on
+    # any other connection (the caller's own, an ORM's) in a watcher thread that sees the
+    # transaction end, which ``settle()`` waits for.
+
+    def _hold_here(self, conn: AnyConnection, txid: int, batch: list[Job]) -> None:
+        if self._lent(conn):
+            self._held.setdefault(id(conn), []).append((txid, batch))
+        else:
+            self._watch(conn, txid, batch)
+
     async def _hold(self, conn: AnyConnection, batch: list[Job]) -> bool:
-        """Keep inline jobs for after the commit of ``conn``'s open transaction, when this
-        client lent ``conn`` and so will see it come back; False to run them now."""
-        pool = self.pool
-        lent = isinstance(pool, _TestingPool) and id(conn) in pool.lent
-        if not lent or not isinstance(conn, psycopg.AsyncConnection):
-            return False
-        if conn.info.transaction_status != TransactionStatus.INTRANS:
+        """Keep inline jobs for after the commit of ``conn``'s open transaction; False (run them
+        now) when ``conn`` is in none."""
+        if not isinstance(conn, psycopg.AsyncConnection):
+            return await asyncio.to_thread(self._hold_sync, conn, batch)
+        if not _joins_a_transaction(conn):
             return False
         cur = await conn.execute(self.queries["testing_xact_id"])
         row = await cur.fetchone()
         assert row is not None
-        self._held.setdefault(id(conn), []).append((int(row[0]), batch))
+        self._hold_here(conn, int(row[0]), batch)
         return True
+
+    def _hold_sync(self, conn: psycopg.Connection[Any], batch: list[Job]) -> bool:
+        """``_hold`` for a sync connection."""
+        if isinstance(conn, psycopg.AsyncConnection):
+            raise TypeError("the *_sync methods take a sync psycopg Connection, not an async one")
+        if not _joins_a_transaction(conn):
+            return False
+        row = conn.execute(self.queries["testing_xact_id"]).fetchone()
+        assert row is not None
+        self._hold_here(conn, int(row[0]), batch)
+        return True
+
+    def _lent(self, conn: AnyConnection) -> bool:
+        # The testing pools (async and sync) keep the ids of the connections they lent.
+        pools: list[object] = [self.pool, self._sync._given]
+        return any(id(conn) in getattr(p, "lent", ()) for p in pools)
+
+    def _committed(self, conn: AnyConnection, failed: bool) -> list[tuple[int, list[Job]]]:
+        """What ``conn``'s transactions held, now that it is back (none when it failed)."""
+        held = self._held.pop(id(conn), [])
+        if failed or conn.info.transaction_status != TransactionStatus.IDLE:
+            return []
+        return held
 
     async def _returned(self, conn: psycopg.AsyncConnection[Any], failed: bool) -> None:
         """``conn`` is back: run what its committed transactions held, drop the rest."""
-        held = self._held.pop(id(conn), [])
-        if not held or failed or conn.info.transaction_status != TransactionStatus.IDLE:
-            return
         committed: list[Job] = []
-        for txid, batch in held:
+        for txid, batch in self._committed(conn, failed):
             cur = await conn.execute(self.queries["testing_xact_status"], {"txid": txid})
             row = await cur.fetchone()
             if row is not None and row[0] == "committed":
                 committed.extend(batch)
         if committed:
             await self._perform_inline(committed)
+
+    def _returned_sync(self, conn: psycopg.Connection[Any], failed: bool) -> None:
+        """``_returned`` for a connection of the sync pool."""
+        committed: list[Job] = []
+        for txid, batch in self._committed(conn, failed):
+            row = conn.execute(self.queries["testing_xact_status"], {"txid": txid}).fetchone()
+            if row is not None and row[0] == "committed":
+                committed.extend(batch)
+        if committed:
+            self._perform_inline_sync(committed)
+
+    def _watch(self, conn: AnyConnection, txid: int, batch: list[Job]) -> None:
+        with self._watch_lock:
+            watch = self._watches.get(txid)
+            if watch is not None:
+                watch.jobs.extend(batch)
+                return
+            # The watcher connects where the caller is: a txid means nothing elsewhere.
+            info = conn.info
+            dsn = make_conninfo(info.dsn, password=info.password) if info.password else info.dsn
+            watch = self._watches[txid] = _Watch(txid, list(batch))
+            watch.thread = threading.Thread(
+                target=self._await_commit,
+                args=(dsn, watch),
+                name=f"oban-testing-tx{txid}",
+                daemon=True,
+            )
+            watch.thread.start()
+            self._watched.append(watch)
+
+    def _await_commit(self, dsn: str, watch: _Watch) -> None:
+        query = self.queries["testing_xact_status"]
+        try:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                while True:
+                    row = conn.execute(query, {"txid": watch.txid}).fetchone()
+                    if row is None or row[0] != "in progress":
+                        break
+                    time.sleep(WATCH_INTERVAL)
+            with self._watch_lock:
+                del self._watches[watch.txid]
+            if row is not None and row[0] == "committed":
+                self._perform_inline_sync(watch.jobs)
+        except BaseException as error:
+            # A job's exception (``raise_errors``) or the watcher's own failure: settle raises it.
+            watch.error = error
+
+    @property
+    def pending(self) -> bool:
+        """Whether inline jobs wait for (or ran after) a watched transaction, unsettled."""
+        return bool(self._watched)
+
+    def settle_sync(self, timeout: float = 5.0) -> list[Job]:
+        """Wait until the inline jobs held for transactions of connections this client did not
+        lend have run (their transactions ended), at most ``timeout`` seconds; returns every
+        job run so far (``performed``). Re-raises what such a job raised (``raise_errors``),
+        and raises ``ObanError`` when a transaction is still open after ``timeout``.
+        ``await settle()`` from async code."""
+        deadline = time.monotonic() + timeout
+        while self._watched:
+            watch = self._watched[0]
+            if watch.thread is not None:
+                watch.thread.join(max(0.0, deadline - time.monotonic()))
+                if watch.thread.is_alive():
+                    raise ObanError(
+                        f"inline jobs still wait for transaction {watch.txid} to commit after"
+                        f" {timeout}s: commit it (or roll it back) before settle()"
+                    )
+            self._watched.pop(0)
+            if watch.error is not None:
+                raise watch.error
+        return list(self.performed)
+
+    async def settle(self, timeout: float = 5.0) -> list[Job]:  # noqa: ASYNC109
+        """``settle_sync`` without blocking the event loop."""
+        return await asyncio.to_thread(self.settle_sync, timeout)
+
+
+def _joins_a_transaction(conn: AnyConnection) -> bool:
+    """Whether an insert on ``conn`` would commit with a transaction of the caller's: one is
+    open, or the connection is not in autocommit and the insert would begin it (a SQLAlchemy
+    session whose first statement this is, ``psycopg.connect()`` without ``autocommit``)."""
+    status = conn.info.transaction_status
+    return status == TransactionStatus.INTRANS or (
+        status == TransactionStatus.IDLE and not conn.autocommit
+    )
+
+
+#: How often a watcher asks whether a transaction holding inline jobs has ended.
+WATCH_INTERVAL = 0.005
+
+
+@dataclass
+class _Watch:
+    """Inline jobs held for one transaction of a connection the testing client did not lend."""
+
+    txid: int
+    jobs: list[Job]
+    thread: threading.Thread | None = None
+    error: BaseException | None = None
 
 
 _NO_DATABASE_HELP = (
@@ -433,7 +644,35 @@ class _TestingPool(AsyncConnectionPool[Any]):
                 await self._owner._returned(conn, failed)
 
 
+class _TestingSyncPool(ConnectionPool[Any]):
+    """The sync pool of a testing client: tells it when a connection it lent comes back."""
+
+    def __init__(self, owner: TestingClient, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._owner = owner
+        self.lent: set[int] = set()
+
+    @contextmanager
+    def connection(self, timeout: float | None = None) -> Iterator[Any]:
+        with super().connection(timeout) as conn:
+            self.lent.add(id(conn))
+            failed = True
+            try:
+                yield conn
+                failed = False
+            finally:
+                self.lent.discard(id(conn))
+                self._owner._returned_sync(conn, failed)
+
+
 # -- assertions on enqueued jobs ---------------------------------------------------------------
+#
+# Each helper exists twice, as the client's methods do: ``assert_enqueued`` for async tests and
+# ``assert_enqueued_sync`` for plain ``def`` tests (Flask, Django, scripts). The async ones
+# refuse to be called outside an event loop: a coroutine that is never awaited would let a
+# test pass without checking anything.
+
+_NOT_CHECKED = "nothing would be checked and the test would pass"
 
 
 def _client(oban: Client | None) -> Client:
@@ -446,7 +685,49 @@ def _worker_name(worker: type[Worker] | str | None) -> str | None:
     return worker.__oban_name__
 
 
-async def all_enqueued(
+def _listing(client: Client, params: Mapping[str, Any]) -> Work[list[Job]]:
+    """The work of ``sql/jobs_list.sql``, for the async and the sync driver alike."""
+
+    def program(own: bool) -> Program[list[Job]]:
+        rows = yield Statement(client.queries["jobs_list"], params, dicts=True)
+        return [Job.from_row(row) for row in rows]
+
+    return Work(program)
+
+
+def all_enqueued(
+    oban: Client | None = None,
+    *,
+    worker: type[Worker] | str | None = None,
+    queue: str | None = None,
+    args: Mapping[str, Any] | None = None,
+    meta: Mapping[str, Any] | None = None,
+    tags: Sequence[str] | None = None,
+    priority: int | None = None,
+    state: str | Sequence[str] | None = None,
+    scheduled_at: datetime | None = None,
+    delta: float = 1.0,
+    limit: int = 1_000,
+) -> Coroutine[Any, Any, list[Job]]:
+    """Jobs matching every given filter, newest first; ``args``, ``meta`` and ``tags`` match
+    as subsets. Only available and scheduled jobs unless ``state`` says otherwise;
+    ``scheduled_at`` matches within ``delta`` seconds. ``oban`` defaults to the instance
+    registered as ``"Oban"``. ``all_enqueued_sync`` from sync code."""
+    require_loop("all_enqueued", _NOT_CHECKED)
+    params = _enqueued_params(worker, queue, args, meta, tags, priority, state, limit)
+    return _all_enqueued(_client(oban), params, scheduled_at, delta)
+
+
+async def _all_enqueued(
+    client: Client, params: dict[str, Any], scheduled_at: datetime | None, delta: float
+) -> list[Job]:
+    await client.open()
+    async with client.pool.connection() as conn:
+        found = await run_async(conn, _listing(client, params))
+    return _scheduled_near(found, scheduled_at, delta)
+
+
+def all_enqueued_sync(
     oban: Client | None = None,
     *,
     worker: type[Worker] | str | None = None,
@@ -460,16 +741,11 @@ async def all_enqueued(
     delta: float = 1.0,
     limit: int = 1_000,
 ) -> list[Job]:
-    """Jobs matching every given filter, newest first; ``args``, ``meta`` and ``tags`` match
-    as subsets. Only available and scheduled jobs unless ``state`` says otherwise;
-    ``scheduled_at`` matches within ``delta`` seconds. ``oban`` defaults to the instance
-    registered as ``"Oban"``."""
+    """``all_enqueued`` from sync code, on the client's sync pool."""
     client = _client(oban)
     params = _enqueued_params(worker, queue, args, meta, tags, priority, state, limit)
-    await client.open()
-    async with client.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(client.queries["jobs_list"], params)
-        found = [Job.from_row(row) for row in await cur.fetchall()]
+    with client.connection_sync() as conn:
+        found = run_sync(conn, _listing(client, params))
     return _scheduled_near(found, scheduled_at, delta)
 
 
@@ -510,13 +786,39 @@ def _describe(filters: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in shown.items() if v is not None) or "anything"
 
 
-async def assert_enqueued(
+def _not_enqueued(filters: Mapping[str, Any], nearby: list[Job]) -> AssertionError:
+    seen = "; ".join(_summary(j) for j in nearby) or "none"
+    return AssertionError(
+        f"Expected a job matching {_describe(filters)} to be enqueued. Enqueued jobs in that"
+        f" queue (newest 5): {seen}"
+    )
+
+
+def _enqueued_anyway(filters: Mapping[str, Any], found: list[Job]) -> AssertionError:
+    jobs = "; ".join(_summary(j) for j in found[:5])
+    return AssertionError(
+        f"Expected no job matching {_describe(filters)} to be enqueued, found {len(found)}: {jobs}"
+    )
+
+
+def _nearby(filters: Mapping[str, Any]) -> dict[str, Any]:
+    """The filters of the jobs an ``assert_enqueued`` failure shows: the same queue and state."""
+    return {"queue": filters.get("queue"), "state": filters.get("state"), "limit": 5}
+
+
+def assert_enqueued(
     oban: Client | None = None, *, within: float = 0.0, **filters: Any
-) -> Job:
+) -> Coroutine[Any, Any, Job]:
     """Assert a job matching ``filters`` (see ``all_enqueued``) is enqueued; return the newest.
 
     ``within`` keeps looking for that many seconds, for jobs enqueued by another task.
+    ``assert_enqueued_sync`` from sync code.
     """
+    require_loop("assert_enqueued", _NOT_CHECKED)
+    return _assert_enqueued(oban, within, filters)
+
+
+async def _assert_enqueued(oban: Client | None, within: float, filters: dict[str, Any]) -> Job:
     deadline = time.monotonic() + within
     while True:
         found = await all_enqueued(oban, **filters)
@@ -525,29 +827,48 @@ async def assert_enqueued(
         if time.monotonic() >= deadline:
             break
         await asyncio.sleep(0.02)
-    nearby = await all_enqueued(
-        oban, queue=filters.get("queue"), state=filters.get("state"), limit=5
-    )
-    seen = "; ".join(_summary(j) for j in nearby) or "none"
-    raise AssertionError(
-        f"Expected a job matching {_describe(filters)} to be enqueued. Enqueued jobs in that"
-        f" queue (newest 5): {seen}"
-    )
+    raise _not_enqueued(filters, await all_enqueued(oban, **_nearby(filters)))
 
 
-async def refute_enqueued(
+def assert_enqueued_sync(oban: Client | None = None, *, within: float = 0.0, **filters: Any) -> Job:
+    """``assert_enqueued`` from sync code (``within`` keeps looking, in this thread)."""
+    deadline = time.monotonic() + within
+    while True:
+        found = all_enqueued_sync(oban, **filters)
+        if found:
+            return found[0]
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.02)
+    raise _not_enqueued(filters, all_enqueued_sync(oban, **_nearby(filters)))
+
+
+def refute_enqueued(
     oban: Client | None = None, *, within: float = 0.0, **filters: Any
-) -> None:
-    """Assert no job matching ``filters`` is enqueued (still none after ``within`` seconds)."""
+) -> Coroutine[Any, Any, None]:
+    """Assert no job matching ``filters`` is enqueued (still none after ``within`` seconds).
+    ``refute_enqueued_sync`` from sync code."""
+    require_loop("refute_enqueued", _NOT_CHECKED)
+    return _refute_enqueued(oban, within, filters)
+
+
+async def _refute_enqueued(oban: Client | None, within: float, filters: dict[str, Any]) -> None:
     if within:
         await asyncio.sleep(within)
     found = await all_enqueued(oban, **filters)
     if found:
-        jobs = "; ".join(_summary(j) for j in found[:5])
-        raise AssertionError(
-            f"Expected no job matching {_describe(filters)} to be enqueued, found"
-            f" {len(found)}: {jobs}"
-        )
+        raise _enqueued_anyway(filters, found)
+
+
+def refute_enqueued_sync(
+    oban: Client | None = None, *, within: float = 0.0, **filters: Any
+) -> None:
+    """``refute_enqueued`` from sync code."""
+    if within:
+        time.sleep(within)
+    found = all_enqueued_sync(oban, **filters)
+    if found:
+        raise _enqueued_anyway(filters, found)
 
 
 def _summary(job: Job) -> str:
@@ -558,30 +879,58 @@ def _summary(job: Job) -> str:
 # -- reset -----------------------------------------------------------------------------------
 
 
-async def reset(oban: Client | None = None, *, scoped: bool = False) -> int:
-    """Delete the jobs of ``oban``'s prefix and forget what a testing client ran or inserted;
-    returns how many rows were deleted.
-
-    ``scoped=True`` deletes only the jobs this ``TestingClient`` inserted (and those its jobs
-    inserted through it), for a database other tests use at the same time. A client without a
-    database only forgets.
-    """
-    client = _client(oban)
+def _reset_plan(client: Client, scoped: bool) -> list[int] | Literal[False] | None:
+    """What ``reset`` deletes: every job (None), only these ids, or nothing (False); forgets
+    what a testing client ran or inserted."""
     only: list[int] | None = None
     if isinstance(client, TestingClient):
         only = list(client.enqueued) if scoped else None
         client.performed.clear()
         client.enqueued.clear()
         if not client.has_database:
-            return 0
+            return False
     elif scoped:
         raise ValueError("reset(scoped=True) needs a TestingClient: it knows what it inserted")
-    if only == []:
+    return False if only == [] else only
+
+
+def _deleting(client: Client, only: list[int] | None) -> Work[int]:
+    def program(own: bool) -> Program[int]:
+        rows = yield Statement(client.queries["testing_reset"], {"only": only})
+        return len(rows)
+
+    return Work(program)
+
+
+def reset(oban: Client | None = None, *, scoped: bool = False) -> Coroutine[Any, Any, int]:
+    """Delete the jobs of ``oban``'s prefix and forget what a testing client ran or inserted;
+    returns how many rows were deleted. ``reset_sync`` from sync code.
+
+    ``scoped=True`` deletes only the jobs this ``TestingClient`` inserted (and those its jobs
+    inserted through it), for a database other tests use at the same time. A client without a
+    database only forgets.
+    """
+    require_loop("reset", "nothing would be deleted")
+    return _reset(_client(oban), scoped)
+
+
+async def _reset(client: Client, scoped: bool) -> int:
+    only = _reset_plan(client, scoped)
+    if only is False:
         return 0
     await client.open()
     async with client.pool.connection() as conn:
-        cur = await conn.execute(client.queries["testing_reset"], {"only": only})
-        return int(cur.rowcount)
+        return await run_async(conn, _deleting(client, only))
+
+
+def reset_sync(oban: Client | None = None, *, scoped: bool = False) -> int:
+    """``reset`` from sync code, on the client's sync pool."""
+    client = _client(oban)
+    only = _reset_plan(client, scoped)
+    if only is False:
+        return 0
+    with client.connection_sync() as conn:
+        return run_sync(conn, _deleting(client, only))
 
 
 # -- drain_queue -----------------------------------------------------------------------------
@@ -595,7 +944,7 @@ def _bucket(state: str) -> str:
     return "snoozed" if state == "scheduled" else state
 
 
-async def drain_queue(
+def drain_queue(
     oban: Client | None,
     queue: str,
     *,
@@ -604,7 +953,7 @@ async def drain_queue(
     with_limit: int | None = None,
     with_safety: bool = True,
     scoped: bool = False,
-) -> dict[str, int]:
+) -> Coroutine[Any, Any, dict[str, int]]:
     """Run the available jobs of ``queue`` now, one after the other, in this task.
 
     Jobs are claimed with the producers' fetch, run by the node's attempt code and written by its
@@ -621,14 +970,78 @@ async def drain_queue(
     - ``scoped=True``: only jobs this ``TestingClient`` inserted (jobs inserted by those jobs
       through it included), so tests sharing a database never run each other's jobs.
     """
+    require_loop("drain_queue", "no job would run")
+    client = _drained(oban, scoped)
+    options = Drain(with_scheduled, with_recursion, with_limit, with_safety, scoped)
+    return _drain_here(client, queue, options)
+
+
+def drain_queue_sync(
+    oban: Client | None,
+    queue: str,
+    *,
+    with_scheduled: bool | datetime = False,
+    with_recursion: bool = False,
+    with_limit: int | None = None,
+    with_safety: bool = True,
+    scoped: bool = False,
+) -> dict[str, int]:
+    """``drain_queue`` from sync code: the same drain, on an event loop and a short-lived pool
+    of its own (so it needs a client with a ``dsn``)."""
+    client = _drained(oban, scoped)
+    options = Drain(with_scheduled, with_recursion, with_limit, with_safety, scoped)
+    return asyncio.run(_drain_on_own_pool(client, queue, options))
+
+
+@dataclass(frozen=True)
+class Drain:
+    """The options of one ``drain_queue`` (see there)."""
+
+    with_scheduled: bool | datetime
+    with_recursion: bool
+    with_limit: int | None
+    with_safety: bool
+    scoped: bool
+
+
+def _drained(oban: Client | None, scoped: bool) -> Client:
     client = _client(oban)
     if scoped and not isinstance(client, TestingClient):
         raise ValueError(
             "drain_queue(scoped=True) needs a TestingClient: it knows what it inserted"
         )
+    return client
+
+
+async def _drain_here(client: Client, queue: str, options: Drain) -> dict[str, int]:
     await client.open()
+    return await _drain(client, client.pool, queue, options)
+
+
+async def _drain_on_own_pool(client: Client, queue: str, options: Drain) -> dict[str, int]:
+    if isinstance(client, TestingClient):
+        client._require_database()
+    dsn = client.config.dsn
+    if dsn is None:
+        raise ValueError("drain_queue_sync needs a client built with dsn=, not only pool=")
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        dsn, min_size=1, max_size=2, open=False, configure=configure_async, name="oban.drain"
+    )
+    async with pool:
+        try:
+            return await _drain(client, pool, queue, options)
+        finally:
+            if isinstance(client, TestingClient):
+                # Jobs that enqueued through it opened its pool on this loop, which ends here.
+                await client._leave_loop()
+
+
+async def _drain(
+    client: Client, pool: AsyncConnectionPool[Any], queue: str, options: Drain
+) -> dict[str, int]:
+    with_scheduled, with_limit, scoped = options.with_scheduled, options.with_limit, options.scoped
     threads = _threads_for(client)
-    acker = Acker(client.pool, client.queries)
+    acker = Acker(pool, client.queries)
     counts = dict.fromkeys(("completed", "discarded", "cancelled", "retryable", "snoozed"), 0)
     snoozed: list[int] = []
     fetch = {
@@ -640,7 +1053,7 @@ async def drain_queue(
     while True:
         if with_scheduled is not False:
             until = datetime.max if with_scheduled is True else to_naive_utc(with_scheduled)
-            async with client.pool.connection() as conn:
+            async with pool.connection() as conn:
                 await conn.execute(
                     client.queries["drain_stage"],
                     {
@@ -650,7 +1063,7 @@ async def drain_queue(
                         "only": _only(client) if scoped else None,
                     },
                 )
-        async with client.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             if scoped:
                 await cur.execute(
                     client.queries["drain_fetch_scoped"], {**fetch, "only": _only(client)}
@@ -671,7 +1084,7 @@ async def drain_queue(
             counts[_bucket(ack.state)] += 1
             if ack.state == "scheduled" and job.id is not None:
                 snoozed.append(job.id)
-            if not with_safety and isinstance(result, BaseException):
+            if not options.with_safety and isinstance(result, BaseException):
                 raise result
-        if not with_recursion:
+        if not options.with_recursion:
             return counts

@@ -11,8 +11,11 @@ Fixtures:
 - ``oban_testing``: a :class:`oban_py.testing.TestingClient` in that mode, registered as
   ``"Oban"`` so ``Worker.enqueue`` in the code under test uses it. After the test it deletes
   the jobs it inserted (``reset(scoped=True)``: other tests' rows on a shared database stay)
-  and closes. Inline and disabled modes get ``oban_dsn`` too when it is available (an inline
-  job enqueued in a transaction runs after the commit), and run without it otherwise.
+  and closes; first it waits for inline jobs held for a transaction of the test's own
+  connections (``settle``), so an exception such a job raised fails the test. Inline and
+  disabled modes get ``oban_dsn`` too when it is available (an inline job enqueued in a
+  transaction runs after the commit), and run without it otherwise. It works in plain ``def``
+  tests too (with the ``*_sync`` helpers); it needs pytest-asyncio.
 - ``oban_testing_options``: the client's options (``oban_dsn``), resolved in a sync fixture so
   an ``oban_dsn`` override may use the Django ORM under pytest-django.
 """
@@ -84,6 +87,8 @@ if importlib.util.find_spec("pytest_asyncio") is not None:
         client = TestingClient(oban_testing_mode, **oban_testing_options)  # type: ignore[arg-type]
         try:
             yield client
+            if client.pending:
+                await client.settle()
         finally:
             try:
                 if client.enqueued:

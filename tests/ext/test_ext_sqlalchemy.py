@@ -171,3 +171,36 @@ async def test_workers_complete_in_their_session_transaction(dsn: str) -> None:
         effects = [r[0] for r in await cur.fetchall()]
     assert states == ["completed", "completed", "discarded"]
     assert effects == [jobs[0].id, jobs[1].id]
+
+
+ran: list[int] = []
+
+
+class Counts(Worker):
+    name = "Py.Ext.Sqla.Counts"
+
+    def process(self, job: Job) -> None:
+        ran.append(job.args["n"])
+
+
+def test_inline_mode_runs_a_session_job_once_the_session_commits(dsn: str) -> None:
+    from oban_py.testing import TestingClient
+
+    ran.clear()
+    testing = TestingClient("inline", dsn=dsn)
+    engine = create_engine(url(dsn))
+    try:
+        with Session(engine) as session, session.begin():
+            enqueue_sync(Counts.new({"n": 1}), session)
+            assert ran == []  # not before the commit
+        testing.settle_sync()
+        assert ran == [1]
+
+        with Session(engine) as session, session.begin():
+            enqueue_sync(Counts.new({"n": 2}), session)
+            session.rollback()
+        testing.settle_sync()
+        assert ran == [1]
+    finally:
+        engine.dispose()
+        testing.close_sync()

@@ -207,7 +207,7 @@ class Command(BaseCommand):
         self._require_schema()
         self._configure_logging(options["log_level"], options["log_format"])
         self._import_workers()
-        log.attach_default_logger(cli_node.SERVED_EVENTS)
+        log.attach_default_logger(cli_node.served_events())
         try:
             loop = cli_node.new_loop(options["loop"])
         except typer.Exit as error:

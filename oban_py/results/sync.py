@@ -1,0 +1,66 @@
+"""``wait_for_sync``: wait for a job's result from sync code (a script, a Django view).
+
+One connection of its own for the wait: LISTEN on ``<prefix>.oban_py_results``, then read the row
+on that same connection at start, on each ``done`` message naming the job and at each slow
+re-check, exactly as the async ``Results.wait_for`` does.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from oban_py import notifier
+from oban_py.client.core import Client
+from oban_py.job.model import Job
+from oban_py.results import channel
+from oban_py.results.errors import WaitTimeout, outcome
+from oban_py.results.waiter import RECHECK, _deadline, _next_wait, job_id_of
+
+
+def wait_for_sync(
+    client: Client,
+    job: Job | int,
+    *,
+    timeout: float | None = None,
+    recheck: float | None = RECHECK,
+) -> Any:
+    """``Results.wait_for`` from sync code: the recorded value, or the same exceptions."""
+    job_id = job_id_of(job)
+    deadline = _deadline(timeout)
+    conninfo = client.dsn or client._sync.get().conninfo
+    full = channel.full_name(client.config.prefix)
+    with psycopg.connect(str(conninfo), autocommit=True) as conn:
+        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(full)))
+        last: Job | None = None
+        while True:
+            last = _read(conn, client, job_id)
+            done, value = outcome(last, job_id)
+            if done:
+                return value
+            wait = _next_wait(deadline, recheck)
+            if wait <= 0:
+                raise WaitTimeout(job_id, timeout or 0.0, last)
+            _until_named(conn, job_id, wait)
+
+
+def _read(conn: psycopg.Connection[Any], client: Client, job_id: int) -> Job | None:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(client.queries["job_get"], {"id": job_id})
+        row = cur.fetchone()
+    return None if row is None else Job.from_row(row)
+
+
+def _until_named(conn: psycopg.Connection[Any], job_id: int, wait: float) -> None:
+    """Return once a ``done`` message names ``job_id``, or after ``wait`` seconds."""
+    end = time.monotonic() + wait
+    while (left := end - time.monotonic()) > 0:
+        for message in conn.notifies(timeout=min(left, 3600.0), stop_after=1):
+            payload = notifier.decode(message.payload)
+            done = payload.get("done") if isinstance(payload, dict) else None
+            if isinstance(done, list) and job_id in done:
+                return
