@@ -62,7 +62,10 @@ def test_a_node_heals_after_a_failover_to_a_read_only_server_and_back(
         during = states(conn)
         assert during != {"completed": len(ids)}, "the failover must have held the node up"
 
-        wait_until(lambda: states(conn) == {"completed": len(ids)}, 60, 0.2)
+        try:
+            wait_until(lambda: states(conn) == {"completed": len(ids)}, 60, 0.2)
+        except AssertionError:
+            raise AssertionError(f"not healed: {states(conn)}\n{node.log()[-6000:]}") from None
         assert node.proc.poll() is None, "the node must keep running through the failover"
         # Exactly once: fault_once has a primary key, a second run would have failed the job.
         assert conn.execute("SELECT count(*) FROM fault_once").fetchone()[0] == len(ids)
