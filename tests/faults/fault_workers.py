@@ -24,7 +24,8 @@ async def pool() -> AsyncConnectionPool[Any]:
     global _pool
     if _pool is None:
         _pool = AsyncConnectionPool(
-            os.environ["OBAN_DSN"],
+            # FAULT_EFFECTS_DSN: side effects on connections the fault does not touch.
+            os.environ.get("FAULT_EFFECTS_DSN") or os.environ["OBAN_DSN"],
             min_size=1,
             max_size=8,
             open=False,

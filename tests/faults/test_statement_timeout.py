@@ -127,7 +127,8 @@ async def test_a_200000_row_backlog_is_staged_under_a_50ms_statement_timeout(
             await holder.pool.close()
         assert count(conn, "state = 'available'") == 200_000
     shrunk = [e["log_level"] for e in logs if e["event"] == SHRUNK]
-    assert shrunk[0] == "warning" and shrunk.count("warning") == 1
+    assert shrunk[0] == "warning"
+    assert shrunk.count("warning") == 1
     assert len([e for e in logs if e["log_level"] == "warning"]) <= 2
 
 
