@@ -197,7 +197,8 @@ def test_data_the_database_cannot_store_is_refused(dsn: str) -> None:
             # An index row past the btree maximum: psycopg calls it an OperationalError, yet
             # retrying it for ever would never store it.
             (
-                "INSERT INTO wide SELECT string_agg(md5(g::text), '') FROM generate_series(1, 400) g",
+                "INSERT INTO wide"
+                " SELECT string_agg(md5(g::text), '') FROM generate_series(1, 400) AS g",
                 psycopg.errors.ProgramLimitExceeded,
             ),
         ]

@@ -41,7 +41,8 @@ CREATE SEQUENCE ack_attempts;
 CREATE FUNCTION fail_first_acks() RETURNS trigger AS $$
 BEGIN
   -- nextval is not rolled back with the failed statement: only the first {times} acks fail.
-  IF OLD.state = 'executing' AND NEW.state <> 'executing' AND nextval('ack_attempts') <= {times} THEN
+  IF OLD.state = 'executing' AND NEW.state <> 'executing'
+     AND nextval('ack_attempts') <= {times} THEN
     RAISE EXCEPTION 'transient failure' USING ERRCODE = '{code}';
   END IF;
   RETURN NEW;
@@ -83,7 +84,8 @@ async def test_a_transient_error_on_an_ack_is_retried_with_the_full_ack(
     assert "the worker's own error text" in entry["error"]
     assert "Oban.AckError" not in entry["error"]
     meta = (await row(conn, recorded))["meta"]
-    assert meta["recorded"] is True and "return" in meta
+    assert meta["recorded"] is True
+    assert "return" in meta
     events = [e["event"] for e in logs]
     assert not [e for e in events if e.startswith("ack refused")]
     # A run of failures is one warning, however many retries it took; a cancelled statement

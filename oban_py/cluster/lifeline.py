@@ -15,7 +15,6 @@ from oban_py import dberrors, liveness
 from oban_py.cluster.contract import NodeLike
 from oban_py.cluster.periodic import Periodic
 
-
 #: Rows each rescue statement takes back in one pass (the rest in the next passes).
 RESCUE_LIMIT = 10_000
 
