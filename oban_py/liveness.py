@@ -57,7 +57,7 @@ import psycopg
 import structlog
 from psycopg.conninfo import conninfo_to_dict
 
-from oban_py import telemetry
+from oban_py import dberrors, telemetry
 
 if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
@@ -175,6 +175,8 @@ class Liveness:
         self._loop_thread: int | None = None
         self._ticker: asyncio.TimerHandle | None = None
         self._conn: psycopg.Connection[Any] | None = None
+        #: a failing heartbeat is one warning per outage (it retries every second)
+        self._outage = dberrors.Outage(log, "heartbeat failed")
 
     # -- on the loop --------------------------------------------------------------------------
 
@@ -288,7 +290,7 @@ class Liveness:
             self._close()
             self.down = database_down(error)
             retry = min(RETRY_EVERY, self.interval)
-            log.warning("heartbeat failed", error=repr(error), retry_in=retry, down=self.down)
+            self._outage.failed(error, retry_in=retry, down=self.down)
             log.debug("heartbeat failure detail", exc_info=True)
             return retry
         if not self.table:
@@ -300,6 +302,7 @@ class Liveness:
         self.down = False
         self._requested = None
         self.beats += 1
+        self._outage.succeeded()
         if self.fenced:
             self._call_on_loop(self._unfence)
         return self.interval
@@ -503,17 +506,19 @@ async def rescue(
     live: list[str],
     queues: list[str],
     unbroken_for: float | None,
+    limit: int,
 ) -> dict[str, int]:
     """Rule 3 and 6, one pass on the leader: rescue the rows of producers whose beat is older
     than the ttl (only once this node's own beats have gone unbroken for a ttl; ``None``: no
     liveness to tell, as in tests), Elixir's time-based rescue, and the purge of old rows.
     ``live`` are this node's producers, never rescued; ``queues`` the queues it runs, the only
-    ones rescued by time when the heartbeats table is missing."""
+    ones rescued by time when the heartbeats table is missing; ``limit`` the rows each rescue
+    statement takes at most (the lifeline's batch, halved while statements time out)."""
     try:
-        return await _rescue(pool, queries, settings, live, unbroken_for)
+        return await _rescue(pool, queries, settings, live, unbroken_for, limit)
     except psycopg.errors.UndefinedTable:
         # The node's liveness already said once that `oban-py migrate` adds the table.
-        params = {"rescue_after": settings.rescue_after, "queues": queues}
+        params = {"rescue_after": settings.rescue_after, "queues": queues, "limit": limit}
         async with pool.connection() as conn:
             cursor = await conn.execute(queries["rescue_stuck_jobs_by_time"], params)
             stuck = await cursor.fetchall()
@@ -526,6 +531,7 @@ async def _rescue(
     settings: LifelineConfig,
     live: list[str],
     unbroken_for: float | None,
+    limit: int,
 ) -> dict[str, int]:
     by_beat = unbroken_for is None or unbroken_for >= settings.heartbeat_ttl
     dead: list[Any] = []
@@ -533,7 +539,8 @@ async def _rescue(
         async with conn.transaction():
             if by_beat:
                 cursor = await conn.execute(
-                    queries["rescue_dead_producers"], {"ttl": settings.heartbeat_ttl, "live": live}
+                    queries["rescue_dead_producers"],
+                    {"ttl": settings.heartbeat_ttl, "live": live, "limit": limit},
                 )
                 dead = await cursor.fetchall()
             cursor = await conn.execute(
@@ -542,6 +549,7 @@ async def _rescue(
                     "rescue_after": settings.rescue_after,
                     "ttl": settings.heartbeat_ttl,
                     "live": live,
+                    "limit": limit,
                 },
             )
             stuck = await cursor.fetchall()

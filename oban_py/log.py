@@ -15,7 +15,7 @@ from typing import Any, Literal, TextIO
 
 import structlog
 
-from oban_py import telemetry
+from oban_py import dberrors, telemetry
 
 Format = Literal["json", "console"]
 
@@ -158,7 +158,12 @@ def _log_other(event: str, measurements: Mapping[str, Any], metadata: Mapping[st
     if kind == "start":
         return
     if kind == "exception":
-        _plugin_log.warning("plugin failed", event_name=event, plugin=prefix, **fields)
+        # A transient error (the database away, read-only, cancelling) is a warning from the
+        # duty itself once per outage; a line per failed pass here would be the stream again.
+        error = metadata.get("error")
+        transient = isinstance(error, BaseException) and dberrors.classify(error).retry
+        level = "debug" if transient else "warning"
+        getattr(_plugin_log, level)("plugin failed", event_name=event, plugin=prefix, **fields)
         return
     # Passes that did nothing, and duties that tick every second, would drown the job events.
     quiet = prefix in CHATTY or not _did_something(fields.get("result"))

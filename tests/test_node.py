@@ -174,3 +174,49 @@ async def test_producers_are_in_the_heartbeat_table_right_after_start(dsn: str, 
 
 async def _has(conn: Any, queues: set[str]) -> bool:
     return await heartbeat_queues(conn) == queues
+
+
+@pytest.mark.parametrize("size", [2, 8])  # below 4 every call takes a pool connection
+async def test_a_pool_given_unopened_is_opened_on_first_use_as_documented(
+    dsn: str, conn: Any, size: int
+) -> None:
+    job_id = await insert(conn, Noop.name, queue="given")
+    # Not autocommit, as a caller's pool usually is: an enqueue must still be committed.
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(dsn, min_size=1, max_size=size, open=False)
+    try:
+        async with Oban(pool=pool, queues={"given": 2}, peer=False, poll_interval=0.05) as oban:
+            await wait_state(conn, job_id, "completed")
+            inserted = await oban.enqueue(Noop.new({}, queue="given"))
+            await wait_state(conn, inserted.id, "completed")
+        # The caller's pool stays the caller's: open until the caller closes it.
+        assert not pool.closed
+    finally:
+        await pool.close()
+
+
+def test_a_sync_pool_given_unopened_is_opened_on_first_use(dsn: str) -> None:
+    from psycopg_pool import ConnectionPool
+
+    from oban_py import Client
+
+    sync_pool: ConnectionPool[Any] = ConnectionPool(dsn, min_size=1, max_size=2, open=False)
+    try:
+        with Client(sync_pool=sync_pool, name="given-sync") as client:
+            job = client.enqueue_sync(Noop.new({}, queue="given"))
+            assert job.id is not None
+    finally:
+        sync_pool.close()
+
+
+async def test_enqueues_through_a_callers_pool_without_autocommit_are_committed(
+    dsn: str, conn: Any
+) -> None:
+    from oban_py import Client
+
+    # Large enough that sequential calls share the client's held connection.
+    async with AsyncConnectionPool(dsn, min_size=1, max_size=8) as pool:
+        client = Client(pool=pool, name="given-commit")
+        ids = [(await client.enqueue(Noop.new({}, queue="given"))).id for _ in range(3)]
+        await client.close()
+    cur = await conn.execute("SELECT count(*) FROM oban_jobs WHERE id = ANY(%s)", (ids,))
+    assert (await cur.fetchone())[0] == 3

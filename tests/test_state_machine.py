@@ -203,8 +203,10 @@ def run(conn: psycopg.Connection[Any], step: tuple[Any, ...], fetched: list[Job]
             "UPDATE oban_py_heartbeats SET updated_at = '2020-01-01' WHERE uuid = %s",
             (PRODUCERS[0][1],),
         )
-        conn.execute(Q["rescue_dead_producers"], {"ttl": 30, "live": []})
-        conn.execute(Q["rescue_stuck_jobs"], {"rescue_after": 0.0, "ttl": 30, "live": []})
+        conn.execute(Q["rescue_dead_producers"], {"ttl": 30, "live": [], "limit": 10_000})
+        conn.execute(
+            Q["rescue_stuck_jobs"], {"rescue_after": 0.0, "ttl": 30, "live": [], "limit": 10_000}
+        )
     elif op == "prune":
         conn.execute(Q["prune_jobs"], {"max_age": 0.000001, "limit": 10_000})
 

@@ -19,7 +19,7 @@ import asyncio
 from collections.abc import Coroutine, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
@@ -96,6 +96,10 @@ class Client:
     a client created, ``client.close_sync()`` / ``with client`` the sync one.
     """
 
+    #: Whether the async pool this client creates refuses connections to a read-only session
+    #: (``dberrors.check_writable``). A node only writes; a plain client may read a replica.
+    writable_pool: ClassVar[bool] = False
+
     def __init__(
         self,
         *,
@@ -118,7 +122,9 @@ class Client:
         self.middleware = checked(middleware)
         self.queries = Queries(config.prefix)
         label = f"oban.{config.name}"
-        self._pools = AsyncPool(config.dsn, config.pool_size, label, pool)
+        self._pools = AsyncPool(
+            config.dsn, config.pool_size, label, pool, writable=self.writable_pool
+        )
         self._sync = SyncPool(config.dsn, config.pool_size, label, sync_pool)
         register(config.name, self)
 

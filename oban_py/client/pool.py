@@ -3,7 +3,13 @@
 Both configure their connections the same way: exact JSON decoding (``oban_py.job.jsonb``) and
 autocommit, so a single enqueue is one round trip rather than statement + COMMIT on return to
 the pool; work of several statements opens its own transaction. Each opens on first use, so a
-script that only calls ``enqueue_sync`` never starts the async pool and vice versa.
+script that only calls ``enqueue_sync`` never starts the async pool and vice versa; a pool the
+caller gives is opened on first use too (when not open yet), and stays the caller's to close.
+
+The async pool a node creates never hands out a connection whose session is read-only
+(``dberrors.check_writable``: what the server reported, no round trip), so connections left on
+a demoted primary after a failover are replaced rather than used; a plain client's pools may
+read a replica. Either way a read-only error drains the async pool (``dberrors.recover``).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from psycopg.rows import tuple_row
 from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
+from oban_py import dberrors
 from oban_py.client import pooler
 from oban_py.job import jsonb
 from oban_py.job.errors import DatabaseUnavailable
@@ -31,6 +38,7 @@ _UNPREPARED: dict[str, Any] = {"prepare_threshold": None}
 
 _log = structlog.get_logger("oban.pool")
 _IDLE = pq.TransactionStatus.IDLE
+_INTRANS = pq.TransactionStatus.INTRANS
 
 A = TypeVar("A")
 T = TypeVar("T")
@@ -71,11 +79,17 @@ class AsyncPool:
     """The async pool: created from a DSN (owned, closed by ``close``) or given by the caller."""
 
     def __init__(
-        self, dsn: str | None, size: int, name: str, pool: AsyncConnectionPool[Any] | None
+        self,
+        dsn: str | None,
+        size: int,
+        name: str,
+        pool: AsyncConnectionPool[Any] | None,
+        *,
+        writable: bool = False,
     ) -> None:
         self.dsn = dsn
         self.owned = pool is None
-        self.opened = pool is not None
+        self.opened = False
         #: the pooler found between the DSN and PostgreSQL when the pool opened (``pooler.py``)
         self.pooler: pooler.Mode | None = None
         self._lock: asyncio.Lock | None = None
@@ -86,6 +100,7 @@ class AsyncPool:
                 max_size=size,
                 open=False,
                 configure=configure_async,
+                check=dberrors.check_writable if writable else None,
                 name=name,
             )
         self.pool: AsyncConnectionPool[Any] = pool
@@ -99,6 +114,14 @@ class AsyncPool:
     async def run(self, use: Use[A, T], arg: A) -> T:
         """``use(conn, arg, cursor)`` on a connection for one call: the held one when it is
         free, with a tuple cursor kept for it (else ``None``), otherwise one of the pool."""
+        try:
+            return await self._run(use, arg)
+        except Exception as error:
+            # A read-only server (a failover) drains the pool, so the caller's retry works.
+            await dberrors.recover(self.pool, error)
+            raise
+
+    async def _run(self, use: Use[A, T], arg: A) -> T:
         if self._held_busy or self.pool.max_size < 4:
             async with self.pool.connection() as conn:
                 return await use(conn, arg, None)
@@ -111,12 +134,17 @@ class AsyncPool:
                 self._cursor = conn.cursor(row_factory=tuple_row)
             try:
                 result = await use(conn, arg, self._cursor)
+                # Read off libpq directly: ``conn.info`` builds an object per call.
+                status = conn.pgconn.transaction_status
+                if status == _INTRANS:
+                    # A caller's pool without autocommit: commit, as ``pool.connection()``
+                    # does on a clean exit (returned to the pool, the work would roll back).
+                    await conn.commit()
+                elif status != _IDLE:
+                    await self._release()
             except BaseException:
                 await self._release()
                 raise
-            # Read off libpq directly: ``conn.info`` builds an object per call.
-            if conn.pgconn.transaction_status != _IDLE:
-                await self._release()
             return result
         finally:
             self._held_busy = False
@@ -148,8 +176,11 @@ class AsyncPool:
         async with self._lock:
             if self.opened:
                 return
-            await self._probe()
-            await self.pool.open(wait=True, timeout=CONNECT_TIMEOUT)
+            if self.owned:
+                await self._probe()
+            if self.pool.closed:
+                # A caller's pool created with open=False is opened here, as documented.
+                await self.pool.open(wait=True, timeout=CONNECT_TIMEOUT)
             self.opened = True
 
     async def _probe(self) -> None:
@@ -187,7 +218,7 @@ class SyncPool:
     def __init__(self, dsn: str | None, size: int, name: str, pool: ConnectionPool[Any] | None):
         self.dsn = dsn
         self.owned = pool is None
-        self.opened = pool is not None
+        self.opened = False
         self._given = pool
         self._size = size
         self._name = name
@@ -217,7 +248,8 @@ class SyncPool:
                     kwargs=dict(_UNPREPARED) if self.pooler else None,
                 )
             if not self.opened:
-                self._given.open(wait=True, timeout=CONNECT_TIMEOUT)
+                if self._given.closed:
+                    self._given.open(wait=True, timeout=CONNECT_TIMEOUT)
                 self.opened = True
             return self._given
 

@@ -11,9 +11,12 @@ The rescued row is what Elixir's Lifeline writes (fixtures ``jobs/rescued.json``
 
 from __future__ import annotations
 
-from oban_py import liveness
+from oban_py import dberrors, liveness
 from oban_py.cluster.contract import NodeLike
 from oban_py.cluster.periodic import Periodic
+
+#: Rows each rescue statement takes back in one pass (the rest in the next passes).
+RESCUE_LIMIT = 10_000
 
 
 class Lifeline(Periodic):
@@ -21,12 +24,15 @@ class Lifeline(Periodic):
     ``oban_py.liveness``."""
 
     kind = "oban.lifeline"
+    batch: dberrors.Batch
 
     def __init__(self, oban: NodeLike) -> None:
         settings = oban.config.lifeline
         super().__init__(settings.interval)
         self.oban = oban
         self.settings = settings
+        #: rows a rescue statement takes a pass, halved while statements time out
+        self.batch = dberrors.Batch(RESCUE_LIMIT, name="rescue")
 
     async def tick(self) -> dict[str, int]:
         if not self.oban.is_leader:
@@ -43,6 +49,7 @@ class Lifeline(Periodic):
             live=[str(p.uuid) for p in self.oban.producers.values()],
             queues=list(self.oban.config.queues),
             unbroken_for=None if watch is None else watch.unbroken_for(),
+            limit=self.batch.limit(),
         )
         if counts["dead_producer"] or counts["stuck"]:
             self.log.warning("rescued orphaned jobs", **counts)

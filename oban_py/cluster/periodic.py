@@ -1,9 +1,12 @@
 """The one start/stop contract shared by every periodic duty (stager, peer, pruner, lifeline...).
 
 Each component is a small object with its own interval; ``tick`` runs one pass inside a telemetry
-span ``oban.<kind>`` (start/stop/exception). A pass that raises is logged (one line; the
-traceback at debug) and retried after an exponential backoff capped at the component's interval,
-so no duty ever kills the node.
+span ``oban.<kind>`` (start/stop/exception). A pass that raises is retried after an exponential
+backoff capped at the component's interval, so no duty ever kills the node. What the error means
+comes from ``dberrors``: a run of transient failures (the database away, read-only, cancelling
+statements) is logged once and its end once; a pass the database refuses is logged every time
+(the traceback at debug). A read-only error drains the node's pool (a failover), and a cancelled
+statement halves the duty's ``batch`` (when it has one) so the next pass does less.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any, ClassVar
 
 import structlog
 
-from oban_py import telemetry
+from oban_py import dberrors, telemetry
 from oban_py.aio import wait_event
 
 #: Seconds a stopping duty's task gets to end after its cancellation.
@@ -32,6 +35,9 @@ class Periodic(ABC):
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._failures = 0
+        #: rows a pass may touch, for duties whose statement has a LIMIT (stager, pruner...)
+        self.batch: dberrors.Batch | None = None
+        self._outage = dberrors.Outage(self.log, "periodic pass failed")
 
     @abstractmethod
     async def tick(self) -> Any:
@@ -83,6 +89,9 @@ class Periodic(ABC):
             try:
                 await self.run_once()
                 self._failures = 0
+                if self.batch is not None:
+                    self.batch.succeeded()
+                self._outage.succeeded()
                 delay = self.next_delay()
             except asyncio.CancelledError:
                 raise
@@ -90,16 +99,20 @@ class Periodic(ABC):
                 self._failures += 1
                 delay = min(self.interval, 0.1 * 2 ** min(self._failures, 10))
                 delay *= 1 + random.random() * 0.2
-                # One line a failure; the traceback only at debug, where it helps and does not
-                # flood production logs while the database is away.
-                self.log.warning(
-                    "periodic pass failed",
-                    error=repr(error),
-                    failures=self._failures,
-                    retry_in=round(delay, 3),
-                )
+                verdict = await dberrors.recover(self._pool(), error)
+                if verdict is dberrors.CANCELLED and self.batch is not None:
+                    # The batch says so once; the next, smaller pass comes at the usual pace.
+                    self.batch.cancelled()
+                    delay = self.next_delay()
+                else:
+                    self._outage.failed(error, retry_in=round(delay, 3))
+                # The traceback only at debug, where it helps and does not flood production logs.
                 self.log.debug("periodic pass failure detail", exc_info=True)
             await self._sleep(delay)
+
+    def _pool(self) -> Any:
+        # Every duty keeps its node as ``oban``; its pool is the one a read-only error drains.
+        return getattr(getattr(self, "oban", None), "pool", None)
 
     async def _sleep(self, delay: float) -> None:
         await wait_event(self._wake, delay)

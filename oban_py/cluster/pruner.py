@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from oban_py import dberrors
 from oban_py.cluster.contract import NodeLike
 from oban_py.cluster.periodic import Periodic
 
 
 class Pruner(Periodic):
     kind = "oban.pruner"
+    batch: dberrors.Batch
 
     def __init__(self, oban: NodeLike) -> None:
         settings = oban.config.pruner
@@ -22,6 +24,8 @@ class Pruner(Periodic):
         self.oban = oban
         self.max_age = settings.max_age
         self.limit = settings.limit
+        # Halved by a cancelled pass (statement_timeout), so pruning still makes progress.
+        self.batch = dberrors.Batch(self.limit, name="prune")
 
     def metadata(self) -> dict[str, Any]:
         return {"max_age": self.max_age, "limit": self.limit}
@@ -33,7 +37,7 @@ class Pruner(Periodic):
 
     async def prune(self) -> int:
         """One bounded pass regardless of leadership; the number of rows deleted."""
-        params = {"max_age": self.max_age, "limit": self.limit}
+        params = {"max_age": self.max_age, "limit": self.batch.limit()}
         async with self.oban.pool.connection() as conn:
             cursor = await conn.execute(self.oban.queries["prune_jobs"], params)
             return len(await cursor.fetchall())

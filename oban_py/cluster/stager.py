@@ -6,13 +6,19 @@ Elixir's leader does, so Elixir and Python producers alike learn about due jobs;
 poke their local producers. Local mode (Sonar finds this node isolated, or there is no notifier):
 every node stages only its own queues and pokes its own producers, since announcements would not
 arrive anyway.
+
+A pass stages at most ``stage_limit`` jobs, newest due first as Elixir does. Under a low
+``statement_timeout`` with a backlog, that pass is cancelled every time (the order alone sorts
+every due row), so on a cancelled pass the batch halves (``dberrors.Batch``) and, while it is
+shrunk, staging takes due rows in no order (a statement that stops after its batch) and the
+next pass comes sooner, keeping a full batch's rate.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from oban_py import telemetry
+from oban_py import dberrors, telemetry
 from oban_py.cluster.contract import NodeLike, notify
 from oban_py.cluster.periodic import Periodic
 
@@ -26,13 +32,16 @@ class Stager(Periodic):
     """Stages due jobs every ``config.stage_interval``."""
 
     kind = "oban.stager"
+    batch: dberrors.Batch
 
     def __init__(self, oban: NodeLike, *, sonar: Sonar | None = None) -> None:
         super().__init__(oban.config.stage_interval)
         self.oban = oban
         self.sonar = sonar
         self.limit = oban.config.stage_limit
+        self.batch = dberrors.Batch(self.limit, name="stage")
         self.mode: Mode = "global"
+        self._staged = 0
 
     def metadata(self) -> dict[str, Any]:
         return {"mode": self.mode, "leader": self.oban.is_leader}
@@ -64,17 +73,33 @@ class Stager(Periodic):
         else:
             staged = 0
             self.poke()
+        self._staged = staged
         return staged
+
+    def next_delay(self) -> float:
+        return self.batch.pace(self.interval, self._staged)
+
+    def _statement(self, name: str) -> bytes:
+        return self.oban.queries[f"{name}_unsorted" if self.batch.shrunk else name]
 
     async def stage_global(self) -> int:
         """Stage every queue, then announce each queue with available jobs."""
         queries = self.oban.queries
+        params = {"limit": self.batch.limit()}
         async with self.oban.pool.connection() as conn:
             async with conn.transaction():
-                cursor = await conn.execute(queries["stage_jobs"], {"limit": self.limit})
-                staged = len(await cursor.fetchall())
-            cursor = await conn.execute(queries["stage_available_queues"])
-            queues = [row[0] for row in await cursor.fetchall()]
+                cursor = await conn.execute(self._statement("stage_jobs"), params)
+                rows = await cursor.fetchall()
+            try:
+                cursor = await conn.execute(queries["stage_available_queues"])
+                queues = [row[0] for row in await cursor.fetchall()]
+            except Exception as error:
+                if dberrors.classify(error) is not dberrors.CANCELLED:
+                    raise
+                # Staging is committed; cancelled here (planner statistics lagging behind a
+                # backlog), the pass still announces the queues it just staged.
+                queues = sorted({queue for _, queue in rows})
+        staged = len(rows)
         await notify(self.oban, "insert", [{"queue": q} for q in queues])
         # Local producers would hear the announcement too; poking them spares the round trip
         # and covers a notifier that is down.
@@ -86,9 +111,9 @@ class Stager(Periodic):
         queues = sorted(self.oban.producers)
         if not queues:
             return 0
-        params = {"limit": self.limit, "queues": queues}
+        params = {"limit": self.batch.limit(), "queues": queues}
         async with self.oban.pool.connection() as conn:
-            cursor = await conn.execute(self.oban.queries["stage_jobs_local"], params)
+            cursor = await conn.execute(self._statement("stage_jobs_local"), params)
             return len(await cursor.fetchall())
 
     def poke(self, queues: set[str] | None = None) -> None:

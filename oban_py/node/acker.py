@@ -5,15 +5,20 @@ first ack arrives (or at once when it reaches ``max_batch``), so a burst of fini
 one round trip instead of one each. The statement (``sql/ack_jobs.sql``) only touches a row still
 ``executing`` in the same attempt, so an ack can never undo a cancel or a rescue.
 
-Failures are told apart by what they say about the batch:
+Failures are told apart by ``dberrors.classify``, the one table of what an error means:
 
-- the database is away (connection lost, pool exhausted, a timeout): the batch is kept whole
-  and retried with backoff, nothing is lost;
+- transient (connection lost, pool exhausted, admin shutdown, a deadlock or serialization
+  failure, too many connections): the batch is kept whole, with every column, and retried
+  promptly with backoff; nothing is lost and nothing is degraded. A read-only server (a
+  failover) also drains the pool, so the retry runs on new connections; a cancelled statement
+  (``statement_timeout``) also halves the batch size (``dberrors.Batch``), grown back slowly;
 - the database refused the data (or the parameters could not be built): the batch is split in
   halves until the rows it refuses stand alone, so one bad row never holds back the others. A
   refused single ack is written again without what the database refused (its error text, its
   meta: ``outcomes.degraded``); if even that is refused it stays pending on its own, retried
   with a long backoff, logged once and counted (``oban.ack.refused``).
+
+A run of failures is logged once (``dberrors.Outage``), and its end once.
 
 ``stop`` flushes what is left.
 
@@ -30,10 +35,9 @@ import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import psycopg
 import structlog
 
-from oban_py import telemetry
+from oban_py import dberrors, telemetry
 from oban_py.aio import wait_event
 from oban_py.job import errors
 from oban_py.node import outcomes
@@ -84,13 +88,6 @@ def batch_params(batch: list[Ack]) -> dict[str, Any]:
     return params
 
 
-def _unavailable(error: BaseException) -> bool:
-    """True when ``error`` says the database is away rather than that it refused the data."""
-    # OperationalError covers lost connections, server shutdown, statement timeouts, deadlocks
-    # and the pool's timeout; InterfaceError a connection closed under us.
-    return isinstance(error, psycopg.OperationalError | psycopg.InterfaceError | OSError)
-
-
 #: A refused ack that even its degraded form cannot store is retried this often.
 REFUSED_RETRY = 30.0
 
@@ -116,6 +113,9 @@ class Acker:
         self.delay = delay
         self.max_batch = max_batch
         self.max_backoff = max_backoff
+        #: acks a statement may carry now: ``max_batch``, halved while statements time out
+        self.batch = dberrors.Batch(max_batch, name="ack")
+        self._outage = dberrors.Outage(log, "ack batch failed, retrying")
         self._pending: list[Ack] = []
         self._writing: list[Ack] = []
         #: acks the database refused even degraded: id -> ack, retried every REFUSED_RETRY
@@ -160,19 +160,17 @@ class Acker:
                 await self._write_batch()
                 self.failures = 0
                 backoff = 0.05
+                self.batch.succeeded()
+                self._outage.succeeded()
             except asyncio.CancelledError:
                 raise
             except Exception as error:
                 self.failures += 1
                 delay = min(self.max_backoff, backoff) * (1 + random.random() * 0.2)
                 backoff *= 2
-                log.warning(
-                    "ack batch failed, retrying",
-                    pending=len(self._pending),
-                    failures=self.failures,
-                    retry_in=round(delay, 3),
-                    error=repr(error),
-                )
+                # A cancellation halved the batch, which says so once itself.
+                if dberrors.classify(error) is not dberrors.CANCELLED:
+                    self._outage.failed(error, pending=len(self._pending), retry_in=round(delay, 3))
                 telemetry.execute(
                     "oban.ack.exception",
                     {"pending": len(self._pending)},
@@ -207,7 +205,7 @@ class Acker:
             await self.flush()
 
     async def _write_batch(self) -> None:
-        batch = self._pending[: self.max_batch]
+        batch = self._pending[: self.batch.limit()]
         del self._pending[: len(batch)]
         if not self._pending:
             self._event.clear()
@@ -241,7 +239,10 @@ class Acker:
             async with self.pool.connection() as conn:
                 await self._execute(conn, params, batch)
         except Exception as error:
-            if _unavailable(error):
+            verdict = await dberrors.recover(self.pool, error)
+            if verdict is dberrors.CANCELLED:
+                self.batch.cancelled(len(batch))
+            if verdict.retry:
                 raise
             if len(batch) > 1:
                 middle = len(batch) // 2
@@ -272,7 +273,7 @@ class Acker:
         try:
             await self._write_one(degraded)
         except Exception as again:
-            if _unavailable(again):
+            if (await dberrors.recover(self.pool, again)).retry:
                 raise
             # Kept degraded: what the database refused first is never sent again.
             self._refused[ack.id] = degraded

@@ -62,6 +62,8 @@ _PSYCOPG_OPTIONS = frozenset(
 class Oban(Client):
     """A node: runs the configured queues and obeys Elixir's signals."""
 
+    writable_pool = True  # a failover's read-only connections are replaced, never used
+
     def __init__(
         self,
         config: Config | None = None,

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from psycopg.rows import dict_row
 
-from oban_py import liveness
+from oban_py import dberrors, liveness
 from oban_py.aio import wait_event
 from oban_py.job import errors
 from oban_py.node import attempt as attempts
@@ -102,6 +102,9 @@ class Producer:
         #: set while the node cannot write its heartbeat: no fetching (see ``liveness``)
         self.fenced = False
         self._acker = runtime.acker
+        #: the demand one fetch may claim: halved while fetches time out (dberrors.Batch)
+        self._fetch_batch = dberrors.Batch(limit, name=f"fetch {queue}")
+        self._outage = dberrors.Outage(log, "fetch failed", queue=queue)
         self.attempts: dict[int, Attempt] = {}
         self._abandoned: set[int] = set()
         self._wake = asyncio.Event()
@@ -304,10 +307,15 @@ class Producer:
                     await self._check_cancelled()
                 if now >= self._next_reconcile:
                     await self.reconcile()
+                self._fetch_batch.succeeded()
+                self._outage.succeeded()
             except asyncio.CancelledError:
                 raise
             except Exception as error:
-                log.warning("fetch failed", queue=self.queue, error=repr(error))
+                if await dberrors.recover(self.runtime.pool, error) is dberrors.CANCELLED:
+                    self._fetch_batch.cancelled()  # says so once
+                else:
+                    self._outage.failed(error)
                 await asyncio.sleep(min(self.poll_interval, 1.0) * (0.5 + random.random()))
 
     def _half_free(self) -> bool:
@@ -315,7 +323,8 @@ class Producer:
 
     async def _fetch(self) -> None:
         self._last_fetch = time.monotonic()
-        demand = self.limit - len(self.attempts)
+        self._fetch_batch.full = self.limit
+        demand = self._fetch_batch.limit(self.limit - len(self.attempts))
         if self.paused or self.fenced or demand <= 0:
             return
         params = self._params

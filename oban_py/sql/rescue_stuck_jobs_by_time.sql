@@ -1,13 +1,22 @@
 -- Time-based rescue without the heartbeats table (a schema only Elixir migrated): Elixir's
 -- Lifeline rule, limited to the queues this node runs, since without heartbeats nothing tells a
--- Python producer's jobs from an Elixir producer's.
+-- Python producer's jobs from an Elixir producer's. At most %(limit)s rows a pass (see
+-- rescue_dead_producers.sql).
+WITH doomed AS (
+  SELECT j.id
+  FROM {prefix}.oban_jobs AS j
+  WHERE j.state = 'executing'
+    AND j.queue = ANY(%(queues)s::text[])
+    AND j.attempted_at < timezone('UTC', now()) - make_interval(secs => %(rescue_after)s)
+  LIMIT %(limit)s
+  FOR UPDATE OF j SKIP LOCKED
+)
 UPDATE {prefix}.oban_jobs AS j
 SET state = CASE WHEN j.attempt >= j.max_attempts
               THEN 'discarded'::{prefix}.oban_job_state
               ELSE 'available'::{prefix}.oban_job_state END,
     discarded_at = CASE WHEN j.attempt >= j.max_attempts
                      THEN timezone('UTC', now()) ELSE j.discarded_at END
-WHERE j.state = 'executing'
-  AND j.queue = ANY(%(queues)s::text[])
-  AND j.attempted_at < timezone('UTC', now()) - make_interval(secs => %(rescue_after)s)
+FROM doomed
+WHERE j.id = doomed.id
 RETURNING j.id, j.queue, j.state::text AS state

@@ -37,7 +37,8 @@ async def pool() -> AsyncConnectionPool[Any]:
     global _pool
     if _pool is None:
         _pool = AsyncConnectionPool(
-            # Apart from the node's DSN when that goes through a pooler under test.
+            # FAULT_EFFECTS_DSN: side effects on connections the fault does not touch (apart
+            # from the node's DSN when that goes through a pooler under test).
             os.environ.get("FAULT_EFFECTS_DSN") or os.environ["OBAN_DSN"],
             min_size=1,
             max_size=8,
