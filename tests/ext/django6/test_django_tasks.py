@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -367,7 +368,6 @@ def test_a_retried_task_succeeds_on_its_second_attempt_with_the_context(
 def test_a_deferred_task_waits_for_run_after(
     shop_env: dict[str, str], node: subprocess.Popen[str]
 ) -> None:
-    from datetime import timedelta
 
     from django.utils import timezone
     from shop.tasks import add
@@ -396,13 +396,15 @@ def test_an_enqueued_result_is_what_get_result_reads_back(shop_env: dict[str, st
     from django.tasks import default_task_backend
     from shop.tasks import add
 
-    result = add.enqueue(1, 3)
+    # Deferred: the session's node would otherwise start it between the two reads.
+    deferred = add.using(run_after=datetime.now(UTC) + timedelta(hours=1))
+    result = deferred.enqueue(1, 3)
     assert result.status == "READY"
     assert result.started_at is None
     assert result.finished_at is None
     with pytest.raises(ValueError, match="Task has not finished yet"):
         result.return_value  # noqa: B018
-    assert result.task == add
+    assert result.task == deferred
     assert (result.args, result.kwargs) == ([1, 3], {})
     assert default_task_backend.get_result(result.id) == result
 
@@ -428,7 +430,6 @@ def test_enqueue_logs_the_result_id(shop_env: dict[str, str], caplog: Any) -> No
 def test_invalid_tasks_are_refused_as_djangos_backends_refuse_them(
     shop_env: dict[str, str],
 ) -> None:
-    from datetime import datetime
 
     from django.tasks.exceptions import InvalidTask
     from shop.tasks import add
