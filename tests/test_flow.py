@@ -4,6 +4,7 @@ what counts against a global limit, how signals change it, how the CLI spells it
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from typing import Any
 
@@ -97,3 +98,29 @@ def test_the_queues_option_spells_global_and_rate_limits_with_partitions() -> No
     for bad in ("q:5:global=x", "q:5:rate_by=worker", "q:5:burst=3", "q:5:global=2:global_by=id"):
         with pytest.raises(SettingsError):
             parse_queues(bad)
+
+
+async def test_oban_py_flow_shows_what_a_queue_uses_of_its_limits(dsn: str, conn: Any) -> None:
+    from typer.testing import CliRunner
+
+    from oban_py.cli import app
+
+    async with node(dsn, {"q": {"limit": 5, "rate_limit": {"allowed": 100, "period": 60}}}):
+        ids = [await insert(conn, Holds.name, {"s": 2}, queue="q") for _ in range(3)]
+
+        async def running() -> bool:
+            cur = await conn.execute(
+                "SELECT count(*) FROM oban_jobs WHERE id = ANY(%s) AND state = 'executing'",
+                (ids,),
+            )
+            return (await cur.fetchone()) == (3,)
+
+        await wait_for(running, 10)
+        result = await asyncio.to_thread(
+            CliRunner().invoke,
+            app,
+            ["flow", "q", "--period", "60", "--json", "--dsn", dsn],
+        )
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.output)
+    assert (figures["executing"], figures["started"]) == (3, 3)

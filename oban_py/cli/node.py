@@ -27,6 +27,7 @@ from oban_py.cli.common import (
     fail,
     preflight,
     require_dsn,
+    with_client,
 )
 from oban_py.cli.migrations import Dsn, Prefix
 
@@ -432,6 +433,42 @@ async def _listen_gossip(dsn: str, prefix: str, wait: float) -> list[dict[str, A
     return [latest[key] for key in sorted(latest)]
 
 
+def flow(
+    queue: Annotated[str, typer.Argument(help="Queue name.")],
+    period: Annotated[
+        float, typer.Option("--period", help="The rate limit's window, in seconds.", min=0.001)
+    ] = 60.0,
+    ttl: Annotated[
+        float,
+        typer.Option("--ttl", help="Heartbeat ttl: older producers hold no capacity.", min=0.1),
+    ] = 30.0,
+    dsn: Dsn = None,
+    prefix: Prefix = "public",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+) -> None:
+    """What a queue uses of its cluster-wide limits now (docs/flow-control.md): its jobs
+    executing under live Python producers (what a global limit counts) and its starts within
+    the last --period seconds (what a rate limit counts)."""
+
+    async def read(client: Any) -> tuple[int, int]:
+        async with client.pool.connection() as conn:
+            cur = await conn.execute(
+                client.queries["flow_usage"], {"queue": queue, "period": period, "ttl": ttl}
+            )
+            row = await cur.fetchone()
+        return (int(row[0]), int(row[1])) if row is not None else (0, 0)
+
+    executing, started = with_client(dsn, prefix, read)
+    if as_json:
+        figures = {"queue": queue, "executing": executing, "started": started, "period": period}
+        typer.echo(orjson.dumps(figures).decode())
+        return
+    typer.echo(
+        f"{queue}: {executing} executing under live Python nodes; {started} started in the"
+        f" last {period:g} s"
+    )
+
+
 # -- signals ---------------------------------------------------------------------------------
 
 Node = Annotated[str | None, typer.Option("--node", help="Only this node (default: every node).")]
@@ -521,6 +558,7 @@ def register(app: typer.Typer) -> None:
     """Add the node commands to ``app``."""
     app.command("start")(start)
     app.command("queues")(queues)
+    app.command("flow")(flow)
     app.command("pause")(pause)
     app.command("resume")(resume)
     app.command("scale")(scale)
