@@ -93,6 +93,31 @@ def classify(error: BaseException) -> Verdict:
     return REFUSED
 
 
+#: What a failed connection says when the database itself is down for every node, not only
+#: unreachable from this one: nothing listens (refused, the Unix socket gone), or the server
+#: answers that it is starting up, shutting down or recovering (SQLSTATE 57P03).
+_DOWN_MESSAGES = (
+    "connection refused",
+    "no such file or directory",
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+    "the database system is not yet accepting connections",
+    "the database system is not accepting connections",
+)
+
+
+def database_down(error: BaseException) -> bool:
+    """True when ``error`` (from a fresh connection) says the database is down for every node,
+    not only out of reach from this one: ``oban_py.liveness``, rule 2."""
+    if sqlstate(error) == "57P03":  # cannot_connect_now
+        return True
+    if not isinstance(error, psycopg.OperationalError):
+        return False
+    text = str(error).lower()
+    return any(message in text for message in _DOWN_MESSAGES)
+
+
 def read_only(conn: psycopg.AsyncConnection[Any] | psycopg.Connection[Any]) -> bool:
     """True when the server reported this session read-only: a hot standby, or
     ``default_transaction_read_only`` on (PostgreSQL 14+ reports both on every change, so this

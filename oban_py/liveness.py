@@ -91,30 +91,6 @@ _CONNECT: dict[str, Any] = {
 }
 
 
-#: What a failed connection says when the database itself is down for every node, not only
-#: unreachable from this one: nothing listens (refused, the Unix socket gone), or the server
-#: answers that it is starting up, shutting down or recovering (SQLSTATE 57P03).
-_DOWN_MESSAGES = (
-    "connection refused",
-    "no such file or directory",
-    "the database system is starting up",
-    "the database system is shutting down",
-    "the database system is in recovery mode",
-    "the database system is not yet accepting connections",
-    "the database system is not accepting connections",
-)
-
-
-def database_down(error: BaseException) -> bool:
-    """True when ``error`` says the database is down for everyone (rule 2 of this module)."""
-    if getattr(error, "sqlstate", None) == "57P03":  # cannot_connect_now
-        return True
-    if not isinstance(error, psycopg.OperationalError):
-        return False
-    text = str(error).lower()
-    return any(message in text for message in _DOWN_MESSAGES)
-
-
 def _naive_utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
 
@@ -287,8 +263,8 @@ class Liveness:
                 )
             return MISSING_TABLE_RETRY
         except Exception as error:
+            # ``down`` was set by ``_write``, which raised this error.
             self._close()
-            self.down = database_down(error)
             retry = min(RETRY_EVERY, self.interval)
             self._outage.failed(error, retry_in=retry, down=self.down)
             log.debug("heartbeat failure detail", exc_info=True)
@@ -324,7 +300,7 @@ class Liveness:
             raise
         except Exception as error:
             # Known before the pool is tried: a down database answers no pool either.
-            self.down = database_down(error)
+            self.down = dberrors.database_down(error)
             if self.down or not self._upsert_through_pool(params):
                 raise
             if not self._via_pool:

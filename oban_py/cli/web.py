@@ -107,4 +107,6 @@ def _hosts(extra: list[str] | None, *, protected: bool) -> list[str] | None:
     then come on top of the loopback names (a dashboard without a login answers no others)."""
     if not extra:
         return None
-    return [*extra, "127.0.0.1", "localhost", "::1", "[::1]"] if not protected else list(extra)
+    from oban_py_ext.web.app import LOOPBACK_HOSTS
+
+    return list(extra) if protected else [*extra, *LOOPBACK_HOSTS]
