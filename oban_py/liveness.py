@@ -185,10 +185,17 @@ class Liveness:
         return now - self._unbroken_since
 
     async def release(self, uuids: list[str]) -> None:
-        """Give up the rows of stopped producers (rule 5): called once their jobs ended and
-        their outcomes were flushed."""
-        if self.pool is not None:
-            await release(self.pool, self.queries, uuids)
+        """Rule 5, once the stopped producers' jobs ended and their outcomes were flushed:
+        delete their rows, or mark those that left rows executing dead, so the leader rescues
+        those rows at its next pass instead of after the ttl."""
+        if self.pool is None or not uuids:
+            return
+        try:
+            async with self.pool.connection() as conn:
+                await conn.execute(self.queries["heartbeat_release"], {"uuids": uuids})
+        except Exception as error:
+            # Rows left behind age out: their jobs are rescued after the ttl instead of at once.
+            log.warning("heartbeat release failed", error=repr(error))
 
     def wake(self) -> None:
         self._wake.set()
@@ -437,19 +444,6 @@ class Liveness:
 
 
 # -- the rows: release, reconcile, rescue -------------------------------------------------------
-
-
-async def release(pool: AsyncConnectionPool[Any], queries: Queries, uuids: list[str]) -> None:
-    """Rule 5: delete the rows of stopped producers, or mark those that left rows executing
-    dead, so the leader rescues their rows at its next pass instead of after the ttl."""
-    if not uuids:
-        return
-    try:
-        async with pool.connection() as conn:
-            await conn.execute(queries["heartbeat_release"], {"uuids": uuids})
-    except Exception as error:
-        # Rows left behind age out: their jobs are rescued after the ttl instead of at once.
-        log.warning("heartbeat release failed", error=repr(error))
 
 
 async def unowned(
