@@ -22,8 +22,11 @@ nothing of this: their jobs are neither counted nor blocked (docs/flow-control.m
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from pydantic import ValidationError
 
 from oban_py.config import GlobalLimit, Partition, QueueConfig, RateLimit
 
@@ -31,6 +34,10 @@ from oban_py.config import GlobalLimit, Partition, QueueConfig, RateLimit
 MIN_SCAN = 1_000
 #: ... and at most: a claim's cost stays bounded however long the queue.
 MAX_SCAN = 10_000
+#: The key of a limited queue's check-in (gossip) that tells its limits, so ``oban-py queues``
+#: reads its usage as its nodes count it. A key of ours: Oban Web reads Oban Pro's
+#: ``global_limit``/``rate_limit`` meta in a shape of Pro's own, and ignores keys it does not know.
+CHECK_KEY = "oban_py_flow"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +53,33 @@ class Flow:
         if spec is None or (spec.global_limit is None and spec.rate_limit is None):
             return None
         return cls(spec.global_limit, spec.rate_limit)
+
+    def check(self, ttl: float) -> dict[str, Any]:
+        """What a check-in tells of these limits (under ``CHECK_KEY``), with the node's
+        heartbeat ttl, which decides whose jobs count."""
+        glob, rate = self.global_limit, self.rate_limit
+        return {
+            "global_limit": None if glob is None else glob.model_dump(),
+            "rate_limit": None if rate is None else rate.model_dump(),
+            "ttl": ttl,
+        }
+
+    @classmethod
+    def from_check(cls, check: Mapping[str, Any]) -> tuple[Flow, float] | None:
+        """The limits and ttl a check-in tells (``check``), or None when it tells none or
+        tells them in a shape this version cannot read."""
+        told = check.get(CHECK_KEY)
+        if not isinstance(told, Mapping):
+            return None
+        try:
+            spec = QueueConfig.model_validate(
+                {"global_limit": told.get("global_limit"), "rate_limit": told.get("rate_limit")}
+            )
+            ttl = float(told["ttl"])
+        except (ValidationError, KeyError, TypeError, ValueError):
+            return None
+        flow = cls.of(spec)
+        return None if flow is None or not ttl > 0 else (flow, ttl)
 
     def lock_key(self, prefix: str, queue: str) -> str:
         return f"oban_py.flow:{prefix}:{queue}"

@@ -30,6 +30,7 @@ from psycopg.rows import dict_row
 
 from oban_py import dberrors, liveness
 from oban_py.aio import wait_event
+from oban_py.flow import CHECK_KEY
 from oban_py.job import errors
 from oban_py.node import attempt as attempts
 from oban_py.node import outcomes
@@ -144,6 +145,8 @@ class Producer:
         }
         if self.shutdown_started_at is not None:
             check["shutdown_started_at"] = _iso(self.shutdown_started_at)
+        if self.flow is not None:
+            check[CHECK_KEY] = self.flow.check(self.runtime.config.lifeline.heartbeat_ttl)
         return check
 
     def wake(self) -> None:

@@ -34,19 +34,7 @@ pool AS (
     )
 ),
 keyed AS (
-    SELECT p.*,
-           CASE WHEN %(g_part)s THEN jsonb_build_array(
-               CASE WHEN %(g_worker)s THEN p.worker END,
-               CASE WHEN %(g_args)s THEN COALESCE(
-                   (SELECT jsonb_object_agg(k, p.args -> k) FROM unnest(%(g_keys)s::text[]) AS k),
-                   p.args) END)::text
-           ELSE '' END AS gkey,
-           CASE WHEN %(r_part)s THEN jsonb_build_array(
-               CASE WHEN %(r_worker)s THEN p.worker END,
-               CASE WHEN %(r_args)s THEN COALESCE(
-                   (SELECT jsonb_object_agg(k, p.args -> k) FROM unnest(%(r_keys)s::text[]) AS k),
-                   p.args) END)::text
-           ELSE '' END AS rkey
+    SELECT p.*, {flow_key_g} AS gkey, {flow_key_r} AS rkey
     FROM pool AS p
 ),
 running AS (
