@@ -371,7 +371,7 @@ class Producer:
         async with conn.pipeline(), conn.transaction():
             await conn.execute(queries["flow_lock"], {"key": key})
             cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(queries["flow_claim"], params, prepare=False)
+            await cur.execute(queries[flow.claim], params, prepare=False)
         return await attempts.claimed(cur)
 
     async def _run(self, running: Attempt) -> None:
