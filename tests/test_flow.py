@@ -9,6 +9,8 @@ import uuid
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from nodekit import insert, wait_for
 
 from oban_py import Oban
@@ -236,3 +238,37 @@ async def test_a_node_reports_flow_usage_by_telemetry_only_while_someone_listens
         {"account_id=1": 3, "account_id=2": 1},
     )
     assert (rate.limit, rate.allowed, rate.period, rate.partitions) == ("rate", 100, 60.0, {"": 4})
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@given(told=JSON)
+def test_a_check_in_telling_limits_in_a_shape_of_its_own_tells_none(told: Any) -> None:
+    # Check-ins arrive from any node on the channel: what cannot be read is no limit at all.
+    from oban_py.flow import CHECK_KEY, Flow
+
+    found = Flow.from_check({CHECK_KEY: told})
+    assert found is None or (isinstance(found[0], Flow) and found[1] > 0)
+
+
+@given(worker=st.none() | st.text(), args=st.dictionaries(st.text(), JSON, max_size=3))
+def test_every_partition_key_reads_as_its_worker_and_args_keys(worker: Any, args: Any) -> None:
+    from oban_py.flow.usage import label
+
+    text = label(json.dumps([worker, args]))
+    assert worker is None or text.startswith(f"worker={worker}")
+    assert all(f"{key}=" in text for key in args)
+
+
+def test_a_partition_value_reads_exactly_as_the_args_hold_it() -> None:
+    from oban_py.flow.usage import label
+
+    wide = '[null, {"id": 18446744073709551616, "name": "acme"}]'
+    assert label(wide) == 'id=18446744073709551616,name="acme"'
+    assert label('["Mailer", null]') == "worker=Mailer"
+    assert label("") == ""

@@ -13,10 +13,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-import orjson
-
 from oban_py.config import GlobalLimit, RateLimit
 from oban_py.flow import Flow
+from oban_py.job import jsonb
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -94,8 +93,9 @@ def label(key: str) -> str:
     ``worker=Export,account_id="acme"`` (args values in JSON); ``""`` for the whole queue."""
     if not key:
         return ""
-    worker, args = orjson.loads(key)
+    # jsonb: an account id wider than 64 bits reads as it is, not as a rounded float.
+    worker, args = jsonb.loads(key)
     parts = [] if worker is None else [f"worker={worker}"]
     if isinstance(args, dict):
-        parts += [f"{k}={orjson.dumps(v).decode()}" for k, v in args.items()]
+        parts += [f"{k}={jsonb.dumps_str(v)}" for k, v in args.items()]
     return ",".join(parts)

@@ -31,8 +31,8 @@ room AS MATERIALIZED (
         )::int
     ) AS n
 ),
--- The next `demand` jobs in the queue's order, then the first `room` of them locked: a LIMIT
--- the planner knows (demand) keeps the plan a walk down the index, whatever the room.
+-- The next `demand` jobs in the queue's order, then the first `room` of them: a LIMIT the
+-- planner knows (demand) keeps the plan a walk down the index, whatever the room.
 picked AS MATERIALIZED (
     SELECT j.id, j.priority, j.scheduled_at
     FROM {prefix}.oban_jobs AS j
@@ -41,40 +41,10 @@ picked AS MATERIALIZED (
     ORDER BY j.priority, j.scheduled_at, j.id
     LIMIT %(demand)s
 ),
-subset AS MATERIALIZED (
-    SELECT j.id
-    FROM {prefix}.oban_jobs AS j
-    WHERE j.id IN (
-        SELECT p.id
-        FROM picked AS p
-        ORDER BY p.priority, p.scheduled_at, p.id
-        LIMIT greatest((SELECT n FROM room), 0)
-    )
-      AND j.state = 'available'
-    FOR UPDATE SKIP LOCKED
+chosen AS MATERIALIZED (
+    SELECT p.id, '' AS rkey
+    FROM picked AS p
+    ORDER BY p.priority, p.scheduled_at, p.id
+    LIMIT greatest((SELECT n FROM room), 0)
 ),
-claimed AS (
-    UPDATE {prefix}.oban_jobs AS j
-    SET state = 'executing',
-        attempted_at = (SELECT at FROM clock),
-        attempted_by = ARRAY[%(node)s, %(uuid)s]::text[],
-        attempt = j.attempt + 1
-    FROM subset
-    WHERE j.id = subset.id
-      AND j.attempt < j.max_attempts
-    RETURNING j.*
-),
-recorded AS (
-    INSERT INTO {prefix}.oban_py_flow_starts (queue, key, started_at)
-    SELECT %(queue)s, '', (SELECT at FROM clock)
-    FROM claimed
-    WHERE %(rate)s::int IS NOT NULL
-),
-pruned AS (
-    DELETE FROM {prefix}.oban_py_flow_starts AS s
-    USING clock
-    WHERE %(rate)s::int IS NOT NULL
-      AND s.queue = %(queue)s
-      AND s.started_at <= clock.at - make_interval(secs => %(period)s)
-)
-SELECT * FROM claimed
+{flow_take}
