@@ -33,6 +33,7 @@ from oban_py.cli.migrations import Dsn, Prefix
 
 if TYPE_CHECKING:
     from oban_py.config import Config
+    from oban_py.flow.usage import Usage
 
 # The runtime (psycopg, pydantic, structlog, the node) is imported by the functions that use
 # it: ``oban-py --help`` and ``--version`` start without it.
@@ -381,7 +382,12 @@ def queues(
     wait: Annotated[
         float, typer.Option("--wait", help="Seconds to listen for check-ins.", min=0.1)
     ] = GOSSIP_WAIT,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the check-ins as JSON.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print the check-ins as JSON (a limited queue's with flow_usage)."
+        ),
+    ] = False,
 ) -> None:
     """Limit, running jobs and paused state of each queue on each node, from the check-ins
     nodes publish on the gossip channel (Python nodes with gossip on, and Elixir nodes with
@@ -424,7 +430,7 @@ def queues(
                     )
 
 
-def _flow_usages(dsn: str, prefix: str, checks: list[dict[str, Any]]) -> dict[str, Any]:
+def _flow_usages(dsn: str, prefix: str, checks: list[dict[str, Any]]) -> dict[str, list[Usage]]:
     """queue -> its ``Usage`` list, for the queues whose check-ins tell cluster-wide limits,
     read as their nodes count them (the first check-in of a queue that tells them)."""
     from oban_py.flow import Flow
@@ -437,7 +443,7 @@ def _flow_usages(dsn: str, prefix: str, checks: list[dict[str, Any]]) -> dict[st
     if not told:
         return {}
 
-    async def read(client: Any) -> dict[str, Any]:
+    async def read(client: Any) -> dict[str, list[Usage]]:
         from oban_py.flow import usage
 
         async with client.pool.connection() as conn:
@@ -446,8 +452,7 @@ def _flow_usages(dsn: str, prefix: str, checks: list[dict[str, Any]]) -> dict[st
                 for queue, (flow, ttl) in sorted(told.items())
             }
 
-    result: dict[str, Any] = with_client(dsn, prefix, read)
-    return result
+    return with_client(dsn, prefix, read)
 
 
 async def _listen_gossip(dsn: str, prefix: str, wait: float) -> list[dict[str, Any]]:

@@ -61,9 +61,12 @@ async def read(
     params = {**limits.params(0, ttl), "queue": queue, "most": MOST_PARTITIONS}
     cur = await conn.execute(queries["flow_usage"], params)
     rows = await cur.fetchall()
+    sides: list[tuple[Literal["global", "rate"], GlobalLimit | RateLimit | None]] = [
+        ("global", limits.global_limit),
+        ("rate", limits.rate_limit),
+    ]
     found: list[Usage] = []
-    for side in ("global", "rate"):
-        limit = limits.global_limit if side == "global" else limits.rate_limit
+    for side, limit in sides:
         if limit is None:
             continue
         whole = next(int(used) for name, key, used in rows if name == side and key is None)
@@ -73,7 +76,7 @@ async def read(
                 side,
                 None if flow is None else limit.allowed,
                 whole,
-                period=getattr(limit, "period", None),
+                period=limit.period if isinstance(limit, RateLimit) else None,
                 partitions=keyed if limit.partition is not None else {"": whole},
             )
         )
