@@ -2,12 +2,18 @@
 ``global_limit`` equal to its local limit (so the limit never binds and only the enforcement is
 measured) against the same queue without it, as interleaved pairs.
 
-    python -m bench.flow_ab [--pairs 4] [--concurrency 50] [--jobs 20000]
+    python -m bench.flow_ab [--pairs 4] [--concurrency 50] [--jobs 20000] [--against DIR]
+
+``--against DIR`` also drains the limited queue with another checkout's ``oban_py`` (say
+``main``) in each round, so a change to the enforcement is measured before and after, each
+against the same plain drain.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import Any
 
 from bench import db, scenarios
 from bench.scenarios import summary
@@ -18,34 +24,49 @@ def main() -> int:
     parser.add_argument("--pairs", type=int, default=4)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--against", type=Path, help="another checkout's root, e.g. ../main")
     args = parser.parse_args()
     bench = db.BenchDatabase(db.server_dsn())
     bench.create()
-    sides = {"plain": None, "global": {"global_limit": {"allowed": args.concurrency}}}
+    limited = {"global_limit": {"allowed": args.concurrency}}
+    # side -> (queue options, tree: None for this one)
+    sides: dict[str, tuple[dict[str, Any] | None, Path | None]] = {
+        "plain": (None, None),
+        "global": (limited, None),
+    }
+    if args.against is not None:
+        sides["global@against"] = (limited, args.against.resolve())
     rates: dict[str, list[float]] = {side: [] for side in sides}
     try:
         for pair in range(args.pairs):
             order = list(sides) if pair % 2 == 0 else list(reversed(sides))
             found = {}
             for side in order:
+                options, tree = sides[side]
                 found[side] = scenarios.drain(
-                    bench, args.concurrency, args.jobs, uvloop=True, queue_options=sides[side]
+                    bench,
+                    args.concurrency,
+                    args.jobs,
+                    uvloop=True,
+                    queue_options=options,
+                    tree=tree,
                 )["db_rate"]
                 rates[side].append(found[side])
-            ratio = found["global"] / found["plain"]
-            print(
-                f"pair {pair + 1}: plain {found['plain']:,.0f} jobs/s, global_limit"
-                f" {found['global']:,.0f} jobs/s, global/plain {ratio:.3f}",
-                flush=True,
+            figures = ", ".join(
+                f"{side} {found[side]:,.0f} jobs/s ({found[side] / found['plain']:.3f})"
+                for side in sides
             )
+            print(f"round {pair + 1}: {figures}", flush=True)
     finally:
         bench.drop()
     for side, values in rates.items():
         low, mid, high = summary(values)
         print(f"{side}: {low:,.0f} / {mid:,.0f} / {high:,.0f} jobs/s (min / median / max)")
-    ratios = [g / p for g, p in zip(rates["global"], rates["plain"], strict=True)]
-    low, mid, high = summary(ratios)
-    print(f"global/plain: {low:.3f} / {mid:.3f} / {high:.3f}")
+    for side in sides:
+        if side != "plain":
+            ratios = [g / p for g, p in zip(rates[side], rates["plain"], strict=True)]
+            low, mid, high = summary(ratios)
+            print(f"{side}/plain: {low:.3f} / {mid:.3f} / {high:.3f}")
     return 0
 
 

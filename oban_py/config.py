@@ -191,6 +191,10 @@ class Config(_Model):
     stall_threshold: Annotated[float, Field(ge=0)] = 1.0
     """Seconds the event loop may go without running before the watchdog logs which workers
     run and where the loop is stuck (``0``: never)."""
+    flow_usage_interval: Annotated[float, Field(gt=0)] = 5.0
+    """Seconds between readings of what each flow-limited queue uses of its cluster-wide limits
+    (the ``oban.flow.usage`` telemetry event, the Prometheus gauges); read only while a handler
+    listens for that event."""
     sonar_interval: Annotated[float, Field(gt=0)] = 15.0
     """Seconds between sonar pings, which tell whether notifications reach this node."""
     default_logger: Literal["failures", "all", "off"] = "failures"

@@ -9,6 +9,8 @@ import uuid
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from nodekit import insert, wait_for
 
 from oban_py import Oban
@@ -124,3 +126,149 @@ async def test_oban_py_flow_shows_what_a_queue_uses_of_its_limits(dsn: str, conn
     assert result.exit_code == 0, result.output
     figures = json.loads(result.output)
     assert (figures["executing"], figures["started"]) == (3, 3)
+
+
+class Waits(Worker):
+    """Runs until the test lets it end, so what the cluster uses stays put while it is read."""
+
+    name = "Py.Flow.Waits"
+    release: asyncio.Event
+
+    async def process(self, job: Job) -> None:
+        await Waits.release.wait()
+
+
+#: Three per account at once, 100 starts a minute: the limits the readings below report.
+PARTITIONED = {
+    "limit": 10,
+    "global_limit": {"allowed": 3, "partition": {"fields": ["args"], "keys": ["account_id"]}},
+    "rate_limit": {"allowed": 100, "period": 60},
+}
+
+
+async def hold_per_account(conn: Any, counts: dict[Any, int]) -> list[int]:
+    """Insert ``counts`` waiting jobs per account and wait until they all execute."""
+    ids = [
+        await insert(conn, Waits.name, {"account_id": account}, queue="q")
+        for account, count in counts.items()
+        for _ in range(count)
+    ]
+
+    async def running() -> bool:
+        cur = await conn.execute(
+            "SELECT count(*) FROM oban_jobs WHERE id = ANY(%s) AND state = 'executing'", (ids,)
+        )
+        return (await cur.fetchone()) == (len(ids),)
+
+    await wait_for(running, 10)
+    return ids
+
+
+async def test_oban_py_queues_shows_the_cluster_usage_of_each_limit_per_partition(
+    dsn: str, conn: Any
+) -> None:
+    from typer.testing import CliRunner
+
+    from oban_py.cli import app
+
+    Waits.release = asyncio.Event()
+    async with node(dsn, {"q": PARTITIONED, "plain": 4}):
+        await hold_per_account(conn, {7: 2, "acme": 1})
+        listed = await asyncio.to_thread(
+            CliRunner().invoke, app, ["queues", "--json", "--wait", "1.5", "--dsn", dsn]
+        )
+        table = await asyncio.to_thread(
+            CliRunner().invoke, app, ["queues", "--wait", "1.5", "--dsn", dsn]
+        )
+        Waits.release.set()
+    assert listed.exit_code == 0, listed.output
+    checks = {c["queue"]: c for c in map(json.loads, listed.output.splitlines())}
+    assert "flow_usage" not in checks["plain"], "a queue without cluster-wide limits reads nothing"
+    assert checks["q"]["flow_usage"] == [
+        {
+            "limit": "global",
+            "allowed": 3,
+            "used": 3,
+            "period": None,
+            "partitions": {"account_id=7": 2, 'account_id="acme"': 1},
+        },
+        {"limit": "rate", "allowed": 100, "used": 3, "period": 60.0, "partitions": {"": 3}},
+    ]
+    assert table.exit_code == 0, table.output
+    rows = [line.split() for line in table.output.splitlines()]
+    assert ["q", "global", "account_id=7", "2", "3"] in rows
+    assert ["q", "rate", "per", "60", "s", "(whole", "queue)", "3", "100"] in rows
+
+
+async def test_a_node_reports_flow_usage_by_telemetry_only_while_someone_listens(
+    dsn: str, conn: Any
+) -> None:
+    from oban_py import telemetry
+
+    events: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+    passes: list[Any] = []
+    telemetry.attach("test-flow-passes", "oban.flow.stop", lambda e, m, d: passes.append(d))
+    Waits.release = asyncio.Event()
+    try:
+        async with Oban(
+            dsn=dsn, peer=False, queues={"q": PARTITIONED}, flow_usage_interval=0.05
+        ) as oban:
+            await hold_per_account(conn, {1: 3, 2: 1})
+            seen = len(passes)
+            await wait_for(lambda: len(passes) >= seen + 2, 5)
+            # Nobody listened: the passes read nothing.
+            assert {d["result"] for d in passes} == {0}
+            telemetry.attach(
+                "test-flow-usage",
+                "oban.flow.usage",
+                lambda e, m, d: events.append((e, dict(m), dict(d))),
+            )
+            await wait_for(lambda: bool(events), 5)
+            Waits.release.set()
+    finally:
+        telemetry.detach("test-flow-passes")
+        telemetry.detach("test-flow-usage")
+    _, measurements, metadata = events[0]
+    assert measurements == {"executing": 4, "started": 4}
+    assert (metadata["queue"], metadata["node"], metadata["oban"]) == ("q", oban.config.node, oban)
+    glob, rate = metadata["usage"]
+    assert (glob.limit, glob.allowed, glob.partitions) == (
+        "global",
+        3,
+        {"account_id=1": 3, "account_id=2": 1},
+    )
+    assert (rate.limit, rate.allowed, rate.period, rate.partitions) == ("rate", 100, 60.0, {"": 4})
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@given(told=JSON)
+def test_a_check_in_telling_limits_in_a_shape_of_its_own_tells_none(told: Any) -> None:
+    # Check-ins arrive from any node on the channel: what cannot be read is no limit at all.
+    from oban_py.flow import CHECK_KEY, Flow
+
+    found = Flow.from_check({CHECK_KEY: told})
+    assert found is None or (isinstance(found[0], Flow) and found[1] > 0)
+
+
+@given(worker=st.none() | st.text(), args=st.dictionaries(st.text(), JSON, max_size=3))
+def test_every_partition_key_reads_as_its_worker_and_args_keys(worker: Any, args: Any) -> None:
+    from oban_py.flow.usage import label
+
+    text = label(json.dumps([worker, args]))
+    assert worker is None or text.startswith(f"worker={worker}")
+    assert all(f"{key}=" in text for key in args)
+
+
+def test_a_partition_value_reads_exactly_as_the_args_hold_it() -> None:
+    from oban_py.flow.usage import label
+
+    wide = '[null, {"id": 18446744073709551616, "name": "acme"}]'
+    assert label(wide) == 'id=18446744073709551616,name="acme"'
+    assert label('["Mailer", null]') == "worker=Mailer"
+    assert label("") == ""

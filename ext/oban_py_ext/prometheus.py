@@ -11,7 +11,13 @@ Metrics (``namespace`` defaults to ``oban``):
 - ``oban_job_queue_time_seconds{queue,worker}``: from ``scheduled_at`` to ``attempted_at``
   (histogram), the wait Elixir reports as ``queue_time``;
 - ``oban_producer_running{node,queue}`` and ``oban_producer_limit{node,queue}``: read from each
-  started node's producers at scrape time.
+  started node's producers at scrape time;
+- for queues with cluster-wide limits (docs/flow-control.md), from the node's latest
+  ``oban.flow.usage`` event (every ``flow_usage_interval``): ``oban_flow_global_executing``
+  and ``oban_flow_global_limit``, ``oban_flow_rate_started`` (within the window) and
+  ``oban_flow_rate_allowed``, each ``{queue,partition}`` (``partition`` empty for a limit of the
+  whole queue). The figures are the cluster's: every node running the queue exports the same,
+  so aggregate across nodes with ``max``.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from oban_py import Job, Oban, telemetry
+from oban_py.flow.usage import Usage
 from oban_py.middleware import (
     AttemptOutcome,
     Middleware,
@@ -66,6 +73,57 @@ class _Producers(Collector):
         yield limit
 
 
+#: The flow gauges: (limit, what it counts or allows) -> name suffix and help.
+_FLOW_GAUGES = {
+    ("global", "used"): ("flow_global_executing", "Jobs of the queue executing across the cluster"),
+    ("global", "allowed"): ("flow_global_limit", "Global limit of the queue (of each partition)"),
+    ("rate", "used"): ("flow_rate_started", "Jobs of the queue started within the rate window"),
+    ("rate", "allowed"): ("flow_rate_allowed", "Starts the rate limit allows per window"),
+}
+
+
+class _Flow(Collector):
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        #: (id of the node, queue) -> when that node last read the queue's usage (monotonic),
+        #: until when the reading stands, and the reading
+        self.latest: dict[tuple[int, str], tuple[float, list[Usage]]] = {}
+
+    def record(self, meta: Mapping[str, Any]) -> None:
+        node = meta["oban"]
+        # A queue stopped, or whose limits were lifted, reads no more: after three missed
+        # readings its gauges go, rather than report a past moment as now.
+        until = time.monotonic() + 3 * node.config.flow_usage_interval
+        self.latest[(id(node), meta["queue"])] = (until, meta["usage"])
+
+    def forget(self, node: object) -> None:
+        for key in [key for key in self.latest if key[0] == id(node)]:
+            del self.latest[key]
+
+    def collect(self) -> Iterator[Metric]:
+        families = {
+            key: GaugeMetricFamily(f"{self.namespace}_{name}", text, labels=["queue", "partition"])
+            for key, (name, text) in _FLOW_GAUGES.items()
+        }
+        # Two nodes of one process running the same queue read the same figures: one series.
+        seen: set[tuple[str, str, str]] = set()
+        now = time.monotonic()
+        for (_, queue), (until, found) in list(self.latest.items()):
+            if until < now:
+                continue
+            for each in found:
+                for partition, used in each.partitions.items():
+                    if (each.limit, queue, partition) in seen:
+                        continue
+                    seen.add((each.limit, queue, partition))
+                    families[(each.limit, "used")].add_metric([queue, partition], used)
+                    if each.allowed is not None:
+                        families[(each.limit, "allowed")].add_metric(
+                            [queue, partition], each.allowed
+                        )
+        yield from families.values()
+
+
 class Metrics(Middleware):
     """The collectors, registered in ``registry``; once ``attach()``-ed, fed by a process-wide
     work middleware (jobs) and by telemetry (nodes starting and stopping)."""
@@ -97,12 +155,16 @@ class Metrics(Middleware):
         )
         self.producers = _Producers(namespace)
         registry.register(self.producers)
+        self.flow = _Flow(namespace)
+        registry.register(self.flow)
         self.server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 
     def attach(self) -> None:
         add_middleware(HANDLER_ID, self)
-        telemetry.attach(HANDLER_ID, ["oban.node.start", "oban.node.stop"], self.handle)
+        telemetry.attach(
+            HANDLER_ID, ["oban.node.start", "oban.node.stop", "oban.flow.usage"], self.handle
+        )
 
     async def work(self, job: Job, call_next: WorkNext) -> AttemptOutcome:
         if job.attempted_at is not None and job.scheduled_at is not None:
@@ -116,10 +178,13 @@ class Metrics(Middleware):
         return outcome
 
     def handle(self, event: str, measurements: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-        if event == "oban.node.start":
+        if event == "oban.flow.usage":
+            self.flow.record(meta)
+        elif event == "oban.node.start":
             self.producers.nodes.add(meta["oban"])
         elif event == "oban.node.stop":
             self.producers.nodes.discard(meta["oban"])
+            self.flow.forget(meta["oban"])
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> int:
         """Serve ``/metrics`` (any path) on a daemon thread; returns the bound port."""
@@ -135,7 +200,7 @@ class Metrics(Middleware):
             self.server.shutdown()
             self.server.server_close()
             self.server = None
-        for collector in (self.jobs, self.duration, self.queue_time, self.producers):
+        for collector in (self.jobs, self.duration, self.queue_time, self.producers, self.flow):
             self.registry.unregister(collector)
 
 

@@ -33,6 +33,7 @@ from oban_py.cli.migrations import Dsn, Prefix
 
 if TYPE_CHECKING:
     from oban_py.config import Config
+    from oban_py.flow.usage import Usage
 
 # The runtime (psycopg, pydantic, structlog, the node) is imported by the functions that use
 # it: ``oban-py --help`` and ``--version`` start without it.
@@ -381,15 +382,25 @@ def queues(
     wait: Annotated[
         float, typer.Option("--wait", help="Seconds to listen for check-ins.", min=0.1)
     ] = GOSSIP_WAIT,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the check-ins as JSON.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print the check-ins as JSON (a limited queue's with flow_usage)."
+        ),
+    ] = False,
 ) -> None:
     """Limit, running jobs and paused state of each queue on each node, from the check-ins
     nodes publish on the gossip channel (Python nodes with gossip on, and Elixir nodes with
-    Oban Web's metrics) heard within --wait seconds."""
+    Oban Web's metrics) heard within --wait seconds; then, for queues with a global or rate
+    limit, what the cluster uses of it now, per partition (docs/flow-control.md)."""
     checked = require_dsn(dsn)
     checks = asyncio.run(_listen_gossip(checked, prefix, wait))
+    usages = _flow_usages(checked, prefix, checks)
     if as_json:
         for check in checks:
+            found = usages.get(str(check.get("queue")))
+            if found is not None:
+                check = {**check, "flow_usage": [each.as_dict() for each in found]}
             typer.echo(orjson.dumps(check).decode())
         return
     if not checks:
@@ -407,6 +418,41 @@ def queues(
             f"{check.get('node', '?')!s:<32} {check.get('queue', '?')!s:<16}"
             f" {check.get('limit', '?')!s:>5} {len(running):>7}  {bool(check.get('paused'))}"
         )
+    if usages:
+        typer.echo(f"\n{'QUEUE':<16} {'CLUSTER LIMIT':<16} {'PARTITION':<32} {'USED':>7} ALLOWED")
+        for queue, found in usages.items():
+            for each in found:
+                limit = each.limit if each.period is None else f"rate per {each.period:g} s"
+                for partition, used in each.partitions.items():
+                    typer.echo(
+                        f"{queue:<16} {limit:<16} {partition or '(whole queue)':<32}"
+                        f" {used:>7} {each.allowed}"
+                    )
+
+
+def _flow_usages(dsn: str, prefix: str, checks: list[dict[str, Any]]) -> dict[str, list[Usage]]:
+    """queue -> its ``Usage`` list, for the queues whose check-ins tell cluster-wide limits,
+    read as their nodes count them (the first check-in of a queue that tells them)."""
+    from oban_py.flow import Flow
+
+    told: dict[str, Any] = {}
+    for check in checks:
+        found = Flow.from_check(check)
+        if found is not None:
+            told.setdefault(str(check.get("queue")), found)
+    if not told:
+        return {}
+
+    async def read(client: Any) -> dict[str, list[Usage]]:
+        from oban_py.flow import usage
+
+        async with client.pool.connection() as conn:
+            return {
+                queue: await usage.read(conn, client.queries, queue, flow, ttl=ttl)
+                for queue, (flow, ttl) in sorted(told.items())
+            }
+
+    return with_client(dsn, prefix, read)
 
 
 async def _listen_gossip(dsn: str, prefix: str, wait: float) -> list[dict[str, Any]]:
@@ -451,12 +497,13 @@ def flow(
     the last --period seconds (what a rate limit counts)."""
 
     async def read(client: Any) -> tuple[int, int]:
+        from oban_py.flow import usage
+
         async with client.pool.connection() as conn:
-            cur = await conn.execute(
-                client.queries["flow_usage"], {"queue": queue, "period": period, "ttl": ttl}
+            whole, window = await usage.read(
+                conn, client.queries, queue, None, ttl=ttl, period=period
             )
-            row = await cur.fetchone()
-        return (int(row[0]), int(row[1])) if row is not None else (0, 0)
+        return whole.used, window.used
 
     executing, started = with_client(dsn, prefix, read)
     if as_json:

@@ -2,9 +2,10 @@
 partitions, enforced in PostgreSQL.
 
 A queue with neither limit fetches as before (``sql/fetch_jobs.sql``), paying nothing. A queue
-with one claims through ``sql/flow_claim.sql`` inside a transaction that first takes the queue's
-advisory lock (``sql/flow_lock.sql``), so for every Python node counting what the queue uses and
-claiming what is left are one step:
+with one claims through ``sql/flow_claim.sql`` (``sql/flow_claim_whole.sql`` when no limit has
+partitions) inside a transaction that first takes the queue's advisory lock
+(``sql/flow_lock.sql``), so for every Python node counting what the queue uses and claiming
+what is left are one step:
 
 - ``global_limit``: jobs of the queue (or of each partition) executing under Python producers
   whose heartbeat is fresh. A dead node's jobs stop counting once its beat is older than the
@@ -22,8 +23,11 @@ nothing of this: their jobs are neither counted nor blocked (docs/flow-control.m
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from pydantic import ValidationError
 
 from oban_py.config import GlobalLimit, Partition, QueueConfig, RateLimit
 
@@ -31,6 +35,10 @@ from oban_py.config import GlobalLimit, Partition, QueueConfig, RateLimit
 MIN_SCAN = 1_000
 #: ... and at most: a claim's cost stays bounded however long the queue.
 MAX_SCAN = 10_000
+#: The key of a limited queue's check-in (gossip) that tells its limits, so ``oban-py queues``
+#: reads its usage as its nodes count it. A key of ours: Oban Web reads Oban Pro's
+#: ``global_limit``/``rate_limit`` meta in a shape of Pro's own, and ignores keys it does not know.
+CHECK_KEY = "oban_py_flow"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,16 +55,54 @@ class Flow:
             return None
         return cls(spec.global_limit, spec.rate_limit)
 
+    def check(self, ttl: float) -> dict[str, Any]:
+        """What a check-in tells of these limits (under ``CHECK_KEY``), with the node's
+        heartbeat ttl, which decides whose jobs count."""
+        glob, rate = self.global_limit, self.rate_limit
+        return {
+            "global_limit": None if glob is None else glob.model_dump(),
+            "rate_limit": None if rate is None else rate.model_dump(),
+            "ttl": ttl,
+        }
+
+    @classmethod
+    def from_check(cls, check: Mapping[str, Any]) -> tuple[Flow, float] | None:
+        """The limits and ttl a check-in tells (``check``), or None when it tells none or
+        tells them in a shape this version cannot read."""
+        told = check.get(CHECK_KEY)
+        if not isinstance(told, Mapping):
+            return None
+        try:
+            spec = QueueConfig.model_validate(
+                {"global_limit": told.get("global_limit"), "rate_limit": told.get("rate_limit")}
+            )
+            ttl = float(told["ttl"])
+        except (ValidationError, KeyError, TypeError, ValueError):
+            return None
+        flow = cls.of(spec)
+        return None if flow is None or not ttl > 0 else (flow, ttl)
+
     def lock_key(self, prefix: str, queue: str) -> str:
         return f"oban_py.flow:{prefix}:{queue}"
 
-    def params(self, demand: int, ttl: float) -> dict[str, Any]:
-        """The parameters of ``flow_claim.sql`` besides queue, node and uuid."""
-        glob, rate = self.global_limit, self.rate_limit
-        partitioned = any(
-            limit is not None and limit.partition is not None for limit in (glob, rate)
+    @property
+    def partitioned(self) -> bool:
+        return any(
+            limit is not None and limit.partition is not None
+            for limit in (self.global_limit, self.rate_limit)
         )
-        scan = max(MIN_SCAN, 50 * demand) if partitioned else demand
+
+    @property
+    def claim(self) -> str:
+        """The claim statement: ranking jobs by partition takes more planning and work (a
+        quarter more server time per claim), so a queue whose limits have no partitions counts
+        one number (``flow_claim_whole.sql``)."""
+        return "flow_claim" if self.partitioned else "flow_claim_whole"
+
+    def params(self, demand: int, ttl: float) -> dict[str, Any]:
+        """The parameters of the claim besides queue, node, uuid and finished."""
+        glob, rate = self.global_limit, self.rate_limit
+        scan = max(MIN_SCAN, 50 * demand) if self.partitioned else demand
         return {
             "demand": demand,
             "scan": min(MAX_SCAN, scan),

@@ -30,6 +30,7 @@ from psycopg.rows import dict_row
 
 from oban_py import dberrors, liveness
 from oban_py.aio import wait_event
+from oban_py.flow import CHECK_KEY
 from oban_py.job import errors
 from oban_py.node import attempt as attempts
 from oban_py.node import outcomes
@@ -144,6 +145,8 @@ class Producer:
         }
         if self.shutdown_started_at is not None:
             check["shutdown_started_at"] = _iso(self.shutdown_started_at)
+        if self.flow is not None:
+            check[CHECK_KEY] = self.flow.check(self.runtime.config.lifeline.heartbeat_ttl)
         return check
 
     def wake(self) -> None:
@@ -368,7 +371,7 @@ class Producer:
         async with conn.pipeline(), conn.transaction():
             await conn.execute(queries["flow_lock"], {"key": key})
             cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(queries["flow_claim"], params, prepare=False)
+            await cur.execute(queries[flow.claim], params, prepare=False)
         return await attempts.claimed(cur)
 
     async def _run(self, running: Attempt) -> None:

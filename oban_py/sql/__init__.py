@@ -4,7 +4,8 @@ Statements refer to tables and types as ``{prefix}.oban_jobs``; the prefix is bo
 instance through ``psycopg.sql.Identifier`` (so any schema name is quoted correctly and can never
 inject SQL) and rendered to bytes, so the hot path never re-composes a query. Values are always
 passed as parameters (``%(name)s`` or ``%s``); a literal ``%`` in a statement is written ``%%``
-and a literal brace ``{{``.
+and a literal brace ``{{``. An expression several statements share is a part of its own, placed
+where a statement writes its name in braces (``PARTS``).
 """
 
 from __future__ import annotations
@@ -21,8 +22,28 @@ def statement_text(name: str) -> str:
     return files("oban_py.sql").joinpath(f"{name}.sql").read_text(encoding="utf-8")
 
 
+#: Parts several statements share (``sql/<name>.sql``), placed where a statement writes
+#: ``{name}``: the end of every flow claim.
+PARTS = ("flow_take",)
+
+
+@cache
+def _parts(prefix: str) -> dict[str, sql.Composable]:
+    """``PARTS`` bound to ``prefix``, and the partition key of a flow-limited queue's job
+    (``flow_key.sql``) under the global limit's parameters (``{flow_key_g}``, ``g_*``) and the
+    rate limit's (``{flow_key_r}``), so the claim and the usage read count by the same key."""
+    ident = sql.Identifier(prefix)
+    parts: dict[str, sql.Composable] = {
+        name: sql.SQL(statement_text(name)).format(prefix=ident) for name in PARTS
+    }
+    key = statement_text("flow_key")
+    for side in "gr":
+        parts[f"flow_key_{side}"] = sql.SQL(key.replace("%(side_", f"%({side}_"))
+    return parts
+
+
 def compose(text: str, prefix: str) -> bytes:
-    return sql.SQL(text).format(prefix=sql.Identifier(prefix)).as_bytes(None)
+    return sql.SQL(text).format(prefix=sql.Identifier(prefix), **_parts(prefix)).as_bytes(None)
 
 
 class Queries:

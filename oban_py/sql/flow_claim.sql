@@ -34,19 +34,7 @@ pool AS (
     )
 ),
 keyed AS (
-    SELECT p.*,
-           CASE WHEN %(g_part)s THEN jsonb_build_array(
-               CASE WHEN %(g_worker)s THEN p.worker END,
-               CASE WHEN %(g_args)s THEN COALESCE(
-                   (SELECT jsonb_object_agg(k, p.args -> k) FROM unnest(%(g_keys)s::text[]) AS k),
-                   p.args) END)::text
-           ELSE '' END AS gkey,
-           CASE WHEN %(r_part)s THEN jsonb_build_array(
-               CASE WHEN %(r_worker)s THEN p.worker END,
-               CASE WHEN %(r_args)s THEN COALESCE(
-                   (SELECT jsonb_object_agg(k, p.args -> k) FROM unnest(%(r_keys)s::text[]) AS k),
-                   p.args) END)::text
-           ELSE '' END AS rkey
+    SELECT p.*, {flow_key_g} AS gkey, {flow_key_r} AS rkey
     FROM pool AS p
 ),
 running AS (
@@ -81,36 +69,4 @@ chosen AS MATERIALIZED (
     ORDER BY r.priority, r.scheduled_at, r.id
     LIMIT %(demand)s
 ),
-subset AS MATERIALIZED (
-    SELECT j.id
-    FROM {prefix}.oban_jobs AS j
-    WHERE j.id IN (SELECT id FROM chosen)
-      AND j.state = 'available'
-    FOR UPDATE SKIP LOCKED
-),
-claimed AS (
-    UPDATE {prefix}.oban_jobs AS j
-    SET state = 'executing',
-        attempted_at = (SELECT at FROM clock),
-        attempted_by = ARRAY[%(node)s, %(uuid)s]::text[],
-        attempt = j.attempt + 1
-    FROM subset
-    WHERE j.id = subset.id
-      AND j.attempt < j.max_attempts
-    RETURNING j.*
-),
-recorded AS (
-    INSERT INTO {prefix}.oban_py_flow_starts (queue, key, started_at)
-    SELECT %(queue)s, c.rkey, (SELECT at FROM clock)
-    FROM chosen AS c
-    WHERE %(rate)s::int IS NOT NULL
-      AND c.id IN (SELECT id FROM claimed)
-),
-pruned AS (
-    DELETE FROM {prefix}.oban_py_flow_starts AS s
-    USING clock
-    WHERE %(rate)s::int IS NOT NULL
-      AND s.queue = %(queue)s
-      AND s.started_at <= clock.at - make_interval(secs => %(period)s)
-)
-SELECT * FROM claimed
+{flow_take}

@@ -93,3 +93,40 @@ async def test_producer_running_and_limit_are_read_at_scrape_time(
     assert samples[("oban_producer_limit", labels)] == 3
     # A stopped node no longer reports.
     assert ("oban_producer_limit", labels) not in scrape(metrics)
+
+
+async def test_cluster_wide_limits_are_gauges_by_queue_and_partition(
+    dsn: str, metrics: prometheus.Metrics
+) -> None:
+    Holds.release = asyncio.Event()
+    limits = {
+        "limit": 10,
+        "global_limit": {"allowed": 2, "partition": {"fields": ["args"], "keys": ["account"]}},
+        "rate_limit": {"allowed": 50, "period": 30},
+    }
+    async with Oban(
+        dsn=dsn, queues={"capped": limits}, peer=False, name="PromNode", flow_usage_interval=0.05
+    ) as oban:
+        for account in ("a", "a", "b"):
+            await oban.enqueue(Holds.new({"account": account}, queue="capped"))
+        deadline = asyncio.get_running_loop().time() + 10
+        executing = (
+            "oban_flow_global_executing",
+            (("partition", 'account="a"'), ("queue", "capped")),
+        )
+        samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        while samples.get(executing) != 2:
+            assert asyncio.get_running_loop().time() < deadline, samples
+            await asyncio.sleep(0.05)
+            samples = await asyncio.to_thread(scrape, metrics)
+        Holds.release.set()
+
+    def gauge(name: str, partition: str) -> float:
+        return samples[(name, (("partition", partition), ("queue", "capped")))]
+
+    assert gauge("oban_flow_global_executing", 'account="b"') == 1
+    assert gauge("oban_flow_global_limit", 'account="a"') == 2
+    assert gauge("oban_flow_rate_started", "") == 3
+    assert gauge("oban_flow_rate_allowed", "") == 50
+    # A stopped node's queues no longer report.
+    assert not [key for key in scrape(metrics) if key[0].startswith("oban_flow_")]

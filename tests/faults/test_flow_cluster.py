@@ -1,16 +1,27 @@
 # ruff: noqa: F811  (the fixtures are imported from faultkit, then requested by name)
 """Cluster-wide flow control (``oban_py.flow``) across real ``oban-py start`` processes: a global
 limit never exceeded at any instant, capacity of a killed node back within the ttl, a rate
-limit that no window ever exceeds while reaching most of the allowed rate, and partitions."""
+limit that no window ever exceeds while reaching most of the allowed rate, partitions, and
+``oban-py queues`` reporting what the nodes use together."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 import time
 from typing import Any
 
 import psycopg
 import pytest
-from faultkit import fault_dsn, insert_jobs, nodes, states, wait_started, wait_until  # noqa: F401
+from faultkit import (  # noqa: F401
+    OBAN_PY,
+    fault_dsn,
+    insert_jobs,
+    nodes,
+    states,
+    wait_started,
+    wait_until,
+)
 
 #: The ttl of every node here (FAST in faultkit).
 TTL = 2.0
@@ -149,3 +160,38 @@ def test_partitions_hold_each_account_to_its_limit_and_every_account_progresses(
         peaks = most_at_once(conn, account=True)
         assert set(peaks) == {"heavy", "a0", "a1", "a2", "a3"}
         assert max(peaks.values()) <= 2, peaks
+
+
+def test_oban_py_queues_reports_what_the_nodes_use_together_per_partition(
+    spans_dsn: str, nodes: Any
+) -> None:
+    with psycopg.connect(spans_dsn, autocommit=True) as conn:
+        # Two per account across the cluster, two per node: each node runs two of the four.
+        for account in ("a", "b"):
+            insert_jobs(conn, "Faults.Span", 3, args=f'{{"account_id": "{account}", "ms": 60000}}')
+        spec = "default:2:global=2:global_by=args.account_id:rate=100/60"
+        started = [nodes(spec, f"py-seen-{n}", OBAN_PEER="false") for n in range(2)]
+        for node in started:
+            wait_started(node)
+        wait_until(lambda: states(conn).get("executing") == 4, 15, 0.05)
+        listed = subprocess.run(
+            [str(OBAN_PY), "queues", "--json", "--wait", "2", "--dsn", spans_dsn],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert listed.returncode == 0, listed.stderr
+    checks = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert sorted((c["node"], len(c["running"])) for c in checks) == [
+        ("py-seen-0", 2),
+        ("py-seen-1", 2),
+    ]
+    glob, rate = checks[0]["flow_usage"]
+    assert glob == {
+        "limit": "global",
+        "allowed": 2,
+        "used": 4,
+        "period": None,
+        "partitions": {'account_id="a"': 2, 'account_id="b"': 2},
+    }
+    assert (rate["used"], rate["allowed"], rate["partitions"]) == (4, 100, {"": 4})
