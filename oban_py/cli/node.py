@@ -97,6 +97,16 @@ def start(
             " configuration and exit without running it.",
         ),
     ] = False,
+    processes: Annotated[
+        int,
+        typer.Option(
+            "--processes",
+            min=1,
+            help="Node processes to run, each with these queues and limits (one per core);"
+            " a supervisor forwards SIGTERM/SIGINT to them and exits non-zero if one dies.",
+        ),
+    ] = 1,
+    supervisor_pid: Annotated[int | None, typer.Option("--supervisor-pid", hidden=True)] = None,
 ) -> None:
     r"""Run a node until SIGTERM/SIGINT: the first signal stops it gracefully within the
     shutdown grace, a second one stops it at once (exit 1, unfinished jobs left to the lifeline).
@@ -104,6 +114,10 @@ def start(
     Settings: arguments, then OBAN_* variables, then oban.toml, then \[tool.oban] in
     pyproject.toml.
     """
+    if supervisor_pid is not None:
+        from oban_py.cli.processes import watch_supervisor
+
+        watch_supervisor(supervisor_pid)
     if loop not in ("auto", "uvloop", "asyncio"):
         raise fail(f"--loop must be auto, uvloop or asyncio, got {loop!r}", EXIT_USAGE)
     if log_format not in ("json", "console"):
@@ -130,6 +144,21 @@ def start(
         guess = f"; did you mean {meant}?" if meant else ""
         _log().warning(f"{variable} is not a setting and is ignored{guess}", variable=variable)
     require_dsn(config.dsn)
+    if processes > 1 and not dry_run:
+        from oban_py.cli.processes import Supervisor, node_names
+
+        passed: list[str] = ["--log-level", log_level, "--log-format", log_format, "--loop", loop]
+        for option, value in (("--queues", queues), ("--prefix", prefix)):
+            if value is not None:
+                passed += [option, value]
+        if shutdown_grace is not None:
+            passed += ["--shutdown-grace", repr(shutdown_grace)]
+        if config_file is not None:
+            passed += ["--config", str(config_file.resolve())]
+        for module in imports or []:
+            passed += ["--import", module]
+        named = config.node if "node" in config.model_fields_set else None
+        raise typer.Exit(Supervisor(passed, node_names(named, processes), dsn).run())
     _import_workers(imports or [])
     if dry_run:
         raise typer.Exit(_dry_run(config))
