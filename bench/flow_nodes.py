@@ -25,14 +25,17 @@ OBAN_PY = Path(sys.executable).with_name("oban-py")
 START = [str(OBAN_PY), "start", "--import", "bench.node", "--log-level", "warning"]
 
 
-def drain(bench: db.BenchDatabase, nodes: int, queues: str, count: int) -> float:
+def drain(
+    bench: db.BenchDatabase, nodes: int, queues: str, count: int, processes: int = 1
+) -> float:
+    """Jobs/s of ``nodes`` commands, each ``oban-py start --processes <processes>``."""
     bench.reset()
     bench.fill("bench", count)
     env = {**os.environ, "OBAN_DSN": bench.dsn, "PYTHONPATH": str(ROOT)}
     env.pop("DATABASE_URL", None)
     procs = [
         subprocess.Popen(
-            [*START, "--queues", queues, "--node", f"bench-{n}"],
+            [*START, "--queues", queues, "--node", f"bench-{n}", "--processes", str(processes)],
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,
@@ -47,9 +50,11 @@ def drain(bench: db.BenchDatabase, nodes: int, queues: str, count: int) -> float
                 raise RuntimeError("the drain did not finish in 300 s")
             time.sleep(0.05)
     finally:
+        # SIGTERM, not SIGKILL: a supervisor stops its node processes before it exits.
         for proc in procs:
-            proc.kill()
-            proc.wait(10)
+            proc.terminate()
+        for proc in procs:
+            proc.wait(30)
     again = bench.one("SELECT count(*) FROM oban_jobs WHERE attempt <> 1")
     if again:
         raise RuntimeError(f"{again} jobs ran more than once")
