@@ -163,7 +163,7 @@ def start(
     if dry_run:
         raise typer.Exit(_dry_run(config))
     log.attach_default_logger(served_events())
-    raise typer.Exit(_run(config, new_loop(loop)))
+    raise typer.Exit(_run(config, new_loop(loop), supervised=supervisor_pid is not None))
 
 
 def served_events() -> tuple[str, ...]:
@@ -236,8 +236,12 @@ class _Signals:
     until then a signal does what it does to any process (SIGTERM ends it).
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, ignore_after: bool = False) -> None:
         self.loop = loop
+        # A node of ``start --processes`` that has stopped ignores what its supervisor forwards
+        # next (a second Ctrl-C meant for the nodes still stopping): it is leaving anyway, and
+        # would otherwise die of the signal instead of exiting with its own code.
+        self.ignore_after = ignore_after
         self.received = 0
         self.handler: Callable[[signal.Signals], None] | None = None
         self._previous: dict[signal.Signals, Any] = {}
@@ -264,7 +268,7 @@ class _Signals:
 
     def restore(self) -> None:
         for signum, previous in self._previous.items():
-            signal.signal(signum, previous)
+            signal.signal(signum, signal.SIG_IGN if self.ignore_after else previous)
         self._previous.clear()
 
 
@@ -290,7 +294,7 @@ def _exit_guard(code: int, joined: threading.Event) -> None:
     _leave(code)
 
 
-def _run(config: Config, loop: asyncio.AbstractEventLoop) -> int:
+def _run(config: Config, loop: asyncio.AbstractEventLoop, *, supervised: bool = False) -> int:
     """Serve until stopped, then leave even if a worker refuses to end.
 
     ``asyncio.run`` would wait for ever on a task that swallows its cancellation, and the
@@ -300,7 +304,7 @@ def _run(config: Config, loop: asyncio.AbstractEventLoop) -> int:
     """
     global _signals
     asyncio.set_event_loop(loop)
-    _signals = _Signals(loop)
+    _signals = _Signals(loop, ignore_after=supervised)
     try:
         code = loop.run_until_complete(_serve(config))
     except BaseException:

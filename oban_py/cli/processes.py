@@ -104,7 +104,9 @@ class Supervisor:
             _log().info("stopping the node processes gracefully", signal=name)
         elif self.signals == 2:
             _log().warning("second signal: stopping the node processes now", signal=name)
-        self._forward(signum)
+        # Always as SIGTERM: a node treats both alike once started, and before that SIGTERM
+        # ends it quietly where SIGINT would print a KeyboardInterrupt.
+        self._forward(signal.SIGTERM)
 
     def run(self) -> int:
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -151,7 +153,12 @@ class Supervisor:
         if self.failed is not None:
             # A node that left with 0 of its own accord still failed the group.
             return exit_code(self.failed.proc.returncode) or 1
-        return max(exit_code(child.proc.returncode) for child in self.children)
+        # Asked to stop, a node still starting dies of the SIGTERM forwarded to it: it stopped
+        # as asked, having run nothing.
+        return max(
+            0 if child.proc.returncode == -signal.SIGTERM else exit_code(child.proc.returncode)
+            for child in self.children
+        )
 
 
 def watch_supervisor(pid: int) -> None:

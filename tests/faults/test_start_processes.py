@@ -119,3 +119,26 @@ def test_node_processes_stop_gracefully_when_their_supervisor_is_killed(
     wait_until(lambda: not any(alive(pid) for pid in pids), 15)
     assert len(named(group, "the supervisor process is gone: stopping gracefully")) == 2
     assert len(named(group, "node stopped")) == 2
+
+
+def test_a_second_signal_stops_busy_nodes_at_once_and_lets_stopped_ones_exit_cleanly(
+    fault_dsn: str, nodes: Any
+) -> None:
+    with psycopg.connect(fault_dsn, autocommit=True) as conn:
+        # A thread that ignores job.cancelled(): a graceful stop would wait for it for 40 s.
+        insert_jobs(conn, "Faults.StuckSync", 1, args='{"s": 40}')
+        group = start_two(nodes, "py-procs-force")
+        wait_until(lambda: states(conn).get("executing", 0) == 1, 10, 0.02)
+    pids = children(group)
+    group.signal(signal.SIGTERM)
+    # The idle node stops at once and is on its way out when the second signal comes.
+    wait_until(lambda: len(named(group, "node stopped")) == 1, 10, 0.02)
+    group.signal(signal.SIGTERM)
+    assert group.wait(10) == 1, group.log()
+    assert len(named(group, "second signal: stopping the node processes now")) == 1
+    assert len(named(group, "second signal: stopping now")) == 1
+    # The busy node is forced (1); the stopped one ignores the signal and leaves with its own
+    # 0 instead of dying of it.
+    codes = sorted(e.get("code", e.get("signal")) for e in named(group, "node process exited"))
+    assert codes == [0, 1], group.log()
+    assert not any(alive(pid) for pid in pids)
