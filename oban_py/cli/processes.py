@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -44,10 +45,9 @@ class Child:
 
     def describe(self) -> dict[str, Any]:
         code = self.proc.returncode
-        found: dict[str, Any] = {
-            "pid": self.proc.pid,
-            "node": self.node or f"<host>.{self.proc.pid}",
-        }
+        # Without a name given, a node takes its default: host and pid (config.default_node).
+        node = self.node or f"{socket.gethostname()}.{self.proc.pid}"
+        found: dict[str, Any] = {"pid": self.proc.pid, "node": node}
         if code is not None and code < 0:
             found["signal"] = signal.Signals(-code).name
         elif code is not None:
