@@ -42,6 +42,8 @@ class Child:
     node: str | None
     proc: subprocess.Popen[bytes]
     reported: bool = False
+    #: Stop signals sent to it.
+    told: int = 0
 
     def describe(self) -> dict[str, Any]:
         code = self.proc.returncode
@@ -92,10 +94,15 @@ class Supervisor:
 
     def _forward(self, signum: int) -> None:
         for child in self.children:
-            if child.proc.poll() is None:
-                # The node may have ended just now: nothing left to tell it.
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(child.proc.pid, signum)
+            self._tell(child, signum)
+
+    @staticmethod
+    def _tell(child: Child, signum: int) -> None:
+        child.told += 1
+        if child.proc.poll() is None:
+            # The node may have ended just now: nothing left to tell it.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.proc.pid, signum)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.signals += 1
@@ -112,7 +119,12 @@ class Supervisor:
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
             for node in self.nodes:
+                if self.signals:
+                    break  # stopped while starting: start no more
                 self.children.append(self._spawn(node))
+                # A signal that came while this one was being started did not reach it.
+                while self.children[-1].told < self.signals:
+                    self._tell(self.children[-1], signal.SIGTERM)
             _log().info(
                 "node processes started",
                 processes=len(self.children),
@@ -155,10 +167,11 @@ class Supervisor:
             return exit_code(self.failed.proc.returncode) or 1
         # Asked to stop, a node still starting dies of the SIGTERM forwarded to it: it stopped
         # as asked, having run nothing.
-        return max(
-            0 if child.proc.returncode == -signal.SIGTERM else exit_code(child.proc.returncode)
-            for child in self.children
-        )
+        codes = [
+            0 if c.proc.returncode == -signal.SIGTERM else exit_code(c.proc.returncode)
+            for c in self.children
+        ]
+        return max(codes, default=0)
 
 
 def watch_supervisor(pid: int) -> None:

@@ -142,3 +142,14 @@ def test_a_second_signal_stops_busy_nodes_at_once_and_lets_stopped_ones_exit_cle
     codes = sorted(e.get("code", e.get("signal")) for e in named(group, "node process exited"))
     assert codes == [0, 1], group.log()
     assert not any(alive(pid) for pid in pids)
+
+
+def test_a_group_stopped_while_it_starts_exits_cleanly_and_leaves_no_node(
+    fault_dsn: str, nodes: Any
+) -> None:
+    group: Node = nodes("default:10", "py-procs-early", args=TWO)
+    wait_until(lambda: "node processes started" in group.log(), 10, 0.01)
+    group.signal(signal.SIGTERM)
+    # Whether a node had started or was still starting, it stopped as asked.
+    assert group.wait(15) == 0, group.log()
+    assert not any(alive(pid) for pid in children(group))
