@@ -1,11 +1,14 @@
 """Drain rate of several ``oban-py start`` processes on one queue, with a ``global_limit`` and
 without, as interleaved pairs: what cluster-wide enforcement costs when nodes contend for it.
+With ``--processes N``: one ``oban-py start`` command with one node process against the same
+command with N (``start --processes N``), no global limit: how a node scales with the cores.
 
     python -m bench.flow_nodes [--nodes 4] [--pairs 3] [--limit 50] [--jobs 20000]
+    python -m bench.flow_nodes --processes 2 [--pairs 3] [--limit 50] [--jobs 20000]
 
-Each node runs the queue with a local limit of ``--limit``; the limited side adds a global limit
-of the same value (so the cluster may run ``--limit`` jobs at once, not ``nodes * limit``). Every
-drain is checked in the database: each job completed on its first attempt.
+Each node process runs the queue with a local limit of ``--limit``; the limited side adds a
+global limit of the same value (so the cluster may run ``--limit`` jobs at once, not ``nodes *
+limit``). Every drain is checked in the database: each job completed on its first attempt.
 """
 
 from __future__ import annotations
@@ -25,14 +28,17 @@ OBAN_PY = Path(sys.executable).with_name("oban-py")
 START = [str(OBAN_PY), "start", "--import", "bench.node", "--log-level", "warning"]
 
 
-def drain(bench: db.BenchDatabase, nodes: int, queues: str, count: int) -> float:
+def drain(
+    bench: db.BenchDatabase, nodes: int, queues: str, count: int, processes: int = 1
+) -> float:
+    """Jobs/s of ``nodes`` commands, each ``oban-py start --processes <processes>``."""
     bench.reset()
     bench.fill("bench", count)
     env = {**os.environ, "OBAN_DSN": bench.dsn, "PYTHONPATH": str(ROOT)}
     env.pop("DATABASE_URL", None)
     procs = [
         subprocess.Popen(
-            [*START, "--queues", queues, "--node", f"bench-{n}"],
+            [*START, "--queues", queues, "--node", f"bench-{n}", "--processes", str(processes)],
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,
@@ -47,9 +53,11 @@ def drain(bench: db.BenchDatabase, nodes: int, queues: str, count: int) -> float
                 raise RuntimeError("the drain did not finish in 300 s")
             time.sleep(0.05)
     finally:
+        # SIGTERM, not SIGKILL: a supervisor stops its node processes before it exits.
         for proc in procs:
-            proc.kill()
-            proc.wait(10)
+            proc.terminate()
+        for proc in procs:
+            proc.wait(30)
     again = bench.one("SELECT count(*) FROM oban_jobs WHERE attempt <> 1")
     if again:
         raise RuntimeError(f"{again} jobs ran more than once")
@@ -65,30 +73,40 @@ def main() -> int:
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--limit", type=int, default=50)
     parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--processes", type=int, default=0)
     args = parser.parse_args()
     bench = db.BenchDatabase(db.server_dsn())
     bench.create()
-    sides = {
-        "plain": f"bench:{args.limit}",
-        "global": f"bench:{args.limit}:global={args.limit}",
-    }
-    rates: dict[str, list[float]] = {side: [] for side in sides}
+    plain = f"bench:{args.limit}"
+    # Each side: (label, commands, --queues, --processes of each command).
+    if args.processes:
+        sides = [
+            ("1 process", 1, plain, 1),
+            (f"{args.processes} processes", 1, plain, args.processes),
+        ]
+    else:
+        limited = f"{plain}:global={args.limit}"
+        sides = [("plain", args.nodes, plain, 1), ("global_limit", args.nodes, limited, 1)]
+    print(f"cores: {os.cpu_count()}, load average: {os.getloadavg()[0]:.2f}", flush=True)
+    rates: dict[str, list[float]] = {side[0]: [] for side in sides}
+    ratios: list[float] = []
     try:
         for pair in range(args.pairs):
-            order = list(sides) if pair % 2 == 0 else list(reversed(sides))
-            found = {side: drain(bench, args.nodes, sides[side], args.jobs) for side in order}
-            for side, rate in found.items():
-                rates[side].append(rate)
-            print(
-                f"pair {pair + 1}: {args.nodes} nodes plain {found['plain']:,.0f} jobs/s,"
-                f" global_limit {found['global']:,.0f} jobs/s",
-                flush=True,
-            )
+            order = sides if pair % 2 == 0 else list(reversed(sides))
+            found = {label: drain(bench, n, queues, args.jobs, p) for label, n, queues, p in order}
+            for label, rate in found.items():
+                rates[label].append(rate)
+            (first, second) = (found[sides[0][0]], found[sides[1][0]])
+            ratios.append(second / first)
+            shown = ", ".join(f"{label} {found[label]:,.0f} jobs/s" for label, *_ in sides)
+            print(f"pair {pair + 1}: {shown}, ratio {ratios[-1]:.3f}", flush=True)
     finally:
         bench.drop()
-    for side, values in rates.items():
+    for label, values in rates.items():
         low, mid, high = summary(values)
-        print(f"{side}: {low:,.0f} / {mid:,.0f} / {high:,.0f} jobs/s (min / median / max)")
+        print(f"{label}: {low:,.0f} / {mid:,.0f} / {high:,.0f} jobs/s (min / median / max)")
+    low, mid, high = summary(ratios)
+    print(f"ratio: {low:.3f} / {mid:.3f} / {high:.3f}; load average {os.getloadavg()[0]:.2f}")
     return 0
 
 

@@ -98,6 +98,16 @@ def start(
             " configuration and exit without running it.",
         ),
     ] = False,
+    processes: Annotated[
+        int,
+        typer.Option(
+            "--processes",
+            min=1,
+            help="Node processes to run, each with these queues and limits (one per core);"
+            " a supervisor forwards SIGTERM/SIGINT to them and exits non-zero if one dies.",
+        ),
+    ] = 1,
+    supervisor_pid: Annotated[int | None, typer.Option("--supervisor-pid", hidden=True)] = None,
 ) -> None:
     r"""Run a node until SIGTERM/SIGINT: the first signal stops it gracefully within the
     shutdown grace, a second one stops it at once (exit 1, unfinished jobs left to the lifeline).
@@ -105,6 +115,10 @@ def start(
     Settings: arguments, then OBAN_* variables, then oban.toml, then \[tool.oban] in
     pyproject.toml.
     """
+    if supervisor_pid is not None:
+        from oban_py.cli.processes import watch_supervisor
+
+        watch_supervisor(supervisor_pid)
     if loop not in ("auto", "uvloop", "asyncio"):
         raise fail(f"--loop must be auto, uvloop or asyncio, got {loop!r}", EXIT_USAGE)
     if log_format not in ("json", "console"):
@@ -131,11 +145,26 @@ def start(
         guess = f"; did you mean {meant}?" if meant else ""
         _log().warning(f"{variable} is not a setting and is ignored{guess}", variable=variable)
     require_dsn(config.dsn)
+    if processes > 1 and not dry_run:
+        from oban_py.cli.processes import Supervisor, node_names
+
+        passed: list[str] = ["--log-level", log_level, "--log-format", log_format, "--loop", loop]
+        for option, value in (("--queues", queues), ("--prefix", prefix)):
+            if value is not None:
+                passed += [option, value]
+        if shutdown_grace is not None:
+            passed += ["--shutdown-grace", repr(shutdown_grace)]
+        if config_file is not None:
+            passed += ["--config", str(config_file.resolve())]
+        for module in imports or []:
+            passed += ["--import", module]
+        named = config.node if "node" in config.model_fields_set else None
+        raise typer.Exit(Supervisor(passed, node_names(named, processes), dsn).run())
     _import_workers(imports or [])
     if dry_run:
         raise typer.Exit(_dry_run(config))
     log.attach_default_logger(served_events())
-    raise typer.Exit(_run(config, new_loop(loop)))
+    raise typer.Exit(_run(config, new_loop(loop), supervised=supervisor_pid is not None))
 
 
 def served_events() -> tuple[str, ...]:
@@ -208,8 +237,12 @@ class _Signals:
     until then a signal does what it does to any process (SIGTERM ends it).
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, ignore_after: bool = False) -> None:
         self.loop = loop
+        # A node of ``start --processes`` that has stopped ignores what its supervisor forwards
+        # next (a second Ctrl-C meant for the nodes still stopping): it is leaving anyway, and
+        # would otherwise die of the signal instead of exiting with its own code.
+        self.ignore_after = ignore_after
         self.received = 0
         self.handler: Callable[[signal.Signals], None] | None = None
         self._previous: dict[signal.Signals, Any] = {}
@@ -236,7 +269,7 @@ class _Signals:
 
     def restore(self) -> None:
         for signum, previous in self._previous.items():
-            signal.signal(signum, previous)
+            signal.signal(signum, signal.SIG_IGN if self.ignore_after else previous)
         self._previous.clear()
 
 
@@ -262,7 +295,7 @@ def _exit_guard(code: int, joined: threading.Event) -> None:
     _leave(code)
 
 
-def _run(config: Config, loop: asyncio.AbstractEventLoop) -> int:
+def _run(config: Config, loop: asyncio.AbstractEventLoop, *, supervised: bool = False) -> int:
     """Serve until stopped, then leave even if a worker refuses to end.
 
     ``asyncio.run`` would wait for ever on a task that swallows its cancellation, and the
@@ -272,7 +305,7 @@ def _run(config: Config, loop: asyncio.AbstractEventLoop) -> int:
     """
     global _signals
     asyncio.set_event_loop(loop)
-    _signals = _Signals(loop)
+    _signals = _Signals(loop, ignore_after=supervised)
     try:
         code = loop.run_until_complete(_serve(config))
     except BaseException:

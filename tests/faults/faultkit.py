@@ -45,9 +45,11 @@ class Node:
         log_dir: Path,
         *,
         wrapper: tuple[str, ...] = (),
+        args: tuple[str, ...] = (),
         **env: str,
     ) -> None:
-        """``wrapper``: a command the node runs under (``faketime -f -300s``)."""
+        """``wrapper``: a command the node runs under (``faketime -f -300s``); ``args``: more
+        options of ``oban-py start``."""
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         environment = {
@@ -72,6 +74,7 @@ class Node:
                 "fault_workers",
                 "--log-format",
                 "json",
+                *args,
             ],
             cwd=ROOT,
             env=environment,
@@ -105,12 +108,18 @@ class Node:
 
 @pytest.fixture
 def nodes(dsn: str, tmp_path: Path) -> Iterator[Any]:
-    """Start nodes with ``nodes(queues, name, wrapper=(), **env)``; every one is killed after
-    the test."""
+    """Start nodes with ``nodes(queues, name, wrapper=(), args=(), **env)``; every one is killed
+    after the test."""
     started: list[Node] = []
 
-    def start(queues: str, name: str, wrapper: tuple[str, ...] = (), **env: str) -> Node:
-        node = Node(dsn, queues, name, tmp_path, wrapper=wrapper, **env)
+    def start(
+        queues: str,
+        name: str,
+        wrapper: tuple[str, ...] = (),
+        args: tuple[str, ...] = (),
+        **env: str,
+    ) -> Node:
+        node = Node(dsn, queues, name, tmp_path, wrapper=wrapper, args=args, **env)
         started.append(node)
         return node
 
