@@ -109,7 +109,7 @@ class Worker:
             if template is None or template.options is not cls.__oban_options__:
                 template = cls._template()
             if template is not None:
-                built = template.build({} if args is None else args)  # type: ignore[arg-type]
+                built = template.build({} if args is None else args)
                 if built is not None:
                     return built
         unknown = opts.keys() - _JOB_OPTIONS

@@ -192,14 +192,14 @@ def plain_statement(queries: Queries, jobs: Sequence[Job], insert_channel: str) 
             kind = shapes[key] = len(shapes) + 1
             shape_rows.append(_shape(job))
         kinds.append(kind)
-    params = {
+    batch: dict[str, str | None] = {
         "shapes": jsonb.dumps_str(shape_rows),
         "args": jsonb.dumps_str(args),
         # text: psycopg dumps a literal faster than a list of thousands of ints
         "kinds": None if len(shapes) == 1 else "{" + ",".join(map(str, kinds)) + "}",
         "channel": insert_channel,
     }
-    return Statement(queries["insert_jobs"], params)
+    return Statement(queries["insert_jobs"], batch)
 
 
 def _shape_key(job: Job, values: dict[str, Any]) -> tuple[Any, ...]:

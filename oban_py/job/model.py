@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import gc
 import math
-from math import isfinite
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from math import isfinite
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -131,7 +131,11 @@ def _plain_copy(value: Mapping[str, Any]) -> dict[str, Any] | None:
         return None
     for key, item in copy.items():
         kind = item.__class__
-        if key.__class__ is not str or kind not in _SCALARS or (kind is float and not isfinite(item)):
+        if (
+            key.__class__ is not str
+            or kind not in _SCALARS
+            or (kind is float and not isfinite(item))
+        ):
             # Lists, nested objects, subclasses, NaN and infinities: read back as the database
             # holds them. Plain scalars read back as they are: the serialising checked them.
             result: dict[str, Any] = jsonb.loads(dumped)
@@ -502,7 +506,7 @@ class Template:
     once: ``build(args)`` makes what ``Job(**options, args=args)`` makes, checking only the
     args. ``Worker.new`` spent four fifths of its time validating the same options again."""
 
-    __slots__ = ("options", "_values", "_fields")
+    __slots__ = ("_fields", "_values", "options")
 
     def __init__(self, options: Mapping[str, Any], **fields: Any) -> None:
         #: what the template was made of (its owner compares it to know it is current)
@@ -634,8 +638,12 @@ def schedule_delay(job: Job) -> int | None:
     read before the insert; the insert computes it again from the database's clock, which the
     stager compares it with, so that a client whose clock is off schedules no earlier or later.
     """
+    scheduled_at = job.__dict__["scheduled_at"]
+    if scheduled_at is None:
+        # Most jobs; read before the private attribute, which pydantic looks up slowly.
+        return None
     given = job._scheduled_in
-    if given is None or job.scheduled_at != given[0]:
+    if given is None or scheduled_at != given[0]:
         return None
     return given[1]
 
