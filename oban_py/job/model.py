@@ -504,7 +504,7 @@ def _fast_init(job: Job, data: dict[str, Any]) -> bool:
 class Template:
     """The fields every job of one worker shares (its name and default options), validated
     once: ``build(args)`` makes what ``Job(**options, args=args)`` makes, checking only the
-    args. ``Worker.new`` spent four fifths of its time validating the same options again."""
+    args. ``Worker.new`` spent most of its time validating the same options again."""
 
     __slots__ = ("_fields", "_values", "options")
 
