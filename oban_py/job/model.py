@@ -506,7 +506,7 @@ class Template:
     once: ``build(args)`` makes what ``Job(**options, args=args)`` makes, checking only the
     args. ``Worker.new`` spent most of its time validating the same options again."""
 
-    __slots__ = ("_fields", "_values", "options")
+    __slots__ = ("_fields", "_mutable", "_values", "options")
 
     def __init__(self, options: Mapping[str, Any], **fields: Any) -> None:
         #: what the template was made of (its owner compares it to know it is current)
@@ -515,6 +515,8 @@ class Template:
         shared = Job(**options, **fields)
         self._values = shared.__dict__
         self._fields = frozenset(shared.model_fields_set | {"args"})
+        #: whether the options hold values each job must have a copy of (most workers: none)
+        self._mutable = bool(shared.meta or shared.tags or shared.replace is not None)
 
     def build(self, args: dict[str, Any]) -> Job | None:
         """A job with ``args``; None (nothing built) for args the full validation must see:
@@ -525,11 +527,15 @@ class Template:
         values = self._values.copy()
         values["args"] = copied
         # The job owns its mutable values, as one validated on its own would.
-        meta, tags, replace = values["meta"], values["tags"], values["replace"]
-        values["meta"] = _copy_json(meta) if meta else {}
-        values["tags"] = list(tags) if tags else []
-        if replace is not None:
-            values["replace"] = dict(replace)
+        if self._mutable:
+            meta, tags, replace = values["meta"], values["tags"], values["replace"]
+            values["meta"] = _copy_json(meta) if meta else {}
+            values["tags"] = list(tags) if tags else []
+            if replace is not None:
+                values["replace"] = dict(replace)
+        else:
+            values["meta"] = {}
+            values["tags"] = []
         values["errors"] = []
         return _filled(Job.__new__(Job), values, set(self._fields))
 
