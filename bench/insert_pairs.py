@@ -4,13 +4,14 @@
     python -m bench.insert_pairs --pairs 5 --no-peer
 
 bulk: one ``enqueue_many`` call of 20,000 jobs (built beforehand, the call alone timed), the
-server inserting the same rows by itself (``generate_series``: its own bound), and one
-``Queries.enqueue`` call of 20,000 jobs by pgqueuer 1.6 (its own venv and database, see
-``bench/peers.py``; ``--no-peer`` skips it). single: 1,000 sequential ``enqueue`` calls on an
-idle client timed alone (their jobs built just before each block of 50, as the bulk figure),
-1,000 more building each ``Job`` in the timed loop, and one-row ``INSERT``s sent one at a time
-on the connection the client holds (the server's round-trip rate), alternating in blocks of
-50. Every count is checked in the database.
+same call with its jobs built by ``Worker.new`` inside the timed region (what an application's
+code does, and what the anchor harness times), the server inserting the same rows by itself
+(``generate_series``: its own bound), and one ``Queries.enqueue`` call of 20,000 jobs by
+pgqueuer 1.6 (its own venv and database, see ``bench/peers.py``; ``--no-peer`` skips it).
+single: 1,000 sequential ``enqueue`` calls on an idle client timed alone (their jobs built just
+before each block of 50, as the bulk figure), 1,000 more building each ``Job`` in the timed
+loop, and one-row ``INSERT``s sent one at a time on the connection the client holds (the
+server's round-trip rate), alternating in blocks of 50. Every count is checked in the database.
 Prints each pair and the medians, one JSON line last.
 """
 
@@ -31,7 +32,7 @@ from psycopg import sql
 from bench import db
 from bench.peers import PEERS, _ensure_venv, _url
 from bench.scenarios import BenchFailure
-from oban_py import Client, Job
+from oban_py import Client, Job, worker
 
 RAW = "INSERT INTO oban_jobs (queue, worker, args) VALUES (%s, %s, %s::jsonb)"
 # The server inserting the same rows from nothing (no client encoding, no JSON unpacking), as
@@ -48,6 +49,12 @@ def _job(n: int) -> Job:
     return Job(worker="Bench.Noop", queue="idle", args={"n": n})
 
 
+@worker(queue="idle", name="Bench.Noop")
+class Noop:
+    async def process(self, job: Job) -> None:
+        pass
+
+
 async def bulk(bench: db.BenchDatabase, client: Client, size: int) -> tuple[float, float]:
     """The rate, and the share of the call's wall time this process spent on the CPU (the
     rest is waiting for the server)."""
@@ -60,6 +67,17 @@ async def bulk(bench: db.BenchDatabase, client: Client, size: int) -> tuple[floa
     if len(inserted) != size or stored != size:
         raise BenchFailure(f"bulk stored {stored} of {size}")
     return size / spent, cpu / spent
+
+
+async def bulk_built(bench: db.BenchDatabase, client: Client, size: int) -> float:
+    """The rate of one ``enqueue_many`` call with its jobs built by ``Worker.new`` in it."""
+    bench.reset()
+    t0 = time.perf_counter()
+    inserted = await client.enqueue_many([Noop.new({"i": i}) for i in range(size)])
+    spent = time.perf_counter() - t0
+    if len(inserted) != size or bench.one("SELECT count(*) FROM oban_jobs") != size:
+        raise BenchFailure(f"bulk with Worker.new did not store {size}")
+    return size / spent
 
 
 async def single(bench: db.BenchDatabase, client: Client, count: int) -> tuple[float, float, float]:
@@ -154,6 +172,7 @@ async def run(pairs: int, size: int, count: int, with_peer: bool) -> dict[str, A
     figures: dict[str, list[float]] = {
         "bulk": [],
         "bulk_client_share": [],
+        "bulk_built": [],
         "server_bulk": [],
         "peer": [],
         "single": [],
@@ -167,6 +186,8 @@ async def run(pairs: int, size: int, count: int, with_peer: bool) -> dict[str, A
                 ours, share = await bulk(bench, client, size)
                 figures["bulk"].append(ours)
                 figures["bulk_client_share"].append(share)
+                built_rate = await bulk_built(bench, client, size)
+                figures["bulk_built"].append(built_rate)
                 bound = server_bulk(bench, size)
                 figures["server_bulk"].append(bound)
                 theirs = peer_bulk(bench, size) if with_peer else None
@@ -179,7 +200,8 @@ async def run(pairs: int, size: int, count: int, with_peer: bool) -> dict[str, A
                 peer_text = f"{theirs:,.0f}" if theirs is not None else "-"
                 print(
                     f"pair {n + 1}: enqueue_many {size:,} in one call {ours:,.0f} jobs/s "
-                    f"(client CPU {share:.0%} of it; the server alone {bound:,.0f}), "
+                    f"(client CPU {share:.0%} of it; the server alone {bound:,.0f}; "
+                    f"with Worker.new inside {built_rate:,.0f}), "
                     f"pgqueuer {peer_text}; "
                     f"single enqueue {one:,.0f}/s ({built:,.0f}/s building each Job) vs raw "
                     f"INSERT {raw:,.0f}/s ({one / raw:.2f}; {built / raw:.2f})",
@@ -196,6 +218,7 @@ async def run(pairs: int, size: int, count: int, with_peer: bool) -> dict[str, A
     medians["bulk_of_server"] = statistics.median(bounds)
     print(
         f"median: enqueue_many {medians['bulk']:,.0f} jobs/s = {medians['bulk_of_server']:.2f} x "
+        f"(with Worker.new inside: {medians['bulk_built']:,.0f}) "
         f"the server alone {medians['server_bulk']:,.0f} (pgqueuer "
         f"{medians.get('peer', float('nan')):,.0f}); single {medians['single']:,.0f}/s = "
         f"{medians['single_ratio']:.2f} x raw {medians['raw']:,.0f}/s (building each Job too: "

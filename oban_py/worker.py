@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 from oban_py import crontab
 from oban_py.client.core import get_instance, require_loop
 from oban_py.job.errors import InvalidArgs, UnknownWorker
-from oban_py.job.model import Job
+from oban_py.job.model import Job, Template
 from oban_py.middleware import Middleware, checked
 
 if TYPE_CHECKING:
@@ -40,6 +40,8 @@ OPTIONS = ("queue", "priority", "max_attempts", "tags", "unique", "replace", "me
 #: Where ``process`` runs: ``"thread"`` (a plain ``def`` in a node thread, an ``async def`` on
 #: the loop) or ``"process"`` (a worker process of the queue: ``oban_py.node.processes``).
 Executor = Literal["thread", "process"]
+#: what ``new(**opts)`` accepts: the job's fields and ``schedule_in``
+_JOB_OPTIONS = frozenset(Job.model_fields) | {"schedule_in"}
 EXECUTORS: tuple[Executor, ...] = ("thread", "process")
 
 
@@ -58,6 +60,8 @@ class Worker:
     __oban_name__: ClassVar[str]
     __oban_options__: ClassVar[dict[str, Any]] = {}
     args_model: ClassVar[type[BaseModel] | None] = None
+    #: the class's options validated once, for ``new`` (made on its first call)
+    __oban_template__: ClassVar[Template | None] = None
     #: Errors that discard the job at once, whatever attempts are left (for example
     #: ``InvalidArgs``: args that fail ``args_model`` never pass on a later attempt).
     discard_on: ClassVar[tuple[type[BaseException], ...]] = ()
@@ -100,13 +104,37 @@ class Worker:
     @classmethod
     def new(cls, args: Mapping[str, Any] | BaseModel | None = None, **opts: Any) -> Job:
         """A validated ``Job`` for this worker; ``opts`` override the worker's defaults."""
-        unknown = set(opts) - set(Job.model_fields) - {"schedule_in"}
+        if not opts and (args is None or args.__class__ is dict):
+            template = cls.__oban_template__
+            if template is None or template.options is not cls.__oban_options__:
+                template = cls._template()
+            if template is not None:
+                built = template.build({} if args is None else args)
+                if built is not None:
+                    return built
+        unknown = opts.keys() - _JOB_OPTIONS
         if unknown:
             raise TypeError(f"unknown job option(s): {', '.join(sorted(unknown))}")
         values: dict[str, Any] = {**cls.__oban_options__, **opts}
         values["worker"] = cls.__oban_name__
         values["args"] = cls._dump_args({} if args is None else args)
         return Job(**values)
+
+    @classmethod
+    def _template(cls) -> Template | None:
+        """The worker's options validated once for ``new``; None for typed args (each job's
+        are validated by its model) and while the options are invalid (each ``new`` then
+        raises the validation's error)."""
+        if cls.args_model is not None:
+            return None
+        try:
+            template = Template(cls.__oban_options__, worker=cls.__oban_name__)
+        except ValueError:
+            return None
+        # A subclass inherits it with options of its own, so it is remade there (their
+        # identity is what ``new`` compares).
+        cls.__oban_template__ = template
+        return template
 
     @classmethod
     def enqueue(

@@ -11,7 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
+from oban_py.job.errors import InvalidArgs
 from oban_py.job.model import Job
+from oban_py.worker import Worker
 
 # Poison among the plain: blank, NUL, lone surrogates, over-long names, bools where ints go,
 # integers wider than 64 bits, non-finite floats, non-text keys, tuples, nested values.
@@ -95,3 +97,52 @@ def test_plain_args_are_copied_and_checked() -> None:
         Job(worker="W", args={"path": "\udcff"})
     # JSON has no NaN: the job holds what the database will (null), as validation gives.
     assert Job(worker="W", args={"x": math.nan}).args == {"x": None}
+
+
+# A worker's options, valid and not: Worker.new validates them once per class, then only args.
+OPTIONS = st.fixed_dictionaries(
+    {},
+    optional={
+        "queue": NAME,
+        "priority": NUMBER,
+        "max_attempts": NUMBER,
+        "tags": st.one_of(st.lists(TEXT, max_size=3), st.just(["B", " a "])),
+        "meta": st.one_of(PLAIN, st.just({"nested": {"n": [1, 2**70]}})),
+        "unique": st.sampled_from([{"period": 60}, {"fields": ["args"], "keys": ["a"]}]),
+        "replace": st.just({"scheduled": ["args", "priority"]}),
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(OPTIONS, st.one_of(st.none(), PLAIN, OBJECT), st.integers(min_value=1, max_value=3))
+def test_worker_new_builds_what_validating_every_option_builds(
+    options: dict[str, Any], args: Any, calls: int
+) -> None:
+    cls = type("Built", (Worker,), dict(options))
+    plain = {} if args is None else args
+    for _ in range(calls):  # the first call makes the template, later ones use it
+        if not isinstance(plain, dict):
+            with pytest.raises(InvalidArgs, match="args must be a JSON object"):
+                cls.new(args)
+            continue
+        given = {**options, "worker": cls.__oban_name__, "args": plain}
+        assert outcome(cls.new, args) == outcome(by_pydantic, given)
+
+
+def test_a_job_from_worker_new_shares_no_mutable_value_with_its_worker_or_siblings() -> None:
+    cls = type("Shared", (Worker,), {"tags": ["t"], "meta": {"m": {"n": 1}}})
+    first, second = cls.new({"a": [1]}), cls.new({"a": [1]})
+    first.tags.append("u")
+    first.meta["m"]["n"] = 2
+    first.args["a"].append(2)
+    first.errors.append({})
+    first.model_fields_set.add("priority")
+    assert (second.tags, second.meta, second.args, second.errors) == (
+        ["t"],
+        {"m": {"n": 1}},
+        {"a": [1]},
+        [],
+    )
+    assert second.model_fields_set == {"tags", "meta", "worker", "args"}
+    assert cls.new().meta == {"m": {"n": 1}}

@@ -167,9 +167,10 @@ def _columns(job: Job) -> dict[str, Any]:
 
 
 def plain_statement(queries: Queries, jobs: Sequence[Job], insert_channel: str) -> Statement:
-    """The INSERT of plain jobs: the single-row form for one, one JSON document for many.
+    """The INSERT of plain jobs: the single-row form for one; for many, the args of all in one
+    JSON array and the other columns once per shape (``sql/insert_jobs.sql``).
 
-    orjson writes the whole batch in one C call; per-column array literals built in Python
+    orjson writes each document in one C call; per-column array literals built in Python
     cost four times as much, and psycopg dumping 5,000-element lists far more.
     """
     if len(jobs) == 1:
@@ -178,8 +179,49 @@ def plain_statement(queries: Queries, jobs: Sequence[Job], insert_channel: str) 
             params = (job.queue, job.worker, jsonb.dumps_str(job.args), insert_channel)
             return Statement(queries["insert_job_defaults"], params)
         return Statement(queries["insert_job"], row_params(job, insert_channel))
-    rows = jsonb.dumps_str([_row(job) for job in jobs])
-    return Statement(queries["insert_jobs"], {"rows": rows, "channel": insert_channel})
+    shapes: dict[tuple[Any, ...], int] = {}
+    kinds: list[int] = []
+    args: list[dict[str, Any]] = []
+    shape_rows: list[dict[str, Any]] = []
+    for job in jobs:
+        values = job.__dict__
+        args.append(values["args"])
+        key = _shape_key(job, values)
+        kind = shapes.get(key)
+        if kind is None:
+            kind = shapes[key] = len(shapes) + 1
+            shape_rows.append(_shape(job))
+        kinds.append(kind)
+    batch: dict[str, str | None] = {
+        "shapes": jsonb.dumps_str(shape_rows),
+        "args": jsonb.dumps_str(args),
+        # text: psycopg dumps a literal faster than a list of thousands of ints
+        "kinds": None if len(shapes) == 1 else "{" + ",".join(map(str, kinds)) + "}",
+        "channel": insert_channel,
+    }
+    return Statement(queries["insert_jobs"], batch)
+
+
+def _shape_key(job: Job, values: dict[str, Any]) -> tuple[Any, ...]:
+    """What jobs of one shape share: every inserted column but args."""
+    meta, tags, scheduled_at = values["meta"], values["tags"], values["scheduled_at"]
+    return (
+        values["state"],
+        values["queue"],
+        values["worker"],
+        jsonb.dumps(meta) if meta else None,
+        tuple(tags),
+        values["max_attempts"],
+        values["priority"],
+        scheduled_at,
+        None if scheduled_at is None else schedule_delay(job),
+    )
+
+
+def _shape(job: Job) -> dict[str, Any]:
+    row = _row(job)
+    del row["args"]
+    return row
 
 
 # -- unique jobs --------------------------------------------------------------------------------
