@@ -96,12 +96,15 @@ def test_the_cron_page_shows_each_entry_with_its_last_run_next_run_and_recent_jo
     # The newest job is the last run; only the newest HISTORY jobs are listed.
     assert 'class="last-run"><span class="pill state-executing">executing' in weekly
     assert weekly.count('href="/jobs/') == HISTORY
-    assert f'href="/jobs/{running}"' in weekly and f'href="/jobs/{weekly_ids[0]}"' not in weekly
+    assert f'href="/jobs/{running}"' in weekly
+    assert f'href="/jobs/{weekly_ids[0]}"' not in weekly
     assert f"({WEEKLY.name})" in weekly
     assert "America/New_York" in weekly
     expected = next_run("0 9 * * MON", zone("America/New_York"))
-    assert expected is not None and expected.strftime("%Y-%m-%d %H:%M:%S UTC") in weekly
-    assert "/crons" in html and "/nodes" in html  # in the nav
+    assert expected is not None
+    assert expected.strftime("%Y-%m-%d %H:%M:%S UTC") in weekly
+    assert "/crons" in html
+    assert "/nodes" in html
 
 
 def test_next_run_follows_the_expression_in_its_timezone() -> None:
@@ -181,11 +184,16 @@ def test_the_nodes_page_shows_each_node_its_queues_language_leader_and_uptime(
         html = web.get("/nodes").text
     elixir = html.split('<tr data-node="elixir-node-1"')[1].split("</tr>")[0]
     python = html.split('<tr data-node="py-node-1"')[1].split("</tr>")[0]
-    assert 'data-language="elixir"' in elixir and "leads Oban<" in elixir
-    assert 'data-language="python"' in python and "leads Oban.py<" in python
-    assert ">ex</a> 3 · 0" in elixir and ">default</a> 1 · 0" in elixir
-    assert ">mailers</a> 5 · 2" in python and ">media</a> 2 · 0" in python
-    assert 'node-limit">7<' in python and 'node-running">2<' in python
+    assert 'data-language="elixir"' in elixir
+    assert "leads Oban<" in elixir
+    assert 'data-language="python"' in python
+    assert "leads Oban.py<" in python
+    assert ">ex</a> 3 · 0" in elixir
+    assert ">default</a> 1 · 0" in elixir
+    assert ">mailers</a> 5 · 2" in python
+    assert ">media</a> 2 · 0" in python
+    assert 'node-limit">7<' in python
+    assert 'node-running">2<' in python
     assert "2026-12-02 01:00:00 UTC" in python  # uptime from its earliest queue
     assert "2026-12-02 01:28:29 UTC" in elixir
     assert "gone-node" not in html  # an expired lease leads nothing
