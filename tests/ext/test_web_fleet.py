@@ -82,7 +82,6 @@ def test_the_cron_page_shows_each_entry_with_its_last_run_next_run_and_recent_jo
         publish(dsn, "cronitor", elixir)
         publish(dsn, "cronitor", python)
         until(lambda: len(app.state.dashboard.crontabs.entries()) == 2)
-        time.sleep(0.15)
         html = web.get("/crons").text
 
     rows = html.split("<tr data-worker=")[1:]
@@ -180,7 +179,6 @@ def test_the_nodes_page_shows_each_node_its_queues_language_leader_and_uptime(
         ]
         publish(dsn, "gossip", {"checks": checks})
         until(lambda: len(app.state.dashboard.nodes.nodes()) == 2)
-        time.sleep(0.15)
         html = web.get("/nodes").text
     elixir = html.split('<tr data-node="elixir-node-1"')[1].split("</tr>")[0]
     python = html.split('<tr data-node="py-node-1"')[1].split("</tr>")[0]

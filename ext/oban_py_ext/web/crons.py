@@ -77,13 +77,16 @@ class CronWatch:
     def __init__(self) -> None:
         self._tabs: dict[tuple[str, str], tuple[list[Entry], float]] = {}
 
-    def heard(self, payload: dict[str, Any]) -> None:
+    def heard(self, payload: dict[str, Any]) -> bool:
+        """Keep a node's crontab; True when it differs from what that node sent before."""
         node, name, tab = payload.get("node"), payload.get("name"), payload.get("crontab")
         if not isinstance(node, str) or not isinstance(tab, list):
-            return
+            return False
         entries = [e for e in (parse_entry(i) for i in tab[:MOST_ENTRIES]) if e is not None]
         key = (node, name if isinstance(name, str) else "Oban")
+        before = self._tabs.get(key)
         self._tabs[key] = (entries, time.monotonic())
+        return before is None or [e.key for e in before[0]] != [e.key for e in entries]
 
     def entries(self) -> list[Entry]:
         """The union of the live crontabs, by worker then expression, each with its nodes."""
