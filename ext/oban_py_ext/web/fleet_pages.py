@@ -7,6 +7,7 @@ same for one tab or fifty, and the same at ten thousand jobs or ten million.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +19,18 @@ from oban_py_ext.web.crons import Entry, next_run, zone
 from oban_py_ext.web.dashboard import Dashboard, dashboard_of
 from oban_py_ext.web.fleet import History, Leases
 from oban_py_ext.web.nodes import Check
+
+Context = Callable[[Dashboard], Awaitable[dict[str, Any]]]
+
+
+def rendering(template: str, context: Context) -> Callable[[Request], Awaitable[Response]]:
+    """The handler of a page (or of its live fragment) rendering ``template`` with ``context``."""
+
+    async def handler(request: Request) -> Response:
+        dashboard = dashboard_of(request)
+        return dashboard.render(request, template, **await context(dashboard))
+
+    return handler
 
 
 @dataclass(frozen=True)
@@ -31,16 +44,6 @@ class CronRow:
     def options(self) -> dict[str, Any]:
         """The entry's options but its name (shown apart)."""
         return {k: v for k, v in self.entry.opts.items() if k != "name"}
-
-
-async def crons(request: Request) -> Response:
-    dashboard = dashboard_of(request)
-    return dashboard.render(request, "crons.html", **await _crons_context(dashboard))
-
-
-async def crons_live(request: Request) -> Response:
-    dashboard = dashboard_of(request)
-    return dashboard.render(request, "_crons_live.html", **await _crons_context(dashboard))
 
 
 async def _crons_context(dashboard: Dashboard) -> dict[str, Any]:
@@ -122,16 +125,6 @@ def node_rows(dashboard: Dashboard, leases: Leases) -> list[NodeRow]:
     return rows
 
 
-async def nodes(request: Request) -> Response:
-    dashboard = dashboard_of(request)
-    return dashboard.render(request, "nodes.html", **await _nodes_context(dashboard))
-
-
-async def nodes_live(request: Request) -> Response:
-    dashboard = dashboard_of(request)
-    return dashboard.render(request, "_nodes_live.html", **await _nodes_context(dashboard))
-
-
 async def _nodes_context(dashboard: Dashboard) -> dict[str, Any]:
     leases = await dashboard.leases.get()
     rows = node_rows(dashboard, leases)
@@ -142,3 +135,9 @@ async def _nodes_context(dashboard: Dashboard) -> dict[str, Any]:
         "elsewhere": sorted((n, node) for n, node in leases.leaders.items() if node not in shown),
         "listening": dashboard.nodes.listening,
     }
+
+
+crons = rendering("crons.html", _crons_context)
+crons_live = rendering("_crons_live.html", _crons_context)
+nodes = rendering("nodes.html", _nodes_context)
+nodes_live = rendering("_nodes_live.html", _nodes_context)
