@@ -116,6 +116,10 @@ def test_next_run_follows_the_expression_in_its_timezone() -> None:
     # Day of month AND weekday, as Elixir: the next Friday the 13th.
     assert next_run("0 0 13 * FRI", zone(None), now) == datetime(2027, 8, 13, tzinfo=UTC)
     assert next_run("0 0 29 2 *", zone(None), now) == datetime(2028, 2, 29, tzinfo=UTC)
+    # 02:30 does not exist in New York on 14 March 2027 (clocks go 02:00 -> 03:00).
+    spring = datetime(2027, 3, 13, 12, 0, tzinfo=UTC)
+    after_gap = next_run("30 2 * * *", zone("America/New_York"), spring)
+    assert after_gap == datetime(2027, 3, 15, 6, 30, tzinfo=UTC)
     for never in ("@reboot", "not cron", "0-999999999 * * * *", "61 * * * *"):
         assert next_run(never, zone(None), now) is None
     assert zone("../../etc/passwd").key == "Etc/UTC"

@@ -146,7 +146,12 @@ def next_run(expr: str, tz: ZoneInfo, now: datetime | None = None) -> datetime |
             for hour in hours:
                 for minute in minutes:
                     moment = day.replace(hour=hour, minute=minute)
-                    if moment >= start:
-                        return moment.replace(tzinfo=tz).astimezone(UTC)
+                    if moment < start:
+                        continue
+                    at = moment.replace(tzinfo=tz).astimezone(UTC)
+                    # A wall-clock minute skipped by a DST change never comes: nodes match the
+                    # local time, so the entry does not run then.
+                    if at.astimezone(tz).replace(tzinfo=None) == moment:
+                        return at
         day += timedelta(days=1)
     return None

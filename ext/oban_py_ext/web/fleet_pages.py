@@ -76,17 +76,6 @@ class NodeRow:
     def running(self) -> int:
         return sum(c.running for c in self.checks)
 
-    @property
-    def paused(self) -> int:
-        return sum(c.paused for c in self.checks)
-
-    @property
-    def uptime(self) -> float | None:
-        """Seconds since its earliest queue started."""
-        if self.started_at is None:
-            return None
-        return max(0.0, (datetime.now(UTC) - self.started_at).total_seconds())
-
 
 def _started(value: str | None) -> datetime | None:
     if value is None:
