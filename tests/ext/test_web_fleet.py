@@ -20,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from oban_py_ext.web import create_app
 from oban_py_ext.web.crons import CronWatch, next_run, zone
+from oban_py_ext.web.dashboard import SECURITY_HEADERS
 from oban_py_ext.web.fleet import HISTORY
 from starlette.testclient import TestClient
 
@@ -204,6 +205,11 @@ def test_the_nodes_page_shows_each_node_its_queues_language_leader_and_uptime(
 def test_five_tabs_on_the_cron_and_nodes_pages_cost_what_one_does(dsn: str) -> None:
     app = create_app(dsn=dsn, refresh_interval=60.0)
     with TestClient(app, base_url="http://127.0.0.1") as web:
+        for path in ("/crons", "/nodes"):
+            page = web.get(path)
+            assert page.status_code == 200
+            for name, value in SECURITY_HEADERS.items():
+                assert page.headers[name] == value
         for _ in range(5):
             assert web.get("/live/crons").status_code == 200
             assert web.get("/live/nodes").status_code == 200
