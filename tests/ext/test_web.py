@@ -248,17 +248,41 @@ def test_poison_rows_render_without_crashing(dsn: str, web: TestClient) -> None:
 
 
 def test_database_values_are_escaped_everywhere(dsn: str, web: TestClient) -> None:
-    job_id = insert(dsn, queue=XSS, worker=XSS, args={"html": XSS}, tags=[XSS], meta={"m": XSS})
+    job_id = insert(
+        dsn, queue=XSS, worker=XSS, args={"html": XSS}, tags=[XSS], meta={"cron_name": XSS}
+    )
+    web.get("/")  # starts listening
+    # Hostile node, instance, queue, worker names and cron expressions, as a node may publish.
+    check = {"node": XSS, "name": XSS, "queue": XSS, "limit": 1, "started_at": XSS}
+    tab = {"crontab": [[XSS, XSS, {"name": XSS, "timezone": XSS, "args": {"h": XSS}}]]}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO oban_peers (name, node, started_at, expires_at) VALUES "
+            "(%s, %s, now(), timezone('UTC', now()) + interval '1 minute')",
+            (XSS, XSS + "-elsewhere"),
+        )
+        notifier.publish_sync(conn, "public", "gossip", [{"checks": [check]}])
+        notifier.publish_sync(conn, "public", "cronitor", [{**tab, "node": XSS, "name": XSS}])
+    dashboard = web.app.state.dashboard  # type: ignore[attr-defined]
+    for _ in range(100):
+        if dashboard.nodes.checks() and dashboard.crontabs.entries():
+            break
+        threading.Event().wait(0.05)
     pages = [
         web.get("/").text,
         web.get("/jobs").text,
         web.get(f"/jobs/{job_id}").text,
         web.get("/queues/" + XSS.replace("/", "%2F")).text,
+        web.get("/crons").text,
+        web.get("/nodes").text,
     ]
     for html in pages:
         assert "<script>window.__xss" not in html
         assert "<img src=x" not in html
     assert "&lt;script&gt;window.__xss = 1&lt;/script&gt;" in pages[2]
+    assert pages[4].count("&lt;script&gt;window.__xss") >= 3  # worker, name, expression
+    assert f'href="/jobs/{job_id}"' in pages[4]  # its job, found by the hostile cron_name
+    assert pages[5].count("&lt;script&gt;window.__xss") >= 4  # node, instance, queue, lease
 
 
 # -- actions ---------------------------------------------------------------------------------

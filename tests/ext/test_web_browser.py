@@ -85,6 +85,31 @@ def insert(dsn: str, **row: Any) -> int:
     return int(job_id)
 
 
+def publish(dsn: str, channel: str, payload: dict[str, Any]) -> None:
+    """What a node sends on ``channel`` (as Elixir's, uncompressed: the notifier reads both)."""
+    sql(dsn, "SELECT pg_notify(%s, %s)", (f"public.oban_{channel}", json.dumps(payload)))
+
+
+def publish_until(
+    dsn: str, channel: str, payload: dict[str, Any], shown: Callable[[], Any]
+) -> None:
+    """Publish until ``shown()``: the dashboard hears nothing sent before it listens."""
+
+    def published_and_shown() -> Any:
+        publish(dsn, channel, payload)
+        return shown()
+
+    wait_for(published_and_shown)
+
+
+def elixir_payload(channel: str) -> dict[str, Any]:
+    """A payload an Elixir node with oban_met sent, as captured in compat_fixtures."""
+    notes = json.loads((ROOT / "compat_fixtures" / "oban_met" / "notifications.json").read_text())
+    found = next(n for n in notes if n["channel"] == f"public.oban_{channel}")
+    payload: dict[str, Any] = found["payload"]
+    return payload
+
+
 def state_of(dsn: str, job_id: int) -> str:
     ((state,),) = sql(dsn, "SELECT state::text FROM oban_jobs WHERE id = %s", (job_id,))
     return str(state)
@@ -130,7 +155,8 @@ def node(dsn: str) -> Iterator[Callable[[str], None]]:
     """Starts ``oban-py start`` nodes running the given queues; stops them after the test."""
     procs: list[subprocess.Popen[str]] = []
 
-    def start(queues: str, name: str = "web-test-node") -> None:
+    def start(queues: str, name: str = "web-test-node", config: Path | None = None) -> None:
+        settings = ["--config", str(config)] if config is not None else []
         procs.append(
             subprocess.Popen(
                 [
@@ -146,6 +172,7 @@ def node(dsn: str) -> Iterator[Callable[[str], None]]:
                     "tests.clisupport.workers",
                     "--shutdown-grace",
                     "1",
+                    *settings,
                 ],
                 cwd=ROOT,
                 env=clean_env(),
@@ -341,6 +368,15 @@ def test_an_xss_payload_in_args_renders_inert(dsn: str, page: Any) -> None:
         page.goto(path)
         page.wait_for_load_state("load")
         assert page.evaluate("window.__xss") is None
+    # A node publishing hostile names, queues, workers and cron expressions.
+    for path, channel, payload in (
+        ("/nodes", "gossip", {"checks": [{"node": XSS, "name": XSS, "queue": XSS, "limit": 1}]}),
+        ("/crons", "cronitor", {"crontab": [[XSS, XSS, {"name": XSS}]], "node": XSS}),
+    ):
+        page.goto(path)
+        publish_until(dsn, channel, payload, lambda: XSS in page.text_content("main"))
+        assert page.evaluate("window.__xss") is None
+        assert page.locator("main img").count() == 0
     page.goto(f"/jobs/{job_id}")
     assert json.dumps(XSS) in page.text_content("#job-args")  # shown as the text it is
     assert page.locator("#job-args img").count() == 0
@@ -366,3 +402,70 @@ def test_an_action_without_the_token_is_refused(dsn: str, browser: Any, server: 
     finally:
         stranger.close()
     assert state_of(dsn, job_id) == "available"
+
+
+def test_the_cron_page_shows_each_nodes_crontab_with_its_runs(
+    dsn: str, page: Any, node: Any, tmp_path: Path
+) -> None:
+    from oban_py.crontab import CronEntry
+
+    config = tmp_path / "oban.toml"
+    config.write_text(
+        'crontab = [["* * * * *", "CliSupport.Echo"], ["0 9 * * MON", "CliSupport.EchoSync",'
+        ' {args = {report = "weekly"}, timezone = "America/New_York"}]]\n'
+    )
+    node("default:2", config=config)
+    minutely = CronEntry("* * * * *", "CliSupport.Echo")
+    meta = {"cron": True, "cron_expr": "* * * * *", "cron_name": minutely.name}
+    ran = [insert(dsn, meta={**meta, "cron_tz": "Etc/UTC"}) for _ in range(3)]
+    # An Elixir node's crontab as captured (unnamed entry) and one job its cron inserted.
+    elixir_meta = {"cron": True, "cron_expr": "* * * * *", "cron_name": "47317141"}
+    elixir_job = insert(dsn, worker="Interop.NoopWorker", meta=elixir_meta, state="discarded")
+
+    page.goto("/crons")
+    mine = 'tr[data-worker="CliSupport.Echo"][data-expr="* * * * *"]'
+    elixir = 'tr[data-worker="Interop.NoopWorker"]'
+    publish_until(dsn, "cronitor", elixir_payload("cronitor"), page.locator(elixir).count)
+    # The node publishes its crontab at start; its jobs complete on the node: the page follows.
+    wait_for(lambda: "completed" in (page.text_content(f"{mine} .last-run") or ""), timeout=30)
+    assert "web-test-node" in page.text_content(mine)
+    for job_id in ran:
+        assert page.locator(f'{mine} td.runs a[href="/jobs/{job_id}"]').count() == 1
+    next_run = page.text_content(f"{mine} .next-run")
+    assert next_run.startswith(time.strftime("%Y-%m-%d", time.gmtime(time.time() + 60)))
+    weekly = 'tr[data-worker="CliSupport.EchoSync"]'
+    assert "America/New_York" in page.text_content(f"{weekly} .cron-tz")
+    assert "no jobs yet" in page.text_content(f"{weekly} .last-run")
+    assert '"report":"weekly"' in page.text_content(f"{weekly} .cron-opts")
+    assert "elixir-node-1" in page.text_content(elixir)
+    assert "discarded" in page.text_content(f"{elixir} .last-run")
+    assert page.locator(f'{elixir} td.runs a[href="/jobs/{elixir_job}"]').count() == 1
+    page.click("header.top nav a[href='/nodes']")
+    page.wait_for_url("**/nodes")
+    page.click("header.top nav a[href='/crons']")
+    page.wait_for_selector(mine)
+    shot(page, "crons")
+
+
+def test_the_nodes_page_shows_python_and_elixir_nodes_live(dsn: str, page: Any, node: Any) -> None:
+    node("mailers:5,reports:2")
+    sql(
+        dsn,
+        "INSERT INTO oban_peers (name, node, started_at, expires_at) VALUES ('Oban', "
+        "'elixir-node-1', now(), timezone('UTC', now()) + interval '5 minutes')",
+    )
+    page.goto("/nodes")
+    python = 'tr[data-node="web-test-node"]'
+    elixir = 'tr[data-node="elixir-node-1"]'
+    # The Python node gossips every second and takes Python's lease; Elixir's check-ins are the
+    # captured ones, published until heard.
+    publish_until(dsn, "gossip", elixir_payload("gossip"), page.locator(elixir).count)
+    wait_for(lambda: "reports" in (page.text_content(python) or ""))
+    wait_for(lambda: "leads Oban.py" in page.text_content(f"{python} .leader"), timeout=30)
+    assert page.get_attribute(python, "data-language") == "python"
+    assert page.text_content(f"{python} .node-limit") == "7"
+    assert page.get_attribute(elixir, "data-language") == "elixir"
+    assert "leads Oban" in page.text_content(f"{elixir} .leader")
+    assert page.text_content(f"{elixir} .node-limit") == "4"
+    assert "ago" in page.text_content(f"{python} .uptime")
+    shot(page, "nodes")

@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from oban_py import Client
 from oban_py.client.registry import unregistered
 from oban_py.config import Config
-from oban_py_ext.web import pages, posts
+from oban_py_ext.web import fleet_pages, pages, posts
 from oban_py_ext.web.dashboard import SECURITY_HEADERS, Dashboard, Settings
 from oban_py_ext.web.guard import guarded
 from oban_py_ext.web.security import SESSION_TTL, Access, Authorize, Sessions
@@ -113,6 +113,10 @@ def create_app(
         Route("/queues/{queue:path}", guarded(pages.queue), name="queue"),
         Route("/workflows/{workflow_id:path}", guarded(pages.workflow), name="workflow"),
         Route("/live/queues/{queue:path}", guarded(pages.queue_live)),
+        Route("/crons", guarded(fleet_pages.crons), name="crons"),
+        Route("/live/crons", guarded(fleet_pages.crons_live)),
+        Route("/nodes", guarded(fleet_pages.nodes), name="nodes"),
+        Route("/live/nodes", guarded(fleet_pages.nodes_live)),
         Route("/queue-actions", guarded(posts.queue_action), methods=["POST"]),
         Route("/login", posts.login, methods=["GET", "POST"]),
         Route("/logout", posts.logout, methods=["POST"]),

@@ -17,7 +17,9 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from oban_py import Client
 from oban_py_ext.web.actions import Actions, Outcome
 from oban_py_ext.web.cache import Shared, SharedByKey
+from oban_py_ext.web.crons import CronWatch
 from oban_py_ext.web.filters import STATES, JobFilter
+from oban_py_ext.web.fleet import CronTable, FleetReads, Leases
 from oban_py_ext.web.nodes import NodeWatch
 from oban_py_ext.web.reads import Activity, Counts, Reads
 from oban_py_ext.web.render import environment
@@ -73,7 +75,14 @@ class Dashboard:
         self.reads = Reads(client.pool, client.config.prefix, statement_timeout)
         self.actions = Actions(client, self.reads, bulk_limit)
         dsn = client.config.dsn or str(getattr(client.pool, "conninfo", ""))
-        self.nodes = NodeWatch(dsn, client.config.prefix)
+        self.crontabs = CronWatch()
+        self.nodes = NodeWatch(dsn, client.config.prefix, {"cronitor": self._heard_crontab})
+        self.fleet = FleetReads(self.reads)
+        #: the cron page's and the nodes page's reads, once per interval for all their tabs; an
+        #: entry runs at most once a minute and nodes publish their crontab every 15 s, so the
+        #: jobs of the crontab are read as often as the charts
+        self.cron_history: Shared[CronTable] = Shared(self._cron_table, settings.chart_interval)
+        self.leases: Shared[Leases] = Shared(self.fleet.leases, settings.refresh_interval)
         self.counts: Shared[Counts] = Shared(self.reads.counts, settings.refresh_interval)
         self.activity: Shared[Activity] = Shared(self.reads.activity, settings.chart_interval)
         #: the latest jobs of each queue page, read once per refresh for all its tabs
@@ -85,6 +94,16 @@ class Dashboard:
     async def _recent(self, queue: str) -> list[dict[str, Any]]:
         page = await self.reads.page(JobFilter(queue=queue), before=None, after=None, size=10)
         return page.rows
+
+    def _heard_crontab(self, payload: dict[str, Any]) -> None:
+        # A new or changed crontab is shown with its jobs at the next refresh, not a chart
+        # interval later; nodes resend the same crontab every 15 s, which reads nothing.
+        if self.crontabs.heard(payload):
+            self.cron_history.invalidate()
+
+    async def _cron_table(self) -> CronTable:
+        entries = self.crontabs.entries()
+        return CronTable(entries, await self.fleet.cron_history(entries))
 
     async def ready(self) -> None:
         await self.client.open()

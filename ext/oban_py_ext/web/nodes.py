@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from oban_py.config import Config
-from oban_py.notifier import Notifier
+from oban_py.notifier import Callback, Notifier
 
 #: Seconds a check-in stays shown after it was last heard (oban_met purges after 30 s).
 CHECK_TTL = 30.0
@@ -32,6 +32,9 @@ class Check:
     running: int
     started_at: str | None
     heard_at: float
+    #: Elixir producers always send ``shutdown_started_at`` (null while running); Python ones
+    #: only once shutting down. The nodes page tells the languages apart by it.
+    elixir_shaped: bool = False
 
     @property
     def age(self) -> float:
@@ -66,15 +69,18 @@ def parse_check(check: Any, heard_at: float) -> Check | None:
         running=len(running) if isinstance(running, list) else 0,
         started_at=started if isinstance(started, str) else None,
         heard_at=heard_at,
+        elixir_shaped="shutdown_started_at" in check and check["shutdown_started_at"] is None,
     )
 
 
 class NodeWatch:
     """Listens to ``gossip`` and ``sonar`` from the first page view until ``stop``."""
 
-    def __init__(self, dsn: str, prefix: str) -> None:
+    def __init__(self, dsn: str, prefix: str, listeners: dict[str, Callback] | None = None) -> None:
         self.dsn = dsn
         self.prefix = prefix
+        #: more channels heard on the same connection (``cronitor`` for the cron page)
+        self.listeners = dict(listeners or {})
         self._checks: dict[tuple[str, str, str], Check] = {}
         self._pings: dict[str, float] = {}
         self._notifier: Notifier | None = None
@@ -105,6 +111,8 @@ class NodeWatch:
             notifier = Notifier(config, self.dsn)
             notifier.listen("gossip", self.heard_gossip)
             notifier.listen("sonar", self.heard_sonar)
+            for channel, listener in self.listeners.items():
+                notifier.listen(channel, listener)
             await notifier.start()
             self._notifier = notifier
             with contextlib.suppress(TimeoutError):
