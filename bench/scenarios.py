@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 
@@ -18,6 +18,14 @@ from bench.db import BenchDatabase
 from oban_py import Client, Job
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+class Probe(Protocol):
+    """Reads counters around a drain: ``before`` the node starts, ``after`` it exited."""
+
+    def before(self) -> None: ...
+
+    def after(self) -> None: ...
 
 
 class BenchFailure(Exception):
@@ -37,12 +45,16 @@ def drain(
     web: bool = True,
     tree: Path | None = None,
     queue_options: dict[str, Any] | None = None,
+    probe: Probe | None = None,
+    wrap: list[str] | None = None,
 ) -> dict[str, Any]:
     """Fill a queue, start a node in a subprocess, and measure it draining the queue.
 
     ``web`` is the node's ``Config.web``: whether it publishes metrics, crontab and gossip.
     ``tree`` runs the node from another checkout of this repository (its ``oban_py`` and
     ``bench/node.py``, first on the path), for A/B pairs of two versions on the same venv.
+    ``probe`` is told right before the node starts and right after it exited (counters read
+    around the drain alone); ``wrap`` goes in front of the node's command (a profiler).
     """
     bench.reset()
     bench.fill("bench", count)
@@ -52,12 +64,22 @@ def drain(
     if queue_options:
         opts["queue_options"] = queue_options
     env = None if tree is None else {**os.environ, "PYTHONPATH": str(tree)}
+    if probe is not None:
+        probe.before()
     out = subprocess.run(
-        _node("drain", opts), cwd=tree or ROOT, capture_output=True, text=True, env=env
+        [*(wrap or []), *_node("drain", opts)],
+        cwd=tree or ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
     )
+    if probe is not None:
+        probe.after()
     if out.returncode != 0:
         raise BenchFailure(f"node failed:\n{out.stderr[-3000:]}")
-    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    # The node's figures are its last JSON line (a ``wrap`` may print after it).
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    figures = json.loads(lines[-1])
     completed = bench.one("SELECT count(*) FROM oban_jobs WHERE state = 'completed'")
     seen = bench.one("SELECT count(*) FROM bench_seen")
     unknown = bench.one(
