@@ -324,10 +324,7 @@ class Producer:
     async def _fetch(self) -> None:
         self._last_fetch = time.monotonic()
         self._fetch_batch.full = self.limit
-        free = self.limit - len(self.attempts)
-        # At most half the queue per fetch: the next half is claimed by the server while this
-        # one runs here, instead of the node and the server waiting on each other in turn.
-        demand = self._fetch_batch.limit(min(free, (self.limit + 1) // 2))
+        demand = self._fetch_batch.limit(self.limit - len(self.attempts))
         if self.paused or self.fenced or demand <= 0:
             return
         params = self._params
@@ -357,9 +354,6 @@ class Producer:
             job._progress_sink = self.runtime.progress
             self.attempts[running.id] = running
             running.task = asyncio.create_task(self._run(running))
-        if len(jobs) + len(unreadable) >= demand and len(self.attempts) < self.limit:
-            # A full claim says more may be waiting, and slots are still free: fetch again now.
-            self._wake.set()
 
     async def _claim_within_flow(
         self, conn: AsyncConnection[Any], flow: Flow, demand: int
