@@ -81,7 +81,7 @@ class Counters:
                 f"SELECT {', '.join(_TABLE)} FROM pg_stat_user_tables WHERE relname = 'oban_jobs'"
             ).fetchone()
             found.update(zip(_TABLE, row or (), strict=True))
-            row = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
+            row = conn.execute("SELECT pg_current_wal_flush_lsn()::text").fetchone()
             found["lsn"] = row[0] if row else None
         found["cpu"] = db.postgres_cpu()
         return found
@@ -166,6 +166,22 @@ def _rows(bench: db.BenchDatabase) -> tuple[int, int]:
     return fetches, acks
 
 
+def _cycle(bench: db.BenchDatabase) -> tuple[float, float, float] | None:
+    """Medians over the fetches, in ms: from a fetch's start (its ``now()``) to its first job
+    done (the claim's execution, commit and round trip, decoding, the first task), from first
+    to last job done (running the batch), and from the last one done to the next fetch's
+    start (waking the producer, sending the statement). Both clocks are this machine's."""
+    return bench.one(
+        "WITH b AS (SELECT attempted_at AS a, min(completed_at) AS f, max(completed_at) AS l"
+        " FROM oban_jobs GROUP BY attempted_at),"
+        " c AS (SELECT a, f, l, lead(a) OVER (ORDER BY a) AS n FROM b)"
+        " SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM f - a)) * 1e3,"
+        " percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM l - f)) * 1e3,"
+        " percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM n - l)) * 1e3"
+        " FROM c WHERE n IS NOT NULL"
+    )
+
+
 def report(
     figures: dict[str, Any], counters: dict[str, Any], jobs: int, rows: tuple[int, int]
 ) -> None:
@@ -237,6 +253,14 @@ def main() -> int:
             )
             print(f"run {run + 1}, c={args.concurrency}, {args.jobs} jobs:", flush=True)
             report(figures, counters.delta, args.jobs, _rows(bench))
+            cycle = _cycle(bench)
+            if cycle:
+                print(
+                    "  a fetch's cycle, medians: start to first job done {:.2f} ms, first to"
+                    " last done {:.2f} ms, last done to the next fetch's start {:.2f} ms".format(
+                        *cycle
+                    )
+                )
     finally:
         bench.drop()
     return 0
