@@ -114,7 +114,7 @@ class Counters:
                 " FROM pg_get_wal_records_info(%s::pg_lsn, %s::pg_lsn)",
                 (start, end),
             ).fetchall()
-            names = dict(
+            names: dict[str, str] = dict(
                 conn.execute(
                     "SELECT pg_relation_filenode(oid)::text, relname FROM pg_class"
                     " WHERE relname LIKE 'oban_jobs%%' OR relname LIKE 'bench_seen%%'"
@@ -126,7 +126,7 @@ class Counters:
         total = [0, 0, 0]
         for rmgr, length, fpi, refs in records:
             if refs is None or marker not in refs:
-                if rmgr == "Transaction":
+                if rmgr.startswith("Transaction"):
                     total[2] += 1
                 continue
             node = refs.split(marker, 1)[1].split()[0]
@@ -145,6 +145,27 @@ class Counters:
             "by_rel": dict(by_rel),
             "by_rmgr": dict(by_rmgr),
         }
+
+
+def commit_cost(bench: db.BenchDatabase, count: int = 300) -> tuple[float, float]:
+    """Backend CPU µs of one durable commit beyond a non-durable one, and its wall µs: one-row
+    INSERTs on a scratch table, alternating ``synchronous_commit`` on and off in this session
+    only. On a VM the fsync a durable commit waits for is mostly kernel CPU of the backend."""
+    with psycopg.connect(bench.dsn, autocommit=True) as conn:
+        pid = conn.info.backend_pid
+        conn.execute("CREATE TABLE IF NOT EXISTS commit_probe (id bigserial PRIMARY KEY)")
+        found: dict[str, list[tuple[float, float]]] = {"on": [], "off": []}
+        for _ in range(3):
+            for mode in found:
+                conn.execute(f"SET synchronous_commit = {mode}")
+                cpu0, t0 = db.proc_cpu(pid) or 0.0, time.perf_counter()
+                for _ in range(count):
+                    conn.execute("INSERT INTO commit_probe DEFAULT VALUES", prepare=True)
+                cpu1, t1 = db.proc_cpu(pid) or 0.0, time.perf_counter()
+                found[mode].append(((cpu1 - cpu0) / count * 1e6, (t1 - t0) / count * 1e6))
+        conn.execute("DROP TABLE commit_probe")
+    on, off = (sorted(found[m])[1] for m in ("on", "off"))
+    return on[0] - off[0], on[1]
 
 
 def _aux_cpu(before: dict[int, float], after: dict[int, float]) -> float:
@@ -171,7 +192,7 @@ def _cycle(bench: db.BenchDatabase) -> tuple[float, float, float] | None:
     done (the claim's execution, commit and round trip, decoding, the first task), from first
     to last job done (running the batch), and from the last one done to the next fetch's
     start (waking the producer, sending the statement). Both clocks are this machine's."""
-    return bench.one(
+    found: tuple[float, float, float] | None = bench.one(
         "WITH b AS (SELECT attempted_at AS a, min(completed_at) AS f, max(completed_at) AS l"
         " FROM oban_jobs GROUP BY attempted_at),"
         " c AS (SELECT a, f, l, lead(a) OVER (ORDER BY a) AS n FROM b)"
@@ -180,6 +201,7 @@ def _cycle(bench: db.BenchDatabase) -> tuple[float, float, float] | None:
         " percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM n - l)) * 1e3"
         " FROM c WHERE n IS NOT NULL"
     )
+    return found
 
 
 def report(
@@ -199,8 +221,9 @@ def report(
         f" (+{counters['xact_rollback']} rolled back)"
     )
     print(
-        "  rows per job: updated {:.2f} (HOT {:.2f}), inserted {:.2f}, returned {:.1f},"
-        " fetched {:.1f}; buffer hits {:.1f}/job, reads {:.2f}/job".format(
+        "  rows per job: updated {:.2f} (HOT {:.2f}), inserted {:.2f} (the benchmark's own"
+        " check of ids seen), returned {:.1f}, fetched {:.1f} (with the benchmark's polling);"
+        " buffer hits {:.1f}/job, reads {:.2f}/job".format(
             counters["n_tup_upd"] * per,
             counters["n_tup_hot_upd"] * per,
             counters["tup_inserted"] * per,
@@ -252,7 +275,14 @@ def main() -> int:
                 wrap=wrap,
             )
             print(f"run {run + 1}, c={args.concurrency}, {args.jobs} jobs:", flush=True)
-            report(figures, counters.delta, args.jobs, _rows(bench))
+            fetches, acks = rows = _rows(bench)
+            report(figures, counters.delta, args.jobs, rows)
+            extra_cpu, wall = commit_cost(bench)
+            print(
+                f"  a durable commit here: +{extra_cpu:.0f} µs backend CPU over a non-durable"
+                f" one, {wall:.0f} µs wall; the drain's {fetches + acks} commits of claims and"
+                f" acks so cost about {extra_cpu * (fetches + acks) / args.jobs:.1f} µs/job"
+            )
             cycle = _cycle(bench)
             if cycle:
                 print(
