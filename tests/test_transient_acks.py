@@ -98,9 +98,8 @@ async def test_a_transient_error_on_an_ack_is_retried_with_the_full_ack(
 
 async def test_a_program_limit_on_an_ack_is_refused_data_not_an_outage(dsn: str, conn: Any) -> None:
     # psycopg calls SQLSTATE class 54 (an index row too large, too many arguments) an
-    # OperationalError; retrying it unchanged would never store it, so it is degraded. Twice:
-    # the first try rides on a fetch, whose failure hands the ack back to the acker unchanged.
-    await conn.execute(fail_first_acks("54000", 2))
+    # OperationalError; retrying it unchanged would never store it, so it is degraded.
+    await conn.execute(fail_first_acks("54000", 1))
     failed = await insert(conn, Fails.name, queue="acks")
     async with Oban(dsn=dsn, peer=False, queues={"acks": 5}, poll_interval=0.05):
         await wait_state(conn, failed, "retryable")

@@ -22,14 +22,6 @@ A run of failures is logged once (``dberrors.Outage``), and its end once.
 
 ``stop`` flushes what is left.
 
-A producer's fetch carries the acks pending at that moment when they are few (``along``,
-at most ``CARRY_AT_MOST``): one transaction, one round trip and one durable commit write them
-and claim the next jobs, instead of a commit each. More acks are written on the acker's own
-connection, beside the fetch: carried, their rows' work would delay the claim. Carried acks
-count as written only once that transaction committed; if it fails for any reason they go back
-to the front of the queue and the acker writes them on its own (splitting a refused batch as
-above), lending nothing until it has.
-
 An ack pushed with ``follow=`` (the workflow id of a workflow job) is reported through
 ``on_followed`` once its batch is written, so the workflow's releaser looks at it right after
 the commit; a batch with no such ack costs one empty-dict check.
@@ -40,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -52,7 +44,6 @@ from oban_py.node import outcomes
 from oban_py.node.outcomes import Ack
 
 if TYPE_CHECKING:
-    from psycopg import AsyncConnection, AsyncCursor
     from psycopg_pool import AsyncConnectionPool
 
     from oban_py.results.channel import Announce
@@ -106,11 +97,6 @@ def batch_params(batch: list[Ack]) -> dict[str, Any]:
     return params
 
 
-#: The most acks a fetch carries. A durable commit costs the server more than writing a few
-#: rows (bench/drain_profile.py measures both); a fetch carrying 50 acks at c=50 drained 0.71x
-#: as fast, one carrying 10 at c=10 1.46x (bench.code_ab, 4 pairs each).
-CARRY_AT_MOST = 20
-
 #: A refused ack that even its degraded form cannot store is retried this often.
 REFUSED_RETRY = 30.0
 
@@ -141,10 +127,6 @@ class Acker:
         self._outage = dberrors.Outage(log, "ack batch failed, retrying")
         self._pending: list[Ack] = []
         self._writing: list[Ack] = []
-        #: acks a producer's fetch carries now (``along``)
-        self._lent: list[Ack] = []
-        #: set when carried acks came back unwritten: none are lent until the acker wrote them
-        self._alone = False
         #: acks the database refused even degraded: id -> ack, retried every REFUSED_RETRY
         self._refused: dict[int, Ack] = {}
         self._event = asyncio.Event()
@@ -159,16 +141,11 @@ class Acker:
 
     @property
     def pending(self) -> int:
-        return len(self._pending) + len(self._writing) + len(self._lent) + len(self._refused)
+        return len(self._pending) + len(self._writing) + len(self._refused)
 
     def owned(self) -> set[int]:
         """Ids whose outcome is queued or being written: rows no one may release meanwhile."""
-        return (
-            {a.id for a in self._pending}
-            | {a.id for a in self._writing}
-            | {a.id for a in self._lent}
-            | set(self._refused)
-        )
+        return {a.id for a in self._pending} | {a.id for a in self._writing} | set(self._refused)
 
     def start(self) -> None:
         if self._task is None or self._task.done():
@@ -183,57 +160,6 @@ class Acker:
         self._event.set()
         if len(self._pending) >= self.max_batch:
             self._full.set()
-
-    @contextlib.asynccontextmanager
-    async def along(self, conn: AsyncConnection[Any]) -> AsyncIterator[bool]:
-        """Write the acks pending now in one transaction with what the block runs on ``conn``
-        (a fetch), sent together in one round trip; yields whether any acks go along.
-
-        The acks count as written once the block's transaction committed. If anything fails,
-        they go back to the front of the queue for the acker's own loop and the error is
-        raised: the caller may run its statement again alone.
-        """
-        batch = self._lend()
-        if not batch:
-            yield False
-            return
-        try:
-            # No BEGIN and COMMIT: the statements up to the pipeline's one Sync make one implicit
-            # transaction, committed at the Sync and answered at once. After an explicit COMMIT
-            # the server holds its replies until the Sync: a connection terminated in between
-            # would commit the claim and lose its rows, which then wait for reconciliation.
-            async with conn.pipeline():
-                cur = await conn.execute(self.queries["ack_jobs"], batch_params(batch))
-                yield True
-        except BaseException:
-            # Unknown whether it committed: written twice, an ack matches nothing the second
-            # time (it is guarded by state executing and its attempt).
-            self._lent = []
-            self._alone = True
-            self._pending[:0] = batch
-            self._event.set()
-            raise
-        self._lent = []
-        if self._followed:
-            self._report_followed(batch)
-        await self._written(cur, batch)
-
-    def _lend(self) -> list[Ack]:
-        if (
-            self._alone
-            or self._lent
-            or not self._pending
-            or len(self._pending) > CARRY_AT_MOST
-            or self.batch.shrunk
-        ):
-            return []
-        batch = self._pending[: self.batch.limit()]
-        del self._pending[: len(batch)]
-        if not self._pending:
-            self._event.clear()
-            self._full.clear()
-        self._lent = batch
-        return batch
 
     async def flush(self) -> None:
         """Write everything queued now, retrying while the database is away."""
@@ -260,8 +186,6 @@ class Acker:
                     {"error": error, "failures": self.failures},
                 )
                 await asyncio.sleep(delay)
-        # Whatever came back from a fetch is written now: fetches may carry acks again.
-        self._alone = False
 
     async def stop(self, give_up_after: float = 15.0) -> None:
         """Stop the timer and flush what is left, giving up after ``give_up_after`` seconds."""
@@ -341,9 +265,7 @@ class Acker:
             await self._execute(conn, batch_params([ack]), [ack])
 
     async def _execute(self, conn: Any, params: dict[str, Any], batch: list[Ack]) -> None:
-        await self._written(await conn.execute(self.queries["ack_jobs"], params), batch)
-
-    async def _written(self, cur: AsyncCursor[Any], batch: list[Ack]) -> None:
+        cur = await conn.execute(self.queries["ack_jobs"], params)
         if self.announce is None:
             return
         # After the commit, naming only the rows really written; the announcer sends them off

@@ -36,7 +36,7 @@ from oban_py.node import outcomes
 from oban_py.node.attempt import Attempt, Interrupt
 
 if TYPE_CHECKING:
-    from psycopg import AsyncConnection, AsyncCursor
+    from psycopg import AsyncConnection
 
     from oban_py.flow import Flow
     from oban_py.job.model import Job
@@ -335,7 +335,8 @@ class Producer:
             if self.paused or self.fenced:
                 return
             if self.flow is None:
-                cur = await self._claim(conn, params)
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(self.runtime.queries["fetch_jobs"], params)
                 jobs, unreadable = await attempts.claimed(cur)
             else:
                 jobs, unreadable = await self._claim_within_flow(conn, self.flow, demand)
@@ -353,24 +354,6 @@ class Producer:
             job._set_private(_progress_sink=self.runtime.progress)
             self.attempts[running.id] = running
             running.task = asyncio.create_task(self._run(running))
-
-    async def _claim(self, conn: AsyncConnection[Any], params: dict[str, Any]) -> AsyncCursor[Any]:
-        # The acks pending now go along: one round trip and one commit for both.
-        query = self.runtime.queries["fetch_jobs"]
-        cur = conn.cursor(row_factory=dict_row)
-        carried = False
-        try:
-            async with self._acker.along(conn) as carried:
-                await cur.execute(query, params)
-        except Exception:
-            # The acks went back to the acker, which writes them on its own (and tells what
-            # their failure means); the fetch is run again at once, alone, and only a failure
-            # of its own counts as the fetch's.
-            if not carried:
-                raise
-            cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(query, params)
-        return cur
 
     async def _claim_within_flow(
         self, conn: AsyncConnection[Any], flow: Flow, demand: int
