@@ -147,7 +147,7 @@ class Counters:
         }
 
 
-def commit_cost(bench: db.BenchDatabase, count: int = 300) -> tuple[float, float]:
+def commit_cost(bench: db.BenchDatabase, count: int = 1000) -> tuple[float, float]:
     """Backend CPU µs of one durable commit beyond a non-durable one, and its wall µs: one-row
     INSERTs on a scratch table, alternating ``synchronous_commit`` on and off in this session
     only. On a VM the fsync a durable commit waits for is mostly kernel CPU of the backend."""
