@@ -1,6 +1,7 @@
 """Drain rate of this checkout against another one, as interleaved pairs on one machine.
 
     python -m bench.code_ab /path/to/other/checkout [--pairs 4] [--concurrency 50] [--jobs 20000]
+                                                    [--asyncio]
 
 The other checkout (``git worktree add /tmp/before <commit>``) runs with this venv, its own
 ``oban_py`` first on the path. Each pair drains the same number of no-op jobs once with each
@@ -24,10 +25,13 @@ def main() -> int:
     parser.add_argument("--pairs", type=int, default=4)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--asyncio", action="store_true", help="asyncio's loop, not uvloop")
     args = parser.parse_args()
     bench = db.BenchDatabase(db.server_dsn())
     bench.create()
     rates: dict[str, list[float]] = {"this": [], "other": []}
+    #: CPU µs per job of the node and of the bench database's backends, by side
+    cpu: dict[str, list[tuple[float, float]]] = {"this": [], "other": []}
     ratios: list[float] = []
     try:
         for pair in range(args.pairs):
@@ -35,14 +39,20 @@ def main() -> int:
             found = {}
             for side in order:
                 tree = None if side == "this" else args.other.resolve()
-                found[side] = scenarios.drain(
-                    bench, args.concurrency, args.jobs, uvloop=True, tree=tree
-                )["db_rate"]
+                figures = scenarios.drain(
+                    bench, args.concurrency, args.jobs, uvloop=not args.asyncio, tree=tree
+                )
+                found[side] = figures["db_rate"]
                 rates[side].append(found[side])
+                cpu[side].append(
+                    (figures["node_us_per_job"], figures.get("server_us_per_job", float("nan")))
+                )
             ratios.append(found["this"] / found["other"])
             print(
                 f"pair {pair + 1} ({order[0]} first): this {found['this']:,.0f} jobs/s,"
-                f" other {found['other']:,.0f} jobs/s, this/other {ratios[-1]:.3f}",
+                f" other {found['other']:,.0f} jobs/s, this/other {ratios[-1]:.3f};"
+                f" CPU µs/job node+server this {cpu['this'][-1][0]:.1f}+{cpu['this'][-1][1]:.1f},"
+                f" other {cpu['other'][-1][0]:.1f}+{cpu['other'][-1][1]:.1f}",
                 flush=True,
             )
     finally:
@@ -50,6 +60,9 @@ def main() -> int:
     for side, values in rates.items():
         lo, mid, hi = summary(values)
         print(f"{side:>5}: {lo:,.0f} / {mid:,.0f} / {hi:,.0f} jobs/s (min / median / max)")
+        node = summary([c[0] for c in cpu[side]])[1]
+        server = summary([c[1] for c in cpu[side]])[1]
+        print(f"{side:>5}: CPU µs/job, medians: node {node:.1f}, server backends {server:.1f}")
     lo, mid, hi = summary(ratios)
     print(f"this/other: {lo:.3f} / {mid:.3f} / {hi:.3f}")
     return 0

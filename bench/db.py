@@ -72,7 +72,7 @@ class BenchDatabase:
         return host in ("localhost", "127.0.0.1", "::1") or host.startswith("/")
 
 
-def _proc_cpu(pid: int) -> float | None:
+def proc_cpu(pid: int) -> float | None:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
@@ -92,7 +92,7 @@ def postgres_cpu() -> dict[int, float]:
         except OSError:
             continue
         if comm.startswith("postgres"):
-            seconds = _proc_cpu(int(entry.name))
+            seconds = proc_cpu(int(entry.name))
             if seconds is not None:
                 cpu[int(entry.name)] = seconds
     return cpu
@@ -110,7 +110,7 @@ def server_cpu_since(before: dict[int, float], pids: list[int]) -> float:
     """CPU the given backends used since ``before`` (a backend born since counts from 0)."""
     total = 0.0
     for pid in pids:
-        now = _proc_cpu(pid)
+        now = proc_cpu(pid)
         if now is not None:
             total += now - before.get(pid, 0.0)
     return total

@@ -63,6 +63,10 @@ _OPTIONAL: tuple[tuple[str, int, Any], ...] = (
 )
 
 
+#: the optional fields of an ack (all after ``at``) at their defaults
+_PLAIN = tuple(default for _, _, default in _OPTIONAL)
+
+
 def _literal(values: list[str]) -> str:
     # A PostgreSQL array literal for elements that need no quoting (ints, ISO timestamps, state
     # names): building one string is far cheaper than psycopg dumping a list element by element.
@@ -82,6 +86,11 @@ def batch_params(batch: list[Ack]) -> dict[str, Any]:
         "states": _literal([a.state for a in batch]),
         "at": _literal([a.at.isoformat() for a in batch]),
     }
+    if all(a[4:] == _PLAIN for a in batch):
+        # The usual batch (plain completions): no optional column to look at one by one.
+        for key, _, _ in _OPTIONAL:
+            params[key] = []
+        return params
     for key, index, default in _OPTIONAL:
         column = [a[index] for a in batch]
         params[key] = column if any(v != default for v in column) else []

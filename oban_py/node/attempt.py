@@ -189,7 +189,7 @@ async def perform(
     then the worker's own); its ack and what ``process`` returned or raised. Never raises."""
     job = attempt.job
     if prefix is not None:
-        job._prefix = prefix
+        job._set_private(_prefix=prefix)
     span = _Span(job, prefix)
     links = mw.stack("work", middleware)
     if links:
@@ -366,7 +366,7 @@ async def _call(
             return attempt.reason == "pkill"
 
         return await processes.run(type(worker), job, seconds, killed)
-    if not inspect.iscoroutinefunction(process):
+    if not _is_async(process):
         attempt.in_thread = True
         in_thread = mw.stack("work_in_thread", *layers)
         future = asyncio.get_running_loop().run_in_executor(
@@ -388,6 +388,21 @@ async def _call(
         job._cancel("timeout")
         error.oban_timeout = seconds  # type: ignore[attr-defined]
         raise
+
+
+#: whether a worker class's ``process`` is a coroutine function, by function: asked for every
+#: job, answered once per class (``inspect`` costs about as much as a no-op job's own call)
+_ASYNC: dict[Any, bool] = {}
+
+
+def _is_async(process: Any) -> bool:
+    function = getattr(process, "__func__", None)
+    if function is None:  # not a method: a callable set on the instance, asked each time
+        return inspect.iscoroutinefunction(process)
+    found = _ASYNC.get(function)
+    if found is None:
+        found = _ASYNC[function] = inspect.iscoroutinefunction(process)
+    return found
 
 
 async def _wait_thread(future: asyncio.Future[Any], job: Job, seconds: float | None) -> Any:

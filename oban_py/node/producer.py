@@ -354,7 +354,7 @@ class Producer:
             self._acker.push(ack)
         for job in jobs:
             running = Attempt(job, discard_unknown=self.runtime.config.discard_unknown_workers)
-            job._progress_sink = self.runtime.progress
+            job._set_private(_progress_sink=self.runtime.progress)
             self.attempts[running.id] = running
             running.task = asyncio.create_task(self._run(running))
 
