@@ -19,7 +19,7 @@ from oban_py_ext.web.actions import Actions, Outcome
 from oban_py_ext.web.cache import Shared, SharedByKey
 from oban_py_ext.web.filters import STATES, JobFilter
 from oban_py_ext.web.nodes import NodeWatch
-from oban_py_ext.web.reads import Activity, Counts, Reads
+from oban_py_ext.web.reads import Counts, Reads
 from oban_py_ext.web.render import environment
 from oban_py_ext.web.security import (
     CSRF_COOKIE,
@@ -28,6 +28,7 @@ from oban_py_ext.web.security import (
     new_csrf_token,
     secure_request,
 )
+from oban_py_ext.web.series import Activity, MetricSeries, Query, Slice
 
 FLASH_COOKIE = "oban_web_flash"
 #: No script or style from anywhere but the dashboard itself, no framing, forms only to itself.
@@ -73,14 +74,26 @@ class Dashboard:
         self.reads = Reads(client.pool, client.config.prefix, statement_timeout)
         self.actions = Actions(client, self.reads, bulk_limit)
         dsn = client.config.dsn or str(getattr(client.pool, "conninfo", ""))
-        self.nodes = NodeWatch(dsn, client.config.prefix)
+        #: what the nodes publish on ``metrics``: the charts' only source, no table read
+        self.metrics = MetricSeries()
+        self.nodes = NodeWatch(dsn, client.config.prefix, metrics=self.metrics.heard)
         self.counts: Shared[Counts] = Shared(self.reads.counts, settings.refresh_interval)
-        self.activity: Shared[Activity] = Shared(self.reads.activity, settings.chart_interval)
+        self.activity: Shared[Activity] = Shared(self._activity, settings.chart_interval)
+        #: each chart query's answer, computed once per interval for every tab showing it
+        self.slices: SharedByKey[Query, Slice] = SharedByKey(
+            self._slice, settings.chart_interval, most=64
+        )
         #: the latest jobs of each queue page, read once per refresh for all its tabs
         self.recent: SharedByKey[str, list[dict[str, Any]]] = SharedByKey(
             self._recent, settings.refresh_interval
         )
         self.env = environment()
+
+    async def _activity(self) -> Activity:
+        return self.metrics.activity()
+
+    async def _slice(self, query: Query) -> Slice:
+        return self.metrics.timeslice(query)
 
     async def _recent(self, queue: str) -> list[dict[str, Any]]:
         page = await self.reads.page(JobFilter(queue=queue), before=None, after=None, size=10)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,9 +73,13 @@ def parse_check(check: Any, heard_at: float) -> Check | None:
 class NodeWatch:
     """Listens to ``gossip`` and ``sonar`` from the first page view until ``stop``."""
 
-    def __init__(self, dsn: str, prefix: str) -> None:
+    def __init__(
+        self, dsn: str, prefix: str, metrics: Callable[[dict[str, Any]], None] | None = None
+    ) -> None:
         self.dsn = dsn
         self.prefix = prefix
+        #: called with each ``metrics`` payload (the charts' series), on the same connection
+        self.metrics = metrics
         self._checks: dict[tuple[str, str, str], Check] = {}
         self._pings: dict[str, float] = {}
         self._notifier: Notifier | None = None
@@ -105,6 +110,8 @@ class NodeWatch:
             notifier = Notifier(config, self.dsn)
             notifier.listen("gossip", self.heard_gossip)
             notifier.listen("sonar", self.heard_sonar)
+            if self.metrics is not None:
+                notifier.listen("metrics", self.metrics)
             await notifier.start()
             self._notifier = notifier
             with contextlib.suppress(TimeoutError):
