@@ -44,6 +44,15 @@ def ago(seconds: int) -> str:
     return f"{seconds / 3600:g} h"
 
 
+def nice_ms(value: float | None) -> str:
+    """A duration in milliseconds for a label: 3 significant digits, or — for none."""
+    if value is None or math.isnan(value):
+        return "—"
+    if value >= 1000:
+        return f"{value / 1000:.3g} s"
+    return f"{value:.3g} ms"
+
+
 def css_for(label: str, index: int) -> str:
     return STATE_CSS.get(label, PALETTE[index % len(PALETTE)])
 
@@ -101,15 +110,15 @@ def lines(
     title: str,
     series: Sequence[tuple[str, str, Sequence[float | None]]],
     *,
-    unit: str = "ms",
     step: int = 60,
 ) -> Markup:
-    """One polyline per series (``(label, css class, values)``), a gap where a value is None."""
+    """One polyline per series (``(label, css class, values)`` in milliseconds), a gap where a
+    value is None."""
     points = max((len(values) for _, _, values in series), default=0)
     top = _nice_max(max((v for _, _, vs in series for v in vs if v is not None), default=0))
     inner_h = HEIGHT - 2 * PAD
     dx = (WIDTH - 2 * PAD) / max(points - 1, 1)
-    parts = _frame(title, f"{top:g} {unit}", points, step)
+    parts = _frame(title, nice_ms(top), points, step)
     for label, css, values in series:
         runs: list[list[str]] = [[]]
         for i, value in enumerate(values):

@@ -13,7 +13,7 @@ from oban_py_ext.web import charts
 from oban_py_ext.web.dashboard import Dashboard, dashboard_of
 from oban_py_ext.web.filters import STATES, FilterError, JobFilter
 from oban_py_ext.web.graph import layout
-from oban_py_ext.web.series import LABELS, WINDOWS, nice_ms, parse_query
+from oban_py_ext.web.series import LABELS, WINDOWS, parse_query
 
 
 async def overview(request: Request) -> Response:
@@ -87,7 +87,9 @@ async def _charts_context(request: Request, dashboard: Dashboard) -> dict[str, A
     step = found.step
     groups = list(found.counts)
     styles = {
-        g: charts.css_for(g, i) if query.group == "state" else charts.PALETTE[i % 8]
+        g: charts.css_for(g, i)
+        if query.group == "state"
+        else charts.PALETTE[i % len(charts.PALETTE)]
         for i, g in enumerate(groups)
     }
     q = PERCENTILES[pct]
@@ -113,7 +115,7 @@ async def _charts_context(request: Request, dashboard: Dashboard) -> dict[str, A
         "found": found,
         "groups": groups,
         "styles": styles,
-        "nice_ms": nice_ms,
+        "nice_ms": charts.nice_ms,
         "ago": charts.ago,
         "metrics_heard": dashboard.metrics.heard_count,
         "qs": urlencode({"window": window, "group": by, "pct": pct, **dict(query.filters)}),

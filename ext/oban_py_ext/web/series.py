@@ -15,7 +15,6 @@ memory is bounded whatever the traffic. History starts when the dashboard starts
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -236,7 +235,13 @@ class MetricSeries:
 
     @property
     def keys(self) -> int:
+        """Label combinations kept."""
         return len(self._points)
+
+    @property
+    def stored(self) -> int:
+        """Points kept, all keys together (what memory grows with)."""
+        return sum(len(points) for points in self._points.values())
 
     def labels(self, name: str) -> list[str]:
         """Values of label ``name`` seen within the retention (the page's filter choices)."""
@@ -300,12 +305,3 @@ def parse_query(params: Mapping[str, str], labels: Iterable[str] = LABELS) -> Qu
         group=group if group in LABELS else "state",
         filters=filters,
     )
-
-
-def nice_ms(value: float | None) -> str:
-    """A duration in milliseconds for a label: 3 significant digits, or — for none."""
-    if value is None or math.isnan(value):
-        return "—"
-    if value >= 1000:
-        return f"{value / 1000:.3g} s"
-    return f"{value:.3g} ms"
