@@ -248,8 +248,9 @@ class MetricSeries:
         index = 1 + LABELS.index(name)
         return sorted({key[index] for key in self._points})
 
-    def timeslice(self, query: Query) -> Slice:
-        """The window's points grouped by ``query.group``, oldest first, the last being now."""
+    def timeslice(self, query: Query, series: tuple[str, ...] = SERIES) -> Slice:
+        """The window's points of ``series`` grouped by ``query.group``, oldest first, the last
+        being now."""
         span, step = WINDOWS[query.window]
         points = span // step
         now = int(self.clock())
@@ -259,21 +260,24 @@ class MetricSeries:
         filters = [(1 + LABELS.index(name), value) for name, value in query.filters]
         result = Slice(query.window, step, points)
         for key, values in self._points.items():
-            if any(key[i] != value for i, value in filters):
+            if key[0] not in series or any(key[i] != value for i, value in filters):
                 continue
             group = key[group_at] or "—"
+            if key[0] == "exec_count":
+                row = result.counts.get(group)
+                if row is None:
+                    row = result.counts[group] = [0] * points
+                for at, value in values.items():
+                    if at >= since and isinstance(value, int):
+                        row[min(points - 1, (at - since) // step)] += value
+                continue
+            table = result.exec_time if key[0] == "exec_time" else result.wait_time
+            sketches = table.get(group)
+            if sketches is None:
+                sketches = table[group] = [{} for _ in range(points)]
             for at, value in values.items():
-                if at < since:
-                    continue
-                i = min(points - 1, (at - since) // step)
-                if isinstance(value, int):
-                    row = result.counts.setdefault(group, [0] * points)
-                    row[i] += value
-                else:
-                    sketches = getattr(result, key[0]).setdefault(
-                        group, [{} for _ in range(points)]
-                    )
-                    _merge_sketch(sketches[i], value)
+                if at >= since and isinstance(value, dict):
+                    _merge_sketch(sketches[min(points - 1, (at - since) // step)], value)
         result.counts = dict(sorted(result.counts.items()))
         result.exec_time = dict(sorted(result.exec_time.items()))
         result.wait_time = dict(sorted(result.wait_time.items()))
@@ -281,7 +285,7 @@ class MetricSeries:
 
     def activity(self) -> Activity:
         """The overview's last hour: completed executions and failed attempts per minute."""
-        by_state = self.timeslice(Query(window="1h", group="state")).counts
+        by_state = self.timeslice(Query(window="1h", group="state"), ("exec_count",)).counts
         points = WINDOWS["1h"][0] // WINDOWS["1h"][1]
         zero = [0] * points
         failed = [sum(col) for col in zip(*(by_state.get(s, zero) for s in FAILED), strict=True)]
@@ -289,8 +293,9 @@ class MetricSeries:
 
 
 def _merge_sketch(into: Sketch, value: Sketch) -> None:
+    get = into.get
     for index, n in value.items():
-        into[index] = into.get(index, 0) + n
+        into[index] = get(index, 0) + n
 
 
 def parse_query(params: Mapping[str, str], labels: Iterable[str] = LABELS) -> Query:
