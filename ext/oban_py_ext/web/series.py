@@ -262,21 +262,24 @@ class MetricSeries:
         for key, values in self._points.items():
             if key[0] not in series or any(key[i] != value for i, value in filters):
                 continue
+            inside = [(at, value) for at, value in values.items() if at >= since]
+            if not inside:
+                continue
             group = key[group_at] or "—"
             if key[0] == "exec_count":
                 row = result.counts.get(group)
                 if row is None:
                     row = result.counts[group] = [0] * points
-                for at, value in values.items():
-                    if at >= since and isinstance(value, int):
+                for at, value in inside:
+                    if isinstance(value, int):
                         row[min(points - 1, (at - since) // step)] += value
                 continue
             table = result.exec_time if key[0] == "exec_time" else result.wait_time
             sketches = table.get(group)
             if sketches is None:
                 sketches = table[group] = [{} for _ in range(points)]
-            for at, value in values.items():
-                if at >= since and isinstance(value, dict):
+            for at, value in inside:
+                if isinstance(value, dict):
                     _merge_sketch(sketches[min(points - 1, (at - since) // step)], value)
         result.counts = dict(sorted(result.counts.items()))
         result.exec_time = dict(sorted(result.exec_time.items()))
