@@ -99,6 +99,9 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # Only run when served alone: a mounted app gets no lifespan and starts on first use.
+        # Listening from the start, the charts' history begins now, not at the first page view.
+        with contextlib.suppress(Exception):
+            await dashboard.nodes.ensure_started()
         try:
             yield
         finally:
