@@ -21,8 +21,6 @@ from hypothesis import strategies as st
 from nodekit import wait_for
 from oban_py_ext.web import create_app
 from oban_py_ext.web.series import (
-    COARSE_STEP,
-    FINE_STEP,
     MAX_KEYS,
     RETENTION,
     MetricSeries,
@@ -199,11 +197,11 @@ def test_points_compact_to_minutes_and_history_is_bounded() -> None:
         series.heard(
             {"metrics": [{**metric, "value": {"data": [1]}}], "node": "n", "time": start + second}
         )
-    assert series.stored == 120 // FINE_STEP
+    assert series.stored == 120 // 5  # 5-second points
     # Twenty minutes on, those seconds are minutes: the 60 executions all still counted.
     clock.now = start + 20 * 60
     series.compact(int(clock.now))
-    assert series.stored == 120 // COARSE_STEP
+    assert series.stored == 120 // 60  # minutes
     assert sum(sum(v) for v in series.timeslice(Query(window="1h")).counts.values()) == 60
     # Not in the last five minutes, though.
     assert series.timeslice(Query(window="5m")).counts == {}

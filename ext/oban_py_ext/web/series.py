@@ -7,9 +7,10 @@ database nothing: no row of ``oban_jobs`` is read, whatever its size.
 
 Three series are kept, per ``(series, queue, worker, node, state)``: ``exec_count`` (a gauge,
 summed) and the DDSketches ``exec_time`` and ``wait_time`` (bins merged). Like oban_met's
-compaction, recent points are fine and older ones coarse: ``FINE_STEP`` seconds over the last
-``FINE_SPAN``, then ``COARSE_STEP`` up to ``RETENTION``. Keys are capped at ``MAX_KEYS``, so
-memory is bounded whatever the traffic. History starts when the dashboard starts listening
+compaction, recent points are fine and older ones coarse (``TIERS``: 5 s over the last 5 min,
+15 s to 15 min, 1 min to 1 h, 3 min up to ``RETENTION``), so a key holds at most 185 points,
+each window reads 60 to 145 of them, and keys are capped at ``MAX_KEYS``: memory and the cost
+of a chart are bounded whatever the traffic. History starts when the dashboard starts listening
 (oban_met hands history over between its own recorders; nothing here does).
 """
 
@@ -23,13 +24,14 @@ from typing import Any
 #: oban_met's sketch: 2 % relative error (``oban_py.cluster.met``).
 GAMMA = 1.02 / 0.98
 
-FINE_STEP = 5
-FINE_SPAN = 900
-COARSE_STEP = 60
 #: Seconds of history kept (oban_met keeps about 3 h 25 min at its coarsest step).
 RETENTION = 3 * 3600
+#: (age up to, seconds per point): each window's step is a multiple of the steps it covers.
+TIERS = ((300, 5), (900, 15), (3600, 60), (RETENTION, 180))
+#: How often points are moved to their coarser tier.
+COMPACT_EVERY = 60
 #: Label combinations kept at most; a metric for a further one is dropped (and counted).
-MAX_KEYS = 5_000
+MAX_KEYS = 2_000
 #: A sketch's bins are integers of a natural magnitude: ln(1e18 ns) / ln(GAMMA) is about 1,036.
 MAX_BIN = 4_000
 
@@ -49,6 +51,11 @@ WINDOWS: dict[str, tuple[int, int]] = {
 Key = tuple[str, str, str, str, str]
 Sketch = dict[int, int]
 Value = int | Sketch
+
+
+def step_for(age: int) -> int:
+    """Seconds per point for a point ``age`` seconds old."""
+    return next((step for upto, step in TIERS if age <= upto), TIERS[-1][1])
 
 
 def quantile(sketch: Mapping[int, int], q: float) -> float | None:
@@ -187,12 +194,11 @@ class MetricSeries:
         if at < now - RETENTION:
             self.dropped += len(metrics)
             return
-        step = FINE_STEP if at >= now - FINE_SPAN else COARSE_STEP
-        bucket = at - at % step
+        bucket = at - at % step_for(now - at)
         for metric in metrics:
             if not self._store(metric, node, bucket):
                 self.dropped += 1
-        if now - self._compacted_at >= COARSE_STEP:
+        if now - self._compacted_at >= COMPACT_EVERY:
             self.compact(now)
 
     def _store(self, metric: Any, node: str, bucket: int) -> bool:
@@ -220,16 +226,18 @@ class MetricSeries:
         return True
 
     def compact(self, now: int) -> None:
-        """Fine points older than ``FINE_SPAN`` merged into minutes; history beyond
-        ``RETENTION`` and keys left empty dropped."""
+        """Points moved to the step of their age's tier; history beyond ``RETENTION`` and keys
+        left empty dropped."""
         self._compacted_at = now
-        fine_since, keep_since = now - FINE_SPAN, now - RETENTION
+        keep_since = now - RETENTION
         for key, points in list(self._points.items()):
-            for at in [at for at in points if at < fine_since and at % COARSE_STEP]:
-                value = points.pop(at)
-                _merge(points, at - at % COARSE_STEP, value)
-            for at in [at for at in points if at < keep_since]:
-                del points[at]
+            for at in list(points):
+                if at < keep_since:
+                    del points[at]
+                    continue
+                to = at - at % step_for(now - at)
+                if to != at:
+                    _merge(points, to, points.pop(at))
             if not points:
                 del self._points[key]
 
