@@ -26,6 +26,7 @@ from oban_py_ext.web.series import (
     MetricSeries,
     Query,
 )
+from starlette.testclient import TestClient
 
 from oban_py import Oban
 from oban_py.cluster.met import aggregate
@@ -262,3 +263,30 @@ def test_hostile_metric_payloads_are_dropped_never_crash_or_go_negative(
         assert all(n >= 0 for values in found.counts.values() for n in values)
         for name in found.exec_time:
             found.overall("exec_time", name, 0.99)
+
+
+XSS = "<script>window.__xss = 1</script><img src=x onerror=alert(1)>"
+
+
+def test_hostile_labels_are_escaped_in_every_chart_and_choice(dsn: str) -> None:
+    app = create_app(dsn=dsn)
+    with TestClient(app, base_url="http://127.0.0.1") as web:
+        labels = {"queue": XSS, "worker": XSS, "state": "completed"}
+        app.state.dashboard.metrics.heard(
+            {
+                "metrics": [
+                    {**labels, "series": "exec_count", "value": {"data": [1]}},
+                    {**labels, "series": "exec_time", "value": {"data": {"300": 1}, "size": 1}},
+                    {**labels, "series": "wait_time", "value": {"data": {"400": 1}, "size": 1}},
+                ],
+                "node": XSS,
+                "time": int(app.state.dashboard.metrics.clock()),
+            }
+        )
+        pages = [f"/metrics?group={g}&window=5m" for g in ("queue", "worker", "node", "state")]
+        pages += [f"/metrics?{httpx.QueryParams({'queue': XSS, 'group': 'node'})}"]
+        for path in pages:
+            html = web.get(path).text
+            assert "&lt;script&gt;" in html, path
+            assert "<script>window" not in html, path
+            assert "<img src=x" not in html, path
