@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 from collections import Counter
 from typing import Any
 
@@ -290,3 +291,20 @@ def test_hostile_labels_are_escaped_in_every_chart_and_choice(dsn: str) -> None:
             assert "&lt;script&gt;" in html, path
             assert "<script>window" not in html, path
             assert "<img src=x" not in html, path
+
+
+def test_served_alone_the_dashboard_hears_metrics_before_any_page_is_viewed(dsn: str) -> None:
+    from oban_py import notifier
+
+    app = create_app(dsn=dsn)
+    with TestClient(app, base_url="http://127.0.0.1") as web:  # runs the app's lifespan
+        series = app.state.dashboard.metrics
+        payload = elixir_payloads(int(series.clock()))[3]
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            notifier.publish_sync(conn, "public", "metrics", [payload])
+        deadline = time.monotonic() + 10
+        while series.heard_count == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert series.heard_count == 1
+        html = web.get("/metrics?window=5m&group=node").text
+        assert '<tr data-group="elixir-node-1">' in html
