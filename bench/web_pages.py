@@ -1,26 +1,46 @@
-"""The dashboard's job list on a table of a million jobs: ``python -m bench.web_pages``.
+"""The dashboard on a table of a million jobs: every page and live refresh, with its server time
+and the rows it reads. ``python -m bench.web_pages``.
 
-    .venv/bin/python -m bench.web_pages             # 1,000,000 rows, 20 requests per page
-    .venv/bin/python -m bench.web_pages --rows 200000 --runs 5 --keep
+    .venv/bin/python -m bench.web_pages                  # 1,000,000 rows
+    .venv/bin/python -m bench.web_pages --rows 10000 --runs 3
+    .venv/bin/python -m bench.web_pages --keep --save after.json          # keep the database
+    cd /tmp && PYTHONPATH=/other/checkout:/other/checkout/ext \\
+        /repo/.venv/bin/python /repo/bench/web_pages.py --dsn DSN --save before.json
+    .venv/bin/python -m bench.web_pages --dsn DSN --against before.json   # side by side
 
 Seeds a fresh database (DATABASE_URL server, else the embedded one) with ``--rows`` jobs in
-Elixir's schema (states, queues, workers, tags and args spread as a busy system would have
-them), runs ``VACUUM ANALYZE``, then times each page as a browser would get it: the whole
-request through the dashboard's ASGI app (query, rendering, response), plus the query alone.
-Prints median / p95 / max in milliseconds. Not a test: nothing asserts on time.
+Elixir's schema by one ``generate_series`` INSERT per 250,000 rows (states, queues, workers,
+tags and args spread as a busy system would have them), runs ``VACUUM ANALYZE``, then requests
+each page through the dashboard's ASGI app (query, rendering, response) and reports:
+
+- **server ms**: median time of a request, in process (no network);
+- **rows read**: rows of ``oban_jobs`` read per request (per refresh round for live fragments),
+  from PostgreSQL's cumulative statistics: ``seq_tup_read`` of ``pg_stat_user_tables`` plus
+  ``idx_tup_read`` of every index in ``pg_stat_user_indexes``, as deltas around a dashboard
+  whose pool is closed before reading them (a backend flushes its statistics when it exits);
+- for each live fragment, a refresh round with **1 tab** and with **5 tabs** (five concurrent
+  requests after the refresh interval passed): 5 tabs read what 1 does when the dashboard
+  shares its reads.
+
+The dashboard is fed an hour of ``metrics`` payloads from two nodes (as oban_met's reporter
+publishes them) when it keeps them (``dashboard.metrics``); a checkout without it charts from
+the table. Pages a checkout does not have print as "—". Not a test: nothing asserts on time.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import time
+from pathlib import Path
+from typing import Any
 
 import httpx
+import oban_py_ext.web
 import psycopg
 from oban_py_ext.web import create_app
-from oban_py_ext.web.filters import JobFilter
 
 from bench import db
 
@@ -54,19 +74,41 @@ STATS = (
     "FROM oban_jobs"
 )
 
+ROWS_READ = """
+SELECT (SELECT coalesce(seq_tup_read, 0) FROM pg_stat_user_tables WHERE relname = 'oban_jobs')
+     + (SELECT coalesce(sum(idx_tup_read), 0) FROM pg_stat_user_indexes
+        WHERE relname = 'oban_jobs')
+"""
+
+#: Pages requested once per run, as a browser opens them.
 PAGES: list[tuple[str, str]] = [
-    ("first page", "/jobs"),
-    ("state=available", "/jobs?state=available"),
-    ("state=discarded", "/jobs?state=discarded"),
-    ("queue=queue_3", "/jobs?queue=queue_3"),
-    ("state=retryable&queue=queue_3", "/jobs?state=retryable&queue=queue_3"),
-    ("worker=MyApp.Workers.W7", "/jobs?worker=MyApp.Workers.W7"),
-    ("tags=vip", "/jobs?tags=vip"),
-    ('args={"account_id": 42}', "/jobs?args=%7B%22account_id%22%3A42%7D"),
-    ("args text 'user4242'", "/jobs?args=user4242%40"),
-    ("deep page (before=id 1000)", "/jobs?before=1000"),
-    ("overview (shared cache; max: fresh)", "/"),
+    ("overview", "/"),
+    ("queue page", "/queues/queue_3"),
+    ("metrics page (1h by queue)", "/metrics?window=1h&group=queue"),
+    ("job", "/jobs/4242"),
+    ("jobs: first page", "/jobs"),
+    ("jobs: state=available", "/jobs?state=available"),
+    ("jobs: state=discarded", "/jobs?state=discarded"),
+    ("jobs: queue=queue_3", "/jobs?queue=queue_3"),
+    ("jobs: state=retryable&queue=queue_3", "/jobs?state=retryable&queue=queue_3"),
+    ("jobs: worker=MyApp.Workers.W7", "/jobs?worker=MyApp.Workers.W7"),
+    ("jobs: tags=vip", "/jobs?tags=vip"),
+    ('jobs: args={"account_id": 42}', "/jobs?args=%7B%22account_id%22%3A42%7D"),
+    ("jobs: args text 'user4242'", "/jobs?args=user4242%40"),
+    ("jobs: deep page (before=1000)", "/jobs?before=1000"),
 ]
+
+#: Live fragments, refreshed by every open tab.
+LIVE: list[tuple[str, str]] = [
+    ("live overview", "/live/overview"),
+    ("live queue page", "/live/queues/queue_3"),
+    ("live metrics 1h by state", "/live/metrics?window=1h&group=state"),
+    ("live metrics 5m by worker, 1 queue", "/live/metrics?window=5m&group=worker&queue=queue_3"),
+]
+
+NODES = ("bench-node-1", "bench-node-2")
+HISTORY = 3600
+ROUNDS = 3
 
 
 def seed(dsn: str, rows: int) -> float:
@@ -80,64 +122,152 @@ def seed(dsn: str, rows: int) -> float:
     return time.perf_counter() - started
 
 
-def _ms(values: list[float]) -> str:
-    ordered = sorted(values)
-    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return f"{statistics.median(values):8.1f} {p95:8.1f} {max(values):8.1f}"
+def metric_history(now: int) -> list[dict[str, Any]]:
+    """An hour of ``metrics`` payloads from two nodes: 10 queues, 20 workers, 50 jobs/s."""
+    from oban_py.cluster.met import aggregate
+
+    payloads = []
+    for at in range(now - HISTORY, now + 1):
+        for n, node in enumerate(NODES):
+            samples = [
+                (
+                    "success" if (at + i) % 25 else "failure",
+                    f"queue_{i % 10}",
+                    f"MyApp.Workers.W{i % 20}",
+                    1_000_000 * (1 + (at * 7 + i) % 50),
+                    100_000 * (1 + (at + i * 13) % 400),
+                )
+                for i in range(n, 50, len(NODES))
+            ]
+            metrics, _ = aggregate(samples)
+            payloads.append({"metrics": metrics, "name": "Oban", "node": node, "time": at})
+    return payloads
 
 
-async def measure(dsn: str, runs: int) -> list[tuple[str, list[float], list[float] | None]]:
-    # Refresh intervals of ~0: the overview reads as often as the shared cache's backoff
-    # (DUTY x the query's own duration) allows; its max is a fresh read of counts and chart.
-    app = create_app(dsn=dsn, refresh_interval=1e-9, chart_interval=1e-9)
-    dashboard = app.state.dashboard
-    results: list[tuple[str, list[float], list[float] | None]] = []
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
-        await http.get("/")  # opens the pool and the gossip listener
-        for label, path in PAGES:
-            request_ms: list[float] = []
-            query_ms: list[float] = []
-            url = httpx.URL(path)
-            job_filter = JobFilter.parse(dict(url.params))
-            before = url.params.get("before")
-            for _ in range(runs):
+def rows_read(dsn: str) -> int:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(ROWS_READ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _shared_values(dashboard: Any) -> list[Any]:
+    """The dashboard's shared (cached) values, whatever the checkout calls them."""
+    return [v for v in vars(dashboard).values() if hasattr(v, "invalidate") and hasattr(v, "ttl")]
+
+
+class Run:
+    """One dashboard app: requests, then closed, so its backends flush their statistics."""
+
+    def __init__(self, dsn: str, history: list[dict[str, Any]]) -> None:
+        self.dsn = dsn
+        self.history = history
+
+    async def measure(self, path: str, tabs: int, rounds: int) -> tuple[list[float], int, int]:
+        """Request ms, rows read in all, and the status of the last response."""
+        app = create_app(dsn=self.dsn, refresh_interval=3600.0, chart_interval=3600.0)
+        dashboard = app.state.dashboard
+        metrics = getattr(dashboard, "metrics", None)
+        if metrics is not None:
+            for payload in self.history:
+                metrics.heard(payload)
+        before = rows_read(self.dsn)
+        await dashboard.ready()
+        times: list[float] = []
+        status = 0
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+
+            async def one() -> None:
+                nonlocal status
                 t0 = time.perf_counter()
                 response = await http.get(path)
-                request_ms.append((time.perf_counter() - t0) * 1000)
-                assert response.status_code == 200, (path, response.status_code)
-                if path.startswith("/jobs"):
-                    t0 = time.perf_counter()
-                    await dashboard.reads.page(
-                        job_filter,
-                        before=int(before) if before else None,
-                        after=None,
-                        size=dashboard.settings.page_size,
-                    )
-                    query_ms.append((time.perf_counter() - t0) * 1000)
-            results.append((label, request_ms, query_ms or None))
-    await dashboard.close()
+                times.append((time.perf_counter() - t0) * 1000)
+                status = response.status_code
+
+            for _ in range(rounds):
+                # The refresh interval has passed: every shared value is read again once.
+                for shared in _shared_values(dashboard):
+                    shared.invalidate()
+                await asyncio.gather(*(one() for _ in range(tabs)))
+        await dashboard.close()
+        return times, await self._settled(before), status
+
+    async def _settled(self, before: int) -> int:
+        # Backends flush their statistics as they exit, a moment after the pool closed.
+        last, stable = -1, 0
+        for _ in range(50):
+            await asyncio.sleep(0.1)
+            now = rows_read(self.dsn)
+            stable = stable + 1 if now == last else 0
+            if stable >= 3:
+                break
+            last = now
+        return last - before
+
+
+async def measure(dsn: str, runs: int) -> dict[str, dict[str, Any]]:
+    history = metric_history(int(time.time()))
+    run = Run(dsn, history)
+    _, baseline, _ = await run.measure("/", 0, 0)
+    results: dict[str, dict[str, Any]] = {}
+    for label, path in PAGES:
+        times, rows, status = await run.measure(path, 1, runs)
+        results[label] = {
+            "status": status,
+            "ms": statistics.median(times),
+            "rows": (rows - baseline) / runs,
+        }
+    for label, path in LIVE:
+        entry: dict[str, Any] = {}
+        for tabs in (1, 5):
+            times, rows, status = await run.measure(path, tabs, ROUNDS)
+            entry["status"] = status
+            entry[f"ms_{tabs}"] = statistics.median(times)
+            entry[f"rows_{tabs}"] = (rows - baseline) / ROUNDS
+        results[label] = entry
     return results
 
 
-def report(dsn: str, runs: int) -> None:
+def _fmt(entry: dict[str, Any] | None, key: str, rows: str) -> str:
+    if entry is None or entry.get("status") != 200:
+        return f"{'—':>9} {'—':>11}"
+    return f"{entry[key]:9.1f} {entry[rows]:11,.0f}"
+
+
+def report(dsn: str, runs: int, save: str | None, against: str | None) -> None:
     with psycopg.connect(dsn) as conn:
-        row = conn.execute(
-            "SELECT count(*), EXISTS (SELECT FROM pg_statistic_ext "
-            "WHERE stxname = 'oban_jobs_state_queue_stats') FROM oban_jobs"
-        ).fetchone()
+        row = conn.execute("SELECT count(*) FROM oban_jobs").fetchone()
     assert row is not None
-    print(f"{row[0]:,} jobs; extended statistics on (state, queue): {'yes' if row[1] else 'no'}")
-    print(f"{'page':<34} {'request: median':>16} {'p95':>8} {'max':>8}   query alone (ms)")
-    for label, request_ms, query_ms in asyncio.run(measure(dsn, runs)):
-        query = _ms(query_ms) if query_ms else "       —"
-        print(f"{label:<34} {_ms(request_ms):>34}   {query}")
+    print(f"{row[0]:,} jobs; code: {Path(oban_py_ext.web.__file__).parent}")
+    results = asyncio.run(measure(dsn, runs))
+    if save:
+        Path(save).write_text(json.dumps(results, indent=1))
+    other: dict[str, Any] = json.loads(Path(against).read_text()) if against else {}
+    side = f" | {'before ms':>9} {'rows/req':>11}" if other else ""
+    print(f"{'page (one tab)':<40} {'server ms':>9} {'rows/req':>11}{side}")
+    for label, _ in PAGES:
+        extra = f" | {_fmt(other.get(label), 'ms', 'rows')}" if other else ""
+        print(f"{label:<40} {_fmt(results[label], 'ms', 'rows')}{extra}")
+    print()
+    head = f"{'live refresh, per round':<40} {'1 tab ms':>9} {'rows':>11}"
+    head += f" {'5 tabs ms':>9} {'rows':>11}"
+    print(head + (" | before: 1 tab rows, 5 tabs rows" if other else ""))
+    for label, _ in LIVE:
+        entry = results[label]
+        line = f"{label:<40} {_fmt(entry, 'ms_1', 'rows_1')} {_fmt(entry, 'ms_5', 'rows_5')}"
+        if other:
+            was = other.get(label)
+            if was is None or was.get("status") != 200:
+                line += " |           —           —"
+            else:
+                line += f" | {was['rows_1']:11,.0f} {was['rows_5']:11,.0f}"
+        print(line)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=5, help="requests per page")
     parser.add_argument(
         "--extended-stats",
         action="store_true",
@@ -147,9 +277,11 @@ def main(argv: list[str] | None = None) -> int:
         "--dsn", help="measure a database seeded earlier (--keep) instead of seeding one"
     )
     parser.add_argument("--keep", action="store_true", help="keep the database (prints its DSN)")
+    parser.add_argument("--save", help="write the figures to this JSON file")
+    parser.add_argument("--against", help="print the figures of this JSON file beside (before)")
     args = parser.parse_args(argv)
     if args.dsn:
-        report(args.dsn, args.runs)
+        report(args.dsn, args.runs, args.save, args.against)
         return 0
     bench_db = db.BenchDatabase(db.server_dsn())
     bench_db.create()
@@ -162,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
                 conn.execute(STATS)
                 conn.execute("ANALYZE oban_jobs")
             print("with extended statistics on (state, queue)")
-        report(bench_db.dsn, args.runs)
+        report(bench_db.dsn, args.runs, args.save, args.against)
     finally:
         if args.keep:
             print(f"kept: {bench_db.dsn}")

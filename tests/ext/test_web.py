@@ -21,7 +21,6 @@ import pytest
 from oban_py_ext.web import create_app
 from oban_py_ext.web.cache import Shared
 from oban_py_ext.web.nodes import NodeWatch
-from psycopg.types.json import Jsonb
 from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.testclient import TestClient
@@ -718,41 +717,6 @@ def test_with_the_database_away_a_page_answers_within_the_statement_timeout() ->
     assert "127.0.0.1" not in response.text
     assert "connection" not in response.text.lower()
     assert waited < 10
-
-
-def test_the_failed_attempts_chart_counts_attempts_not_jobs(dsn: str) -> None:
-    from oban_py.job.errors import error_entry
-
-    # One job that failed three times and then completed, one retryable after two failures,
-    # and an entry whose time is not a time at all (counted as nothing, never a crash).
-    three = [error_entry(n, "boom") for n in (1, 2, 3)]
-    insert(
-        dsn,
-        state="completed",
-        attempt=4,
-        attempted_at=_now(),
-        completed_at=_now(),
-        errors=[Jsonb(e) for e in three],
-    )
-    two = [error_entry(n, "boom") for n in (1, 2)] + [{"at": "<script>", "attempt": 3}]
-    insert(dsn, state="retryable", attempt=3, attempted_at=_now(), errors=[Jsonb(e) for e in two])
-    activity = asyncio.run(_activity(dsn))
-    assert sum(activity.failed) == 5
-    assert sum(activity.completed) == 1
-
-
-def _now() -> Any:
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
-async def _activity(dsn: str) -> Any:
-    from oban_py_ext.web.reads import Reads
-    from psycopg_pool import AsyncConnectionPool
-
-    async with AsyncConnectionPool(dsn, min_size=1, open=False) as pool:
-        return await Reads(pool, "public", 5.0).activity()
 
 
 def test_five_tabs_on_a_queue_page_cost_what_one_does(dsn: str) -> None:

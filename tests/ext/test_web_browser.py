@@ -228,12 +228,11 @@ def test_overview_shows_the_counts_of_a_seeded_database(dsn: str, page: Any, nod
     # far ahead), so the counts below stay what was seeded.
     for _ in range(90):
         insert(dsn, queue="mailers", state="completed", attempt=1)
-    # Spread over the last hour, unevenly, so the throughput chart has a shape.
+    # Completed a minute ago, as far as the rows say; no node ran them, so no chart counts them.
     sql(
         dsn,
-        "UPDATE oban_jobs SET attempted_at = timezone('UTC', now()) - ((id * id) % 60) * "
-        "interval '1 minute', completed_at = timezone('UTC', now()) - ((id * id) % 60) * "
-        "interval '1 minute' + interval '2 seconds' WHERE state = 'completed'",
+        "UPDATE oban_jobs SET attempted_at = timezone('UTC', now()) - interval '1 minute', "
+        "completed_at = timezone('UTC', now()) - interval '1 minute' WHERE state = 'completed'",
     )
     for _ in range(3):
         insert(dsn, queue="media", state="available")
@@ -243,13 +242,6 @@ def test_overview_shows_the_counts_of_a_seeded_database(dsn: str, page: Any, nod
             dsn,
             "UPDATE oban_jobs SET attempted_at = timezone('UTC', now()) - interval "
             f"'{10 + i * 20} minutes' WHERE state = 'discarded'",
-        )
-        # A failed attempt leaves its errors entry, which the failures chart counts.
-        sql(
-            dsn,
-            "UPDATE oban_jobs SET errors = ARRAY[jsonb_build_object('attempt', 1, 'error',"
-            " 'boom', 'at', to_char(attempted_at, 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'))]"
-            " WHERE state = 'discarded'",
         )
     insert(dsn, queue="mailers", state="scheduled", scheduled_at="2100-01-01")
     completed = sql(dsn, "SELECT count(*) FROM oban_jobs WHERE state = 'completed'")[0][0]
@@ -265,10 +257,56 @@ def test_overview_shows_the_counts_of_a_seeded_database(dsn: str, page: Any, nod
     page.wait_for_selector('tr[data-node="web-test-node"]', timeout=15_000)
     # The node's sonar ping may be heard before its first queue check-in.
     wait_for(lambda: "reports" in page.text_content('tr[data-node="web-test-node"]'))
-    # The last hour's activity is read at most every 15 s: the charts follow on their own.
+    # The charts show what the node runs and reports (the seeded rows were never run).
+    assert page.locator("svg.chart rect.bar-ok").count() == 0
+    insert(dsn, queue="reports", worker="CliSupport.Echo")
+    insert(dsn, queue="reports", worker="CliSupport.Fail", max_attempts=1)
     wait_for(lambda: page.locator("svg.chart rect.bar-ok").count() > 0, timeout=30)
-    assert page.locator("svg.chart rect.bar-fail").count() >= 1
+    wait_for(lambda: page.locator("svg.chart rect.bar-fail").count() > 0)
+    assert "(1 in all)" in page.text_content(".charts figure:first-child figcaption")
     shot(page, "overview")
+
+
+def test_the_metrics_page_charts_executions_and_times_by_the_chosen_label(
+    dsn: str, page: Any, node: Any
+) -> None:
+    node("mailers:5,reports:2", name="metrics-node")
+    for _ in range(6):
+        insert(dsn, queue="mailers", worker="CliSupport.Echo")
+    for _ in range(2):
+        insert(dsn, queue="reports", worker="CliSupport.Fail", max_attempts=1)
+    page.goto("/metrics")
+    # Live: the executions arrive while the page is open, grouped by state by default.
+    wait_for(
+        lambda: page.locator('tr[data-group="completed"] td.num').first.text_content() == "6",
+        timeout=30,
+    )
+    wait_for(lambda: page.locator('tr[data-group="discarded"] td.num').first.text_content() == "2")
+    assert page.locator("#exec-chart rect.bar-ok").count() >= 1
+    assert page.locator("#exec-chart rect.bar-fail").count() >= 1
+    # By worker over the last 5 minutes, with p99 run and wait times.
+    page.select_option("#chart-group", "worker")
+    page.select_option("#chart-window", "5m")
+    page.select_option("#chart-pct", "p99")
+    page.click("#chart-apply")
+    page.wait_for_url("**/metrics?*group=worker*")
+    assert page.locator('tr[data-group="CliSupport.Echo"] td.num').first.text_content() == "6"
+    assert page.locator('tr[data-group="CliSupport.Fail"] td.num').first.text_content() == "2"
+    assert page.locator("#exec-time-chart polyline, #exec-time-chart circle").count() >= 1
+    assert page.locator("#wait-time-chart polyline, #wait-time-chart circle").count() >= 1
+    assert "last 5m" in page.text_content("#exec-chart figcaption")
+    shot(page, "metrics")
+    # One queue, by node: the choices come from what was heard.
+    page.select_option("#chart-queue", "reports")
+    page.select_option("#chart-group", "node")
+    page.click("#chart-apply")
+    page.wait_for_url("**queue=reports*")
+    assert page.locator('tr[data-group="metrics-node"] td.num').first.text_content() == "2"
+    # The queue page links to its own charts.
+    page.goto("/queues/mailers")
+    page.click("#queue-metrics")
+    page.wait_for_url("**/metrics?queue=mailers*")
+    assert page.locator('tr[data-group="CliSupport.Echo"] td.num').first.text_content() == "6"
 
 
 def test_the_job_list_filters_and_pages(dsn: str, page: Any) -> None:

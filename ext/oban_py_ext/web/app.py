@@ -38,7 +38,7 @@ def create_app(
     token: str | None = None,
     basic: tuple[str, str] | None = None,
     refresh_interval: float = 5.0,
-    chart_interval: float = 15.0,
+    chart_interval: float = 5.0,
     statement_timeout: float = 5.0,
     page_size: int = 25,
     bulk_limit: int = 100_000,
@@ -57,7 +57,8 @@ def create_app(
     :param basic: require HTTP Basic credentials ``(user, password)``.
     :param refresh_interval: seconds between live refreshes of counts and nodes; counts are
         read at most once per interval whatever the number of viewers.
-    :param chart_interval: seconds between reads of the last hour's activity.
+    :param chart_interval: seconds between two computations of a chart from the metrics the
+        nodes publish (kept in memory; no chart reads the database).
     :param statement_timeout: seconds any dashboard query may run before it is cancelled.
     :param page_size: jobs per page of the job list.
     :param bulk_limit: most jobs one bulk action changes.
@@ -98,6 +99,9 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # Only run when served alone: a mounted app gets no lifespan and starts on first use.
+        # Listening from the start, the charts' history begins now, not at the first page view.
+        with contextlib.suppress(Exception):
+            await dashboard.nodes.ensure_started()
         try:
             yield
         finally:
@@ -106,6 +110,8 @@ def create_app(
     routes = [
         Route("/", guarded(pages.overview), name="overview"),
         Route("/live/overview", guarded(pages.overview_live)),
+        Route("/metrics", guarded(pages.metrics), name="metrics"),
+        Route("/live/metrics", guarded(pages.metrics_live)),
         Route("/jobs", guarded(pages.jobs), name="jobs"),
         Route("/jobs/bulk", guarded(posts.bulk_action), methods=["POST"]),
         Route("/jobs/{job_id:int}", guarded(pages.job), name="job"),

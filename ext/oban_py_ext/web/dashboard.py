@@ -21,7 +21,7 @@ from oban_py_ext.web.crons import CronWatch
 from oban_py_ext.web.filters import STATES, JobFilter
 from oban_py_ext.web.fleet import CronTable, FleetReads, Leases
 from oban_py_ext.web.nodes import NodeWatch
-from oban_py_ext.web.reads import Activity, Counts, Reads
+from oban_py_ext.web.reads import Counts, Reads
 from oban_py_ext.web.render import environment
 from oban_py_ext.web.security import (
     CSRF_COOKIE,
@@ -30,8 +30,11 @@ from oban_py_ext.web.security import (
     new_csrf_token,
     secure_request,
 )
+from oban_py_ext.web.series import Activity, MetricSeries, Query, Slice
 
 FLASH_COOKIE = "oban_web_flash"
+#: seconds between two reads of the crontab's jobs: an entry runs at most once a minute
+CRON_READ_INTERVAL = 15.0
 #: No script or style from anywhere but the dashboard itself, no framing, forms only to itself.
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -76,20 +79,36 @@ class Dashboard:
         self.actions = Actions(client, self.reads, bulk_limit)
         dsn = client.config.dsn or str(getattr(client.pool, "conninfo", ""))
         self.crontabs = CronWatch()
-        self.nodes = NodeWatch(dsn, client.config.prefix, {"cronitor": self._heard_crontab})
+        #: what the nodes publish on ``metrics``: the charts' only source, no table read
+        self.metrics = MetricSeries()
+        self.nodes = NodeWatch(
+            dsn,
+            client.config.prefix,
+            {"cronitor": self._heard_crontab, "metrics": self.metrics.heard},
+        )
         self.fleet = FleetReads(self.reads)
         #: the cron page's and the nodes page's reads, once per interval for all their tabs; an
         #: entry runs at most once a minute and nodes publish their crontab every 15 s, so the
-        #: jobs of the crontab are read as often as the charts
-        self.cron_history: Shared[CronTable] = Shared(self._cron_table, settings.chart_interval)
+        #: jobs of the crontab are read no more often than that
+        self.cron_history: Shared[CronTable] = Shared(self._cron_table, CRON_READ_INTERVAL)
         self.leases: Shared[Leases] = Shared(self.fleet.leases, settings.refresh_interval)
         self.counts: Shared[Counts] = Shared(self.reads.counts, settings.refresh_interval)
-        self.activity: Shared[Activity] = Shared(self.reads.activity, settings.chart_interval)
+        self.activity: Shared[Activity] = Shared(self._activity, settings.chart_interval)
+        #: each chart query's answer, computed once per interval for every tab showing it
+        self.slices: SharedByKey[Query, Slice] = SharedByKey(
+            self._slice, settings.chart_interval, most=64
+        )
         #: the latest jobs of each queue page, read once per refresh for all its tabs
         self.recent: SharedByKey[str, list[dict[str, Any]]] = SharedByKey(
             self._recent, settings.refresh_interval
         )
         self.env = environment()
+
+    async def _activity(self) -> Activity:
+        return self.metrics.activity()
+
+    async def _slice(self, query: Query) -> Slice:
+        return self.metrics.timeslice(query)
 
     async def _recent(self, queue: str) -> list[dict[str, Any]]:
         page = await self.reads.page(JobFilter(queue=queue), before=None, after=None, size=10)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -12,6 +13,7 @@ from oban_py_ext.web import charts
 from oban_py_ext.web.dashboard import Dashboard, dashboard_of
 from oban_py_ext.web.filters import STATES, FilterError, JobFilter
 from oban_py_ext.web.graph import layout
+from oban_py_ext.web.series import LABELS, WINDOWS, parse_query
 
 
 async def overview(request: Request) -> Response:
@@ -55,6 +57,76 @@ async def _overview_context(dashboard: Dashboard) -> dict[str, Any]:
             "Failed attempts per minute, last hour",
             [("failed", "bar-fail", activity.failed)],
         ),
+        "metrics_heard": dashboard.metrics.heard_count,
+    }
+
+
+#: The percentiles a chart page may show (Oban Web offers 100th down to 50th).
+PERCENTILES = {"max": 1.0, "p99": 0.99, "p95": 0.95, "p75": 0.75, "p50": 0.5}
+
+
+async def metrics(request: Request) -> Response:
+    dashboard = dashboard_of(request)
+    return dashboard.render(request, "charts.html", **await _charts_context(request, dashboard))
+
+
+async def metrics_live(request: Request) -> Response:
+    dashboard = dashboard_of(request)
+    return dashboard.render(
+        request, "_charts_live.html", **await _charts_context(request, dashboard)
+    )
+
+
+async def _charts_context(request: Request, dashboard: Dashboard) -> dict[str, Any]:
+    """Executions by the chosen label, and run and wait time at a percentile, from memory."""
+    query = parse_query(request.query_params)
+    pct = request.query_params.get("pct", "p95")
+    if pct not in PERCENTILES:
+        pct = "p95"
+    found = await dashboard.slices.get(query)
+    step = found.step
+    groups = list(found.counts)
+    styles = {
+        g: charts.css_for(g, i)
+        if query.group == "state"
+        else charts.PALETTE[i % len(charts.PALETTE)]
+        for i, g in enumerate(groups)
+    }
+    q = PERCENTILES[pct]
+    window = query.window
+    by = query.group
+
+    def timing(series: str, what: str) -> Any:
+        values = found.percentiles(series, q)
+        return charts.lines(
+            f"{what}, {pct}, by {by}, last {window}",
+            [(g, styles.get(g, "c7"), values[g]) for g in values],
+            step=step,
+        )
+
+    return {
+        "query": query,
+        "pct": pct,
+        "percentiles": list(PERCENTILES),
+        "windows": list(WINDOWS),
+        "labels": LABELS,
+        "choices": {name: dashboard.metrics.labels(name) for name in LABELS},
+        "filters": dict(query.filters),
+        "found": found,
+        "groups": groups,
+        "styles": styles,
+        "nice_ms": charts.nice_ms,
+        "ago": charts.ago,
+        "metrics_heard": dashboard.metrics.heard_count,
+        "qs": urlencode({"window": window, "group": by, "pct": pct, **dict(query.filters)}),
+        "exec_chart": charts.stacked_bars(
+            f"Executions by {by}, last {window}",
+            [(g, styles[g], found.counts[g]) for g in groups],
+            unit=f"per {charts.ago(step)}",
+            step=step,
+        ),
+        "exec_time_chart": timing("exec_time", "Run time"),
+        "wait_time_chart": timing("wait_time", "Wait time"),
     }
 
 

@@ -1,4 +1,4 @@
-"""What the pages read from ``oban_jobs``: counts, activity, pages of jobs, one job.
+"""What the pages read from ``oban_jobs``: counts, pages of jobs, one job (charts read none).
 
 Statements live in ``sql/`` beside this module and are bound to the prefix through
 ``oban_py.sql.compose`` (a quoted identifier, never string formatting). Every read runs
@@ -61,19 +61,6 @@ class Counts:
 
 
 @dataclass
-class Activity:
-    """Finished attempts per minute over the last hour, oldest minute first."""
-
-    completed: list[int]
-    failed: list[int]
-
-    @property
-    def failure_rate(self) -> float | None:
-        total = sum(self.completed) + sum(self.failed)
-        return None if total == 0 else sum(self.failed) / total
-
-
-@dataclass
 class Page:
     rows: list[dict[str, Any]]
     #: Cursor of the next (older) page, or None on the last page.
@@ -91,7 +78,6 @@ class Reads:
         self.timeout_ms = max(1, int(statement_timeout * 1000))
         self._pages: dict[tuple[tuple[str, ...], str], bytes] = {}
         self._counts = compose(_text("counts"), prefix)
-        self._activity = compose(_text("activity"), prefix)
         self._job = compose(_text("job_row"), prefix)
 
     async def _all(
@@ -118,15 +104,6 @@ class Reads:
             queue.by_state[row["state"]] = int(row["count"])
         counts.queues = dict(sorted(counts.queues.items()))
         return counts
-
-    async def activity(self) -> Activity:
-        completed, failed = [0] * 60, [0] * 60
-        for row in await self._all(self._activity):
-            ago = int(row["minutes_ago"])
-            if 0 <= ago < 60:
-                completed[59 - ago] = int(row["completed"])
-                failed[59 - ago] = int(row["failed"])
-        return Activity(completed, failed)
 
     def _filtered(self, names: tuple[str, ...], order: str) -> bytes:
         """``jobs_page.sql`` with the conditions ``names`` (from ``job_filters.sql``)."""
