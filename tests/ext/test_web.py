@@ -317,15 +317,30 @@ def test_actions_need_post_and_the_csrf_token(dsn: str, web: TestClient) -> None
     assert state_of(dsn, job_id) == "cancelled"
 
 
+def finished_run(client: TestClient, timeout: float = 10.0) -> str:
+    """The newest bulk run's row on the progress fragment, once it has finished."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        html = client.get("/live/bulk").text
+        row = re.search(r'<tr data-run="\d+" data-state="(\w+)">(.*?)</tr>', html, re.S)
+        if row is not None and row.group(1) != "running":
+            return row.group(0)
+        time.sleep(0.05)
+    raise AssertionError("the bulk run did not finish")
+
+
 def test_bulk_actions_apply_to_every_job_matching_the_filter(dsn: str, web: TestClient) -> None:
     failed = [insert(dsn, state="discarded", queue="q", attempt=1, max_attempts=1) for _ in "12345"]
     other = insert(dsn, state="discarded", queue="elsewhere", attempt=1, max_attempts=1)
     done = post(web, "/jobs/bulk", action="retry", state="discarded", queue="q")
     assert done.status_code == 303
     assert "queue=q" in done.headers["location"]
+    assert "Started retry #1" in web.get(done.headers["location"]).text
+    run = finished_run(web)
+    assert 'data-state="done"' in run
+    assert '<td class="num changed">5</td>' in run
     assert [state_of(dsn, i) for i in failed] == ["available"] * 5
     assert state_of(dsn, other) == "discarded"
-    assert "Retried 5 of 5 matching jobs." in web.get(done.headers["location"]).text
     unfiltered = web.get(post(web, "/jobs/bulk", action="delete").headers["location"]).text
     assert "Bulk actions need a filter." in unfiltered
     assert state_of(dsn, other) == "discarded"
@@ -335,8 +350,10 @@ def test_bulk_actions_stop_at_the_bulk_limit(dsn: str) -> None:
     for _ in range(7):
         insert(dsn, queue="many")
     with TestClient(create_app(dsn=dsn, bulk_limit=4), base_url="http://127.0.0.1") as web:
-        report = web.get(post(web, "/jobs/bulk", action="cancel", queue="many").headers["location"])
-        assert "Cancelled 4 of 4 matching jobs (the bulk limit" in report.text
+        post(web, "/jobs/bulk", action="cancel", queue="many")
+        run = finished_run(web)
+        assert '<td class="num changed">4</td>' in run
+        assert "(the bulk limit: run it again for more)" in run
 
 
 def listen(dsn: str, channel: str) -> tuple[list[str], threading.Event]:

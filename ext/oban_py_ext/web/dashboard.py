@@ -16,10 +16,11 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from oban_py import Client
 from oban_py_ext.web.actions import Actions, Outcome
+from oban_py_ext.web.bulk import BulkRuns
 from oban_py_ext.web.cache import Shared, SharedByKey
 from oban_py_ext.web.filters import STATES, JobFilter
 from oban_py_ext.web.nodes import NodeWatch
-from oban_py_ext.web.reads import Activity, Counts, Reads
+from oban_py_ext.web.reads import SCAN, Activity, Counts, Page, Reads
 from oban_py_ext.web.render import environment
 from oban_py_ext.web.security import (
     CSRF_COOKIE,
@@ -65,13 +66,16 @@ class Dashboard:
         settings: Settings,
         statement_timeout: float,
         bulk_limit: int,
+        scan: int = SCAN,
     ) -> None:
         self.client = client
         self.owns_client = owns_client
         self.access = access
         self.settings = settings
-        self.reads = Reads(client.pool, client.config.prefix, statement_timeout)
-        self.actions = Actions(client, self.reads, bulk_limit)
+        self.reads = Reads(client.pool, client.config.prefix, statement_timeout, scan)
+        self.actions = Actions(client)
+        self.bulk = BulkRuns(self.reads, self.actions.perform, bulk_limit)
+        self.bulk.changed = self.changed
         dsn = client.config.dsn or str(getattr(client.pool, "conninfo", ""))
         self.nodes = NodeWatch(dsn, client.config.prefix)
         self.counts: Shared[Counts] = Shared(self.reads.counts, settings.refresh_interval)
@@ -80,7 +84,22 @@ class Dashboard:
         self.recent: SharedByKey[str, list[dict[str, Any]]] = SharedByKey(
             self._recent, settings.refresh_interval
         )
+        #: the first page of the job list by filter, read once per refresh for all its tabs
+        self.first_pages: SharedByKey[JobFilter, Page] = SharedByKey(
+            self._first_page, settings.refresh_interval
+        )
         self.env = environment()
+
+    def changed(self) -> None:
+        """Jobs were changed: what the next page shows is read again."""
+        self.counts.invalidate()
+        self.recent.invalidate()
+        self.first_pages.invalidate()
+
+    async def _first_page(self, job_filter: JobFilter) -> Page:
+        return await self.reads.page(
+            job_filter, before=None, after=None, size=self.settings.page_size
+        )
 
     async def _recent(self, queue: str) -> list[dict[str, Any]]:
         page = await self.reads.page(JobFilter(queue=queue), before=None, after=None, size=10)
@@ -93,6 +112,7 @@ class Dashboard:
     async def close(self) -> None:
         """Stop listening and close the pool the dashboard opened (not a caller's)."""
         await self.nodes.stop()
+        await self.bulk.close()
         await self.actions.close()
         if self.owns_client:
             await self.client.close()

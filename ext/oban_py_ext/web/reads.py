@@ -9,6 +9,7 @@ connection (or a lock) for longer than that.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cache
 from importlib.resources import files
 from typing import Any
@@ -19,7 +20,16 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from oban_py.sql import compose
-from oban_py_ext.web.filters import STATES, JobFilter
+from oban_py_ext.web.filters import STATES, UNINDEXED, JobFilter
+
+#: Most ids a page with unindexed conditions reads (``create_app(scan=...)``).
+SCAN = 100_000
+#: The orders of ``jobs_page.sql``: the primary key's both ways, or a timestamp's (nulls last).
+ORDERS = {
+    "asc": "id ASC",
+    "desc": "id DESC",
+    "timestamp": "coalesce({column}, '-infinity') DESC, id DESC",
+}
 
 
 @cache
@@ -76,23 +86,32 @@ class Activity:
 @dataclass
 class Page:
     rows: list[dict[str, Any]]
-    #: Cursor of the next (older) page, or None on the last page.
-    older: int | None
-    #: Cursor of the previous (newer) page, or None on the first page.
-    newer: int | None
+    #: Query parameters of the next (older) page, or None on the last page.
+    older: dict[str, Any] | None
+    #: Query parameters of the previous (newer) page, or None on the first page.
+    newer: dict[str, Any] | None
+    #: The ids searched (lowest, highest) when unindexed conditions bounded the read.
+    searched: tuple[int, int] | None = None
 
 
 class Reads:
     def __init__(
-        self, pool: AsyncConnectionPool[Any], prefix: str, statement_timeout: float
+        self,
+        pool: AsyncConnectionPool[Any],
+        prefix: str,
+        statement_timeout: float,
+        scan: int = SCAN,
     ) -> None:
         self.pool = pool
         self.prefix = prefix
         self.timeout_ms = max(1, int(statement_timeout * 1000))
-        self._pages: dict[tuple[tuple[str, ...], str], bytes] = {}
+        #: Most ids one page with unindexed conditions (or a timestamp sort) reads.
+        self.scan = scan
+        self._pages: dict[tuple[str, tuple[str, ...], str, str], bytes] = {}
         self._counts = compose(_text("counts"), prefix)
         self._activity = compose(_text("activity"), prefix)
         self._job = compose(_text("job_row"), prefix)
+        self._bounds = compose(_text("id_bounds"), prefix)
 
     async def _all(
         self, query: bytes, params: dict[str, Any] | None = None
@@ -128,19 +147,23 @@ class Reads:
                 failed[59 - ago] = int(row["failed"])
         return Activity(completed, failed)
 
-    def _filtered(self, names: tuple[str, ...], order: str) -> bytes:
-        """``jobs_page.sql`` with the conditions ``names`` (from ``job_filters.sql``)."""
-        key = (names, order)
+    def _filtered(self, template: str, names: tuple[str, ...], column: str, order: str) -> bytes:
+        """``template`` (``jobs_page`` or ``jobs_count``) with the conditions ``names`` (from
+        ``job_filters.sql``), ``column`` the sort's timestamp and ``order`` a key of ORDERS."""
+        key = (template, names, column, order)
         query = self._pages.get(key)
         if query is None:
             clauses = _filter_clauses()
-            where = sql.SQL(" AND ").join(sql.SQL(clauses[n]) for n in names) if names else None
+            identifier = sql.Identifier(column)
+            where = sql.SQL(" AND ").join(
+                sql.SQL(clauses[n]).format(column=identifier) for n in names
+            )
             query = (
-                sql.SQL(_text("jobs_page"))
+                sql.SQL(_text(template))
                 .format(
                     prefix=sql.Identifier(self.prefix),
-                    where=where if where is not None else sql.SQL("true"),
-                    order=sql.SQL(order),
+                    where=where if names else sql.SQL("true"),
+                    order=sql.SQL(ORDERS[order]).format(column=identifier),
                 )
                 .as_bytes(None)
             )
@@ -148,46 +171,158 @@ class Reads:
         return query
 
     async def _matching(
-        self, job_filter: JobFilter, bound: str | None, cursor: int | None, limit: int
+        self, job_filter: JobFilter, order: str, limit: int, **bounds: Any
     ) -> list[dict[str, Any]]:
-        params = {k: v for k, v in job_filter.params().items() if v is not None}
-        names = tuple(sorted(params))
-        if bound is not None:
-            names += (bound,)
-            params["cursor"] = cursor
-        order = "DESC" if bound in (None, "before") else "ASC"
+        params = _conditions(job_filter) | {k: v for k, v in bounds.items() if v is not None}
+        names = _names(params)
         params["limit"] = limit
-        return await self._all(self._filtered(names, order), params)
+        query = self._filtered("jobs_page", names, job_filter.column, order)
+        return await self._all(query, params)
+
+    async def bounds(self) -> tuple[int, int] | None:
+        """The lowest and highest id, or None for an empty table."""
+        row = (await self._all(self._bounds))[0]
+        return None if row["low"] is None else (int(row["low"]), int(row["high"]))
 
     async def page(
-        self, job_filter: JobFilter, *, before: int | None, after: int | None, size: int
+        self,
+        job_filter: JobFilter,
+        *,
+        before: int | None,
+        after: int | None,
+        size: int,
+        key: str | None = None,
+        floor: int | None = None,
     ) -> Page:
         """``size`` jobs older than ``before`` (or newer than ``after``), newest first.
 
         One extra row is read to know whether a further page exists, so no count is needed.
+        Unindexed conditions are searched among ``scan`` ids below ``before`` (or above
+        ``after``, or below the newest): a page reads at most that many rows, and links to the
+        next window when this one held fewer than a page.
         """
+        if job_filter.sort != "inserted":
+            return await self._sorted_page(job_filter, size=size, key=key, floor=floor)
+        windowed = unindexed(job_filter)
+        ids = await self.bounds() if windowed else None
+        if windowed and ids is None:
+            return Page([], None, None)
+        low = high = None
         if after is not None:
-            rows = await self._matching(job_filter, "after", after, size + 1)
-            more_newer = len(rows) > size
+            low = after + 1
+            high = low + self.scan if ids is not None else None
+        elif ids is not None:
+            high = before if before is not None else ids[1] + 1
+            low = high - self.scan
+        elif before is not None:
+            high = before
+        searched = (low, high - 1) if ids is not None and low is not None and high else None
+        if after is not None:
+            rows = await self._matching(job_filter, "asc", size + 1, low=low, high=high)
+            full = len(rows) > size
             rows = list(reversed(rows[:size]))
-            older = rows[-1]["id"] if rows else None
-            return Page(rows, older, rows[0]["id"] if rows and more_newer else None)
-        bound = "before" if before is not None else None
-        rows = await self._matching(job_filter, bound, before, size + 1)
-        more_older = len(rows) > size
+            newer: dict[str, Any] | None = None
+            if full:
+                newer = {"after": rows[0]["id"]}
+            elif ids is not None and high is not None and high <= ids[1]:
+                newer = {"after": high - 1}
+            older = {"before": rows[-1]["id"] if rows else low}
+            return Page(rows, older, newer, searched)
+        rows = await self._matching(job_filter, "desc", size + 1, low=low, high=high)
+        full = len(rows) > size
         rows = rows[:size]
-        older = rows[-1]["id"] if rows and more_older else None
-        newer = rows[0]["id"] if rows and before is not None else None
-        return Page(rows, older, newer)
+        older_cursor = rows[-1]["id"] if full else None
+        if not full and ids is not None and low is not None and low > ids[0]:
+            older_cursor = low
+        newer_cursor = None
+        if before is not None:
+            newer_cursor = rows[0]["id"] if rows else before - 1
+        return Page(
+            rows,
+            None if older_cursor is None else {"before": older_cursor},
+            None if newer_cursor is None else {"after": newer_cursor},
+            searched,
+        )
 
-    async def matching_ids(self, job_filter: JobFilter, *, after: int, limit: int) -> list[int]:
-        """Ids matching the filter above ``after``, ascending: one batch of a bulk action."""
-        rows = await self._matching(job_filter, "after", after, limit)
+    async def _sorted_page(
+        self, job_filter: JobFilter, *, size: int, key: str | None, floor: int | None
+    ) -> Page:
+        """Newest first by a timestamp no index orders, among the newest ``scan`` jobs (or
+        those above ``floor``, the window the first page chose); keyset ``(timestamp, id)``."""
+        ids = await self.bounds()
+        if ids is None:
+            return Page([], None, None)
+        low = floor if floor is not None else ids[1] + 1 - self.scan
+        cursor = _parse_key(key)
+        bounds: dict[str, Any] = {"low": low}
+        if cursor is not None:
+            bounds["key_at"], bounds["key_id"] = cursor
+        rows = await self._matching(job_filter, "timestamp", size + 1, **bounds)
+        full = len(rows) > size
+        rows = rows[:size]
+        older = None
+        if full:
+            last = rows[-1]
+            older = {"key": _key(last[job_filter.column], last["id"]), "floor": low}
+        newer = {"floor": low} if cursor is not None else None
+        return Page(rows, older, newer, (max(low, ids[0]), ids[1]))
+
+    async def ids_between(
+        self, job_filter: JobFilter, *, low: int, high: int, limit: int | None = None
+    ) -> list[int]:
+        """Ids matching the filter in ``[low, high)``, ascending, at most ``limit``: one batch
+        of a bulk action."""
+        rows = await self._matching(
+            job_filter, "asc", limit if limit is not None else high - low, low=low, high=high
+        )
         return [int(row["id"]) for row in rows]
+
+    async def count(self, job_filter: JobFilter, cap: int) -> int:
+        """Jobs matching the filter, counted up to ``cap``."""
+        params = _conditions(job_filter)
+        names = _names(params)
+        query = self._filtered("jobs_count", names, job_filter.column, "asc")
+        rows = await self._all(query, params | {"cap": cap})
+        return int(rows[0]["count"])
 
     async def job(self, job_id: int) -> dict[str, Any] | None:
         rows = await self._all(self._job, {"id": job_id})
         return rows[0] if rows else None
+
+
+def unindexed(job_filter: JobFilter) -> bool:
+    """Whether the filter holds a condition no index serves (searched by windows of ids)."""
+    return bool(UNINDEXED & set(_conditions(job_filter)))
+
+
+def _conditions(job_filter: JobFilter) -> dict[str, Any]:
+    return {k: v for k, v in job_filter.params().items() if v is not None}
+
+
+def _names(params: dict[str, Any]) -> tuple[str, ...]:
+    """The conditions of ``job_filters.sql`` these parameters fill, in one order (the cache's
+    key); the keyset's two values are one condition."""
+    names = set(params) - {"key_id", "limit", "cap"}
+    return tuple(sorted("key" if n == "key_at" else n for n in names))
+
+
+def _key(at: datetime | None, job_id: int) -> str:
+    return f"{'-infinity' if at is None else at.isoformat()}|{job_id}"
+
+
+def _parse_key(key: str | None) -> tuple[str, int] | None:
+    """A keyset cursor from the URL, or None (ignored) when it is not one."""
+    if not key:
+        return None
+    at, _, job_id = key.partition("|")
+    if not job_id.isdecimal() or not job_id.isascii() or int(job_id) >= 2**63:
+        return None
+    if at != "-infinity":
+        try:
+            at = datetime.fromisoformat(at).replace(tzinfo=None).isoformat()
+        except ValueError:
+            return None
+    return at, int(job_id)
 
 
 def is_timeout(error: BaseException) -> bool:
