@@ -112,6 +112,10 @@ class Reads:
         self._activity = compose(_text("activity"), prefix)
         self._job = compose(_text("job_row"), prefix)
         self._bounds = compose(_text("id_bounds"), prefix)
+        #: When a list, every job list read (pages, counts, bulk batches) also runs under
+        #: ``EXPLAIN ANALYZE`` and its plan is appended: how benchmarks and tests see the rows
+        #: each read takes (``rows_read``).
+        self.plans: list[dict[str, Any]] | None = None
 
     async def _all(
         self, query: bytes, params: dict[str, Any] | None = None
@@ -177,7 +181,13 @@ class Reads:
         names = _names(params)
         params["limit"] = limit
         query = self._filtered("jobs_page", names, job_filter.column, order)
+        await self._trace(query, params)
         return await self._all(query, params)
+
+    async def _trace(self, query: bytes, params: dict[str, Any]) -> None:
+        if self.plans is not None:
+            rows = await self._all(b"EXPLAIN (ANALYZE, FORMAT JSON) " + query, params)
+            self.plans.append(rows[0]["QUERY PLAN"][0])
 
     async def bounds(self) -> tuple[int, int] | None:
         """The lowest and highest id, or None for an empty table."""
@@ -282,12 +292,24 @@ class Reads:
         params = _conditions(job_filter)
         names = _names(params)
         query = self._filtered("jobs_count", names, job_filter.column, "asc")
+        await self._trace(query, params | {"cap": cap})
         rows = await self._all(query, params | {"cap": cap})
         return int(rows[0]["count"])
 
     async def job(self, job_id: int) -> dict[str, Any] | None:
         rows = await self._all(self._job, {"id": job_id})
         return rows[0] if rows else None
+
+
+def rows_read(plan: dict[str, Any]) -> int:
+    """Rows an ``EXPLAIN (ANALYZE, FORMAT JSON)`` plan read from its tables and indexes:
+    those its scans returned and those their filters removed, over every loop."""
+    node = plan.get("Plan", plan)
+    own = 0
+    if "Scan" in node["Node Type"]:
+        kept = node.get("Actual Rows", 0) + node.get("Rows Removed by Filter", 0)
+        own = kept * node.get("Actual Loops", 1)
+    return own + sum(rows_read(child) for child in node.get("Plans", []))
 
 
 def unindexed(job_filter: JobFilter) -> bool:
