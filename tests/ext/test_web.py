@@ -22,6 +22,7 @@ import pytest
 from oban_py_ext.web import create_app
 from oban_py_ext.web.cache import Shared
 from oban_py_ext.web.nodes import NodeWatch
+from oban_py_ext.web.reads import rows_read
 from psycopg.types.json import Jsonb
 from starlette.applications import Starlette
 from starlette.routing import Mount
@@ -832,8 +833,6 @@ def seed(dsn: str, rows: int) -> None:
 
 
 def test_worker_and_tag_filters_read_a_window_of_ids_not_every_row(dsn: str) -> None:
-    from oban_py_ext.web.reads import rows_read
-
     seed(dsn, 20_000)
     app = create_app(dsn=dsn, scan=2_000)
     with TestClient(app, base_url="http://127.0.0.1") as web:
@@ -924,19 +923,33 @@ def test_the_job_list_shows_totals_with_thousands_separators(dsn: str, web: Test
     assert '<td class="num" data-state="available">1,234</td>' in overview
 
 
-def test_the_bulk_confirm_counts_the_matching_jobs_up_to_the_limit(dsn: str) -> None:
+def test_the_bulk_confirm_counts_the_matching_jobs_or_estimates_at_scale(dsn: str) -> None:
     for _ in range(5):
         insert(dsn, queue="five")
-    with TestClient(create_app(dsn=dsn, bulk_limit=3), base_url="http://127.0.0.1") as web:
+    seed(dsn, 2_000)  # workers MyApp.Workers.W0..W9 in turn
+    app = create_app(dsn=dsn, bulk_limit=3, scan=100)
+    with TestClient(app, base_url="http://127.0.0.1") as web:
         assert web.get("/jobs/count?queue=five&state=available").json()["text"] == "at least 3"
         assert web.get("/jobs/count?queue=none").json() == {
             "count": 0,
-            "capped": False,
+            "how": "exact",
             "text": "0",
+            "note": "",
         }
+        # Unindexed conditions are counted among the newest `scan` ids and scaled up.
+        reads = app.state.dashboard.reads
+        reads.plans = []
+        # 10 of the newest 100 of 2,005 ids: about 200 in all.
+        assert web.get("/jobs/count?worker=W3").json() == {
+            "count": 200,
+            "how": "estimated",
+            "text": "about 200",
+            "note": " (estimated from the newest 100 jobs)",
+        }
+        assert [rows_read(plan) for plan in reads.plans] == [100]
         assert web.get("/jobs/count?priority=x").status_code == 400
         html = web.get("/jobs?queue=five").text
-        assert 'data-confirm="Cancel {n} jobs matching this filter?"' in html
+        assert 'data-confirm="Cancel {n} jobs matching this filter{note}?"' in html
         assert 'data-count-url="/jobs/count?queue=five"' in html
 
 

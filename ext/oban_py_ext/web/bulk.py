@@ -129,6 +129,10 @@ class BulkRuns:
                 run.seen += len(chunk)
             run.cursor = next_cursor
 
+    async def wait(self) -> None:
+        """Until every run under way has ended."""
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()

@@ -151,15 +151,14 @@ async def jobs_count(request: Request) -> Response:
         job_filter = JobFilter.parse(request.query_params)
     except FilterError as error:
         return JSONResponse({"error": str(error)}, 400, headers=SECURITY_HEADERS)
-    limit = dashboard.bulk.limit
+    answer: dict[str, Any]
     try:
-        found = await dashboard.reads.count(job_filter, limit)
+        found = await dashboard.reads.count(job_filter, dashboard.bulk.limit)
     except psycopg.errors.QueryCanceled:
-        return JSONResponse({"count": None, "text": "an unknown number of (too many to count)"})
-    text = f"at least {found:,}" if found >= limit else f"{found:,}"
-    return JSONResponse(
-        {"count": found, "capped": found >= limit, "text": text}, headers=SECURITY_HEADERS
-    )
+        answer = {"count": None, "how": "unknown", "text": "an unknown number of", "note": ""}
+        return JSONResponse(answer, headers=SECURITY_HEADERS)
+    answer = {"count": found.value, "how": found.how, "text": found.text, "note": found.note}
+    return JSONResponse(answer, headers=SECURITY_HEADERS)
 
 
 async def bulk_live(request: Request) -> Response:

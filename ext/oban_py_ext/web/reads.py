@@ -94,6 +94,28 @@ class Page:
     searched: tuple[int, int] | None = None
 
 
+@dataclass(frozen=True)
+class Count:
+    """How many jobs a bulk action would look at, as the confirm says it."""
+
+    value: int
+    #: "exact", "capped" (at least ``value``) or "estimated" (from the newest ``scan`` ids)
+    how: str
+    scan: int
+
+    @property
+    def text(self) -> str:
+        if self.how == "capped":
+            return f"at least {self.value:,}"
+        return f"about {self.value:,}" if self.how == "estimated" else f"{self.value:,}"
+
+    @property
+    def note(self) -> str:
+        if self.how != "estimated":
+            return ""
+        return f" (estimated from the newest {self.scan:,} jobs)"
+
+
 class Reads:
     def __init__(
         self,
@@ -287,11 +309,23 @@ class Reads:
         )
         return [int(row["id"]) for row in rows]
 
-    async def count(self, job_filter: JobFilter, cap: int) -> int:
-        """Jobs matching the filter, counted up to ``cap``."""
-        params = _conditions(job_filter)
-        names = _names(params)
-        query = self._filtered("jobs_count", names, job_filter.column, "asc")
+    async def count(self, job_filter: JobFilter, cap: int) -> Count:
+        """Jobs matching the filter: counted up to ``cap`` where indexes serve it (or the
+        table holds no more than ``scan`` ids); else estimated from the newest ``scan`` ids,
+        so no count reads more than ``max(cap, scan)`` rows."""
+        if unindexed(job_filter):
+            ids = await self.bounds()
+            low = ids[1] + 1 - self.scan if ids is not None else 0
+            if ids is not None and low > ids[0]:
+                found = await self._count(job_filter, self.scan, low=low)
+                span = ids[1] - ids[0] + 1
+                return Count(round(found * span / self.scan), "estimated", self.scan)
+        found = await self._count(job_filter, cap)
+        return Count(found, "capped" if found >= cap else "exact", self.scan)
+
+    async def _count(self, job_filter: JobFilter, cap: int, **bounds: Any) -> int:
+        params = _conditions(job_filter) | bounds
+        query = self._filtered("jobs_count", _names(params), job_filter.column, "asc")
         await self._trace(query, params | {"cap": cap})
         rows = await self._all(query, params | {"cap": cap})
         return int(rows[0]["count"])

@@ -23,10 +23,10 @@ function confirmForms(root) {
       // How many jobs a bulk action changes is counted when asked, not on every page view.
       fetch(countUrl, { credentials: "same-origin", headers: { "X-Requested-With": "fetch" } })
         .then(function (response) { return response.json(); })
-        .then(function (answer) { return answer.text || "an unknown number of"; })
-        .catch(function () { return "an unknown number of"; })
-        .then(function (n) {
-          if (window.confirm(fill(form.dataset.confirm, { n: n }))) form.submit();
+        .catch(function () { return { text: "an unknown number of", note: "" }; })
+        .then(function (answer) {
+          var values = { n: answer.text || "an unknown number of", note: answer.note || "" };
+          if (window.confirm(fill(form.dataset.confirm, values))) form.submit();
         });
     });
   });
