@@ -19,6 +19,8 @@ from urllib.parse import urlencode
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from oban_py_ext.web import create_app
 from oban_py_ext.web.cache import Shared
 from oban_py_ext.web.nodes import NodeWatch
@@ -166,6 +168,29 @@ def test_hostile_filter_values_are_searched_or_refused_never_crash(
         assert web.get(f"/jobs?priority={number}").status_code == 400
         assert web.get(f"/jobs?attempt={number}").status_code == 400
     assert ids_on(web.get("/jobs?args=%7B%22n%22%3A1%7D").text) == [job_id]
+
+
+@settings(
+    max_examples=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    field=st.sampled_from(
+        ["worker", "node", "tags", "args", "priority", "attempt", "since", "until", "sort", "key"]
+    ),
+    value=st.text(max_size=40) | st.from_regex(r"-?[0-9]{1,12}(\.[0-9])?", fullmatch=True),
+    path=st.sampled_from(["/jobs", "/jobs/count", "/live/jobs"]),
+)
+def test_any_value_in_a_new_filter_is_used_or_refused_with_a_reason(
+    web: TestClient, field: str, value: str, path: str
+) -> None:
+    response = web.get(
+        path, params={field: value, "sort": "scheduled"} if field == "key" else {field: value}
+    )
+    assert response.status_code in (200, 400), (field, value, response.text[:300])
+    if response.status_code == 400:
+        assert field in response.text or "NUL" in response.text
 
 
 def test_the_web_command_refuses_unsafe_or_malformed_options(dsn: str) -> None:
