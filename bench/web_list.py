@@ -104,17 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.dsn:
         asyncio.run(measure(args.dsn, args.runs))
         return 0
-    bench_db = db.BenchDatabase(db.server_dsn())
-    bench_db.create()
-    try:
+    with db.BenchDatabase.fresh(keep=args.keep) as bench_db:
         took = seed(bench_db.dsn, args.rows)
         print(f"seeded {args.rows:,} jobs in {took:.1f} s")
         asyncio.run(measure(bench_db.dsn, args.runs))
-    finally:
-        if args.keep:
-            print(f"kept: {bench_db.dsn}")
-        else:
-            bench_db.drop()
     return 0
 
 
