@@ -248,7 +248,11 @@ class Reads:
             low = high - self.scan
         elif before is not None:
             high = before
-        searched = (low, high - 1) if ids is not None and low is not None and high else None
+        searched = None
+        if ids is not None and low is not None and high is not None:
+            # Said only when the window left some ids out.
+            shown = (max(low, ids[0]), min(high - 1, ids[1]))
+            searched = None if shown == ids else shown
         if after is not None:
             rows = await self._matching(job_filter, "asc", size + 1, low=low, high=high)
             full = len(rows) > size
@@ -297,7 +301,8 @@ class Reads:
             last = rows[-1]
             older = {"key": _key(last[job_filter.column], last["id"]), "floor": low}
         newer = {"floor": low} if cursor is not None else None
-        return Page(rows, older, newer, (max(low, ids[0]), ids[1]))
+        searched = (low, ids[1]) if low > ids[0] else None
+        return Page(rows, older, newer, searched)
 
     async def ids_between(
         self, job_filter: JobFilter, *, low: int, high: int, limit: int | None = None
