@@ -875,6 +875,11 @@ def test_worker_and_tag_filters_read_a_window_of_ids_not_every_row(dsn: str) -> 
             next_window = web.get(older.group(1).replace("&amp;", "&")).text
             assert "among ids 16,001 to 18,000" in next_window
             assert [rows_read(plan) for plan in reads.plans] == [2_000]
+        # Sorts by a timestamp no index orders read one window too, whatever the cursor says.
+        for query in ("sort=completed", "sort=scheduled&floor=1&key=-infinity%7C99999999"):
+            reads.plans = []
+            assert web.get("/jobs?" + query).status_code == 200
+            assert [rows_read(plan) for plan in reads.plans] == [2_000], query
         # An indexed filter is not windowed: the state/queue index serves it.
         reads.plans = []
         assert ids_on(web.get("/jobs?state=discarded").text) == []

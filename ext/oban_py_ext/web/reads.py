@@ -283,14 +283,15 @@ class Reads:
     async def _sorted_page(
         self, job_filter: JobFilter, *, size: int, key: str | None, floor: int | None
     ) -> Page:
-        """Newest first by a timestamp no index orders, among the newest ``scan`` jobs (or
-        those above ``floor``, the window the first page chose); keyset ``(timestamp, id)``."""
+        """Newest first by a timestamp no index orders, among the newest ``scan`` ids, or the
+        ``scan`` ids from ``floor`` on (the window the first page chose, so jobs inserted since
+        do not shift the later pages); keyset ``(timestamp, id)``."""
         ids = await self.bounds()
         if ids is None:
             return Page([], None, None)
         low = floor if floor is not None else ids[1] + 1 - self.scan
+        bounds: dict[str, Any] = {"low": low, "high": low + self.scan}
         cursor = _parse_key(key)
-        bounds: dict[str, Any] = {"low": low}
         if cursor is not None:
             bounds["key_at"], bounds["key_id"] = cursor
         rows = await self._matching(job_filter, "timestamp", size + 1, **bounds)
@@ -301,8 +302,8 @@ class Reads:
             last = rows[-1]
             older = {"key": _key(last[job_filter.column], last["id"]), "floor": low}
         newer = {"floor": low} if cursor is not None else None
-        searched = (low, ids[1]) if low > ids[0] else None
-        return Page(rows, older, newer, searched)
+        shown = (max(low, ids[0]), min(low + self.scan - 1, ids[1]))
+        return Page(rows, older, newer, None if shown == ids else shown)
 
     async def ids_between(
         self, job_filter: JobFilter, *, low: int, high: int, limit: int | None = None
