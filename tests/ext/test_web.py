@@ -1020,6 +1020,11 @@ def test_a_bulk_action_runs_in_the_background_and_shows_its_progress(dsn: str) -
         # The request answered while the batch still waits on the row lock.
         assert 'data-state="running"' in web.get("/live/bulk").text
         assert state_of(dsn, jobs[0]) == "available"
+        # One run at a time: the pages keep their connections.
+        second = post(web, "/jobs/bulk", action="delete", queue="slow")
+        assert (
+            "Cancel #1 is still running: wait for it." in web.get(second.headers["location"]).text
+        )
         release.set()
         run = finished_run(web)
         assert '<td class="num changed">3</td>' in run

@@ -76,6 +76,11 @@ class BulkRuns:
         #: Called when a run ends (the dashboard forgets its cached counts and pages).
         self.changed: Callable[[], None] = lambda: None
 
+    @property
+    def running(self) -> Run | None:
+        """The run under way: one at a time, so runs never take the pages' connections."""
+        return next((r for r in self._runs.values() if r.state == "running"), None)
+
     def start(self, action: str, job_filter: JobFilter) -> Run:
         run = Run(next(self._numbers), action, job_filter.query(), self.limit)
         self._runs[run.number] = run

@@ -47,6 +47,10 @@ async def bulk_action(request: Request) -> Response:
         return back(request, location, Outcome(f"unknown action {action!r}", ok=False))
     if not job_filter.active:
         return back(request, location, Outcome("Bulk actions need a filter.", ok=False))
+    busy = dashboard.bulk.running
+    if busy is not None:
+        message = f"{busy.action.capitalize()} #{busy.number} is still running: wait for it."
+        return back(request, location, Outcome(message, ok=False))
     run = dashboard.bulk.start(action, job_filter)
     message = f"Started {action} #{run.number} on the matching jobs: its progress is below."
     return back(request, location, Outcome(message))
