@@ -398,7 +398,10 @@ def test_bulk_actions_apply_to_every_job_matching_the_filter(dsn: str, web: Test
     assert state_of(dsn, other) == "discarded"
 
 
-def test_bulk_actions_stop_at_the_bulk_limit(dsn: str) -> None:
+def test_bulk_actions_stop_at_the_bulk_limit_of_jobs_they_change(dsn: str) -> None:
+    # Finished jobs first: a cancel passes them by rather than spending its limit on them.
+    for _ in range(3):
+        insert(dsn, queue="many", state="completed")
     for _ in range(7):
         insert(dsn, queue="many")
     with TestClient(create_app(dsn=dsn, bulk_limit=4), base_url="http://127.0.0.1") as web:
@@ -980,7 +983,21 @@ def test_the_bulk_confirm_counts_the_matching_jobs_or_estimates_at_scale(dsn: st
         assert web.get("/jobs/count?priority=x").status_code == 400
         html = web.get("/jobs?queue=five").text
         assert 'data-confirm="Cancel {n} jobs matching this filter{note}?"' in html
-        assert 'data-count-url="/jobs/count?queue=five"' in html
+        assert 'data-count-url="/jobs/count?queue=five&amp;action=cancel"' in html
+        # Counted are the jobs the action changes: cancel and retry leave completed jobs alone.
+        insert(dsn, queue="mixed", state="completed")
+        insert(dsn, queue="mixed", state="executing")
+        insert(dsn, queue="mixed", state="available")
+
+        def count(query: str) -> str:
+            return str(web.get("/jobs/count?queue=mixed&" + query).json()["text"])
+
+        assert [count("action=cancel"), count("action=retry"), count("action=delete")] == [
+            "2",
+            "1",
+            "2",
+        ]
+        assert count("") == "at least 3"
 
 
 def test_selected_rows_are_acted_on_and_nothing_else(dsn: str, web: TestClient) -> None:

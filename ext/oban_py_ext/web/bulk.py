@@ -1,11 +1,12 @@
 """Bulk actions on a filter, run in the background in bounded batches.
 
 The request that starts one returns at once; the job list shows each run's progress (a live
-fragment). A run walks the ids upwards: with indexed conditions only, a batch is the next
-``BATCH`` matching ids; with unindexed ones, the matches among the next ``SPAN`` ids, so no
-statement reads more than that many rows whatever the table's size. Each batch of ids goes to
-the client's own ``cancel_jobs``/``retry_jobs``/``delete_jobs``: one statement, one
-transaction, the SQL every other caller uses, so Elixir reads the same states it would write.
+fragment). A run walks the ids upwards, taking only the jobs its action can change: with
+indexed conditions only, a batch is the next ``BATCH`` such ids; with unindexed ones, the
+matches among the next ``SPAN`` ids, so no statement reads more than that many rows whatever
+the table's size. Each batch of ids goes to the client's own ``cancel_jobs``/``retry_jobs``/
+``delete_jobs``: one statement, one transaction, the SQL every other caller uses (which checks
+the states again), so Elixir reads the same states it would write.
 If the dashboard's process dies (or the run is stopped) mid-way, every job is either changed
 by a committed batch or untouched: running the action again does the rest.
 """
@@ -120,11 +121,13 @@ class BulkRuns:
         while run.cursor <= run.high and run.seen < run.limit:
             if windowed:
                 high = min(run.cursor + SPAN, run.high + 1)
-                ids = await self.reads.ids_between(job_filter, low=run.cursor, high=high)
+                ids = await self.reads.ids_between(
+                    job_filter, low=run.cursor, high=high, action=run.action
+                )
                 next_cursor = high
             else:
                 ids = await self.reads.ids_between(
-                    job_filter, low=run.cursor, high=run.high + 1, limit=BATCH
+                    job_filter, low=run.cursor, high=run.high + 1, limit=BATCH, action=run.action
                 )
                 next_cursor = ids[-1] + 1 if len(ids) == BATCH else run.high + 1
             ids = ids[: run.limit - run.seen]

@@ -10,6 +10,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from oban_py import workflows
 from oban_py_ext.web import charts
+from oban_py_ext.web.actions import JOB_ACTIONS
 from oban_py_ext.web.dashboard import SECURITY_HEADERS, Dashboard, dashboard_of
 from oban_py_ext.web.filters import SORTS, STATES, FilterError, JobFilter
 from oban_py_ext.web.graph import layout
@@ -145,7 +146,7 @@ def _known_total(counts: Counts, job_filter: JobFilter) -> int | None:
 
 
 async def jobs_count(request: Request) -> Response:
-    """How many jobs a bulk action on this filter would look at, for its confirm."""
+    """How many jobs a bulk action on this filter would change, for its confirm."""
     dashboard = dashboard_of(request)
     try:
         job_filter = JobFilter.parse(request.query_params)
@@ -153,7 +154,10 @@ async def jobs_count(request: Request) -> Response:
         return JSONResponse({"error": str(error)}, 400, headers=SECURITY_HEADERS)
     answer: dict[str, Any]
     try:
-        found = await dashboard.reads.count(job_filter, dashboard.bulk.limit)
+        action = request.query_params.get("action")
+        found = await dashboard.reads.count(
+            job_filter, dashboard.bulk.limit, action if action in JOB_ACTIONS else None
+        )
     except psycopg.errors.QueryCanceled:
         answer = {"count": None, "how": "unknown", "text": "an unknown number of", "note": ""}
         return JSONResponse(answer, headers=SECURITY_HEADERS)

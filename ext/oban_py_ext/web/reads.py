@@ -197,10 +197,15 @@ class Reads:
         return query
 
     async def _matching(
-        self, job_filter: JobFilter, order: str, limit: int, **bounds: Any
+        self,
+        job_filter: JobFilter,
+        order: str,
+        limit: int,
+        action: str | None = None,
+        **bounds: Any,
     ) -> list[dict[str, Any]]:
         params = _conditions(job_filter) | {k: v for k, v in bounds.items() if v is not None}
-        names = _names(params)
+        names = _names(params, action)
         params["limit"] = limit
         query = self._filtered("jobs_page", names, job_filter.column, order)
         await self._trace(query, params)
@@ -306,32 +311,46 @@ class Reads:
         return Page(rows, older, newer, None if shown == ids else shown)
 
     async def ids_between(
-        self, job_filter: JobFilter, *, low: int, high: int, limit: int | None = None
+        self,
+        job_filter: JobFilter,
+        *,
+        low: int,
+        high: int,
+        limit: int | None = None,
+        action: str | None = None,
     ) -> list[int]:
-        """Ids matching the filter in ``[low, high)``, ascending, at most ``limit``: one batch
-        of a bulk action."""
+        """Ids matching the filter in ``[low, high)``, ascending, at most ``limit``, and only
+        those ``action`` can change: one batch of a bulk action."""
         rows = await self._matching(
-            job_filter, "asc", limit if limit is not None else high - low, low=low, high=high
+            job_filter,
+            "asc",
+            limit if limit is not None else high - low,
+            action,
+            low=low,
+            high=high,
         )
         return [int(row["id"]) for row in rows]
 
-    async def count(self, job_filter: JobFilter, cap: int) -> Count:
-        """Jobs matching the filter: counted up to ``cap`` where indexes serve it (or the
-        table holds no more than ``scan`` ids); else estimated from the newest ``scan`` ids,
-        so no count reads more than ``max(cap, scan)`` rows."""
+    async def count(self, job_filter: JobFilter, cap: int, action: str | None = None) -> Count:
+        """Jobs matching the filter (that ``action`` can change): counted up to ``cap`` where
+        indexes serve it (or the table holds no more than ``scan`` ids); else estimated from
+        the newest ``scan`` ids, so no count reads more than ``max(cap, scan)`` rows."""
         if unindexed(job_filter):
             ids = await self.bounds()
             low = ids[1] + 1 - self.scan if ids is not None else 0
             if ids is not None and low > ids[0]:
-                found = await self._count(job_filter, self.scan, low=low)
+                found = await self._count(job_filter, self.scan, action, low=low)
                 span = ids[1] - ids[0] + 1
                 return Count(round(found * span / self.scan), "estimated", self.scan)
-        found = await self._count(job_filter, cap)
+        found = await self._count(job_filter, cap, action)
         return Count(found, "capped" if found >= cap else "exact", self.scan)
 
-    async def _count(self, job_filter: JobFilter, cap: int, **bounds: Any) -> int:
+    async def _count(
+        self, job_filter: JobFilter, cap: int, action: str | None, **bounds: Any
+    ) -> int:
         params = _conditions(job_filter) | bounds
-        query = self._filtered("jobs_count", _names(params), job_filter.column, "asc")
+        names = _names(params, action)
+        query = self._filtered("jobs_count", names, job_filter.column, "asc")
         await self._trace(query, params | {"cap": cap})
         rows = await self._all(query, params | {"cap": cap})
         return int(rows[0]["count"])
@@ -361,11 +380,13 @@ def _conditions(job_filter: JobFilter) -> dict[str, Any]:
     return {k: v for k, v in job_filter.params().items() if v is not None}
 
 
-def _names(params: dict[str, Any]) -> tuple[str, ...]:
-    """The conditions of ``job_filters.sql`` these parameters fill, in one order (the cache's
-    key); the keyset's two values are one condition."""
-    names = set(params) - {"key_id", "limit", "cap"}
-    return tuple(sorted("key" if n == "key_at" else n for n in names))
+def _names(params: dict[str, Any], action: str | None = None) -> tuple[str, ...]:
+    """The conditions of ``job_filters.sql`` these parameters fill (and the states ``action``
+    can change), in one order (the cache's key); the keyset's two values are one condition."""
+    names = {"key" if n == "key_at" else n for n in set(params) - {"key_id", "limit", "cap"}}
+    if action is not None:
+        names.add(f"{action}_can_change")
+    return tuple(sorted(names))
 
 
 def _key(at: datetime | None, job_id: int) -> str:

@@ -3,7 +3,9 @@
 -- search reads the args' JSON text (no index can serve a substring). Elixir's schema indexes
 -- state, queue, args and meta only: worker, tags, text, node, priority, attempt and the time
 -- range are checked row by row, so the dashboard adds the low/high window of ids to them
--- (at most Reads.scan rows read on the primary key's index).
+-- (at most Reads.scan rows read on the primary key's index). The "*_can_change" lines are
+-- the states job_retry.sql, job_cancel.sql and job_delete.sql change (oban_py/sql): a bulk
+-- action's count and batches take only those.
 state: state = %(state)s
 queue: queue = %(queue)s
 worker: (worker = %(worker)s OR right(worker, length(%(worker)s::text) + 1) = '.' || %(worker)s::text)
@@ -18,3 +20,6 @@ until: {column} < %(until)s::timestamp
 low: id >= %(low)s::bigint
 high: id < %(high)s::bigint
 key: (coalesce({column}, '-infinity'), id) < (%(key_at)s::timestamp, %(key_id)s::bigint)
+retry_can_change: state NOT IN ('available', 'executing')
+cancel_can_change: state NOT IN ('cancelled', 'completed', 'discarded')
+delete_can_change: state <> 'executing'
