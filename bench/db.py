@@ -3,8 +3,10 @@ filled with the schema, dropped at the end; plus server CPU read from /proc."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,20 @@ class BenchDatabase:
                 "SELECT %s, %s, '{}'::jsonb FROM generate_series(1, %s)",
                 (queue, worker, count),
             )
+
+    @classmethod
+    @contextlib.contextmanager
+    def fresh(cls, keep: bool = False) -> Iterator[BenchDatabase]:
+        """A new database on the benchmark's server, dropped on exit unless ``keep``."""
+        bench_db = cls(server_dsn())
+        bench_db.create()
+        try:
+            yield bench_db
+        finally:
+            if keep:
+                print(f"kept: {bench_db.dsn}")
+            else:
+                bench_db.drop()
 
     def one(self, query: str, params: Any = None) -> Any:
         with psycopg.connect(self.dsn, autocommit=True) as conn:

@@ -15,12 +15,16 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from oban_py_ext.web import create_app
 from oban_py_ext.web.cache import Shared
 from oban_py_ext.web.nodes import NodeWatch
+from oban_py_ext.web.reads import rows_read
 from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.testclient import TestClient
@@ -146,10 +150,46 @@ def test_hostile_filter_values_are_searched_or_refused_never_crash(
         "%25%5F%5C",  # LIKE wildcards mean nothing here
     ]
     for value in hostile:
-        for field in ("args", "queue", "worker", "tags"):
+        for field in ("args", "queue", "worker", "tags", "node"):
             response = web.get(f"/jobs?{field}={value}")
             assert response.status_code == 200, (field, value, response.text[:300])
+        # Numbers, times and sorts take only their own kind of value, and say so.
+        for field in ("priority", "attempt", "since", "until", "sort"):
+            response = web.get(f"/jobs?{field}={value}")
+            assert response.status_code == 400, (field, value, response.text[:300])
+            assert f"{field} must be" in response.text or f"unknown {field}" in response.text
+            assert web.get(f"/jobs/count?{field}={value}").status_code == 400
+        # Cursors that are no cursors are ignored.
+        for field in ("key", "floor", "before", "after"):
+            response = web.get(f"/jobs?sort=scheduled&{field}={value}")
+            assert response.status_code == 200, (field, value, response.text[:300])
+    for number in ("-1", "1.5", "99999999999", "%EF%BC%91", "1e3", "0x10"):
+        assert web.get(f"/jobs?priority={number}").status_code == 400
+        assert web.get(f"/jobs?attempt={number}").status_code == 400
     assert ids_on(web.get("/jobs?args=%7B%22n%22%3A1%7D").text) == [job_id]
+
+
+@settings(
+    max_examples=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    field=st.sampled_from(
+        ["worker", "node", "tags", "args", "priority", "attempt", "since", "until", "sort", "key"]
+    ),
+    value=st.text(max_size=40) | st.from_regex(r"-?[0-9]{1,12}(\.[0-9])?", fullmatch=True),
+    path=st.sampled_from(["/jobs", "/jobs/count", "/live/jobs"]),
+)
+def test_any_value_in_a_new_filter_is_used_or_refused_with_a_reason(
+    web: TestClient, field: str, value: str, path: str
+) -> None:
+    response = web.get(
+        path, params={field: value, "sort": "scheduled"} if field == "key" else {field: value}
+    )
+    assert response.status_code in (200, 400), (field, value, response.text[:300])
+    if response.status_code == 400:
+        assert field in response.text or "NUL" in response.text
 
 
 def test_the_web_command_refuses_unsafe_or_malformed_options(dsn: str) -> None:
@@ -248,7 +288,13 @@ def test_poison_rows_render_without_crashing(dsn: str, web: TestClient) -> None:
 
 def test_database_values_are_escaped_everywhere(dsn: str, web: TestClient) -> None:
     job_id = insert(
-        dsn, queue=XSS, worker=XSS, args={"html": XSS}, tags=[XSS], meta={"cron_name": XSS}
+        dsn,
+        queue=XSS,
+        worker=XSS,
+        args={"html": XSS},
+        tags=[XSS],
+        meta={"cron_name": XSS, "m": XSS},
+        attempted_by=[XSS, XSS],
     )
     web.get("/")  # starts listening
     # Hostile node, instance, queue, worker names and cron expressions, as a node may publish.
@@ -267,21 +313,27 @@ def test_database_values_are_escaped_everywhere(dsn: str, web: TestClient) -> No
         if dashboard.nodes.checks() and dashboard.crontabs.entries():
             break
         threading.Event().wait(0.05)
-    pages = [
-        web.get("/").text,
-        web.get("/jobs").text,
-        web.get(f"/jobs/{job_id}").text,
-        web.get("/queues/" + XSS.replace("/", "%2F")).text,
-        web.get("/crons").text,
-        web.get("/nodes").text,
-    ]
-    for html in pages:
-        assert "<script>window.__xss" not in html
-        assert "<img src=x" not in html
-    assert "&lt;script&gt;window.__xss = 1&lt;/script&gt;" in pages[2]
-    assert pages[4].count("&lt;script&gt;window.__xss") >= 3  # worker, name, expression
-    assert f'href="/jobs/{job_id}"' in pages[4]  # its job, found by the hostile cron_name
-    assert pages[5].count("&lt;script&gt;window.__xss") >= 4  # node, instance, queue, lease
+    post(web, "/jobs/bulk", action="retry", worker=XSS, node=XSS)
+    pages = {
+        "overview": web.get("/").text,
+        "jobs": web.get("/jobs").text,
+        "filtered": web.get(
+            "/jobs?" + urlencode({"worker": XSS, "node": XSS, "sort": "attempted"})
+        ).text,
+        "live jobs": web.get("/live/jobs?" + urlencode({"node": XSS})).text,
+        "bulk": web.get("/live/bulk").text,
+        "job": web.get(f"/jobs/{job_id}").text,
+        "queue": web.get("/queues/" + XSS.replace("/", "%2F")).text,
+        "crons": web.get("/crons").text,
+        "nodes": web.get("/nodes").text,
+    }
+    for name, html in pages.items():
+        assert "<script>window.__xss" not in html, name
+        assert "<img src=x" not in html, name
+    assert "&lt;script&gt;window.__xss = 1&lt;/script&gt;" in pages["job"]
+    assert pages["crons"].count("&lt;script&gt;window.__xss") >= 3  # worker, name, expression
+    assert f'href="/jobs/{job_id}"' in pages["crons"]  # its job, found by the hostile cron_name
+    assert pages["nodes"].count("&lt;script&gt;window.__xss") >= 4  # node, instance, queue, lease
 
 
 # -- actions ---------------------------------------------------------------------------------
@@ -340,26 +392,46 @@ def test_actions_need_post_and_the_csrf_token(dsn: str, web: TestClient) -> None
     assert state_of(dsn, job_id) == "cancelled"
 
 
+def finished_run(client: TestClient, timeout: float = 10.0) -> str:
+    """The newest bulk run's row on the progress fragment, once it has finished."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        html = client.get("/live/bulk").text
+        row = re.search(r'<tr data-run="\d+" data-state="(\w+)">(.*?)</tr>', html, re.S)
+        if row is not None and row.group(1) != "running":
+            return row.group(0)
+        time.sleep(0.05)
+    raise AssertionError("the bulk run did not finish")
+
+
 def test_bulk_actions_apply_to_every_job_matching_the_filter(dsn: str, web: TestClient) -> None:
     failed = [insert(dsn, state="discarded", queue="q", attempt=1, max_attempts=1) for _ in "12345"]
     other = insert(dsn, state="discarded", queue="elsewhere", attempt=1, max_attempts=1)
     done = post(web, "/jobs/bulk", action="retry", state="discarded", queue="q")
     assert done.status_code == 303
     assert "queue=q" in done.headers["location"]
+    assert "Started retry #1" in web.get(done.headers["location"]).text
+    run = finished_run(web)
+    assert 'data-state="done"' in run
+    assert '<td class="num changed">5</td>' in run
     assert [state_of(dsn, i) for i in failed] == ["available"] * 5
     assert state_of(dsn, other) == "discarded"
-    assert "Retried 5 of 5 matching jobs." in web.get(done.headers["location"]).text
     unfiltered = web.get(post(web, "/jobs/bulk", action="delete").headers["location"]).text
     assert "Bulk actions need a filter." in unfiltered
     assert state_of(dsn, other) == "discarded"
 
 
-def test_bulk_actions_stop_at_the_bulk_limit(dsn: str) -> None:
+def test_bulk_actions_stop_at_the_bulk_limit_of_jobs_they_change(dsn: str) -> None:
+    # Finished jobs first: a cancel passes them by rather than spending its limit on them.
+    for _ in range(3):
+        insert(dsn, queue="many", state="completed")
     for _ in range(7):
         insert(dsn, queue="many")
     with TestClient(create_app(dsn=dsn, bulk_limit=4), base_url="http://127.0.0.1") as web:
-        report = web.get(post(web, "/jobs/bulk", action="cancel", queue="many").headers["location"])
-        assert "Cancelled 4 of 4 matching jobs (the bulk limit" in report.text
+        post(web, "/jobs/bulk", action="cancel", queue="many")
+        run = finished_run(web)
+        assert '<td class="num changed">4</td>' in run
+        assert "(the bulk limit: run it again for more)" in run
 
 
 def listen(dsn: str, channel: str) -> tuple[list[str], threading.Event]:
@@ -758,3 +830,239 @@ def test_the_workflow_page_draws_each_step_with_its_state(web: TestClient, dsn: 
     job_page = web.get(f"/jobs/{jobs[3].id}")
     assert f'href="/workflows/{wf.workflow_id}"' in job_page.text
     assert web.get("/workflows/none-such").status_code == 404
+
+
+# -- the job list at scale, its filters and sorts --------------------------------------------
+
+
+def seed(dsn: str, rows: int) -> None:
+    """``rows`` jobs in one statement: workers MyApp.Workers.W0..W9, every 7th tagged vip."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO oban_jobs (queue, worker, args, tags) "
+            "SELECT 'default', 'MyApp.Workers.W' || (i %% 10), jsonb_build_object('n', i), "
+            "CASE WHEN i %% 7 = 0 THEN ARRAY['vip'] ELSE ARRAY['std'] END "
+            "FROM generate_series(1, %s) AS i",
+            (rows,),
+        )
+        conn.execute("VACUUM ANALYZE oban_jobs")
+
+
+def test_worker_and_tag_filters_read_a_window_of_ids_not_every_row(dsn: str) -> None:
+    seed(dsn, 20_000)
+    app = create_app(dsn=dsn, scan=2_000)
+    with TestClient(app, base_url="http://127.0.0.1") as web:
+        reads = app.state.dashboard.reads
+        for query in ("worker=Nobody", "tags=nobody", "args=no-such-text", "priority=5"):
+            reads.plans = []
+            html = web.get("/jobs?" + query).text
+            assert ids_on(html) == []
+            assert "No jobs match among ids 18,001 to 20,000." in html
+            assert [rows_read(plan) for plan in reads.plans] == [2_000], query
+            # The next window is one click away, and reads as little.
+            older = re.search(r'rel="next" href="([^"]+)"', html)
+            assert older is not None
+            reads.plans = []
+            next_window = web.get(older.group(1).replace("&amp;", "&")).text
+            assert "among ids 16,001 to 18,000" in next_window
+            assert [rows_read(plan) for plan in reads.plans] == [2_000]
+        # Sorts by a timestamp no index orders read one window too, whatever the cursor says.
+        for query in ("sort=completed", "sort=scheduled&floor=1&key=-infinity%7C99999999"):
+            reads.plans = []
+            assert web.get("/jobs?" + query).status_code == 200
+            assert [rows_read(plan) for plan in reads.plans] == [2_000], query
+        # An indexed filter is not windowed: the state/queue index serves it.
+        reads.plans = []
+        assert ids_on(web.get("/jobs?state=discarded").text) == []
+        assert rows_read(reads.plans[0]) == 0
+
+
+def test_the_worker_filter_matches_the_last_segments_of_a_dotted_name(
+    dsn: str, web: TestClient
+) -> None:
+    mailer = insert(dsn, worker="MyApp.Workers.Mailer")
+    other = insert(dsn, worker="MyApp.Workers.NotMailer")
+    bare = insert(dsn, worker="Mailer")
+    assert ids_on(web.get("/jobs?worker=Mailer").text) == [bare, mailer]
+    assert ids_on(web.get("/jobs?worker=Workers.Mailer").text) == [mailer]
+    assert ids_on(web.get("/jobs?worker=MyApp.Workers.NotMailer").text) == [other]
+    assert ids_on(web.get("/jobs?worker=ailer").text) == []
+
+
+def test_the_job_list_filters_by_node_priority_attempt_and_time_range(
+    dsn: str, web: TestClient
+) -> None:
+    on_a = insert(dsn, attempted_by=["node-a", "uuid-1"], attempt=1, state="retryable")
+    on_b = insert(dsn, attempted_by=["node-b", "uuid-2"], attempt=2, state="retryable")
+    urgent = insert(dsn, priority=0, inserted_at="2026-01-01T10:00:00")
+    late = insert(dsn, priority=3, inserted_at="2026-01-01T12:00:00")
+
+    def listed(query: str) -> list[int]:
+        response = web.get("/jobs?" + query)
+        assert response.status_code == 200, response.text
+        return ids_on(response.text)
+
+    assert listed("node=node-a") == [on_a]
+    assert listed("attempt=2") == [on_b]
+    assert listed("priority=3") == [late]
+    assert listed("since=2026-01-01T09:00&until=2026-01-01T11:00") == [urgent]
+    assert listed("since=2026-01-01T11:00&until=2026-01-01T13:00&priority=3") == [late]
+    assert 'value="node-a"' in web.get("/jobs?node=node-a").text
+
+
+def test_the_job_list_sorts_by_each_timestamp_with_keyset_pages(dsn: str) -> None:
+    # Inserted in id order, scheduled in the reverse order; one never attempted.
+    ids = [
+        insert(dsn, scheduled_at=f"2026-01-{day:02d}T00:00:00", attempted_at=f"2026-02-{day:02d}")
+        for day in range(1, 8)
+    ]
+    never = insert(dsn, scheduled_at="2025-12-01", attempted_at=None)
+    with TestClient(create_app(dsn=dsn, page_size=3), base_url="http://127.0.0.1") as web:
+        seen: list[int] = []
+        link: str | None = "/jobs?sort=scheduled"
+        while link is not None:
+            html = web.get(link).text
+            seen += ids_on(html)
+            found = re.search(r'rel="next" href="([^"]+)"', html)
+            link = found.group(1).replace("&amp;", "&") if found else None
+        assert seen == [*ids[::-1], never]  # latest scheduled first
+        attempted = ids_on(web.get("/jobs?sort=attempted").text)
+        assert attempted == ids[::-1][:3]
+        assert ids_on(web.get("/jobs?sort=completed").text) == [never, *ids[::-1]][:3]
+        # A cursor that is no cursor starts from the top again.
+        assert ids_on(web.get("/jobs?sort=scheduled&key=garbage%7Cx").text) == ids[::-1][:3]
+
+
+def test_the_job_list_shows_totals_with_thousands_separators(dsn: str, web: TestClient) -> None:
+    seed(dsn, 1_234)
+    html = web.get("/jobs").text
+    assert "<strong>1,234</strong> jobs in all." in html
+    assert "available (1,234)" in html
+    assert "<strong>1,234</strong> jobs match." in web.get("/jobs?state=available").text
+    overview = web.get("/").text
+    assert '<span class="n">1,234</span>' in overview
+    assert '<td class="num" data-state="available">1,234</td>' in overview
+
+
+def test_the_bulk_confirm_counts_the_matching_jobs_or_estimates_at_scale(dsn: str) -> None:
+    for _ in range(5):
+        insert(dsn, queue="five")
+    seed(dsn, 2_000)  # workers MyApp.Workers.W0..W9 in turn
+    app = create_app(dsn=dsn, bulk_limit=3, scan=100)
+    with TestClient(app, base_url="http://127.0.0.1") as web:
+        assert web.get("/jobs/count?queue=five&state=available").json()["text"] == "at least 3"
+        assert web.get("/jobs/count?queue=none").json() == {
+            "count": 0,
+            "how": "exact",
+            "text": "0",
+            "note": "",
+        }
+        # Unindexed conditions are counted among the newest `scan` ids and scaled up.
+        reads = app.state.dashboard.reads
+        reads.plans = []
+        # 10 of the newest 100 of 2,005 ids: about 200 in all.
+        assert web.get("/jobs/count?worker=W3").json() == {
+            "count": 200,
+            "how": "estimated",
+            "text": "about 200",
+            "note": " (estimated from the newest 100 jobs)",
+        }
+        assert [rows_read(plan) for plan in reads.plans] == [100]
+        assert web.get("/jobs/count?priority=x").status_code == 400
+        html = web.get("/jobs?queue=five").text
+        assert 'data-confirm="Cancel {n} jobs matching this filter{note}?"' in html
+        assert 'data-count-url="/jobs/count?queue=five&amp;action=cancel"' in html
+        # Counted are the jobs the action changes: cancel and retry leave completed jobs alone.
+        insert(dsn, queue="mixed", state="completed")
+        insert(dsn, queue="mixed", state="executing")
+        insert(dsn, queue="mixed", state="available")
+
+        def count(query: str) -> str:
+            return str(web.get("/jobs/count?queue=mixed&" + query).json()["text"])
+
+        assert [count("action=cancel"), count("action=retry"), count("action=delete")] == [
+            "2",
+            "1",
+            "2",
+        ]
+        assert count("") == "at least 3"
+
+
+def test_selected_rows_are_acted_on_and_nothing_else(dsn: str, web: TestClient) -> None:
+    chosen = [insert(dsn, queue="sel") for _ in range(3)]
+    spared = insert(dsn, queue="sel")
+    done = post(web, "/jobs/selected", action="cancel", id=chosen, queue="sel")
+    assert done.status_code == 303
+    assert done.headers["location"].endswith("/jobs?queue=sel")
+    assert "Cancelled 3 of 3 selected jobs." in web.get(done.headers["location"]).text
+    assert [state_of(dsn, i) for i in chosen] == ["cancelled"] * 3
+    assert state_of(dsn, spared) == "available"
+    for hostile in (["1; DELETE"], ["-1"], ["9" * 30], [], ["\u0661"]):
+        refused = post(web, "/jobs/selected", action="delete", id=hostile)
+        assert refused.status_code == 303
+    assert post(web, "/jobs/selected", action="drop", id=[spared]).status_code == 303
+    assert state_of(dsn, spared) == "available"
+
+
+def test_a_bulk_action_runs_in_the_background_and_shows_its_progress(dsn: str) -> None:
+    jobs = [insert(dsn, queue="slow") for _ in range(3)]
+    held = threading.Event()
+    release = threading.Event()
+
+    def hold_a_row() -> None:
+        # A worker's transaction holding one of the rows: the bulk batch waits for it.
+        with psycopg.connect(dsn) as conn:
+            conn.execute("SELECT 1 FROM oban_jobs WHERE id = %s FOR UPDATE", (jobs[1],))
+            held.set()
+            release.wait(15)
+
+    holder = threading.Thread(target=hold_a_row, daemon=True)
+    holder.start()
+    held.wait(5)
+    with TestClient(create_app(dsn=dsn), base_url="http://127.0.0.1") as web:
+        started = post(web, "/jobs/bulk", action="cancel", queue="slow")
+        assert started.status_code == 303
+        # The request answered while the batch still waits on the row lock.
+        assert 'data-state="running"' in web.get("/live/bulk").text
+        assert state_of(dsn, jobs[0]) == "available"
+        # One run at a time: the pages keep their connections.
+        second = post(web, "/jobs/bulk", action="delete", queue="slow")
+        assert (
+            "Cancel #1 is still running: wait for it." in web.get(second.headers["location"]).text
+        )
+        release.set()
+        run = finished_run(web)
+        assert '<td class="num changed">3</td>' in run
+    assert [state_of(dsn, i) for i in jobs] == ["cancelled"] * 3
+    holder.join()
+
+
+def test_a_bulk_run_stopped_mid_way_leaves_each_batch_done_or_untouched(dsn: str) -> None:
+    seed(dsn, 2_500)
+    ((blocked,),) = psycopg.connect(dsn).execute("SELECT min(id) + 1500 FROM oban_jobs").fetchall()
+    held = threading.Event()
+    release = threading.Event()
+
+    def hold_a_row() -> None:
+        with psycopg.connect(dsn) as conn:
+            conn.execute("SELECT 1 FROM oban_jobs WHERE id = %s FOR UPDATE", (blocked,))
+            held.set()
+            release.wait(15)
+
+    holder = threading.Thread(target=hold_a_row, daemon=True)
+    holder.start()
+    held.wait(5)
+    try:
+        with TestClient(create_app(dsn=dsn), base_url="http://127.0.0.1") as web:
+            post(web, "/jobs/bulk", action="cancel", state="available")
+            dashboard = web.app.state.dashboard  # type: ignore[attr-defined]
+            deadline = time.monotonic() + 10
+            while dashboard.bulk.runs()[0].seen < 1_000 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            # The dashboard goes away while its second batch waits: that batch is rolled back.
+    finally:
+        release.set()
+        holder.join()
+    with psycopg.connect(dsn) as conn:
+        states = dict(conn.execute("SELECT state::text, count(*) FROM oban_jobs GROUP BY 1"))
+    assert states == {"cancelled": 1_000, "available": 1_500}

@@ -391,11 +391,18 @@ def test_pausing_a_queue_stops_a_running_nodes_fetching(dsn: str, page: Any, nod
     assert [state_of(dsn, i) for i in held] == ["available"] * 3
     page.reload()  # the newest-jobs table is not live; the counts and nodes are
     page.wait_for_selector(row)
+    # Paused on its only node: resume is offered, pause is not, and the confirm counts nodes.
+    assert page.locator("#queue-pause").count() == 0
+    assert "on 1 node?" in (page.get_attribute("form:has(#queue-resume)", "data-confirm") or "")
     shot(page, "queue")
     page.click("#queue-resume")
     page.wait_for_selector("p.flash.ok")
     wait_for(lambda: all(state_of(dsn, i) == "completed" for i in held))
     wait_for(lambda: page.text_content(f"{row} .paused-cell") == "no")
+    page.reload()
+    page.wait_for_selector(row)
+    assert page.locator("#queue-resume").count() == 0
+    assert page.locator("#queue-pause").count() == 1
 
 
 def test_an_xss_payload_in_args_renders_inert(dsn: str, page: Any) -> None:
@@ -507,3 +514,73 @@ def test_the_nodes_page_shows_python_and_elixir_nodes_live(dsn: str, page: Any, 
     assert page.text_content(f"{elixir} .node-limit") == "4"
     assert "ago" in page.text_content(f"{python} .uptime")
     shot(page, "nodes")
+
+
+def shown_ids(page: Any) -> list[int]:
+    found = page.locator("tr[data-id]").evaluate_all("rows => rows.map(r => r.dataset.id)")
+    return [int(x) for x in found]
+
+
+def test_selected_rows_are_acted_on_after_a_confirm_that_counts_them(dsn: str, page: Any) -> None:
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: dialogs.append(dialog.message))
+    ids = [insert(dsn, queue="picked") for _ in range(4)]
+    page.goto("/jobs?queue=picked")
+    page.check(f'input[name=id][value="{ids[0]}"]')
+    page.check(f'input[name=id][value="{ids[2]}"]')
+    page.click("#selection button[value=cancel]")
+    page.wait_for_selector("p.flash.ok")
+    assert dialogs == ["Cancel 2 selected jobs?"]
+    assert "Cancelled 2 of 2 selected jobs." in page.text_content("p.flash")
+    assert [state_of(dsn, i) for i in ids] == ["cancelled", "available", "cancelled", "available"]
+    # Select-all ticks every row of the page.
+    page.check("#select-all")
+    page.click("#selection button[value=retry]")
+    page.wait_for_selector("p.flash.ok")
+    assert dialogs[-1] == "Retry 4 selected jobs?"
+    assert [state_of(dsn, i) for i in ids] == ["available"] * 4
+
+
+def test_a_bulk_action_confirms_its_count_and_shows_its_progress(dsn: str, page: Any) -> None:
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: dialogs.append(dialog.message))
+    ids = [insert(dsn, queue="bulk", worker="MyApp.Workers.Report") for _ in range(3)]
+    insert(dsn, queue="other", worker="MyApp.Workers.Report")
+    page.goto("/jobs?queue=bulk&worker=Report")
+    assert shown_ids(page) == ids[::-1]
+    page.click("section.bulk form:has(input[value=cancel]) button")
+    page.wait_for_selector("p.flash.ok")
+    assert dialogs == ["Cancel 3 jobs matching this filter?"]
+    page.wait_for_selector('#bulk-runs tr[data-state="done"]', timeout=15_000)
+    assert page.text_content("#bulk-runs td.changed") == "3"
+    assert [state_of(dsn, i) for i in ids] == ["cancelled"] * 3
+    shot(page, "jobs-bulk")
+
+
+def test_the_job_list_shows_new_jobs_while_open_and_holds_still_while_rows_are_ticked(
+    dsn: str, page: Any
+) -> None:
+    first = insert(dsn, queue="live")
+    page.goto("/jobs?queue=live")
+    assert shown_ids(page) == [first]
+    second = insert(dsn, queue="live")
+    wait_for(lambda: shown_ids(page) == [second, first])
+    page.check(f'input[name=id][value="{first}"]')
+    insert(dsn, queue="live")
+    time.sleep(2.5)  # two refresh intervals: the ticked rows are not replaced
+    assert shown_ids(page) == [second, first]
+    assert page.is_checked(f'input[name=id][value="{first}"]')
+
+
+def test_every_page_has_a_favicon(page: Any) -> None:
+    missing: list[str] = []
+    page.on("response", lambda r: missing.append(r.url) if r.status == 404 else None)
+    page.goto("/jobs")
+    href = page.get_attribute("link[rel=icon]", "href")
+    assert href is not None
+    answer = page.evaluate(
+        "href => fetch(href).then(r => [r.status, r.headers.get('content-type')])", href
+    )
+    assert answer == [200, "image/svg+xml"]
+    page.wait_for_timeout(500)
+    assert missing == []

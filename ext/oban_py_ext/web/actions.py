@@ -1,6 +1,7 @@
 """What the dashboard's buttons do, through the library's own API and nothing else.
 
-Job actions call the ``Client`` management methods (``retry_jobs``, ``cancel_jobs``,
+Job actions (one job, the rows selected on a page, and the batches of a bulk run, see
+``bulk``) call the ``Client`` management methods (``retry_jobs``, ``cancel_jobs``,
 ``delete_jobs``), so they keep Elixir's semantics (cancel kills executing jobs with ``pkill``,
 delete skips executing ones). Queue actions are ``Oban`` signals (``pause_queue``,
 ``resume_queue``, ``scale_queue``): every node listening, Elixir or Python, obeys them.
@@ -13,13 +14,9 @@ from dataclasses import dataclass
 
 from oban_py import Client, Oban
 from oban_py.client.registry import unregistered
-from oban_py_ext.web.filters import JobFilter
-from oban_py_ext.web.reads import Reads
 
 JOB_ACTIONS = ("retry", "cancel", "delete")
 QUEUE_ACTIONS = ("pause", "resume", "scale")
-#: Ids per management call of a bulk action.
-BATCH = 1_000
 
 
 @dataclass
@@ -29,13 +26,11 @@ class Outcome:
 
 
 class Actions:
-    def __init__(self, client: Client, reads: Reads, bulk_limit: int) -> None:
+    def __init__(self, client: Client) -> None:
         self.client = client
-        self.reads = reads
-        self.bulk_limit = bulk_limit
         self._node: Oban | None = client if isinstance(client, Oban) else None
 
-    def _by_name(self, action: str) -> Callable[[Sequence[int]], Awaitable[int]]:
+    def perform(self, action: str) -> Callable[[Sequence[int]], Awaitable[int]]:
         return {
             "retry": self.client.retry_jobs,
             "cancel": self.client.cancel_jobs,
@@ -43,7 +38,7 @@ class Actions:
         }[action]
 
     async def on_job(self, action: str, job_id: int) -> Outcome:
-        done = await self._by_name(action)([job_id])
+        done = await self.perform(action)([job_id])
         if done:
             return Outcome(f"Job {job_id}: {_past(action)}.")
         why = {
@@ -53,21 +48,10 @@ class Actions:
         }[action]
         return Outcome(f"Job {job_id} was not {_past(action)}: {why}.", ok=False)
 
-    async def on_filter(self, action: str, job_filter: JobFilter) -> Outcome:
-        """Apply ``action`` to every job matching the filter, in batches, up to the limit."""
-        run = self._by_name(action)
-        seen = changed = 0
-        cursor = 0
-        while seen < self.bulk_limit:
-            limit = min(BATCH, self.bulk_limit - seen)
-            ids = await self.reads.matching_ids(job_filter, after=cursor, limit=limit)
-            if not ids:
-                break
-            seen += len(ids)
-            changed += await run(ids)
-            cursor = ids[-1]
-        capped = " (the bulk limit; run it again for more)" if seen >= self.bulk_limit else ""
-        return Outcome(f"{_past(action).capitalize()} {changed} of {seen} matching jobs{capped}.")
+    async def on_selection(self, action: str, job_ids: Sequence[int]) -> Outcome:
+        """The rows ticked on a page: at most a page of ids, in one statement."""
+        done = await self.perform(action)(job_ids)
+        return Outcome(f"{_past(action).capitalize()} {done:,} of {len(job_ids):,} selected jobs.")
 
     def _signaller(self) -> Oban:
         if self._node is None:

@@ -24,6 +24,7 @@ from oban_py.config import Config
 from oban_py_ext.web import fleet_pages, pages, posts
 from oban_py_ext.web.dashboard import SECURITY_HEADERS, Dashboard, Settings
 from oban_py_ext.web.guard import guarded
+from oban_py_ext.web.reads import SCAN
 from oban_py_ext.web.security import SESSION_TTL, Access, Authorize, Sessions
 
 
@@ -42,6 +43,7 @@ def create_app(
     statement_timeout: float = 5.0,
     page_size: int = 25,
     bulk_limit: int = 100_000,
+    scan: int = SCAN,
     title: str = "oban_py",
     allowed_hosts: Sequence[str] | None = None,
     trust_forwarded: bool = False,
@@ -62,6 +64,9 @@ def create_app(
     :param statement_timeout: seconds any dashboard query may run before it is cancelled.
     :param page_size: jobs per page of the job list.
     :param bulk_limit: most jobs one bulk action changes.
+    :param scan: most ids a page of the job list searches for conditions no index serves
+        (worker, tags, args text, node, priority, attempt, time range) or sorted by a
+        timestamp; the page then links to the next ids.
     :param allowed_hosts: ``Host`` names answered (``*.example.com`` patterns allowed). By
         default any host when a login or ``authorize`` protects the dashboard, else only the
         loopback names, so a foreign name re-pointed at 127.0.0.1 (DNS rebinding) gets nothing.
@@ -94,6 +99,7 @@ def create_app(
         ),
         statement_timeout=statement_timeout,
         bulk_limit=bulk_limit,
+        scan=scan,
     )
 
     @contextlib.asynccontextmanager
@@ -114,6 +120,10 @@ def create_app(
         Route("/live/metrics", guarded(pages.metrics_live)),
         Route("/jobs", guarded(pages.jobs), name="jobs"),
         Route("/jobs/bulk", guarded(posts.bulk_action), methods=["POST"]),
+        Route("/jobs/selected", guarded(posts.selection_action), methods=["POST"]),
+        Route("/jobs/count", guarded(pages.jobs_count)),
+        Route("/live/jobs", guarded(pages.jobs_live)),
+        Route("/live/bulk", guarded(pages.bulk_live)),
         Route("/jobs/{job_id:int}", guarded(pages.job), name="job"),
         Route("/jobs/{job_id:int}/{action}", guarded(posts.job_action), methods=["POST"]),
         Route("/queues/{queue:path}", guarded(pages.queue), name="queue"),

@@ -16,12 +16,13 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from oban_py import Client
 from oban_py_ext.web.actions import Actions, Outcome
+from oban_py_ext.web.bulk import BulkRuns
 from oban_py_ext.web.cache import Shared, SharedByKey
 from oban_py_ext.web.crons import CronWatch
 from oban_py_ext.web.filters import STATES, JobFilter
 from oban_py_ext.web.fleet import CronTable, FleetReads, Leases
 from oban_py_ext.web.nodes import NodeWatch
-from oban_py_ext.web.reads import Counts, Reads
+from oban_py_ext.web.reads import SCAN, Counts, Page, Reads
 from oban_py_ext.web.render import environment
 from oban_py_ext.web.security import (
     CSRF_COOKIE,
@@ -70,13 +71,16 @@ class Dashboard:
         settings: Settings,
         statement_timeout: float,
         bulk_limit: int,
+        scan: int = SCAN,
     ) -> None:
         self.client = client
         self.owns_client = owns_client
         self.access = access
         self.settings = settings
-        self.reads = Reads(client.pool, client.config.prefix, statement_timeout)
-        self.actions = Actions(client, self.reads, bulk_limit)
+        self.reads = Reads(client.pool, client.config.prefix, statement_timeout, scan)
+        self.actions = Actions(client)
+        self.bulk = BulkRuns(self.reads, self.actions.perform, bulk_limit)
+        self.bulk.changed = self.changed
         dsn = client.config.dsn or str(getattr(client.pool, "conninfo", ""))
         self.crontabs = CronWatch()
         #: what the nodes publish on ``metrics``: the charts' only source, no table read
@@ -102,6 +106,10 @@ class Dashboard:
         self.recent: SharedByKey[str, list[dict[str, Any]]] = SharedByKey(
             self._recent, settings.refresh_interval
         )
+        #: the first page of the job list by filter, read once per refresh for all its tabs
+        self.first_pages: SharedByKey[JobFilter, Page] = SharedByKey(
+            self._first_page, settings.refresh_interval
+        )
         self.env = environment()
 
     async def _activity(self) -> Activity:
@@ -109,6 +117,17 @@ class Dashboard:
 
     async def _slice(self, query: Query) -> Slice:
         return self.metrics.timeslice(query)
+
+    def changed(self) -> None:
+        """Jobs were changed: what the next page shows is read again."""
+        self.counts.invalidate()
+        self.recent.invalidate()
+        self.first_pages.invalidate()
+
+    async def _first_page(self, job_filter: JobFilter) -> Page:
+        return await self.reads.page(
+            job_filter, before=None, after=None, size=self.settings.page_size
+        )
 
     async def _recent(self, queue: str) -> list[dict[str, Any]]:
         page = await self.reads.page(JobFilter(queue=queue), before=None, after=None, size=10)
@@ -131,6 +150,7 @@ class Dashboard:
     async def close(self) -> None:
         """Stop listening and close the pool the dashboard opened (not a caller's)."""
         await self.nodes.stop()
+        await self.bulk.close()
         await self.actions.close()
         if self.owns_client:
             await self.client.close()

@@ -5,14 +5,17 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
+import psycopg
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from oban_py import workflows
 from oban_py_ext.web import charts
-from oban_py_ext.web.dashboard import Dashboard, dashboard_of
-from oban_py_ext.web.filters import STATES, FilterError, JobFilter
+from oban_py_ext.web.actions import JOB_ACTIONS
+from oban_py_ext.web.dashboard import SECURITY_HEADERS, Dashboard, dashboard_of
+from oban_py_ext.web.filters import SORTS, STATES, FilterError, JobFilter
 from oban_py_ext.web.graph import layout
+from oban_py_ext.web.reads import Counts, Page
 from oban_py_ext.web.series import LABELS, WINDOWS, parse_query
 
 
@@ -150,17 +153,93 @@ async def jobs(request: Request) -> Response:
         return dashboard.render(
             request, "jobs.html", status=400, error=str(error), filter=JobFilter(), page=None
         )
-    page = await dashboard.reads.page(
-        job_filter,
-        before=_int_param(request, "before"),
-        after=_int_param(request, "after"),
-        size=dashboard.settings.page_size,
-    )
-    # Queue names for the filter's suggestions come from check-ins: free, unlike a count.
-    queues = sorted({check.queue for check in dashboard.nodes.checks()})
+    before, after = _int_param(request, "before"), _int_param(request, "after")
+    key, floor = request.query_params.get("key"), _int_param(request, "floor")
+    first = before is None and after is None and not key
+    if first:
+        page = await dashboard.first_pages.get(job_filter)
+    else:
+        page = await dashboard.reads.page(
+            job_filter,
+            before=before,
+            after=after,
+            size=dashboard.settings.page_size,
+            key=key,
+            floor=floor,
+        )
     return dashboard.render(
-        request, "jobs.html", error=None, filter=job_filter, page=page, queues=queues
+        request, "jobs.html", **await _jobs_context(dashboard, job_filter, page, live=first)
     )
+
+
+async def jobs_live(request: Request) -> Response:
+    """The first page's rows, refreshed: one read per interval and filter for every tab."""
+    dashboard = dashboard_of(request)
+    try:
+        job_filter = JobFilter.parse(request.query_params)
+    except FilterError as error:
+        return PlainTextResponse(str(error), 400, headers=SECURITY_HEADERS)
+    page = await dashboard.first_pages.get(job_filter)
+    return dashboard.render(
+        request, "_jobs_rows.html", **await _jobs_context(dashboard, job_filter, page, live=True)
+    )
+
+
+async def _jobs_context(
+    dashboard: Dashboard, job_filter: JobFilter, page: Page, *, live: bool
+) -> dict[str, Any]:
+    counts = await dashboard.counts.get()
+    return {
+        "error": None,
+        "filter": job_filter,
+        "page": page,
+        "live": live,
+        # Queue names for the filter's suggestions come from check-ins: free, unlike a count.
+        "queues": sorted({check.queue for check in dashboard.nodes.checks()}),
+        "nodes": sorted({check.node for check in dashboard.nodes.checks()}),
+        "sorts": SORTS,
+        "by_state": counts.by_state(),
+        "total": _known_total(counts, job_filter),
+        "bulk_limit": dashboard.bulk.limit,
+        "runs": dashboard.bulk.runs(),
+    }
+
+
+def _known_total(counts: Counts, job_filter: JobFilter) -> int | None:
+    """How many jobs match, when the shared counts say (no condition beyond state and queue)."""
+    if job_filter.fields().keys() - {"state", "queue", "sort"}:
+        return None
+    queues = [counts.queues[job_filter.queue]] if job_filter.queue in counts.queues else []
+    if job_filter.queue is None:
+        queues = list(counts.queues.values())
+    if job_filter.state is None:
+        return sum(q.total for q in queues)
+    return sum(q.by_state.get(job_filter.state, 0) for q in queues)
+
+
+async def jobs_count(request: Request) -> Response:
+    """How many jobs a bulk action on this filter would change, for its confirm."""
+    dashboard = dashboard_of(request)
+    try:
+        job_filter = JobFilter.parse(request.query_params)
+    except FilterError as error:
+        return JSONResponse({"error": str(error)}, 400, headers=SECURITY_HEADERS)
+    answer: dict[str, Any]
+    try:
+        action = request.query_params.get("action")
+        found = await dashboard.reads.count(
+            job_filter, dashboard.bulk.limit, action if action in JOB_ACTIONS else None
+        )
+    except psycopg.errors.QueryCanceled:
+        answer = {"count": None, "how": "unknown", "text": "an unknown number of", "note": ""}
+        return JSONResponse(answer, headers=SECURITY_HEADERS)
+    answer = {"count": found.value, "how": found.how, "text": found.text, "note": found.note}
+    return JSONResponse(answer, headers=SECURITY_HEADERS)
+
+
+async def bulk_live(request: Request) -> Response:
+    dashboard = dashboard_of(request)
+    return dashboard.render(request, "_bulk_runs.html", runs=dashboard.bulk.runs())
 
 
 async def job(request: Request) -> Response:

@@ -17,6 +17,9 @@ from oban_py_ext.web.dashboard import SECURITY_HEADERS, back, dashboard_of
 from oban_py_ext.web.filters import FilterError, JobFilter
 from oban_py_ext.web.security import CSRF_FIELD, SESSION_COOKIE, csrf_ok, secure_request
 
+#: Most ids one selection acts on (a page holds far fewer).
+MAX_SELECTED = 1_000
+
 
 async def job_action(request: Request) -> Response:
     dashboard = dashboard_of(request)
@@ -25,13 +28,13 @@ async def job_action(request: Request) -> Response:
     if action not in JOB_ACTIONS or job_id >= 2**63:
         return PlainTextResponse("unknown action", 404, headers=SECURITY_HEADERS)
     outcome = await dashboard.actions.on_job(action, job_id)
-    dashboard.counts.invalidate()
-    dashboard.recent.invalidate()
+    dashboard.changed()
     location = "/jobs" if action == "delete" and outcome.ok else f"/jobs/{job_id}"
     return back(request, location, outcome)
 
 
 async def bulk_action(request: Request) -> Response:
+    """Starts a bulk run in the background; the job list shows its progress."""
     dashboard = dashboard_of(request)
     form = await request.form()
     action = _field(form, "action")
@@ -44,9 +47,33 @@ async def bulk_action(request: Request) -> Response:
         return back(request, location, Outcome(f"unknown action {action!r}", ok=False))
     if not job_filter.active:
         return back(request, location, Outcome("Bulk actions need a filter.", ok=False))
-    outcome = await dashboard.actions.on_filter(action, job_filter)
-    dashboard.counts.invalidate()
-    dashboard.recent.invalidate()
+    busy = dashboard.bulk.running
+    if busy is not None:
+        message = f"{busy.action.capitalize()} #{busy.number} is still running: wait for it."
+        return back(request, location, Outcome(message, ok=False))
+    run = dashboard.bulk.start(action, job_filter)
+    message = f"Started {action} #{run.number} on the matching jobs: its progress is below."
+    return back(request, location, Outcome(message))
+
+
+async def selection_action(request: Request) -> Response:
+    """The rows ticked on a page of the job list."""
+    dashboard = dashboard_of(request)
+    form = await request.form()
+    action = _field(form, "action")
+    try:
+        location = "/jobs?" + JobFilter.parse(form).query()
+    except FilterError:
+        location = "/jobs"
+    if action not in JOB_ACTIONS:
+        return back(request, "/jobs", Outcome(f"unknown action {action!r}", ok=False))
+    raw = [v for v in form.getlist("id") if isinstance(v, str)]
+    if not raw or len(raw) > MAX_SELECTED:
+        return back(request, location, Outcome("Select 1 to 1,000 jobs.", ok=False))
+    if not all(v.isascii() and v.isdecimal() and int(v) < 2**63 for v in raw):
+        return back(request, location, Outcome("Job ids are whole numbers.", ok=False))
+    outcome = await dashboard.actions.on_selection(action, sorted({int(v) for v in raw}))
+    dashboard.changed()
     return back(request, location, outcome)
 
 

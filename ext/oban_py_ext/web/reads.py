@@ -9,6 +9,7 @@ connection (or a lock) for longer than that.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cache
 from importlib.resources import files
 from typing import Any
@@ -19,7 +20,16 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from oban_py.sql import compose
-from oban_py_ext.web.filters import STATES, JobFilter
+from oban_py_ext.web.filters import STATES, UNINDEXED, JobFilter
+
+#: Most ids a page with unindexed conditions reads (``create_app(scan=...)``).
+SCAN = 100_000
+#: The orders of ``jobs_page.sql``: the primary key's both ways, or a timestamp's (nulls last).
+ORDERS = {
+    "asc": "id ASC",
+    "desc": "id DESC",
+    "timestamp": "coalesce({column}, '-infinity') DESC, id DESC",
+}
 
 
 @cache
@@ -63,22 +73,57 @@ class Counts:
 @dataclass
 class Page:
     rows: list[dict[str, Any]]
-    #: Cursor of the next (older) page, or None on the last page.
-    older: int | None
-    #: Cursor of the previous (newer) page, or None on the first page.
-    newer: int | None
+    #: Query parameters of the next (older) page, or None on the last page.
+    older: dict[str, Any] | None
+    #: Query parameters of the previous (newer) page, or None on the first page.
+    newer: dict[str, Any] | None
+    #: The ids searched (lowest, highest) when unindexed conditions bounded the read.
+    searched: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class Count:
+    """How many jobs a bulk action would look at, as the confirm says it."""
+
+    value: int
+    #: "exact", "capped" (at least ``value``) or "estimated" (from the newest ``scan`` ids)
+    how: str
+    scan: int
+
+    @property
+    def text(self) -> str:
+        if self.how == "capped":
+            return f"at least {self.value:,}"
+        return f"about {self.value:,}" if self.how == "estimated" else f"{self.value:,}"
+
+    @property
+    def note(self) -> str:
+        if self.how != "estimated":
+            return ""
+        return f" (estimated from the newest {self.scan:,} jobs)"
 
 
 class Reads:
     def __init__(
-        self, pool: AsyncConnectionPool[Any], prefix: str, statement_timeout: float
+        self,
+        pool: AsyncConnectionPool[Any],
+        prefix: str,
+        statement_timeout: float,
+        scan: int = SCAN,
     ) -> None:
         self.pool = pool
         self.prefix = prefix
         self.timeout_ms = max(1, int(statement_timeout * 1000))
-        self._pages: dict[tuple[tuple[str, ...], str], bytes] = {}
+        #: Most ids one page with unindexed conditions (or a timestamp sort) reads.
+        self.scan = scan
+        self._pages: dict[tuple[str, tuple[str, ...], str, str], bytes] = {}
         self._counts = compose(_text("counts"), prefix)
         self._job = compose(_text("job_row"), prefix)
+        self._bounds = compose(_text("id_bounds"), prefix)
+        #: When a list, every job list read (pages, counts, bulk batches) also runs under
+        #: ``EXPLAIN ANALYZE`` and its plan is appended: how benchmarks and tests see the rows
+        #: each read takes (``rows_read``).
+        self.plans: list[dict[str, Any]] | None = None
 
     async def _all(
         self, query: bytes, params: dict[str, Any] | None = None
@@ -105,19 +150,23 @@ class Reads:
         counts.queues = dict(sorted(counts.queues.items()))
         return counts
 
-    def _filtered(self, names: tuple[str, ...], order: str) -> bytes:
-        """``jobs_page.sql`` with the conditions ``names`` (from ``job_filters.sql``)."""
-        key = (names, order)
+    def _filtered(self, template: str, names: tuple[str, ...], column: str, order: str) -> bytes:
+        """``template`` (``jobs_page`` or ``jobs_count``) with the conditions ``names`` (from
+        ``job_filters.sql``), ``column`` the sort's timestamp and ``order`` a key of ORDERS."""
+        key = (template, names, column, order)
         query = self._pages.get(key)
         if query is None:
             clauses = _filter_clauses()
-            where = sql.SQL(" AND ").join(sql.SQL(clauses[n]) for n in names) if names else None
+            identifier = sql.Identifier(column)
+            where = sql.SQL(" AND ").join(
+                sql.SQL(clauses[n]).format(column=identifier) for n in names
+            )
             query = (
-                sql.SQL(_text("jobs_page"))
+                sql.SQL(_text(template))
                 .format(
                     prefix=sql.Identifier(self.prefix),
-                    where=where if where is not None else sql.SQL("true"),
-                    order=sql.SQL(order),
+                    where=where if names else sql.SQL("true"),
+                    order=sql.SQL(ORDERS[order]).format(column=identifier),
                 )
                 .as_bytes(None)
             )
@@ -125,46 +174,215 @@ class Reads:
         return query
 
     async def _matching(
-        self, job_filter: JobFilter, bound: str | None, cursor: int | None, limit: int
+        self,
+        job_filter: JobFilter,
+        order: str,
+        limit: int,
+        action: str | None = None,
+        **bounds: Any,
     ) -> list[dict[str, Any]]:
-        params = {k: v for k, v in job_filter.params().items() if v is not None}
-        names = tuple(sorted(params))
-        if bound is not None:
-            names += (bound,)
-            params["cursor"] = cursor
-        order = "DESC" if bound in (None, "before") else "ASC"
+        params = _conditions(job_filter) | {k: v for k, v in bounds.items() if v is not None}
+        names = _names(params, action)
         params["limit"] = limit
-        return await self._all(self._filtered(names, order), params)
+        query = self._filtered("jobs_page", names, job_filter.column, order)
+        await self._trace(query, params)
+        return await self._all(query, params)
+
+    async def _trace(self, query: bytes, params: dict[str, Any]) -> None:
+        if self.plans is not None:
+            rows = await self._all(b"EXPLAIN (ANALYZE, FORMAT JSON) " + query, params)
+            self.plans.append(rows[0]["QUERY PLAN"][0])
+
+    async def bounds(self) -> tuple[int, int] | None:
+        """The lowest and highest id, or None for an empty table."""
+        row = (await self._all(self._bounds))[0]
+        return None if row["low"] is None else (int(row["low"]), int(row["high"]))
 
     async def page(
-        self, job_filter: JobFilter, *, before: int | None, after: int | None, size: int
+        self,
+        job_filter: JobFilter,
+        *,
+        before: int | None,
+        after: int | None,
+        size: int,
+        key: str | None = None,
+        floor: int | None = None,
     ) -> Page:
         """``size`` jobs older than ``before`` (or newer than ``after``), newest first.
 
         One extra row is read to know whether a further page exists, so no count is needed.
+        Unindexed conditions are searched among ``scan`` ids below ``before`` (or above
+        ``after``, or below the newest): a page reads at most that many rows, and links to the
+        next window when this one held fewer than a page.
         """
+        if job_filter.sort != "inserted":
+            return await self._sorted_page(job_filter, size=size, key=key, floor=floor)
+        windowed = unindexed(job_filter)
+        ids = await self.bounds() if windowed else None
+        if windowed and ids is None:
+            return Page([], None, None)
+        low = high = None
         if after is not None:
-            rows = await self._matching(job_filter, "after", after, size + 1)
-            more_newer = len(rows) > size
+            low = after + 1
+            high = low + self.scan if ids is not None else None
+        elif ids is not None:
+            high = before if before is not None else ids[1] + 1
+            low = high - self.scan
+        elif before is not None:
+            high = before
+        searched = None
+        if ids is not None and low is not None and high is not None:
+            # Said only when the window left some ids out.
+            shown = (max(low, ids[0]), min(high - 1, ids[1]))
+            searched = None if shown == ids else shown
+        if after is not None:
+            rows = await self._matching(job_filter, "asc", size + 1, low=low, high=high)
+            full = len(rows) > size
             rows = list(reversed(rows[:size]))
-            older = rows[-1]["id"] if rows else None
-            return Page(rows, older, rows[0]["id"] if rows and more_newer else None)
-        bound = "before" if before is not None else None
-        rows = await self._matching(job_filter, bound, before, size + 1)
-        more_older = len(rows) > size
+            newer: dict[str, Any] | None = None
+            if full:
+                newer = {"after": rows[0]["id"]}
+            elif ids is not None and high is not None and high <= ids[1]:
+                newer = {"after": high - 1}
+            older = {"before": rows[-1]["id"] if rows else low}
+            return Page(rows, older, newer, searched)
+        rows = await self._matching(job_filter, "desc", size + 1, low=low, high=high)
+        full = len(rows) > size
         rows = rows[:size]
-        older = rows[-1]["id"] if rows and more_older else None
-        newer = rows[0]["id"] if rows and before is not None else None
-        return Page(rows, older, newer)
+        older_cursor = rows[-1]["id"] if full else None
+        if not full and ids is not None and low is not None and low > ids[0]:
+            older_cursor = low
+        newer_cursor = None
+        if before is not None:
+            newer_cursor = rows[0]["id"] if rows else before - 1
+        return Page(
+            rows,
+            None if older_cursor is None else {"before": older_cursor},
+            None if newer_cursor is None else {"after": newer_cursor},
+            searched,
+        )
 
-    async def matching_ids(self, job_filter: JobFilter, *, after: int, limit: int) -> list[int]:
-        """Ids matching the filter above ``after``, ascending: one batch of a bulk action."""
-        rows = await self._matching(job_filter, "after", after, limit)
+    async def _sorted_page(
+        self, job_filter: JobFilter, *, size: int, key: str | None, floor: int | None
+    ) -> Page:
+        """Newest first by a timestamp no index orders, among the newest ``scan`` ids, or the
+        ``scan`` ids from ``floor`` on (the window the first page chose, so jobs inserted since
+        do not shift the later pages); keyset ``(timestamp, id)``."""
+        ids = await self.bounds()
+        if ids is None:
+            return Page([], None, None)
+        low = floor if floor is not None else ids[1] + 1 - self.scan
+        bounds: dict[str, Any] = {"low": low, "high": low + self.scan}
+        cursor = _parse_key(key)
+        if cursor is not None:
+            bounds["key_at"], bounds["key_id"] = cursor
+        rows = await self._matching(job_filter, "timestamp", size + 1, **bounds)
+        full = len(rows) > size
+        rows = rows[:size]
+        older = None
+        if full:
+            last = rows[-1]
+            older = {"key": _key(last[job_filter.column], last["id"]), "floor": low}
+        newer = {"floor": low} if cursor is not None else None
+        shown = (max(low, ids[0]), min(low + self.scan - 1, ids[1]))
+        return Page(rows, older, newer, None if shown == ids else shown)
+
+    async def ids_between(
+        self,
+        job_filter: JobFilter,
+        *,
+        low: int,
+        high: int,
+        limit: int | None = None,
+        action: str | None = None,
+    ) -> list[int]:
+        """Ids matching the filter in ``[low, high)``, ascending, at most ``limit``, and only
+        those ``action`` can change: one batch of a bulk action."""
+        rows = await self._matching(
+            job_filter,
+            "asc",
+            limit if limit is not None else high - low,
+            action,
+            low=low,
+            high=high,
+        )
         return [int(row["id"]) for row in rows]
+
+    async def count(self, job_filter: JobFilter, cap: int, action: str | None = None) -> Count:
+        """Jobs matching the filter (that ``action`` can change): counted up to ``cap`` where
+        indexes serve it (or the table holds no more than ``scan`` ids); else estimated from
+        the newest ``scan`` ids, so no count reads more than ``max(cap, scan)`` rows."""
+        if unindexed(job_filter):
+            ids = await self.bounds()
+            low = ids[1] + 1 - self.scan if ids is not None else 0
+            if ids is not None and low > ids[0]:
+                found = await self._count(job_filter, self.scan, action, low=low)
+                span = ids[1] - ids[0] + 1
+                return Count(round(found * span / self.scan), "estimated", self.scan)
+        found = await self._count(job_filter, cap, action)
+        return Count(found, "capped" if found >= cap else "exact", self.scan)
+
+    async def _count(
+        self, job_filter: JobFilter, cap: int, action: str | None, **bounds: Any
+    ) -> int:
+        params = _conditions(job_filter) | bounds
+        names = _names(params, action)
+        query = self._filtered("jobs_count", names, job_filter.column, "asc")
+        await self._trace(query, params | {"cap": cap})
+        rows = await self._all(query, params | {"cap": cap})
+        return int(rows[0]["count"])
 
     async def job(self, job_id: int) -> dict[str, Any] | None:
         rows = await self._all(self._job, {"id": job_id})
         return rows[0] if rows else None
+
+
+def rows_read(plan: dict[str, Any]) -> int:
+    """Rows an ``EXPLAIN (ANALYZE, FORMAT JSON)`` plan read from its tables and indexes:
+    those its scans returned and those their filters removed, over every loop."""
+    node = plan.get("Plan", plan)
+    own = 0
+    if "Scan" in node["Node Type"]:
+        kept = node.get("Actual Rows", 0) + node.get("Rows Removed by Filter", 0)
+        own = kept * node.get("Actual Loops", 1)
+    return own + sum(rows_read(child) for child in node.get("Plans", []))
+
+
+def unindexed(job_filter: JobFilter) -> bool:
+    """Whether the filter holds a condition no index serves (searched by windows of ids)."""
+    return bool(UNINDEXED & set(_conditions(job_filter)))
+
+
+def _conditions(job_filter: JobFilter) -> dict[str, Any]:
+    return {k: v for k, v in job_filter.params().items() if v is not None}
+
+
+def _names(params: dict[str, Any], action: str | None = None) -> tuple[str, ...]:
+    """The conditions of ``job_filters.sql`` these parameters fill (and the states ``action``
+    can change), in one order (the cache's key); the keyset's two values are one condition."""
+    names = {"key" if n == "key_at" else n for n in set(params) - {"key_id", "limit", "cap"}}
+    if action is not None:
+        names.add(f"{action}_can_change")
+    return tuple(sorted(names))
+
+
+def _key(at: datetime | None, job_id: int) -> str:
+    return f"{'-infinity' if at is None else at.isoformat()}|{job_id}"
+
+
+def _parse_key(key: str | None) -> tuple[str, int] | None:
+    """A keyset cursor from the URL, or None (ignored) when it is not one."""
+    if not key:
+        return None
+    at, _, job_id = key.partition("|")
+    if not job_id.isdecimal() or not job_id.isascii() or int(job_id) >= 2**63:
+        return None
+    if at != "-infinity":
+        try:
+            at = datetime.fromisoformat(at).replace(tzinfo=None).isoformat()
+        except ValueError:
+            return None
+    return at, int(job_id)
 
 
 def is_timeout(error: BaseException) -> bool:

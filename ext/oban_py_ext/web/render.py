@@ -75,6 +75,11 @@ def recorded(meta: Any) -> tuple[bool, str] | None:
         return False, f"cannot decode the recorded term: {error}"
 
 
+def number(value: int | float) -> str:
+    """With thousands separators: 1,234,567."""
+    return f"{value:,}"
+
+
 def path_part(value: str) -> str:
     """A value placed in a URL path (queue names may hold any character)."""
     return quote(value, safe="")
@@ -94,6 +99,7 @@ def environment() -> Environment:
         ts=timestamp,
         ago=ago,
         pathpart=path_part,
+        num=number,
     )
     env.globals.update(recorded=recorded)
     return env
