@@ -23,8 +23,9 @@ def statement_text(name: str) -> str:
 
 
 #: Parts several statements share (``sql/<name>.sql``), placed where a statement writes
-#: ``{name}``: the end of every flow claim.
-PARTS = ("flow_take",)
+#: ``{name}``: what every claim writes, and the end of every flow claim. A part may place the
+#: parts listed before it.
+PARTS = ("claim_update", "flow_take")
 
 
 @cache
@@ -33,9 +34,9 @@ def _parts(prefix: str) -> dict[str, sql.Composable]:
     (``flow_key.sql``) under the global limit's parameters (``{flow_key_g}``, ``g_*``) and the
     rate limit's (``{flow_key_r}``), so the claim and the usage read count by the same key."""
     ident = sql.Identifier(prefix)
-    parts: dict[str, sql.Composable] = {
-        name: sql.SQL(statement_text(name)).format(prefix=ident) for name in PARTS
-    }
+    parts: dict[str, sql.Composable] = {}
+    for name in PARTS:
+        parts[name] = sql.SQL(statement_text(name)).format(prefix=ident, **parts)
     key = statement_text("flow_key")
     for side in "gr":
         parts[f"flow_key_{side}"] = sql.SQL(key.replace("%(side_", f"%({side}_"))

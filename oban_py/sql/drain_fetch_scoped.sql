@@ -1,6 +1,7 @@
 -- drain_queue(scoped=True): fetch_jobs.sql limited to the jobs a testing client inserted
 -- (%(only)s), so tests sharing a database never claim each other's jobs.
-WITH subset AS MATERIALIZED (
+WITH clock AS (SELECT timezone('UTC', now()) AS at),
+subset AS MATERIALIZED (
     SELECT id
     FROM {prefix}.oban_jobs
     WHERE state = 'available'
@@ -10,12 +11,4 @@ WITH subset AS MATERIALIZED (
     LIMIT %(demand)s
     FOR UPDATE SKIP LOCKED
 )
-UPDATE {prefix}.oban_jobs AS j
-SET state = 'executing',
-    attempted_at = timezone('UTC', now()),
-    attempted_by = ARRAY[%(node)s, %(uuid)s]::text[],
-    attempt = j.attempt + 1
-FROM subset
-WHERE j.id = subset.id
-  AND j.attempt < j.max_attempts
-RETURNING j.*
+{claim_update}

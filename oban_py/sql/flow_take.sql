@@ -1,9 +1,9 @@
 -- A part, not a statement (sql/__init__.py places it where flow_claim.sql and
 -- flow_claim_whole.sql name it): the end every flow claim shares. It takes the jobs
 -- of `chosen` (id, and rkey: the partition key under the rate limit) that are still
--- available and not locked by another fetch, claims them as fetch_jobs.sql does with the
--- claim's clock, logs a start for each under a rate limit, and prunes the starts that left the
--- window.
+-- available and not locked by another fetch, claims them as fetch_jobs.sql does
+-- (claim_update.sql) at the claim's clock, logs a start for each under a rate limit, and
+-- prunes the starts that left the window.
 subset AS MATERIALIZED (
     SELECT j.id
     FROM {prefix}.oban_jobs AS j
@@ -12,15 +12,7 @@ subset AS MATERIALIZED (
     FOR UPDATE SKIP LOCKED
 ),
 claimed AS (
-    UPDATE {prefix}.oban_jobs AS j
-    SET state = 'executing',
-        attempted_at = (SELECT at FROM clock),
-        attempted_by = ARRAY[%(node)s, %(uuid)s]::text[],
-        attempt = j.attempt + 1
-    FROM subset
-    WHERE j.id = subset.id
-      AND j.attempt < j.max_attempts
-    RETURNING j.*
+{claim_update}
 ),
 recorded AS (
     INSERT INTO {prefix}.oban_py_flow_starts (queue, key, started_at)
