@@ -16,6 +16,7 @@ import argparse
 from pathlib import Path
 
 from bench import db, scenarios
+from bench.pairs import interleaved, rates_line, ratios_line
 from bench.scenarios import summary
 
 
@@ -27,15 +28,12 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--asyncio", action="store_true", help="asyncio's loop, not uvloop")
     args = parser.parse_args()
-    bench = db.BenchDatabase(db.server_dsn())
-    bench.create()
     rates: dict[str, list[float]] = {"this": [], "other": []}
     #: CPU µs per job of the node and of the bench database's backends, by side
     cpu: dict[str, list[tuple[float, float]]] = {"this": [], "other": []}
     ratios: list[float] = []
-    try:
-        for pair in range(args.pairs):
-            order = ("this", "other") if pair % 2 == 0 else ("other", "this")
+    with db.BenchDatabase.fresh() as bench:
+        for pair, order in interleaved(args.pairs, ("this", "other")):
             found = {}
             for side in order:
                 tree = None if side == "this" else args.other.resolve()
@@ -49,22 +47,18 @@ def main() -> int:
                 )
             ratios.append(found["this"] / found["other"])
             print(
-                f"pair {pair + 1} ({order[0]} first): this {found['this']:,.0f} jobs/s,"
+                f"pair {pair} ({order[0]} first): this {found['this']:,.0f} jobs/s,"
                 f" other {found['other']:,.0f} jobs/s, this/other {ratios[-1]:.3f};"
                 f" CPU µs/job node+server this {cpu['this'][-1][0]:.1f}+{cpu['this'][-1][1]:.1f},"
                 f" other {cpu['other'][-1][0]:.1f}+{cpu['other'][-1][1]:.1f}",
                 flush=True,
             )
-    finally:
-        bench.drop()
     for side, values in rates.items():
-        lo, mid, hi = summary(values)
-        print(f"{side:>5}: {lo:,.0f} / {mid:,.0f} / {hi:,.0f} jobs/s (min / median / max)")
+        print(rates_line(f"{side:>5}", values))
         node = summary([c[0] for c in cpu[side]])[1]
         server = summary([c[1] for c in cpu[side]])[1]
         print(f"{side:>5}: CPU µs/job, medians: node {node:.1f}, server backends {server:.1f}")
-    lo, mid, hi = summary(ratios)
-    print(f"this/other: {lo:.3f} / {mid:.3f} / {hi:.3f}")
+    print(ratios_line("this/other", ratios))
     return 0
 
 

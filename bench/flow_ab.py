@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import db, scenarios
-from bench.scenarios import summary
+from bench.pairs import interleaved, rates_line, ratios_line
 
 
 def main() -> int:
@@ -26,8 +26,6 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--against", type=Path, help="another checkout's root, e.g. ../main")
     args = parser.parse_args()
-    bench = db.BenchDatabase(db.server_dsn())
-    bench.create()
     limited = {"global_limit": {"allowed": args.concurrency}}
     # side -> (queue options, tree: None for this one)
     sides: dict[str, tuple[dict[str, Any] | None, Path | None]] = {
@@ -37,9 +35,8 @@ def main() -> int:
     if args.against is not None:
         sides["global@against"] = (limited, args.against.resolve())
     rates: dict[str, list[float]] = {side: [] for side in sides}
-    try:
-        for pair in range(args.pairs):
-            order = list(sides) if pair % 2 == 0 else list(reversed(sides))
+    with db.BenchDatabase.fresh() as bench:
+        for pair, order in interleaved(args.pairs, list(sides)):
             found = {}
             for side in order:
                 options, tree = sides[side]
@@ -56,17 +53,13 @@ def main() -> int:
                 f"{side} {found[side]:,.0f} jobs/s ({found[side] / found['plain']:.3f})"
                 for side in sides
             )
-            print(f"round {pair + 1}: {figures}", flush=True)
-    finally:
-        bench.drop()
+            print(f"round {pair}: {figures}", flush=True)
     for side, values in rates.items():
-        low, mid, high = summary(values)
-        print(f"{side}: {low:,.0f} / {mid:,.0f} / {high:,.0f} jobs/s (min / median / max)")
+        print(rates_line(side, values))
     for side in sides:
         if side != "plain":
             ratios = [g / p for g, p in zip(rates[side], rates["plain"], strict=True)]
-            low, mid, high = summary(ratios)
-            print(f"{side}/plain: {low:.3f} / {mid:.3f} / {high:.3f}")
+            print(ratios_line(f"{side}/plain", ratios))
     return 0
 
 

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from bench import db
-from bench.scenarios import summary
+from bench.pairs import interleaved, rates_line, ratios_line
 
 ROOT = Path(__file__).resolve().parent.parent
 OBAN_PY = Path(sys.executable).with_name("oban-py")
@@ -75,8 +75,6 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--processes", type=int, default=0)
     args = parser.parse_args()
-    bench = db.BenchDatabase(db.server_dsn())
-    bench.create()
     plain = f"bench:{args.limit}"
     # Each side: (label, commands, --queues, --processes of each command).
     if args.processes:
@@ -90,23 +88,18 @@ def main() -> int:
     print(f"cores: {os.cpu_count()}, load average: {os.getloadavg()[0]:.2f}", flush=True)
     rates: dict[str, list[float]] = {side[0]: [] for side in sides}
     ratios: list[float] = []
-    try:
-        for pair in range(args.pairs):
-            order = sides if pair % 2 == 0 else list(reversed(sides))
+    with db.BenchDatabase.fresh() as bench:
+        for pair, order in interleaved(args.pairs, sides):
             found = {label: drain(bench, n, queues, args.jobs, p) for label, n, queues, p in order}
             for label, rate in found.items():
                 rates[label].append(rate)
             (first, second) = (found[sides[0][0]], found[sides[1][0]])
             ratios.append(second / first)
             shown = ", ".join(f"{label} {found[label]:,.0f} jobs/s" for label, *_ in sides)
-            print(f"pair {pair + 1}: {shown}, ratio {ratios[-1]:.3f}", flush=True)
-    finally:
-        bench.drop()
+            print(f"pair {pair}: {shown}, ratio {ratios[-1]:.3f}", flush=True)
     for label, values in rates.items():
-        low, mid, high = summary(values)
-        print(f"{label}: {low:,.0f} / {mid:,.0f} / {high:,.0f} jobs/s (min / median / max)")
-    low, mid, high = summary(ratios)
-    print(f"ratio: {low:.3f} / {mid:.3f} / {high:.3f}; load average {os.getloadavg()[0]:.2f}")
+        print(rates_line(label, values))
+    print(f"{ratios_line('ratio', ratios)}; load average {os.getloadavg()[0]:.2f}")
     return 0
 
 

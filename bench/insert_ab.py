@@ -28,6 +28,7 @@ from typing import Any
 import psycopg
 
 from bench import db
+from bench.pairs import interleaved
 from bench.scenarios import BenchFailure, summary
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,8 +106,7 @@ def main() -> int:
     sides: dict[str, dict[str, list[float]]] = {
         side: {name: [] for name in FIGURES} for side in ("this", "other")
     }
-    for pair in range(args.pairs):
-        order = ("this", "other") if pair % 2 == 0 else ("other", "this")
+    for pair, order in interleaved(args.pairs, ("this", "other")):
         found: dict[str, Any] = {}
         for side in order:
             found[side] = _run(
@@ -115,7 +115,7 @@ def main() -> int:
             for name in FIGURES:
                 sides[side][name].append(found[side][name])
         print(
-            f"pair {pair + 1} ({order[0]} first): "
+            f"pair {pair} ({order[0]} first): "
             + "; ".join(
                 f"{side}: build {f['build_us']:.2f} µs, call client {f['call_client_us']:.2f}"
                 f" + server {f['call_server_us']:.2f} µs/job, {f['built_rate']:,.0f} jobs/s"

@@ -22,6 +22,7 @@ import time
 import psycopg
 
 from bench import db
+from bench.pairs import interleaved
 from bench.scenarios import summary
 from oban_py import Oban
 from oban_py.job.model import Job
@@ -109,14 +110,11 @@ def main() -> int:
         f" {os.cpu_count()} cores, load average before: {_load()}",
         flush=True,
     )
-    bench = db.BenchDatabase(db.server_dsn())
-    bench.create()
     sides = {"threads": CpuThread.__oban_name__, "processes": CpuProcess.__oban_name__}
     found: dict[str, list[dict[str, float]]] = {side: [] for side in sides}
     ratios: list[float] = []
-    try:
-        for pair in range(args.pairs):
-            order = ("threads", "processes") if pair % 2 == 0 else ("processes", "threads")
+    with db.BenchDatabase.fresh() as bench:
+        for pair, order in interleaved(args.pairs, list(sides)):
             got: dict[str, dict[str, float]] = {}
             for side in order:
                 bench.reset()
@@ -125,7 +123,7 @@ def main() -> int:
                 found[side].append(got[side])
             ratios.append(got["threads"]["wall"] / got["processes"]["wall"])
             print(
-                f"pair {pair + 1} ({order[0]} first): "
+                f"pair {pair} ({order[0]} first): "
                 + ", ".join(
                     f"{side} {got[side]['wall']:.2f} s ({args.jobs / got[side]['wall']:,.1f}"
                     f" jobs/s wall, {got[side]['rate']:,.1f} in db)"
@@ -134,8 +132,6 @@ def main() -> int:
                 + f"; threads/processes wall {ratios[-1]:.2f}x",
                 flush=True,
             )
-    finally:
-        bench.drop()
     for side in sides:
         lo, mid, hi = summary([args.jobs / r["wall"] for r in found[side]])
         print(f"{side:>9}: {lo:,.1f} / {mid:,.1f} / {hi:,.1f} jobs/s wall (min / median / max)")

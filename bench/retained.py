@@ -30,6 +30,7 @@ from typing import Any
 import psycopg
 
 from bench import db, scenarios
+from bench.pairs import interleaved
 from bench.scenarios import summary
 
 #: Storage parameters of each variant (``ALTER TABLE oban_jobs SET``); the default resets them.
@@ -179,8 +180,7 @@ def main() -> int:
             storage(kept.dsn, params)
             print(f"  {args.retained:,} retained rows made in {time.monotonic() - started:.0f} s")
             ratios[variant] = []
-            for pair in range(args.pairs):
-                order = ("empty", "retained") if pair % 2 == 0 else ("retained", "empty")
+            for pair, order in interleaved(args.pairs, ("empty", "retained")):
                 rates: dict[str, float] = {}
                 lines = []
                 for side in order:
@@ -188,7 +188,7 @@ def main() -> int:
                     rates[side], found = run(bench, last, args)
                     lines.append(show(side, rates[side], found, args.jobs))
                 ratios[variant].append(rates["retained"] / rates["empty"])
-                print(f" pair {pair + 1}: retained/empty {ratios[variant][-1]:.3f}", flush=True)
+                print(f" pair {pair}: retained/empty {ratios[variant][-1]:.3f}", flush=True)
                 print("\n".join(lines), flush=True)
     finally:
         empty.drop()

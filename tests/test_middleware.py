@@ -59,6 +59,18 @@ class Stamp(Middleware):
         return outcome
 
 
+class Outcomes(Middleware):
+    """Keeps the outcome of every attempt it wraps, in order."""
+
+    def __init__(self) -> None:
+        self.outcomes: list[AttemptOutcome] = []
+
+    async def work(self, job: Job, call_next: WorkNext) -> AttemptOutcome:
+        outcome = await call_next()
+        self.outcomes.append(outcome)
+        return outcome
+
+
 @pytest.fixture(autouse=True)
 def clean() -> Iterator[None]:
     log.clear()
@@ -216,19 +228,12 @@ async def test_work_middleware_sees_every_outcome(
 
 
 async def test_the_outcome_carries_what_process_returned_or_raised() -> None:
-    outcomes: list[AttemptOutcome] = []
-
-    class Keep(Middleware):
-        async def work(self, job: Job, call_next: WorkNext) -> AttemptOutcome:
-            outcome = await call_next()
-            outcomes.append(outcome)
-            return outcome
-
-    add_middleware("test.seen", Keep())
+    keep = Outcomes()
+    add_middleware("test.seen", keep)
     await perform_job(Succeeds, {"what": "snooze"}, safe=True)
     await perform_job(Succeeds, {"what": "raise"}, safe=True)
     await perform_job(Succeeds, {"what": "unknown"}, safe=True)
-    snoozed, failed, completed = outcomes
+    snoozed, failed, completed = keep.outcomes
     assert snoozed.snoozed
     assert snoozed.result == Snooze(60)
     assert snoozed.error is None
@@ -351,25 +356,18 @@ class Hangs(Worker):
 async def test_a_cancel_of_a_running_job_reaches_the_middleware_as_its_outcome(
     dsn: str, conn: psycopg.AsyncConnection[Any]
 ) -> None:
-    outcomes: list[AttemptOutcome] = []
-
-    class Keep(Middleware):
-        async def work(self, job: Job, call_next: WorkNext) -> AttemptOutcome:
-            outcome = await call_next()
-            outcomes.append(outcome)
-            return outcome
-
+    keep = Outcomes()
     async with Oban(
-        dsn=dsn, queues={"mw": 1}, peer=False, name="MwNode", middleware=[Keep()]
+        dsn=dsn, queues={"mw": 1}, peer=False, name="MwNode", middleware=[keep]
     ) as oban:
         job = await oban.enqueue(Hangs.new({}, queue="mw"))
         await wait_state(conn, job.id or 0, "executing")
         assert await oban.cancel_job(job.id or 0)
         for _ in range(500):
-            if outcomes:
+            if keep.outcomes:
                 break
             await asyncio.sleep(0.02)
-    [outcome] = outcomes
+    [outcome] = keep.outcomes
     assert outcome.state == "cancelled"
     assert outcome.interrupted == "pkill"
 
@@ -377,26 +375,19 @@ async def test_a_cancel_of_a_running_job_reaches_the_middleware_as_its_outcome(
 async def test_a_shutdown_past_the_grace_reaches_the_middleware_as_a_release(
     dsn: str, conn: psycopg.AsyncConnection[Any]
 ) -> None:
-    outcomes: list[AttemptOutcome] = []
-
-    class Keep(Middleware):
-        async def work(self, job: Job, call_next: WorkNext) -> AttemptOutcome:
-            outcome = await call_next()
-            outcomes.append(outcome)
-            return outcome
-
+    keep = Outcomes()
     oban = Oban(
         dsn=dsn,
         queues={"mw": 1},
         peer=False,
         name="MwNode",
         shutdown_grace=0.2,
-        middleware=[Keep()],
+        middleware=[keep],
     )
     async with oban:
         job = await oban.enqueue(Hangs.new({}, queue="mw"))
         await wait_state(conn, job.id or 0, "executing")
-    [outcome] = outcomes
+    [outcome] = keep.outcomes
     assert (outcome.state, outcome.interrupted) == ("available", "shutdown")
     assert isinstance(outcome.error, asyncio.CancelledError)
     assert (await wait_state(conn, job.id or 0, "available"))["attempt"] == 1

@@ -23,9 +23,9 @@ def statement_text(name: str) -> str:
 
 
 #: Parts several statements share (``sql/<name>.sql``), placed where a statement writes
-#: ``{name}``: what every claim writes, and the end of every flow claim. A part may place the
-#: parts listed before it.
-PARTS = ("claim_update", "flow_take")
+#: ``{name}``: what every claim writes, the end of every flow claim, what every cancel does and
+#: what every rescue writes. A part may place the parts listed before it.
+PARTS = ("claim_update", "flow_take", "cancel_targets", "rescue_doomed")
 
 
 @cache

@@ -1,6 +1,6 @@
 -- Cancel jobs in any state but cancelled, completed and discarded, executing included (as
--- Elixir's cancel_all_jobs), then ask every node to kill the ones that were executing with
--- Elixir's pkill signal, {{"action":"pkill","job_id":N}} (Jason's sorted keys, no spaces).
+-- Elixir's cancel_all_jobs), then ask every node to kill the ones that were executing
+-- (cancel_targets.sql).
 WITH targets AS (
     SELECT id, state
     FROM {prefix}.oban_jobs
@@ -8,19 +8,4 @@ WITH targets AS (
       AND state NOT IN ('cancelled', 'completed', 'discarded')
     FOR UPDATE
 ),
-cancelled AS (
-    UPDATE {prefix}.oban_jobs AS j
-    SET state = 'cancelled',
-        cancelled_at = timezone('UTC', now())
-    FROM targets AS t
-    WHERE j.id = t.id
-    RETURNING j.id, t.state AS previous_state
-),
-signalled AS (
-    SELECT pg_notify(%(channel)s, '{{"action":"pkill","job_id":' || c.id::text || '}}')
-    FROM cancelled AS c
-    WHERE c.previous_state = 'executing'
-)
-SELECT c.id, c.previous_state::text AS previous_state
-FROM cancelled AS c, (SELECT count(*) FROM signalled) AS sent
-ORDER BY c.id
+{cancel_targets}

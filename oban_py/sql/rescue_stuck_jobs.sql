@@ -17,12 +17,4 @@ WITH doomed AS (
   LIMIT %(limit)s
   FOR UPDATE OF j SKIP LOCKED
 )
-UPDATE {prefix}.oban_jobs AS j
-SET state = CASE WHEN j.attempt >= j.max_attempts
-              THEN 'discarded'::{prefix}.oban_job_state
-              ELSE 'available'::{prefix}.oban_job_state END,
-    discarded_at = CASE WHEN j.attempt >= j.max_attempts
-                     THEN timezone('UTC', now()) ELSE j.discarded_at END
-FROM doomed
-WHERE j.id = doomed.id
-RETURNING j.id, j.queue, j.state::text AS state
+{rescue_doomed}

@@ -7,7 +7,15 @@ import signal
 import time
 
 import psycopg
-from faultkit import fault_dsn, insert_jobs, nodes, states, wait_started, wait_until  # noqa: F401  (fixtures)
+from faultkit import (  # noqa: F401  (fixtures)
+    fault_dsn,
+    insert_jobs,
+    nodes,
+    reruns_or_errors,
+    states,
+    wait_started,
+    wait_until,
+)
 from psycopg import sql
 
 TERMINATE = (
@@ -34,12 +42,7 @@ def test_node_survives_terminated_connections_and_loses_no_job_or_ack(
         assert node.proc.poll() is None, "the node must keep running through the outage"
         # Exactly once: fault_once has a primary key, a second run would have failed the job.
         assert conn.execute("SELECT count(*) FROM fault_once").fetchone()[0] == len(ids)
-        assert (
-            conn.execute(
-                "SELECT count(*) FROM oban_jobs WHERE errors <> '{}' OR attempt <> 1"
-            ).fetchone()[0]
-            == 0
-        )
+        assert reruns_or_errors(conn) == 0
         log = node.log()
         assert "notifier connection lost" in log
         assert "notifier reconnected" in log
@@ -79,10 +82,5 @@ def test_acks_made_while_the_database_is_unreachable_are_written_later(
         # The acks waited for the pool to reconnect (or failed and were retried): none dropped,
         # none turned into a second run.
         wait_until(lambda: "notifier reconnected" in node.log(), 10, 0.1)
-        assert (
-            conn.execute(
-                "SELECT count(*) FROM oban_jobs WHERE attempt <> 1 OR errors <> '{}'"
-            ).fetchone()[0]
-            == 0
-        )
+        assert reruns_or_errors(conn) == 0
         assert conn.execute("SELECT count(*) FROM fault_effects").fetchone()[0] == len(ids)

@@ -8,9 +8,11 @@ a non-zero exit, and nodes whose supervisor was killed stop by themselves.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,12 +57,21 @@ def start_two(nodes: Any, name: str) -> Node:
     return group
 
 
+@contextlib.contextmanager
+def two_after_jobs(
+    fault_dsn: str, nodes: Any, name: str, worker: str, count: int, args: str
+) -> Iterator[tuple[psycopg.Connection[Any], Node]]:
+    """Two node processes started on ``count`` waiting jobs, and a connection to watch them."""
+    with psycopg.connect(fault_dsn, autocommit=True) as conn:
+        insert_jobs(conn, worker, count, args=args)
+        yield conn, start_two(nodes, name)
+
+
 def test_two_processes_split_the_jobs_run_each_once_and_stop_gracefully_on_sigterm(
     fault_dsn: str, nodes: Any
 ) -> None:
-    with psycopg.connect(fault_dsn, autocommit=True) as conn:
-        insert_jobs(conn, "Faults.Once", 300, args='{"ms": 20}')
-        group = start_two(nodes, "py-procs")
+    started = two_after_jobs(fault_dsn, nodes, "py-procs", "Faults.Once", 300, '{"ms": 20}')
+    with started as (conn, group):
         assert sorted(e["node"] for e in named(group, "node started")) == [
             "py-procs.1",
             "py-procs.2",
@@ -124,10 +135,9 @@ def test_node_processes_stop_gracefully_when_their_supervisor_is_killed(
 def test_a_second_signal_stops_busy_nodes_at_once_and_lets_stopped_ones_exit_cleanly(
     fault_dsn: str, nodes: Any
 ) -> None:
-    with psycopg.connect(fault_dsn, autocommit=True) as conn:
-        # A thread that ignores job.cancelled(): a graceful stop would wait for it for 40 s.
-        insert_jobs(conn, "Faults.StuckSync", 1, args='{"s": 40}')
-        group = start_two(nodes, "py-procs-force")
+    # A thread that ignores job.cancelled(): a graceful stop would wait for it for 40 s.
+    started = two_after_jobs(fault_dsn, nodes, "py-procs-force", "Faults.StuckSync", 1, '{"s": 40}')
+    with started as (conn, group):
         wait_until(lambda: states(conn).get("executing", 0) == 1, 10, 0.02)
     pids = children(group)
     group.signal(signal.SIGTERM)
