@@ -28,6 +28,15 @@ def statement_text(name: str) -> str:
 PARTS = ("claim_update", "flow_take", "cancel_targets", "rescue_doomed")
 
 
+def _body(part: str) -> str:
+    """A part without its header comment, which is for readers of the file: placed in a hot
+    statement it would be sent to the server with every execution."""
+    lines = part.splitlines(keepends=True)
+    while lines and lines[0].startswith("--"):
+        lines.pop(0)
+    return "".join(lines).strip("\n")
+
+
 @cache
 def _parts(prefix: str) -> dict[str, sql.Composable]:
     """``PARTS`` bound to ``prefix``, and the partition key of a flow-limited queue's job
@@ -36,7 +45,7 @@ def _parts(prefix: str) -> dict[str, sql.Composable]:
     ident = sql.Identifier(prefix)
     parts: dict[str, sql.Composable] = {}
     for name in PARTS:
-        parts[name] = sql.SQL(statement_text(name)).format(prefix=ident, **parts)
+        parts[name] = sql.SQL(_body(statement_text(name))).format(prefix=ident, **parts)
     key = statement_text("flow_key")
     for side in "gr":
         parts[f"flow_key_{side}"] = sql.SQL(key.replace("%(side_", f"%({side}_"))
