@@ -148,7 +148,7 @@ class Reads:
         #: Most rows of one state the shared counts read.
         self.count_cap = count_cap
         self._pages: dict[tuple[str, tuple[str, ...], str, str], bytes] = {}
-        self._counts = compose(_text("counts"), prefix)
+        self._counts = _counts(prefix)
         self._count_queues = compose(_text("counts_queues"), prefix)
         self._count_estimate = compose(_text("counts_estimate"), prefix)
         self._job = compose(_text("job_row"), prefix)
@@ -409,12 +409,24 @@ class Reads:
         return rows[0] if rows else None
 
 
+def _counts(prefix: str) -> bytes:
+    """``counts.sql`` with one part per state: each its own scan, so a plan says exactly what
+    each read (a lateral join over the states would report rows averaged over its loops)."""
+    part = _text("counts_state")
+    parts = sql.SQL("\nUNION ALL\n").join(
+        sql.SQL(part).format(prefix=sql.Identifier(prefix), state=sql.Literal(state))
+        for state in STATES
+    )
+    return sql.SQL(_text("counts")).format(parts=parts).as_bytes(None)
+
+
 def rows_read(plan: dict[str, Any]) -> int:
     """Rows an ``EXPLAIN (ANALYZE, FORMAT JSON)`` plan read from its tables and indexes:
-    those its scans returned and those their filters removed, over every loop."""
+    those its scans returned and those their filters removed, over every loop (scans of a
+    function's or a subquery's rows read no table)."""
     node = plan.get("Plan", plan)
     own = 0
-    if "Scan" in node["Node Type"]:
+    if "Relation Name" in node or "Index Name" in node:
         kept = node.get("Actual Rows", 0) + node.get("Rows Removed by Filter", 0)
         own = kept * node.get("Actual Loops", 1)
     return own + sum(rows_read(child) for child in node.get("Plans", []))

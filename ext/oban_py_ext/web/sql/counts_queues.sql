@@ -1,4 +1,4 @@
--- The queues holding jobs in a state from %(after)s on (itself included), at most %(most)s:
+-- The queues holding jobs in a state from ``after`` on (itself included), at most ``most``:
 -- one index row read per queue (each step jumps to the next queue name along the
 -- (state, queue, ...) index), for a state too big to count.
 WITH RECURSIVE queues(queue) AS (
