@@ -150,7 +150,6 @@ class Reads:
         self._pages: dict[tuple[str, tuple[str, ...], str, str], bytes] = {}
         self._counts = _counts(prefix)
         self._count_queues = compose(_text("counts_queues"), prefix)
-        self._count_estimate = compose(_text("counts_estimate"), prefix)
         self._job = compose(_text("job_row"), prefix)
         self._bounds = compose(_text("id_bounds"), prefix)
         #: When a list, every job list read (pages, counts, bulk batches) also runs under
@@ -198,27 +197,32 @@ class Reads:
                 over[row["state"]] = (row["queue"], int(row["count"]))
             else:
                 counts.add(row["queue"], row["state"], Amount(int(row["count"])))
-        for state, (last, seen) in over.items():
-            for queue, estimate in (await self._estimates(state, last)).items():
-                floor = seen if queue == last else 1
-                counts.add(queue, state, Amount(max(estimate, floor), estimated=True))
+        for (state, queue), estimate in (await self._estimates(over)).items():
+            last, seen = over[state]
+            floor = seen if queue == last else 1
+            counts.add(queue, state, Amount(max(estimate, floor), estimated=True))
         counts.queues = dict(sorted(counts.queues.items()))
         return counts
 
-    async def _estimates(self, state: str, after: str) -> dict[str, int]:
-        """The planner's estimate for each queue of ``state`` from ``after`` on."""
-        params = {"state": state, "after": after, "most": ESTIMATED_QUEUES}
-        await self._trace(self._count_queues, params, self.count_plans)
-        estimates: dict[str, int] = {}
+    async def _estimates(self, over: dict[str, tuple[str, int]]) -> dict[tuple[str, str], int]:
+        """The planner's estimate for each queue of each state in ``over`` from its last queue
+        reached on: the queues found by one skip scan a state, then one ``EXPLAIN`` for all."""
+        if not over:
+            return {}
+        pairs: list[tuple[str, str]] = []
         async with self._session() as cur:
-            await cur.execute(self._count_queues, params, prepare=False)
-            for row in await cur.fetchall():
-                await cur.execute(
-                    self._count_estimate, {"state": state, "queue": row["queue"]}, prepare=False
-                )
-                plan = (await cur.fetchall())[0]["QUERY PLAN"][0]
-                estimates[row["queue"]] = int(plan["Plan"]["Plan Rows"])
-        return estimates
+            for state, (last, _) in over.items():
+                params = {"state": state, "after": last, "most": ESTIMATED_QUEUES}
+                await self._trace(self._count_queues, params, self.count_plans)
+                await cur.execute(self._count_queues, params, prepare=False)
+                pairs += [(state, row["queue"]) for row in await cur.fetchall()]
+            if not pairs:
+                return {}
+            await cur.execute(_estimates(self.prefix, pairs), prepare=False)
+            plan = (await cur.fetchall())[0]["QUERY PLAN"][0]["Plan"]
+        # One part: the scan itself; more: an Append of the parts, in order.
+        parts = plan["Plans"] if len(pairs) > 1 else [plan]
+        return {pair: int(part["Plan Rows"]) for pair, part in zip(pairs, parts, strict=True)}
 
     def _filtered(self, template: str, names: tuple[str, ...], column: str, order: str) -> bytes:
         """``template`` (``jobs_page`` or ``jobs_count``) with the conditions ``names`` (from
@@ -418,6 +422,19 @@ def _counts(prefix: str) -> bytes:
         for state in STATES
     )
     return sql.SQL(_text("counts")).format(parts=parts).as_bytes(None)
+
+
+def _estimates(prefix: str, pairs: list[tuple[str, str]]) -> bytes:
+    """``EXPLAIN`` of ``counts_estimate.sql`` once per (state, queue), joined by UNION ALL:
+    planned once, read never (the values are literals, so the plan is the planner's best)."""
+    part = _text("counts_estimate")
+    parts = sql.SQL("\nUNION ALL\n").join(
+        sql.SQL(part).format(
+            prefix=sql.Identifier(prefix), state=sql.Literal(state), queue=sql.Literal(queue)
+        )
+        for state, queue in pairs
+    )
+    return sql.SQL("EXPLAIN (FORMAT JSON)\n{}").format(parts).as_bytes(None)
 
 
 def rows_read(plan: dict[str, Any]) -> int:
