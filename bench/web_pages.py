@@ -102,6 +102,8 @@ PAGES: list[tuple[str, str]] = [
 LIVE: list[tuple[str, str]] = [
     ("live overview", "/live/overview"),
     ("live queue page", "/live/queues/queue_3"),
+    ("live job list", "/live/jobs"),
+    ("live job list, state=completed", "/live/jobs?state=completed"),
     ("live metrics 1h by state", "/live/metrics?window=1h&group=state"),
     ("live metrics 5m by worker, 1 queue", "/live/metrics?window=5m&group=worker&queue=queue_3"),
 ]

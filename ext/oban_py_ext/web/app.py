@@ -24,7 +24,7 @@ from oban_py.config import Config
 from oban_py_ext.web import fleet_pages, pages, posts
 from oban_py_ext.web.dashboard import SECURITY_HEADERS, Dashboard, Settings
 from oban_py_ext.web.guard import guarded
-from oban_py_ext.web.reads import SCAN
+from oban_py_ext.web.reads import COUNT_CAP, SCAN
 from oban_py_ext.web.security import SESSION_TTL, Access, Authorize, Sessions
 
 
@@ -44,6 +44,7 @@ def create_app(
     page_size: int = 25,
     bulk_limit: int = 100_000,
     scan: int = SCAN,
+    count_cap: int = COUNT_CAP,
     title: str = "oban_py",
     allowed_hosts: Sequence[str] | None = None,
     trust_forwarded: bool = False,
@@ -67,6 +68,8 @@ def create_app(
     :param scan: most ids a page of the job list searches for conditions no index serves
         (worker, tags, args text, node, priority, attempt, time range) or sorted by a
         timestamp; the page then links to the next ids.
+    :param count_cap: most rows of one state the counts by queue and state read per refresh;
+        a state holding more is shown as an estimate ("≈1.2M") from the table's statistics.
     :param allowed_hosts: ``Host`` names answered (``*.example.com`` patterns allowed). By
         default any host when a login or ``authorize`` protects the dashboard, else only the
         loopback names, so a foreign name re-pointed at 127.0.0.1 (DNS rebinding) gets nothing.
@@ -100,6 +103,7 @@ def create_app(
         statement_timeout=statement_timeout,
         bulk_limit=bulk_limit,
         scan=scan,
+        count_cap=count_cap,
     )
 
     @contextlib.asynccontextmanager

@@ -22,7 +22,7 @@ from oban_py_ext.web.crons import CronWatch
 from oban_py_ext.web.filters import STATES, JobFilter
 from oban_py_ext.web.fleet import CronTable, FleetReads, Leases
 from oban_py_ext.web.nodes import NodeWatch
-from oban_py_ext.web.reads import SCAN, Counts, Page, Reads
+from oban_py_ext.web.reads import COUNT_CAP, SCAN, Counts, Page, Reads
 from oban_py_ext.web.render import environment
 from oban_py_ext.web.security import (
     CSRF_COOKIE,
@@ -72,12 +72,13 @@ class Dashboard:
         statement_timeout: float,
         bulk_limit: int,
         scan: int = SCAN,
+        count_cap: int = COUNT_CAP,
     ) -> None:
         self.client = client
         self.owns_client = owns_client
         self.access = access
         self.settings = settings
-        self.reads = Reads(client.pool, client.config.prefix, statement_timeout, scan)
+        self.reads = Reads(client.pool, client.config.prefix, statement_timeout, scan, count_cap)
         self.actions = Actions(client)
         self.bulk = BulkRuns(self.reads, self.actions.perform, bulk_limit)
         self.bulk.changed = self.changed

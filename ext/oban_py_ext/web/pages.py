@@ -15,7 +15,7 @@ from oban_py_ext.web.actions import JOB_ACTIONS
 from oban_py_ext.web.dashboard import SECURITY_HEADERS, Dashboard, dashboard_of
 from oban_py_ext.web.filters import SORTS, STATES, FilterError, JobFilter
 from oban_py_ext.web.graph import layout
-from oban_py_ext.web.reads import Counts, Page
+from oban_py_ext.web.reads import NONE, Amount, Counts, Page
 from oban_py_ext.web.series import LABELS, WINDOWS, parse_query
 
 
@@ -205,16 +205,17 @@ async def _jobs_context(
     }
 
 
-def _known_total(counts: Counts, job_filter: JobFilter) -> int | None:
-    """How many jobs match, when the shared counts say (no condition beyond state and queue)."""
+def _known_total(counts: Counts, job_filter: JobFilter) -> Amount | None:
+    """How many jobs match, when the shared counts say (no condition beyond state and queue):
+    estimated when any part of it is."""
     if job_filter.fields().keys() - {"state", "queue", "sort"}:
         return None
     queues = [counts.queues[job_filter.queue]] if job_filter.queue in counts.queues else []
     if job_filter.queue is None:
         queues = list(counts.queues.values())
     if job_filter.state is None:
-        return sum(q.total for q in queues)
-    return sum(q.by_state.get(job_filter.state, 0) for q in queues)
+        return sum((q.total for q in queues), NONE)
+    return sum((q.by_state.get(job_filter.state, NONE) for q in queues), NONE)
 
 
 async def jobs_count(request: Request) -> Response:
@@ -267,7 +268,7 @@ async def queue_live(request: Request) -> Response:
 async def _queue_context(request: Request, dashboard: Dashboard) -> dict[str, Any]:
     name = request.path_params["queue"]
     counts = await dashboard.counts.get()
-    by_state = dict.fromkeys(STATES, 0)
+    by_state = dict.fromkeys(STATES, NONE)
     if name in counts.queues:
         by_state.update(counts.queues[name].by_state)
     checks = [c for c in dashboard.nodes.checks() if c.queue == name]

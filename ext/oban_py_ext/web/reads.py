@@ -8,6 +8,8 @@ connection (or a lock) for longer than that.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
@@ -24,6 +26,11 @@ from oban_py_ext.web.filters import STATES, UNINDEXED, JobFilter
 
 #: Most ids a page with unindexed conditions reads (``create_app(scan=...)``).
 SCAN = 100_000
+#: Most rows of one state the shared counts read (``create_app(count_cap=...)``); a state
+#: holding more is estimated from the table's statistics.
+COUNT_CAP = 10_000
+#: Most queues of one state beyond the cap that get an estimate each (one index row apiece).
+ESTIMATED_QUEUES = 100
 #: The orders of ``jobs_page.sql``: the primary key's both ways, or a timestamp's (nulls last).
 ORDERS = {
     "asc": "id ASC",
@@ -48,26 +55,47 @@ def _filter_clauses() -> dict[str, str]:
     return clauses
 
 
+@dataclass(frozen=True)
+class Amount:
+    """A number of jobs: counted, or ``estimated`` from the table's statistics (shown "≈")."""
+
+    value: int
+    estimated: bool = False
+
+    def __add__(self, other: Amount | int) -> Amount:
+        if isinstance(other, Amount):
+            return Amount(self.value + other.value, self.estimated or other.estimated)
+        return Amount(self.value + other, self.estimated)
+
+    __radd__ = __add__
+
+
+NONE = Amount(0)
+
+
 @dataclass
 class QueueCounts:
     queue: str
-    by_state: dict[str, int] = field(default_factory=dict)
+    by_state: dict[str, Amount] = field(default_factory=dict)
 
     @property
-    def total(self) -> int:
-        return sum(self.by_state.values())
+    def total(self) -> Amount:
+        return sum(self.by_state.values(), NONE)
 
 
 @dataclass
 class Counts:
     queues: dict[str, QueueCounts] = field(default_factory=dict)
 
-    def by_state(self) -> dict[str, int]:
-        totals = dict.fromkeys(STATES, 0)
+    def by_state(self) -> dict[str, Amount]:
+        totals = dict.fromkeys(STATES, NONE)
         for counts in self.queues.values():
             for state, n in counts.by_state.items():
-                totals[state] = totals.get(state, 0) + n
+                totals[state] = totals.get(state, NONE) + n
         return totals
+
+    def add(self, queue: str, state: str, amount: Amount) -> None:
+        self.queues.setdefault(queue, QueueCounts(queue)).by_state[state] = amount
 
 
 @dataclass
@@ -110,24 +138,38 @@ class Reads:
         prefix: str,
         statement_timeout: float,
         scan: int = SCAN,
+        count_cap: int = COUNT_CAP,
     ) -> None:
         self.pool = pool
         self.prefix = prefix
         self.timeout_ms = max(1, int(statement_timeout * 1000))
         #: Most ids one page with unindexed conditions (or a timestamp sort) reads.
         self.scan = scan
+        #: Most rows of one state the shared counts read.
+        self.count_cap = count_cap
         self._pages: dict[tuple[str, tuple[str, ...], str, str], bytes] = {}
-        self._counts = compose(_text("counts"), prefix)
+        self._counts = _counts(prefix)
+        self._count_queues = compose(_text("counts_queues"), prefix)
         self._job = compose(_text("job_row"), prefix)
         self._bounds = compose(_text("id_bounds"), prefix)
         #: When a list, every job list read (pages, counts, bulk batches) also runs under
         #: ``EXPLAIN ANALYZE`` and its plan is appended: how benchmarks and tests see the rows
         #: each read takes (``rows_read``).
         self.plans: list[dict[str, Any]] | None = None
+        #: The same for the shared counts by queue and state (``counts``).
+        self.count_plans: list[dict[str, Any]] | None = None
 
     async def _all(
         self, query: bytes, params: dict[str, Any] | None = None
     ) -> list[dict[str, Any]]:
+        async with self._session() as cur:
+            await cur.execute(query, params, prepare=False)
+            rows: list[dict[str, Any]] = await cur.fetchall()
+            return rows
+
+    @asynccontextmanager
+    async def _session(self) -> AsyncIterator[psycopg.AsyncCursor[dict[str, Any]]]:
+        """A cursor in a transaction whose every statement has the statement timeout."""
         # No longer than a statement may take for a connection either: with the database away,
         # a page answers within the timeout instead of the pool's 30 s.
         async with (
@@ -138,17 +180,49 @@ class Reads:
             await cur.execute(
                 "SELECT set_config('statement_timeout', %s, true)", (str(self.timeout_ms),)
             )
-            await cur.execute(query, params, prepare=False)
-            rows: list[dict[str, Any]] = await cur.fetchall()
-            return rows
+            yield cur
 
     async def counts(self) -> Counts:
+        """Jobs per queue and state: counted up to ``count_cap`` rows per state, whatever the
+        size of the table. A state holding more is counted exactly for the queues its first
+        ``count_cap`` rows (in queue order) hold entirely; the queue reached last and those
+        after it (at most ``ESTIMATED_QUEUES``) are the planner's estimates, as oban_met's
+        reporter does above its estimate limit."""
         counts = Counts()
-        for row in await self._all(self._counts):
-            queue = counts.queues.setdefault(row["queue"], QueueCounts(row["queue"]))
-            queue.by_state[row["state"]] = int(row["count"])
+        params = {"cap": self.count_cap}
+        await self._trace(self._counts, params, self.count_plans)
+        over: dict[str, tuple[str, int]] = {}
+        for row in await self._all(self._counts, params):
+            if row["over"] and row["last"]:
+                over[row["state"]] = (row["queue"], int(row["count"]))
+            else:
+                counts.add(row["queue"], row["state"], Amount(int(row["count"])))
+        for (state, queue), estimate in (await self._estimates(over)).items():
+            last, seen = over[state]
+            floor = seen if queue == last else 1
+            counts.add(queue, state, Amount(max(estimate, floor), estimated=True))
         counts.queues = dict(sorted(counts.queues.items()))
         return counts
+
+    async def _estimates(self, over: dict[str, tuple[str, int]]) -> dict[tuple[str, str], int]:
+        """The planner's estimate for each queue of each state in ``over`` from its last queue
+        reached on: the queues found by one skip scan a state, then one ``EXPLAIN`` for all."""
+        if not over:
+            return {}
+        pairs: list[tuple[str, str]] = []
+        async with self._session() as cur:
+            for state, (last, _) in over.items():
+                params = {"state": state, "after": last, "most": ESTIMATED_QUEUES}
+                await self._trace(self._count_queues, params, self.count_plans)
+                await cur.execute(self._count_queues, params, prepare=False)
+                pairs += [(state, row["queue"]) for row in await cur.fetchall()]
+            if not pairs:
+                return {}
+            await cur.execute(_estimates(self.prefix, pairs), prepare=False)
+            plan = (await cur.fetchall())[0]["QUERY PLAN"][0]["Plan"]
+        # One part: the scan itself; more: an Append of the parts, in order.
+        parts = plan["Plans"] if len(pairs) > 1 else [plan]
+        return {pair: int(part["Plan Rows"]) for pair, part in zip(pairs, parts, strict=True)}
 
     def _filtered(self, template: str, names: tuple[str, ...], column: str, order: str) -> bytes:
         """``template`` (``jobs_page`` or ``jobs_count``) with the conditions ``names`` (from
@@ -185,13 +259,15 @@ class Reads:
         names = _names(params, action)
         params["limit"] = limit
         query = self._filtered("jobs_page", names, job_filter.column, order)
-        await self._trace(query, params)
+        await self._trace(query, params, self.plans)
         return await self._all(query, params)
 
-    async def _trace(self, query: bytes, params: dict[str, Any]) -> None:
-        if self.plans is not None:
+    async def _trace(
+        self, query: bytes, params: dict[str, Any], plans: list[dict[str, Any]] | None
+    ) -> None:
+        if plans is not None:
             rows = await self._all(b"EXPLAIN (ANALYZE, FORMAT JSON) " + query, params)
-            self.plans.append(rows[0]["QUERY PLAN"][0])
+            plans.append(rows[0]["QUERY PLAN"][0])
 
     async def bounds(self) -> tuple[int, int] | None:
         """The lowest and highest id, or None for an empty table."""
@@ -328,7 +404,7 @@ class Reads:
         params = _conditions(job_filter) | bounds
         names = _names(params, action)
         query = self._filtered("jobs_count", names, job_filter.column, "asc")
-        await self._trace(query, params | {"cap": cap})
+        await self._trace(query, params | {"cap": cap}, self.plans)
         rows = await self._all(query, params | {"cap": cap})
         return int(rows[0]["count"])
 
@@ -337,12 +413,37 @@ class Reads:
         return rows[0] if rows else None
 
 
+def _counts(prefix: str) -> bytes:
+    """``counts.sql`` with one part per state: each its own scan, so a plan says exactly what
+    each read (a lateral join over the states would report rows averaged over its loops)."""
+    part = _text("counts_state")
+    parts = sql.SQL("\nUNION ALL\n").join(
+        sql.SQL(part).format(prefix=sql.Identifier(prefix), state=sql.Literal(state))
+        for state in STATES
+    )
+    return sql.SQL(_text("counts")).format(parts=parts).as_bytes(None)
+
+
+def _estimates(prefix: str, pairs: list[tuple[str, str]]) -> bytes:
+    """``EXPLAIN`` of ``counts_estimate.sql`` once per (state, queue), joined by UNION ALL:
+    planned once, read never (the values are literals, so the plan is the planner's best)."""
+    part = _text("counts_estimate")
+    parts = sql.SQL("\nUNION ALL\n").join(
+        sql.SQL(part).format(
+            prefix=sql.Identifier(prefix), state=sql.Literal(state), queue=sql.Literal(queue)
+        )
+        for state, queue in pairs
+    )
+    return sql.SQL("EXPLAIN (FORMAT JSON)\n{}").format(parts).as_bytes(None)
+
+
 def rows_read(plan: dict[str, Any]) -> int:
     """Rows an ``EXPLAIN (ANALYZE, FORMAT JSON)`` plan read from its tables and indexes:
-    those its scans returned and those their filters removed, over every loop."""
+    those its scans returned and those their filters removed, over every loop (scans of a
+    function's or a subquery's rows read no table)."""
     node = plan.get("Plan", plan)
     own = 0
-    if "Scan" in node["Node Type"]:
+    if "Relation Name" in node or "Index Name" in node:
         kept = node.get("Actual Rows", 0) + node.get("Rows Removed by Filter", 0)
         own = kept * node.get("Actual Loops", 1)
     return own + sum(rows_read(child) for child in node.get("Plans", []))

@@ -17,6 +17,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from oban_py.job import jsonb
 from oban_py.job.terms import TermError, decode_recorded
+from oban_py_ext.web.reads import Amount
 
 
 def as_json(value: Any) -> str:
@@ -75,9 +76,17 @@ def recorded(meta: Any) -> tuple[bool, str] | None:
         return False, f"cannot decode the recorded term: {error}"
 
 
-def number(value: int | float) -> str:
-    """With thousands separators: 1,234,567."""
-    return f"{value:,}"
+def number(value: int | float | Amount) -> str:
+    """With thousands separators: 1,234,567; an estimate to two significant digits: ≈1.2M."""
+    if not isinstance(value, Amount):
+        return f"{value:,}"
+    if not value.estimated:
+        return f"{value.value:,}"
+    rounded = float(f"{value.value:.2g}")
+    for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if rounded >= size:
+            return f"≈{rounded / size:g}{suffix}"
+    return f"≈{rounded:g}"
 
 
 def path_part(value: str) -> str:
