@@ -40,6 +40,15 @@ class BenchDatabase:
     def create(self) -> None:
         with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.name)))
+            if os.environ.get("BENCH_NO_FLUSH_WAIT"):
+                # A measurement aid, never a setting to run with: on a machine whose disk is
+                # shared with other work, waiting for WAL flushes swamps the CPU-side cost a
+                # change is meant to move. Commits still flush, a moment later.
+                conn.execute(
+                    sql.SQL("ALTER DATABASE {} SET synchronous_commit = off").format(
+                        sql.Identifier(self.name)
+                    )
+                )
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             conn.execute(schema.install_sql().encode())
             conn.execute("CREATE TABLE bench_seen (id bigint PRIMARY KEY)")
