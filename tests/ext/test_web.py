@@ -720,12 +720,15 @@ def test_a_login_session_is_random_expires_and_dies_at_sign_out(dsn: str) -> Non
         assert post(web, "/logout").status_code == 303
         web.cookies.set("oban_web_session", stolen)
         assert web.get("/", follow_redirects=False).status_code == 303, "revoked at sign-out"
-    with TestClient(
-        create_app(dsn=dsn, token="s3cret-token", session_ttl=0.2), base_url="http://127.0.0.1"
-    ) as web:
+    app = create_app(dsn=dsn, token="s3cret-token", session_ttl=60)
+    sessions = app.state.dashboard.access.sessions
+    now = [1000.0]
+    sessions.clock = lambda: now[0]
+    with TestClient(app, base_url="http://127.0.0.1") as web:
         web.post("/login", data={"_csrf": csrf(web), "token": "s3cret-token"})
-        assert web.get("/", follow_redirects=False).status_code == 200
-        threading.Event().wait(0.3)
+        now[0] += 59.9
+        assert web.get("/", follow_redirects=False).status_code == 200, "alive within its ttl"
+        now[0] += 0.2
         assert web.get("/", follow_redirects=False).status_code == 303, "expired"
 
 
