@@ -96,6 +96,17 @@ PAGES: list[tuple[str, str]] = [
     ('jobs: args={"account_id": 42}', "/jobs?args=%7B%22account_id%22%3A42%7D"),
     ("jobs: args text 'user4242'", "/jobs?args=user4242%40"),
     ("jobs: deep page (before=1000)", "/jobs?before=1000"),
+    ("jobs: worker=W7 (last segment)", "/jobs?worker=W7"),
+    ("jobs: worker matching none", "/jobs?worker=Nope"),
+    ("jobs: tags matching none", "/jobs?tags=nope"),
+    ("jobs: node=bench-node-1", "/jobs?node=bench-node-1"),
+    ("jobs: priority=3", "/jobs?priority=3"),
+    ("jobs: attempt=1", "/jobs?attempt=1"),
+    ("jobs: completed, sort=completed", "/jobs?state=completed&sort=completed"),
+    ("jobs: since 2000-01-01", "/jobs?since=2000-01-01T00%3A00"),
+    ("jobs: count for cancel, queue_3", "/jobs/count?queue=queue_3&action=cancel"),
+    ("crons page", "/crons"),
+    ("nodes page", "/nodes"),
 ]
 
 #: Live fragments, refreshed by every open tab.
@@ -104,6 +115,11 @@ LIVE: list[tuple[str, str]] = [
     ("live queue page", "/live/queues/queue_3"),
     ("live metrics 1h by state", "/live/metrics?window=1h&group=state"),
     ("live metrics 5m by worker, 1 queue", "/live/metrics?window=5m&group=worker&queue=queue_3"),
+    ("live job list (first page)", "/live/jobs"),
+    ("live job list state=available", "/live/jobs?state=available"),
+    ("live bulk runs", "/live/bulk"),
+    ("live crons", "/live/crons"),
+    ("live nodes", "/live/nodes"),
 ]
 
 NODES = ("bench-node-1", "bench-node-2")
