@@ -584,3 +584,64 @@ def test_every_page_has_a_favicon(page: Any) -> None:
     assert answer == [200, "image/svg+xml"]
     page.wait_for_timeout(500)
     assert missing == []
+
+
+def test_the_job_list_form_filters_by_worker_node_priority_attempt_and_time_and_sorts(
+    dsn: str, page: Any
+) -> None:
+    sql(
+        dsn,
+        "INSERT INTO oban_jobs (queue, worker, args) "
+        "SELECT 'filler', 'MyApp.Workers.Filler', '{}' FROM generate_series(1, 1200)",
+    )
+    mailer = {"queue": "pick", "worker": "MyApp.Workers.Mailer", "state": "retryable"}
+    # Inserted first, scheduled last: the two orders differ.
+    early = insert(
+        dsn,
+        **mailer,
+        attempted_by=["node-a", "uuid-1"],
+        attempt=2,
+        priority=3,
+        inserted_at="2026-01-01T10:00:00",
+        scheduled_at="2026-03-01T00:00:00",
+    )
+    late = insert(
+        dsn,
+        **mailer,
+        attempted_by=["node-b", "uuid-2"],
+        attempt=1,
+        priority=0,
+        inserted_at="2026-01-01T12:00:00",
+        scheduled_at="2026-02-01T00:00:00",
+    )
+    insert(dsn, queue="pick", worker="MyApp.Workers.NotMailer", state="retryable")
+
+    def apply(**fields: str) -> list[int]:
+        for name, value in fields.items():
+            if name == "sort":
+                page.select_option("select[name=sort]", value)
+            else:
+                page.fill(f"input[name={name}]", value)
+        page.click("form.filters button[type=submit]")
+        page.wait_for_load_state("load")
+        return shown_ids(page)
+
+    def totals(path: str) -> str:
+        page.goto(path)
+        return str(page.text_content("#totals"))
+
+    # The counts behind the totals are shared for a refresh interval: a later visit has them.
+    wait_for(lambda: "1,203" in totals("/jobs"))
+    page.goto("/jobs?queue=filler")
+    assert page.text_content("#totals").split() == ["1,200", "jobs", "match."]
+    page.goto("/jobs?queue=pick")
+    # The last segment of a dotted worker name, as the CLI suggests it.
+    assert apply(worker="Mailer") == [late, early]
+    assert apply(node="node-a") == [early]
+    assert apply(node="", priority="0") == [late]
+    assert apply(priority="", attempt="2") == [early]
+    assert apply(attempt="", since="2026-01-01T11:00:00", until="2026-01-01T13:00:00") == [late]
+    assert apply(since="", until="") == [late, early]
+    assert apply(sort="scheduled") == [early, late]
+    assert "sort=scheduled" in page.url
+    assert page.input_value("input[name=worker]") == "Mailer"
