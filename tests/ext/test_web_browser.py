@@ -572,16 +572,26 @@ def test_the_job_list_shows_new_jobs_while_open_and_holds_still_while_rows_are_t
     assert page.is_checked(f'input[name=id][value="{first}"]')
 
 
-def test_every_page_has_a_favicon(page: Any) -> None:
+def test_every_page_has_a_favicon(dsn: str, page: Any, browser: Any, server: str) -> None:
+    job_id = insert(dsn, queue="icons")
     missing: list[str] = []
     page.on("response", lambda r: missing.append(r.url) if r.status == 404 else None)
-    page.goto("/jobs")
-    href = page.get_attribute("link[rel=icon]", "href")
-    assert href is not None
-    answer = page.evaluate(
-        "href => fetch(href).then(r => [r.status, r.headers.get('content-type')])", href
-    )
-    assert answer == [200, "image/svg+xml"]
+    for path in ("/", "/jobs", f"/jobs/{job_id}", "/queues/icons", "/crons", "/nodes", "/metrics"):
+        page.goto(path)
+        href = page.get_attribute("link[rel=icon]", "href")
+        assert href is not None, path
+        answer = page.evaluate(
+            "href => fetch(href).then(r => [r.status, r.headers.get('content-type')])", href
+        )
+        assert answer == [200, "image/svg+xml"], path
+    stranger = browser.new_context(base_url=server)
+    try:
+        login = stranger.new_page()
+        login.goto("/")
+        assert login.url == server + "/login"
+        assert login.get_attribute("link[rel=icon]", "href") == href
+    finally:
+        stranger.close()
     page.wait_for_timeout(500)
     assert missing == []
 
