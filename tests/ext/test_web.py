@@ -991,6 +991,28 @@ def test_the_bulk_confirm_counts_the_matching_jobs_or_estimates_at_scale(dsn: st
         assert count("") == "at least 3"
 
 
+def test_a_confirm_count_on_a_queue_reads_only_the_jobs_it_counts(dsn: str) -> None:
+    # 20,000 completed jobs beside 30 a cancel or retry would change: the state/queue index
+    # must find the 30 whatever the action, never the table.
+    seed(dsn, 20_000)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("UPDATE oban_jobs SET state = 'completed', queue = 'busy'")
+        conn.execute(
+            "INSERT INTO oban_jobs (queue, worker, state) SELECT 'busy', 'W', "
+            "(ARRAY['available', 'scheduled', 'retryable'])[1 + i % 3]::oban_job_state "
+            "FROM generate_series(1, 30) AS i"
+        )
+        conn.execute("VACUUM ANALYZE oban_jobs")
+    app = create_app(dsn=dsn)
+    with TestClient(app, base_url="http://127.0.0.1") as web:
+        reads = app.state.dashboard.reads
+        for action, changed in (("cancel", 30), ("retry", 20_020)):
+            reads.plans = []
+            found = web.get(f"/jobs/count?queue=busy&action={action}").json()
+            assert found["count"] == changed, action
+            assert [rows_read(plan) for plan in reads.plans] == [changed], action
+
+
 def test_selected_rows_are_acted_on_and_nothing_else(dsn: str, web: TestClient) -> None:
     chosen = [insert(dsn, queue="sel") for _ in range(3)]
     spared = insert(dsn, queue="sel")
