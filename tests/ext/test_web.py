@@ -1013,6 +1013,25 @@ def test_a_confirm_count_on_a_queue_reads_only_the_jobs_it_counts(dsn: str) -> N
             assert [rows_read(plan) for plan in reads.plans] == [changed], action
 
 
+def test_a_confirm_counts_the_jobs_in_every_state_its_action_changes(
+    dsn: str, web: TestClient
+) -> None:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT enum_range(NULL::oban_job_state)::text[]").fetchone()
+    assert row is not None
+    for action in ("cancel", "retry", "delete"):
+        queue = f"every-{action}"
+        ids = [insert(dsn, queue=queue, state=state) for state in row[0]]
+        counted = web.get(f"/jobs/count?queue={queue}&action={action}").json()["count"]
+        before = [state_of(dsn, i) for i in ids]
+        for job_id in ids:
+            post(web, f"/jobs/{job_id}/{action}")
+        # What the client's own action changed, one job at a time (None: deleted).
+        after = [state_of(dsn, i) for i in ids]
+        changed = sum(b != a for b, a in zip(before, after, strict=True))
+        assert counted == changed, (action, before, after)
+
+
 def test_selected_rows_are_acted_on_and_nothing_else(dsn: str, web: TestClient) -> None:
     chosen = [insert(dsn, queue="sel") for _ in range(3)]
     spared = insert(dsn, queue="sel")
