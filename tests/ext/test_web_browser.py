@@ -367,6 +367,8 @@ def test_retrying_and_cancelling_from_the_job_page_changes_the_row(dsn: str, pag
     assert "TimeoutError: smtp timed out" in page.text_content("body")
     assert "'provider': Atom('ses')" in page.text_content("#job-result")
     shot(page, "job")
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: dialogs.append(dialog.message))
     page.click("button[value=retry]")
     page.wait_for_selector("p.flash.ok")
     assert page.text_content("#job-state") == "available"
@@ -375,6 +377,7 @@ def test_retrying_and_cancelling_from_the_job_page_changes_the_row(dsn: str, pag
     page.wait_for_selector("p.flash.ok")
     assert page.text_content("#job-state") == "cancelled"
     assert state_of(dsn, job_id) == "cancelled"
+    assert dialogs == [f"Retry 1 job (id {job_id})?", f"Cancel 1 job (id {job_id})?"]
 
 
 def test_pausing_a_queue_stops_a_running_nodes_fetching(dsn: str, page: Any, node: Any) -> None:
@@ -382,6 +385,10 @@ def test_pausing_a_queue_stops_a_running_nodes_fetching(dsn: str, page: Any, nod
     page.goto("/queues/web")
     row = 'tr[data-node="web-test-node"]'
     page.wait_for_selector(row, timeout=15_000)  # heard through gossip, live refresh
+    page.reload()  # the actions are drawn with the page, from the nodes heard by then
+    page.wait_for_selector(row)
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: dialogs.append(dialog.message))
     page.click("#queue-pause")
     page.wait_for_selector("p.flash.ok")
     wait_for(lambda: page.text_content(f"{row} .paused-cell") == "paused")
@@ -393,7 +400,9 @@ def test_pausing_a_queue_stops_a_running_nodes_fetching(dsn: str, page: Any, nod
     page.wait_for_selector(row)
     # Paused on its only node: resume is offered, pause is not, and the confirm counts nodes.
     assert page.locator("#queue-pause").count() == 0
+    assert dialogs == ["Pause queue web on 1 node?"]
     assert "on 1 node?" in (page.get_attribute("form:has(#queue-resume)", "data-confirm") or "")
+    assert "on 1 node?" in (page.get_attribute("form:has(#queue-scale)", "data-confirm") or "")
     shot(page, "queue")
     page.click("#queue-resume")
     page.wait_for_selector("p.flash.ok")
