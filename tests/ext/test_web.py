@@ -804,6 +804,23 @@ def test_five_tabs_on_a_queue_page_cost_what_one_does(dsn: str) -> None:
         assert app.state.dashboard.counts.loads == 1
 
 
+def test_five_tabs_on_the_live_job_list_cost_what_one_does(dsn: str) -> None:
+    ids = [insert(dsn, queue="tabs") for _ in range(2)]
+    insert(dsn, queue="other")
+    app = create_app(dsn=dsn, refresh_interval=60.0)
+    dashboard = app.state.dashboard
+    with TestClient(app, base_url="http://127.0.0.1") as web:
+        for _ in range(5):
+            assert ids_on(web.get("/live/jobs?queue=tabs").text) == ids[::-1]
+        assert dashboard.first_pages.loads == 1
+        assert dashboard.counts.loads == 1
+        # Another filter is another list, read once for its own tabs.
+        for _ in range(5):
+            assert web.get("/live/jobs?queue=other").status_code == 200
+        assert dashboard.first_pages.loads == 2
+        assert dashboard.counts.loads == 1
+
+
 def test_the_workflow_page_draws_each_step_with_its_state(web: TestClient, dsn: str) -> None:
     from oban_py import Worker
     from oban_py.client.core import Client
