@@ -18,6 +18,8 @@ each page through the dashboard's ASGI app (query, rendering, response) and repo
   from PostgreSQL's cumulative statistics: ``seq_tup_read`` of ``pg_stat_user_tables`` plus
   ``idx_tup_read`` of every index in ``pg_stat_user_indexes``, as deltas around a dashboard
   whose pool is closed before reading them (a backend flushes its statistics when it exits);
+- **own rows**: the same with the shared counts already read (every other shared value read
+  again): what the page reads beyond the counts every page shares;
 - for each live fragment, a refresh round with **1 tab** and with **5 tabs** (five concurrent
   requests after the refresh interval passed): 5 tabs read what 1 does when the dashboard
   shares its reads.
@@ -166,9 +168,13 @@ def rows_read(dsn: str) -> int:
     return int(row[0]) if row else 0
 
 
-def _shared_values(dashboard: Any) -> list[Any]:
-    """The dashboard's shared (cached) values, whatever the checkout calls them."""
-    return [v for v in vars(dashboard).values() if hasattr(v, "invalidate") and hasattr(v, "ttl")]
+def _shared_values(dashboard: Any, kept: frozenset[str] = frozenset()) -> list[Any]:
+    """The dashboard's shared (cached) values but ``kept``, whatever the checkout calls them."""
+    return [
+        v
+        for name, v in vars(dashboard).items()
+        if hasattr(v, "invalidate") and hasattr(v, "ttl") and name not in kept
+    ]
 
 
 class Run:
@@ -178,8 +184,11 @@ class Run:
         self.dsn = dsn
         self.history = history
 
-    async def measure(self, path: str, tabs: int, rounds: int) -> tuple[list[float], int, int]:
-        """Request ms, rows read in all, and the status of the last response."""
+    async def measure(
+        self, path: str, tabs: int, rounds: int, kept: frozenset[str] = frozenset()
+    ) -> tuple[list[float], int, int]:
+        """Request ms, rows read in all, and the status of the last response; every shared
+        value but ``kept`` is read again each round."""
         app = create_app(dsn=self.dsn, refresh_interval=3600.0, chart_interval=3600.0)
         dashboard = app.state.dashboard
         metrics = getattr(dashboard, "metrics", None)
@@ -202,7 +211,7 @@ class Run:
 
             for _ in range(rounds):
                 # The refresh interval has passed: every shared value is read again once.
-                for shared in _shared_values(dashboard):
+                for shared in _shared_values(dashboard, kept):
                     shared.invalidate()
                 await asyncio.gather(*(one() for _ in range(tabs)))
         await dashboard.close()
@@ -228,10 +237,16 @@ async def measure(dsn: str, runs: int) -> dict[str, dict[str, Any]]:
     results: dict[str, dict[str, Any]] = {}
     for label, path in PAGES:
         times, rows, status = await run.measure(path, 1, runs)
+        # The counts kept: the first request reads them, the others do not.
+        counts = frozenset({"counts"})
+        _, first, _ = await run.measure(path, 1, 1, counts)
+        kept, later, _ = await run.measure(path, 1, runs + 1, counts)
         results[label] = {
             "status": status,
             "ms": statistics.median(times),
             "rows": (rows - baseline) / runs,
+            "own_ms": statistics.median(kept[1:]),
+            "own_rows": (later - first) / runs,
         }
     for label, path in LIVE:
         entry: dict[str, Any] = {}
@@ -260,9 +275,15 @@ def report(dsn: str, runs: int, save: str | None, against: str | None) -> None:
         Path(save).write_text(json.dumps(results, indent=1))
     other: dict[str, Any] = json.loads(Path(against).read_text()) if against else {}
     side = f" | {'before ms':>9} {'rows/req':>11}" if other else ""
+    side += f" | {'own ms':>9} {'own rows':>11}"
+    side += f" | {'before own':>9} {'own rows':>11}" if other else ""
     print(f"{'page (one tab)':<40} {'server ms':>9} {'rows/req':>11}{side}")
     for label, _ in PAGES:
         extra = f" | {_fmt(other.get(label), 'ms', 'rows')}" if other else ""
+        extra += f" | {_fmt(results[label], 'own_ms', 'own_rows')}"
+        was = other.get(label)
+        if other:
+            extra += f" | {_fmt(was if was and 'own_rows' in was else None, 'own_ms', 'own_rows')}"
         print(f"{label:<40} {_fmt(results[label], 'ms', 'rows')}{extra}")
     print()
     head = f"{'live refresh, per round':<40} {'1 tab ms':>9} {'rows':>11}"
