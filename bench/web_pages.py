@@ -18,6 +18,8 @@ each page through the dashboard's ASGI app (query, rendering, response) and repo
   from PostgreSQL's cumulative statistics: ``seq_tup_read`` of ``pg_stat_user_tables`` plus
   ``idx_tup_read`` of every index in ``pg_stat_user_indexes``, as deltas around a dashboard
   whose pool is closed before reading them (a backend flushes its statistics when it exits);
+- **own rows**: the same with the shared counts already read (every other shared value read
+  again): what the page reads beyond the counts every page shares;
 - for each live fragment, a refresh round with **1 tab** and with **5 tabs** (five concurrent
   requests after the refresh interval passed): 5 tabs read what 1 does when the dashboard
   shares its reads.
@@ -96,6 +98,17 @@ PAGES: list[tuple[str, str]] = [
     ('jobs: args={"account_id": 42}', "/jobs?args=%7B%22account_id%22%3A42%7D"),
     ("jobs: args text 'user4242'", "/jobs?args=user4242%40"),
     ("jobs: deep page (before=1000)", "/jobs?before=1000"),
+    ("jobs: worker=W7 (last segment)", "/jobs?worker=W7"),
+    ("jobs: worker matching none", "/jobs?worker=Nope"),
+    ("jobs: tags matching none", "/jobs?tags=nope"),
+    ("jobs: node=bench-node-1", "/jobs?node=bench-node-1"),
+    ("jobs: priority=3", "/jobs?priority=3"),
+    ("jobs: attempt=1", "/jobs?attempt=1"),
+    ("jobs: completed, sort=completed", "/jobs?state=completed&sort=completed"),
+    ("jobs: since 2000-01-01", "/jobs?since=2000-01-01T00%3A00"),
+    ("jobs: count for cancel, queue_3", "/jobs/count?queue=queue_3&action=cancel"),
+    ("crons page", "/crons"),
+    ("nodes page", "/nodes"),
 ]
 
 #: Live fragments, refreshed by every open tab.
@@ -106,6 +119,11 @@ LIVE: list[tuple[str, str]] = [
     ("live job list, state=completed", "/live/jobs?state=completed"),
     ("live metrics 1h by state", "/live/metrics?window=1h&group=state"),
     ("live metrics 5m by worker, 1 queue", "/live/metrics?window=5m&group=worker&queue=queue_3"),
+    ("live job list (first page)", "/live/jobs"),
+    ("live job list state=available", "/live/jobs?state=available"),
+    ("live bulk runs", "/live/bulk"),
+    ("live crons", "/live/crons"),
+    ("live nodes", "/live/nodes"),
 ]
 
 NODES = ("bench-node-1", "bench-node-2")
@@ -152,9 +170,13 @@ def rows_read(dsn: str) -> int:
     return int(row[0]) if row else 0
 
 
-def _shared_values(dashboard: Any) -> list[Any]:
-    """The dashboard's shared (cached) values, whatever the checkout calls them."""
-    return [v for v in vars(dashboard).values() if hasattr(v, "invalidate") and hasattr(v, "ttl")]
+def _shared_values(dashboard: Any, kept: frozenset[str] = frozenset()) -> list[Any]:
+    """The dashboard's shared (cached) values but ``kept``, whatever the checkout calls them."""
+    return [
+        v
+        for name, v in vars(dashboard).items()
+        if hasattr(v, "invalidate") and hasattr(v, "ttl") and name not in kept
+    ]
 
 
 class Run:
@@ -164,8 +186,11 @@ class Run:
         self.dsn = dsn
         self.history = history
 
-    async def measure(self, path: str, tabs: int, rounds: int) -> tuple[list[float], int, int]:
-        """Request ms, rows read in all, and the status of the last response."""
+    async def measure(
+        self, path: str, tabs: int, rounds: int, kept: frozenset[str] = frozenset()
+    ) -> tuple[list[float], int, int]:
+        """Request ms, rows read in all, and the status of the last response; every shared
+        value but ``kept`` is read again each round."""
         app = create_app(dsn=self.dsn, refresh_interval=3600.0, chart_interval=3600.0)
         dashboard = app.state.dashboard
         metrics = getattr(dashboard, "metrics", None)
@@ -188,7 +213,7 @@ class Run:
 
             for _ in range(rounds):
                 # The refresh interval has passed: every shared value is read again once.
-                for shared in _shared_values(dashboard):
+                for shared in _shared_values(dashboard, kept):
                     shared.invalidate()
                 await asyncio.gather(*(one() for _ in range(tabs)))
         await dashboard.close()
@@ -214,10 +239,16 @@ async def measure(dsn: str, runs: int) -> dict[str, dict[str, Any]]:
     results: dict[str, dict[str, Any]] = {}
     for label, path in PAGES:
         times, rows, status = await run.measure(path, 1, runs)
+        # The counts kept: the first request reads them, the others do not.
+        counts = frozenset({"counts"})
+        _, first, _ = await run.measure(path, 1, 1, counts)
+        kept, later, _ = await run.measure(path, 1, runs + 1, counts)
         results[label] = {
             "status": status,
             "ms": statistics.median(times),
             "rows": (rows - baseline) / runs,
+            "own_ms": statistics.median(kept[1:]),
+            "own_rows": (later - first) / runs,
         }
     for label, path in LIVE:
         entry: dict[str, Any] = {}
@@ -246,9 +277,15 @@ def report(dsn: str, runs: int, save: str | None, against: str | None) -> None:
         Path(save).write_text(json.dumps(results, indent=1))
     other: dict[str, Any] = json.loads(Path(against).read_text()) if against else {}
     side = f" | {'before ms':>9} {'rows/req':>11}" if other else ""
+    side += f" | {'own ms':>9} {'own rows':>11}"
+    side += f" | {'before own':>9} {'own rows':>11}" if other else ""
     print(f"{'page (one tab)':<40} {'server ms':>9} {'rows/req':>11}{side}")
     for label, _ in PAGES:
         extra = f" | {_fmt(other.get(label), 'ms', 'rows')}" if other else ""
+        extra += f" | {_fmt(results[label], 'own_ms', 'own_rows')}"
+        was = other.get(label)
+        if other:
+            extra += f" | {_fmt(was if was and 'own_rows' in was else None, 'own_ms', 'own_rows')}"
         print(f"{label:<40} {_fmt(results[label], 'ms', 'rows')}{extra}")
     print()
     head = f"{'live refresh, per round':<40} {'1 tab ms':>9} {'rows':>11}"

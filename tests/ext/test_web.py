@@ -720,12 +720,15 @@ def test_a_login_session_is_random_expires_and_dies_at_sign_out(dsn: str) -> Non
         assert post(web, "/logout").status_code == 303
         web.cookies.set("oban_web_session", stolen)
         assert web.get("/", follow_redirects=False).status_code == 303, "revoked at sign-out"
-    with TestClient(
-        create_app(dsn=dsn, token="s3cret-token", session_ttl=0.2), base_url="http://127.0.0.1"
-    ) as web:
+    app = create_app(dsn=dsn, token="s3cret-token", session_ttl=60)
+    sessions = app.state.dashboard.access.sessions
+    now = [1000.0]
+    sessions.clock = lambda: now[0]
+    with TestClient(app, base_url="http://127.0.0.1") as web:
         web.post("/login", data={"_csrf": csrf(web), "token": "s3cret-token"})
-        assert web.get("/", follow_redirects=False).status_code == 200
-        threading.Event().wait(0.3)
+        now[0] += 59.9
+        assert web.get("/", follow_redirects=False).status_code == 200, "alive within its ttl"
+        now[0] += 0.2
         assert web.get("/", follow_redirects=False).status_code == 303, "expired"
 
 
@@ -799,6 +802,23 @@ def test_five_tabs_on_a_queue_page_cost_what_one_does(dsn: str) -> None:
             assert web.get("/live/queues/tabs").status_code == 200
         assert app.state.dashboard.recent.loads == 1
         assert app.state.dashboard.counts.loads == 1
+
+
+def test_five_tabs_on_the_live_job_list_cost_what_one_does(dsn: str) -> None:
+    ids = [insert(dsn, queue="tabs") for _ in range(2)]
+    insert(dsn, queue="other")
+    app = create_app(dsn=dsn, refresh_interval=60.0)
+    dashboard = app.state.dashboard
+    with TestClient(app, base_url="http://127.0.0.1") as web:
+        for _ in range(5):
+            assert ids_on(web.get("/live/jobs?queue=tabs").text) == ids[::-1]
+        assert dashboard.first_pages.loads == 1
+        assert dashboard.counts.loads == 1
+        # Another filter is another list, read once for its own tabs.
+        for _ in range(5):
+            assert web.get("/live/jobs?queue=other").status_code == 200
+        assert dashboard.first_pages.loads == 2
+        assert dashboard.counts.loads == 1
 
 
 def test_the_workflow_page_draws_each_step_with_its_state(web: TestClient, dsn: str) -> None:
@@ -986,6 +1006,47 @@ def test_the_bulk_confirm_counts_the_matching_jobs_or_estimates_at_scale(dsn: st
             "2",
         ]
         assert count("") == "at least 3"
+
+
+def test_a_confirm_count_on_a_queue_reads_only_the_jobs_it_counts(dsn: str) -> None:
+    # 20,000 completed jobs beside 30 a cancel or retry would change: the state/queue index
+    # must find the 30 whatever the action, never the table.
+    seed(dsn, 20_000)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("UPDATE oban_jobs SET state = 'completed', queue = 'busy'")
+        conn.execute(
+            "INSERT INTO oban_jobs (queue, worker, state) SELECT 'busy', 'W', "
+            "(ARRAY['available', 'scheduled', 'retryable'])[1 + i % 3]::oban_job_state "
+            "FROM generate_series(1, 30) AS i"
+        )
+        conn.execute("VACUUM ANALYZE oban_jobs")
+    app = create_app(dsn=dsn)
+    with TestClient(app, base_url="http://127.0.0.1") as web:
+        reads = app.state.dashboard.reads
+        for action, changed in (("cancel", 30), ("retry", 20_020)):
+            reads.plans = []
+            found = web.get(f"/jobs/count?queue=busy&action={action}").json()
+            assert found["count"] == changed, action
+            assert [rows_read(plan) for plan in reads.plans] == [changed], action
+
+
+def test_a_confirm_counts_the_jobs_in_every_state_its_action_changes(
+    dsn: str, web: TestClient
+) -> None:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT enum_range(NULL::oban_job_state)::text[]").fetchone()
+    assert row is not None
+    for action in ("cancel", "retry", "delete"):
+        queue = f"every-{action}"
+        ids = [insert(dsn, queue=queue, state=state) for state in row[0]]
+        counted = web.get(f"/jobs/count?queue={queue}&action={action}").json()["count"]
+        before = [state_of(dsn, i) for i in ids]
+        for job_id in ids:
+            post(web, f"/jobs/{job_id}/{action}")
+        # What the client's own action changed, one job at a time (None: deleted).
+        after = [state_of(dsn, i) for i in ids]
+        changed = sum(b != a for b, a in zip(before, after, strict=True))
+        assert counted == changed, (action, before, after)
 
 
 def test_selected_rows_are_acted_on_and_nothing_else(dsn: str, web: TestClient) -> None:

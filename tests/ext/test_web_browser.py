@@ -367,6 +367,8 @@ def test_retrying_and_cancelling_from_the_job_page_changes_the_row(dsn: str, pag
     assert "TimeoutError: smtp timed out" in page.text_content("body")
     assert "'provider': Atom('ses')" in page.text_content("#job-result")
     shot(page, "job")
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: dialogs.append(dialog.message))
     page.click("button[value=retry]")
     page.wait_for_selector("p.flash.ok")
     assert page.text_content("#job-state") == "available"
@@ -375,6 +377,7 @@ def test_retrying_and_cancelling_from_the_job_page_changes_the_row(dsn: str, pag
     page.wait_for_selector("p.flash.ok")
     assert page.text_content("#job-state") == "cancelled"
     assert state_of(dsn, job_id) == "cancelled"
+    assert dialogs == [f"Retry 1 job (id {job_id})?", f"Cancel 1 job (id {job_id})?"]
 
 
 def test_pausing_a_queue_stops_a_running_nodes_fetching(dsn: str, page: Any, node: Any) -> None:
@@ -382,6 +385,10 @@ def test_pausing_a_queue_stops_a_running_nodes_fetching(dsn: str, page: Any, nod
     page.goto("/queues/web")
     row = 'tr[data-node="web-test-node"]'
     page.wait_for_selector(row, timeout=15_000)  # heard through gossip, live refresh
+    page.reload()  # the actions are drawn with the page, from the nodes heard by then
+    page.wait_for_selector(row)
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: dialogs.append(dialog.message))
     page.click("#queue-pause")
     page.wait_for_selector("p.flash.ok")
     wait_for(lambda: page.text_content(f"{row} .paused-cell") == "paused")
@@ -393,7 +400,9 @@ def test_pausing_a_queue_stops_a_running_nodes_fetching(dsn: str, page: Any, nod
     page.wait_for_selector(row)
     # Paused on its only node: resume is offered, pause is not, and the confirm counts nodes.
     assert page.locator("#queue-pause").count() == 0
+    assert dialogs == ["Pause queue web on 1 node?"]
     assert "on 1 node?" in (page.get_attribute("form:has(#queue-resume)", "data-confirm") or "")
+    assert "on 1 node?" in (page.get_attribute("form:has(#queue-scale)", "data-confirm") or "")
     shot(page, "queue")
     page.click("#queue-resume")
     page.wait_for_selector("p.flash.ok")
@@ -572,15 +581,86 @@ def test_the_job_list_shows_new_jobs_while_open_and_holds_still_while_rows_are_t
     assert page.is_checked(f'input[name=id][value="{first}"]')
 
 
-def test_every_page_has_a_favicon(page: Any) -> None:
+def test_every_page_has_a_favicon(dsn: str, page: Any, browser: Any, server: str) -> None:
+    job_id = insert(dsn, queue="icons")
     missing: list[str] = []
     page.on("response", lambda r: missing.append(r.url) if r.status == 404 else None)
-    page.goto("/jobs")
-    href = page.get_attribute("link[rel=icon]", "href")
-    assert href is not None
-    answer = page.evaluate(
-        "href => fetch(href).then(r => [r.status, r.headers.get('content-type')])", href
-    )
-    assert answer == [200, "image/svg+xml"]
+    for path in ("/", "/jobs", f"/jobs/{job_id}", "/queues/icons", "/crons", "/nodes", "/metrics"):
+        page.goto(path)
+        href = page.get_attribute("link[rel=icon]", "href")
+        assert href is not None, path
+        answer = page.evaluate(
+            "href => fetch(href).then(r => [r.status, r.headers.get('content-type')])", href
+        )
+        assert answer == [200, "image/svg+xml"], path
+    stranger = browser.new_context(base_url=server)
+    try:
+        login = stranger.new_page()
+        login.goto("/")
+        assert login.url == server + "/login"
+        assert login.get_attribute("link[rel=icon]", "href") == href
+    finally:
+        stranger.close()
     page.wait_for_timeout(500)
     assert missing == []
+
+
+def test_the_job_list_form_filters_by_worker_node_priority_attempt_and_time_and_sorts(
+    dsn: str, page: Any
+) -> None:
+    sql(
+        dsn,
+        "INSERT INTO oban_jobs (queue, worker, args) "
+        "SELECT 'filler', 'MyApp.Workers.Filler', '{}' FROM generate_series(1, 1200)",
+    )
+    mailer = {"queue": "pick", "worker": "MyApp.Workers.Mailer", "state": "retryable"}
+    # Inserted first, scheduled last: the two orders differ.
+    early = insert(
+        dsn,
+        **mailer,
+        attempted_by=["node-a", "uuid-1"],
+        attempt=2,
+        priority=3,
+        inserted_at="2026-01-01T10:00:00",
+        scheduled_at="2026-03-01T00:00:00",
+    )
+    late = insert(
+        dsn,
+        **mailer,
+        attempted_by=["node-b", "uuid-2"],
+        attempt=1,
+        priority=0,
+        inserted_at="2026-01-01T12:00:00",
+        scheduled_at="2026-02-01T00:00:00",
+    )
+    insert(dsn, queue="pick", worker="MyApp.Workers.NotMailer", state="retryable")
+
+    def apply(**fields: str) -> list[int]:
+        for name, value in fields.items():
+            if name == "sort":
+                page.select_option("select[name=sort]", value)
+            else:
+                page.fill(f"input[name={name}]", value)
+        page.click("form.filters button[type=submit]")
+        page.wait_for_load_state("load")
+        return shown_ids(page)
+
+    def totals(path: str) -> str:
+        page.goto(path)
+        return str(page.text_content("#totals"))
+
+    # The counts behind the totals are shared for a refresh interval: a later visit has them.
+    wait_for(lambda: "1,203" in totals("/jobs"))
+    page.goto("/jobs?queue=filler")
+    assert page.text_content("#totals").split() == ["1,200", "jobs", "match."]
+    page.goto("/jobs?queue=pick")
+    # The last segment of a dotted worker name, as the CLI suggests it.
+    assert apply(worker="Mailer") == [late, early]
+    assert apply(node="node-a") == [early]
+    assert apply(node="", priority="0") == [late]
+    assert apply(priority="", attempt="2") == [early]
+    assert apply(attempt="", since="2026-01-01T11:00:00", until="2026-01-01T13:00:00") == [late]
+    assert apply(since="", until="") == [late, early]
+    assert apply(sort="scheduled") == [early, late]
+    assert "sort=scheduled" in page.url
+    assert page.input_value("input[name=worker]") == "Mailer"

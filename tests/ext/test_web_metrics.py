@@ -51,6 +51,17 @@ class Fails(Worker):
         raise RuntimeError("boom")
 
 
+class FailsTwice(Worker):
+    name = "Py.WebMet.FailsTwice"
+
+    def backoff(self, job: Job) -> float:
+        return 0.0
+
+    async def process(self, job: Job) -> None:
+        if job.attempt < 3:
+            raise RuntimeError(f"attempt {job.attempt}")
+
+
 def elixir_payloads(now: int) -> list[dict[str, Any]]:
     """oban_met's ``metrics`` notifications, moved in time so the last one is ``now``."""
     notes = json.loads((FIXTURES / "oban_met" / "notifications.json").read_text())
@@ -172,6 +183,37 @@ def test_the_failed_attempts_chart_counts_attempts_not_jobs() -> None:
     activity = series.activity()
     assert (sum(activity.failed), sum(activity.completed)) == (3, 1)
     assert activity.failure_rate == 0.75
+
+
+async def test_a_job_retried_to_success_charts_each_failed_attempt(
+    dsn: str, conn: psycopg.AsyncConnection[Any]
+) -> None:
+    # One row in the table (completed in the end), three executions on the node.
+    app = create_app(dsn=dsn, chart_interval=1e-9)
+    dashboard = app.state.dashboard
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+        assert (await http.get("/")).status_code == 200  # the dashboard starts listening
+        await conn.execute(
+            "INSERT INTO oban_jobs (queue, worker, max_attempts) VALUES ('again', %s, 5)",
+            (FailsTwice.__oban_name__,),
+        )
+        node = Oban(
+            dsn=dsn, node="py-web-retry", queues={"again": 1}, stage_interval=0.1,
+            shutdown_grace=1.0,
+        )  # fmt: skip
+        await node.start()
+        try:
+            await wait_for(lambda: sum(dashboard.metrics.activity().completed) == 1, timeout=20)
+        finally:
+            await node.stop()
+        rows = await (await conn.execute("SELECT state::text, attempt FROM oban_jobs")).fetchall()
+        assert rows == [("completed", 3)]
+        assert sum(dashboard.metrics.activity().failed) == 2
+        overview = (await http.get("/")).text
+        assert "2 in all" in overview
+        assert "failure rate 66.7 %" in overview
+    await dashboard.close()
 
 
 def test_five_tabs_on_the_same_chart_compute_it_once() -> None:

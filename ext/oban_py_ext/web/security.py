@@ -54,15 +54,17 @@ MAX_SESSIONS = 10_000
 class Sessions:
     """Server-side sessions: random ids, stored hashed, with an expiry; revoked at sign-out."""
 
-    def __init__(self, ttl: float) -> None:
+    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl = ttl
+        # A seam: tests move time on instead of sleeping through a short ttl.
+        self.clock = clock
         self._expires: dict[str, float] = {}
 
     def create(self) -> str:
         session = secrets.token_urlsafe(32)
         if len(self._expires) >= MAX_SESSIONS:
             del self._expires[next(iter(self._expires))]
-        self._expires[_digest(session)] = time.monotonic() + self.ttl
+        self._expires[_digest(session)] = self.clock() + self.ttl
         return session
 
     def valid(self, session: str) -> bool:
@@ -70,7 +72,7 @@ class Sessions:
         expires = self._expires.get(key)
         if expires is None:
             return False
-        if expires < time.monotonic():
+        if expires < self.clock():
             del self._expires[key]
             return False
         return True

@@ -5,7 +5,9 @@
 -- range are checked row by row, so the dashboard adds the low/high window of ids to them
 -- (at most Reads.scan rows read on the primary key's index). The "*_can_change" lines are
 -- the states job_retry.sql, job_cancel.sql and job_delete.sql change (oban_py/sql): a bulk
--- action's count and batches take only those.
+-- action's count and batches take only those. They name the states kept (every other value of
+-- oban_job_state) rather than those left out, so the state/queue index finds them: a NOT IN
+-- reads the whole table for a count of a few jobs among millions completed.
 state: state = %(state)s
 queue: queue = %(queue)s
 worker: (worker = %(worker)s OR right(worker, length(%(worker)s::text) + 1) = '.' || %(worker)s::text)
@@ -20,6 +22,6 @@ until: {column} < %(until)s::timestamp
 low: id >= %(low)s::bigint
 high: id < %(high)s::bigint
 key: (coalesce({column}, '-infinity'), id) < (%(key_at)s::timestamp, %(key_id)s::bigint)
-retry_can_change: state NOT IN ('available', 'executing')
-cancel_can_change: state NOT IN ('cancelled', 'completed', 'discarded')
-delete_can_change: state <> 'executing'
+retry_can_change: state IN ('scheduled', 'retryable', 'completed', 'discarded', 'cancelled', 'suspended')
+cancel_can_change: state IN ('available', 'scheduled', 'executing', 'retryable', 'suspended')
+delete_can_change: state IN ('available', 'scheduled', 'retryable', 'completed', 'discarded', 'cancelled', 'suspended')
