@@ -273,9 +273,10 @@ class Reads:
 
     async def _pair(self, job_filter: JobFilter) -> list[int] | None:
         """Every id of the filter's (state, queue) when the pair holds no more than
-        ``count_cap`` jobs, else None (the matches are plenty, and the planner's plan finds a
-        page of them soon). The latest counts say which pairs may hold few: only those are
-        read (``count_cap`` + 1 index rows at most); a pair they do not know yet is read too."""
+        ``count_cap`` jobs, else None (matches are plentiful: the planner's plan finds a page
+        of them soon). Read (``count_cap`` + 1 index rows at most) when the latest counts say
+        the pair may hold few, or do not know it; a job that left the pair since is left out
+        by the page's own conditions."""
         state, queue = job_filter.state, job_filter.queue
         if state is None or queue is None:
             return None
