@@ -117,6 +117,7 @@ LIVE: list[tuple[str, str]] = [
     ("live queue page", "/live/queues/queue_3"),
     ("live job list", "/live/jobs"),
     ("live job list, state=completed", "/live/jobs?state=completed"),
+    ("live job list, state=retryable&queue=queue_3", "/live/jobs?state=retryable&queue=queue_3"),
     ("live metrics 1h by state", "/live/metrics?window=1h&group=state"),
     ("live metrics 5m by worker, 1 queue", "/live/metrics?window=5m&group=worker&queue=queue_3"),
     ("live job list (first page)", "/live/jobs"),

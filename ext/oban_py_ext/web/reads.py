@@ -152,6 +152,9 @@ class Reads:
         self._count_queues = compose(_text("counts_queues"), prefix)
         self._job = compose(_text("job_row"), prefix)
         self._bounds = compose(_text("id_bounds"), prefix)
+        self._pair_ids = compose(_text("pair_ids"), prefix)
+        #: The latest counts read: which (state, queue) pairs hold few jobs (``_pair``).
+        self._latest: Counts | None = None
         #: When a list, every job list read (pages, counts, bulk batches) also runs under
         #: ``EXPLAIN ANALYZE`` and its plan is appended: how benchmarks and tests see the rows
         #: each read takes (``rows_read``).
@@ -202,6 +205,7 @@ class Reads:
             floor = seen if queue == last else 1
             counts.add(queue, state, Amount(max(estimate, floor), estimated=True))
         counts.queues = dict(sorted(counts.queues.items()))
+        self._latest = counts
         return counts
 
     async def _estimates(self, over: dict[str, tuple[str, int]]) -> dict[tuple[str, str], int]:
@@ -256,11 +260,35 @@ class Reads:
         **bounds: Any,
     ) -> list[dict[str, Any]]:
         params = _conditions(job_filter) | {k: v for k, v in bounds.items() if v is not None}
+        ids = await self._pair(job_filter)
+        if ids is not None:
+            if not ids:
+                return []
+            params["ids"] = ids
         names = _names(params, action)
         params["limit"] = limit
         query = self._filtered("jobs_page", names, job_filter.column, order)
         await self._trace(query, params, self.plans)
         return await self._all(query, params)
+
+    async def _pair(self, job_filter: JobFilter) -> list[int] | None:
+        """Every id of the filter's (state, queue) when the pair holds no more than
+        ``count_cap`` jobs, else None (matches are plentiful: the planner's plan finds a page
+        of them soon). Read (``count_cap`` + 1 index rows at most) when the latest counts say
+        the pair may hold few, or do not know it; a job that left the pair since is left out
+        by the page's own conditions."""
+        state, queue = job_filter.state, job_filter.queue
+        if state is None or queue is None:
+            return None
+        if self._latest is not None:
+            known = self._latest.queues.get(queue)
+            amount = known.by_state.get(state, NONE) if known is not None else NONE
+            if amount.value > self.count_cap:
+                return None
+        params = {"state": state, "queue": queue, "most": self.count_cap + 1}
+        await self._trace(self._pair_ids, params, self.plans)
+        ids: list[int] = (await self._all(self._pair_ids, params))[0]["ids"]
+        return ids if len(ids) <= self.count_cap else None
 
     async def _trace(
         self, query: bytes, params: dict[str, Any], plans: list[dict[str, Any]] | None

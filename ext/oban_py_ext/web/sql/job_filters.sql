@@ -21,6 +21,7 @@ since: {column} >= %(since)s::timestamp
 until: {column} < %(until)s::timestamp
 low: id >= %(low)s::bigint
 high: id < %(high)s::bigint
+ids: id = ANY(%(ids)s::bigint[])
 key: (coalesce({column}, '-infinity'), id) < (%(key_at)s::timestamp, %(key_id)s::bigint)
 retry_can_change: state IN ('scheduled', 'retryable', 'completed', 'discarded', 'cancelled', 'suspended')
 cancel_can_change: state IN ('available', 'scheduled', 'executing', 'retryable', 'suspended')
