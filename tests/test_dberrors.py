@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import uuid
 from typing import Any
 
 import psycopg
@@ -124,16 +125,17 @@ def test_a_lock_timeout_is_transient(dsn: str) -> None:
 
 def test_too_many_connections_is_transient(dsn: str, server_dsn: str) -> None:
     database = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+    # Roles are server-wide: a name of this test's own, as concurrent runs share the server.
+    role = f"oban_dberrors_plain_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(server_dsn, autocommit=True) as admin:
         admin.execute(
             sql.SQL("ALTER DATABASE {} CONNECTION LIMIT 0").format(sql.Identifier(str(database)))
         )
         # A superuser is exempt from the database limit; a plain role is not.
-        admin.execute("DROP ROLE IF EXISTS oban_dberrors_plain")
-        admin.execute("CREATE ROLE oban_dberrors_plain LOGIN")
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
     try:
         with pytest.raises(psycopg.OperationalError) as info:
-            psycopg.connect(dsn, user="oban_dberrors_plain")
+            psycopg.connect(dsn, user=role)
         assert "too many connections" in str(info.value)
         assert classify(info.value) is TRANSIENT
     finally:
@@ -143,7 +145,7 @@ def test_too_many_connections_is_transient(dsn: str, server_dsn: str) -> None:
                     sql.Identifier(str(database))
                 )
             )
-            admin.execute("DROP ROLE oban_dberrors_plain")
+            admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
 def test_errors_without_a_sqlstate_are_told_by_their_type() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import time
 from collections.abc import Iterator
 from datetime import UTC
@@ -26,8 +27,9 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from oban_py import Job, Oban
 from oban_py.schema import CURRENT_VERSION
 
-#: Django's own connections in these tests, told apart from the node's on the server.
-DJANGO_APP = "django-under-test"
+#: Django's own connections in these tests, told apart from the node's on the server, and from
+#: those of the same tests in another process (pytest-xdist workers share the server).
+DJANGO_APP = f"django-under-test-{os.getpid()}"
 
 
 @pytest.fixture(scope="module")

@@ -124,7 +124,8 @@ def test_every_request_gives_its_connection_back(shop: str) -> None:
         owned: Client = app.extensions["oban"].owned
         with owned.connection_sync() as conn:
             stats = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in%'"
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND state LIKE 'idle in%'"
             )
             assert stats.fetchone() == (0,)  # no transaction left open by a request
         pool = owned._sync.get()
