@@ -167,6 +167,13 @@ def states(conn: psycopg.Connection[Any]) -> dict[str, int]:
     return {s: n for s, n in cur.fetchall()}
 
 
+def reruns_or_errors(conn: psycopg.Connection[Any]) -> int:
+    """Jobs that did not succeed at their first attempt: 0 when every one ran once, cleanly."""
+    cur = conn.execute("SELECT count(*) FROM oban_jobs WHERE attempt <> 1 OR errors <> '{}'")
+    count: int = cur.fetchone()[0]
+    return count
+
+
 def wait_until(check: Any, timeout: float, interval: float = 0.1) -> None:
     deadline = time.monotonic() + timeout
     while not check():
