@@ -441,27 +441,30 @@ class Reads:
         return rows[0] if rows else None
 
 
+def _union(part: str, prefix: str, values: list[dict[str, str]]) -> sql.Composable:
+    """The statement ``sql/<part>.sql`` once per mapping of ``values`` (bound as literals),
+    joined by UNION ALL."""
+    text = _text(part)
+    return sql.SQL("\nUNION ALL\n").join(
+        sql.SQL(text).format(
+            prefix=sql.Identifier(prefix), **{k: sql.Literal(v) for k, v in each.items()}
+        )
+        for each in values
+    )
+
+
 def _counts(prefix: str) -> bytes:
     """``counts.sql`` with one part per state: each its own scan, so a plan says exactly what
     each read (a lateral join over the states would report rows averaged over its loops)."""
-    part = _text("counts_state")
-    parts = sql.SQL("\nUNION ALL\n").join(
-        sql.SQL(part).format(prefix=sql.Identifier(prefix), state=sql.Literal(state))
-        for state in STATES
-    )
+    parts = _union("counts_state", prefix, [{"state": state} for state in STATES])
     return sql.SQL(_text("counts")).format(parts=parts).as_bytes(None)
 
 
 def _estimates(prefix: str, pairs: list[tuple[str, str]]) -> bytes:
     """``EXPLAIN`` of ``counts_estimate.sql`` once per (state, queue), joined by UNION ALL:
     planned once, read never (the values are literals, so the plan is the planner's best)."""
-    part = _text("counts_estimate")
-    parts = sql.SQL("\nUNION ALL\n").join(
-        sql.SQL(part).format(
-            prefix=sql.Identifier(prefix), state=sql.Literal(state), queue=sql.Literal(queue)
-        )
-        for state, queue in pairs
-    )
+    values = [{"state": state, "queue": queue} for state, queue in pairs]
+    parts = _union("counts_estimate", prefix, values)
     return sql.SQL("EXPLAIN (FORMAT JSON)\n{}").format(parts).as_bytes(None)
 
 
