@@ -7,11 +7,13 @@ them in memory, bounded, and read no row of ``oban_jobs``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -126,14 +128,25 @@ def test_elixir_oban_met_payloads_chart_by_worker_state_queue_and_node() -> None
     assert list(filtered.counts) == ["discarded"]
 
 
+@contextlib.asynccontextmanager
+async def listening(dsn: str) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
+    """A dashboard computing its charts at every read, already listening (a page was viewed),
+    and a client for it; closed on the way out."""
+    app = create_app(dsn=dsn, chart_interval=1e-9)
+    dashboard = app.state.dashboard
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+            assert (await http.get("/")).status_code == 200  # the dashboard starts listening
+            yield http, dashboard
+    finally:
+        await dashboard.close()
+
+
 async def test_a_python_node_s_executions_reach_the_charts_without_reading_the_table(
     dsn: str, conn: psycopg.AsyncConnection[Any]
 ) -> None:
-    app = create_app(dsn=dsn, chart_interval=1e-9)
-    dashboard = app.state.dashboard
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
-        assert (await http.get("/")).status_code == 200  # the dashboard starts listening
+    async with listening(dsn) as (http, dashboard):
         for worker, queue, n in ((Ok, "alpha", 4), (Fails, "beta", 2)):
             for _ in range(n):
                 await conn.execute(
@@ -170,7 +183,6 @@ async def test_a_python_node_s_executions_reach_the_charts_without_reading_the_t
         assert re.search(r'<tr data-group="Py.WebMet.Fails">.*?<td class="num">2</td>', page, re.S)
         by_node = (await http.get("/live/metrics?window=15m&group=node&queue=beta")).text
         assert re.search(r'<tr data-group="py-web-met">.*?<td class="num">2</td>', by_node, re.S)
-    await dashboard.close()
 
 
 def test_the_failed_attempts_chart_counts_attempts_not_jobs() -> None:
@@ -189,11 +201,7 @@ async def test_a_job_retried_to_success_charts_each_failed_attempt(
     dsn: str, conn: psycopg.AsyncConnection[Any]
 ) -> None:
     # One row in the table (completed in the end), three executions on the node.
-    app = create_app(dsn=dsn, chart_interval=1e-9)
-    dashboard = app.state.dashboard
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
-        assert (await http.get("/")).status_code == 200  # the dashboard starts listening
+    async with listening(dsn) as (http, dashboard):
         await conn.execute(
             "INSERT INTO oban_jobs (queue, worker, max_attempts) VALUES ('again', %s, 5)",
             (FailsTwice.__oban_name__,),
@@ -213,7 +221,6 @@ async def test_a_job_retried_to_success_charts_each_failed_attempt(
         overview = (await http.get("/")).text
         assert "2 in all" in overview
         assert "failure rate 66.7 %" in overview
-    await dashboard.close()
 
 
 def test_five_tabs_on_the_same_chart_compute_it_once() -> None:
