@@ -44,7 +44,7 @@ if TYPE_CHECKING:
         WaitTimeout,
         wait_for_sync,
     )
-    from oban_py.worker import Worker, job, resolve, worker
+    from oban_py.worker import FunctionWorker, Worker, job, resolve, worker
     from oban_py.workflows import Workflow, WorkflowError
 
 #: Where each public name lives.
@@ -81,6 +81,7 @@ _HOMES = {
     "wait_for_sync": "oban_py.results",
     "WaitTimeout": "oban_py.results",
     "Worker": "oban_py.worker",
+    "FunctionWorker": "oban_py.worker",
     "Workflow": "oban_py.workflows",
     "WorkflowError": "oban_py.workflows",
     "worker": "oban_py.worker",
@@ -92,6 +93,7 @@ __all__ = [
     "Client",
     "Config",
     "DatabaseUnavailable",
+    "FunctionWorker",
     "InstanceNotFound",
     "InvalidArgs",
     "Job",

@@ -370,6 +370,33 @@ def _check(cls: type[Worker]) -> None:
     Job(worker=cls.__oban_name__, **opts)
 
 
+class FunctionWorker(Worker):
+    """The class ``@job`` makes of a function; ``func`` is the function itself."""
+
+    func: ClassVar[Callable[..., Any]]
+
+
+@overload
+def job(fn: Callable[..., Any], /) -> type[FunctionWorker]: ...
+
+
+@overload
+def job(
+    fn: None = None,
+    /,
+    *,
+    queue: str | None = None,
+    priority: int | None = None,
+    max_attempts: int | None = None,
+    tags: list[str] | None = None,
+    unique: Any = None,
+    replace: Any = None,
+    meta: dict[str, Any] | None = None,
+    name: str | None = None,
+    executor: Executor | None = None,
+) -> Callable[[Callable[..., Any]], type[FunctionWorker]]: ...
+
+
 def job(
     fn: Callable[..., Any] | None = None,
     /,
@@ -383,7 +410,7 @@ def job(
     meta: dict[str, Any] | None = None,
     name: str | None = None,
     executor: Executor | None = None,
-) -> Any:
+) -> type[FunctionWorker] | Callable[[Callable[..., Any]], type[FunctionWorker]]:
     """Turn a plain function (async or sync) into a worker class.
 
     The function is called with the job's args as keyword arguments (plus ``job=`` when it has a
@@ -391,7 +418,7 @@ def job(
     stays callable as ``Worker.func``.
     """
 
-    def decorate(func: Callable[..., Any]) -> type[Worker]:
+    def decorate(func: Callable[..., Any]) -> type[FunctionWorker]:
         wants_job = "job" in inspect.signature(func).parameters
         is_async = inspect.iscoroutinefunction(func)
 
@@ -428,7 +455,7 @@ def job(
                 namespace[key] = value
         if name:
             namespace["name"] = name
-        built = type(func.__name__, (Worker,), namespace)
+        built = type(func.__name__, (FunctionWorker,), namespace)
         _check(built)
         return built
 

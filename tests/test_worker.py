@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from oban_py.job.errors import InvalidArgs, UnknownWorker
 from oban_py.job.model import Job
-from oban_py.worker import Worker, job, register, resolve, worker
+from oban_py.worker import FunctionWorker, Worker, job, lookup, register, resolve, worker
 
 
 class Mailer(Worker):
@@ -142,6 +142,25 @@ def test_async_function_worker_may_ask_for_the_job() -> None:
 
     assert inspect.iscoroutinefunction(echo.process)
     assert asyncio.run(echo().process(echo.new({"text": "hi"}))) == ("hi", "Py.Echo")
+
+
+def test_the_package_ships_its_types() -> None:
+    # Without the marker a user's type checker treats every oban_py import as Any.
+    import oban_py
+
+    assert (Path(oban_py.__file__).parent / "py.typed").is_file()
+
+
+def test_a_function_worker_is_a_function_worker_class_keeping_its_function() -> None:
+    @job
+    def ping() -> str:
+        return "pong"
+
+    assert issubclass(ping, FunctionWorker)
+    assert ping.func() == "pong"
+    assert ping().process(ping.new()) == "pong"
+    # The base is no worker of its own: nothing registers under its name.
+    assert lookup(FunctionWorker.__oban_name__) is None
 
 
 def test_unknown_worker_names_itself() -> None:
