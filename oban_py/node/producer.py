@@ -8,11 +8,11 @@ short cooldown between fetches turns a burst of triggers into one fetch.
 
 Each claimed job becomes an ``Attempt`` (``attempt.py``) run in its own task, started eagerly on
 Python 3.12+ (``aio.start_task``: a job that never suspends ends before the next is started);
-its slot is freed as soon as it ends and its outcome goes to the node's shared acker, so the next fetch never waits for
-an ack. Every claimed row gets exactly one outcome: the attempt's, a ``discarded`` one for a row
-that cannot be read, or a release. Reconciliation, every ``RECONCILE_INTERVAL``, releases any row
-still ``executing`` under this producer's uuid that it neither runs nor has an outcome queued
-for, so nothing stays stuck while the node lives.
+its slot is freed as soon as it ends and its outcome goes to the node's shared acker, so the next
+fetch never waits for an ack. Every claimed row gets exactly one outcome: the attempt's, a
+``discarded`` one for a row that cannot be read, or a release. Reconciliation, every
+``RECONCILE_INTERVAL``, releases any row still ``executing`` under this producer's uuid that it
+neither runs nor has an outcome queued for, so nothing stays stuck while the node lives.
 """
 
 from __future__ import annotations
