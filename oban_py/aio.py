@@ -18,6 +18,10 @@ _T = TypeVar("_T")
 
 async def wait_event(event: asyncio.Event, timeout: float) -> bool:  # noqa: ASYNC109
     """Wait until ``event`` is set, at most ``timeout`` seconds; True when it was set."""
+    if event.is_set():
+        # What the wait below does too, without arming a timer: a producer whose jobs all
+        # ended inside its fetch (eager tasks) finds its event set at every turn.
+        return True
     try:
         async with asyncio.timeout(timeout):
             await event.wait()
