@@ -107,22 +107,6 @@ async def test_acks_survive_a_killed_connection_and_are_retried(dsn: str, conn: 
     assert (await cur.fetchone())[0] == 50
 
 
-async def test_a_nudge_writes_the_queued_acks_without_waiting_for_the_delay(
-    dsn: str, conn: Any
-) -> None:
-    # A producer nudges the acker as it claims: the acks then commit beside the claim.
-    ((job_id, at),) = await executing_row(conn, "nudge", 1)
-    async with AsyncConnectionPool(dsn, min_size=1, max_size=1) as pool:
-        acker = Acker(pool, Queries(), delay=3600.0)
-        acker.start()
-        try:
-            acker.push(Ack(job_id, at, "completed", datetime.now(UTC)))
-            acker.nudge()
-            await wait_state(conn, job_id, "completed")
-        finally:
-            await acker.stop()
-
-
 async def test_ack_never_overwrites_a_row_cancelled_or_rescued_meanwhile(
     dsn: str, conn: Any
 ) -> None:

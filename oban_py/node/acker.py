@@ -170,13 +170,6 @@ class Acker:
         if len(self._pending) >= self.max_batch:
             self._full.set()
 
-    def nudge(self) -> None:
-        """Write what is queued now instead of after ``delay``: a producer is about to claim,
-        and an ack sent beside its claim commits beside it, so one WAL flush can serve both
-        (an ack sent into the claim's flight makes the next claim wait for two)."""
-        if self._pending:
-            self._full.set()
-
     async def flush(self) -> None:
         """Write everything queued now, retrying while the database is away."""
         backoff = 0.05

@@ -333,7 +333,6 @@ class Producer:
             return
         params = self._params
         params["demand"] = demand
-        self._acker.nudge()
         async with self.runtime.pool.connection() as conn:
             # A pause may land while the connection is awaited; a fetch begun before it must
             # not claim jobs inserted after it.
