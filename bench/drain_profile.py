@@ -1,7 +1,7 @@
 """Where a drained job's cost goes, per job, on both sides, from the server's own counters.
 
     python -m bench.drain_profile [--concurrency 50] [--jobs 20000] [--runs 1]
-                                  [--tree /other/checkout] [--py-spy out.svg]
+                                  [--tree /other/checkout] [--py-spy out.svg] [--asyncio]
 
 Drains ``--jobs`` no-op jobs (``scenarios.drain``, checked exactly once in the database) and
 reads, right before the node starts and right after it exited:
@@ -252,6 +252,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--tree", type=Path, default=None, help="run another checkout's node")
     parser.add_argument("--py-spy", type=Path, default=None, help="flame graph of the node (svg)")
+    parser.add_argument("--asyncio", action="store_true", help="asyncio's loop, not uvloop")
     args = parser.parse_args()
     wrap = None
     if args.py_spy is not None:
@@ -269,7 +270,7 @@ def main() -> int:
                 bench,
                 args.concurrency,
                 args.jobs,
-                uvloop=True,
+                uvloop=not args.asyncio,
                 tree=args.tree.resolve() if args.tree else None,
                 probe=counters,
                 wrap=wrap,

@@ -78,6 +78,26 @@ def test_from_row_builds_the_same_job_as_model_construct() -> None:
     assert Job.from_row({"id": 1, "worker": "W"}).state == "available"
 
 
+def test_from_row_reads_each_rows_own_times_when_consecutive_rows_share_some() -> None:
+    first = datetime(2024, 5, 1, 12, 0, 0, 1)
+    later = first + timedelta(seconds=1)
+    times = [
+        (first, first),
+        (first, later),
+        (later, later),
+        (first, first),
+        (later, first),
+    ]
+    jobs = [
+        Job.from_row({"id": n, "worker": "W", "inserted_at": ins, "attempted_at": att})
+        for n, (ins, att) in enumerate(times)
+    ]
+    assert [(j.inserted_at, j.attempted_at) for j in jobs] == [
+        (ins.replace(tzinfo=UTC), att.replace(tzinfo=UTC)) for ins, att in times
+    ]
+    assert all(j.inserted_at.tzinfo is UTC and j.attempted_at.tzinfo is UTC for j in jobs)  # type: ignore[union-attr]
+
+
 async def test_one_ack_batch_mixes_plain_and_rare_columns(dsn: str, conn: Any) -> None:
     async with Client(dsn=dsn, name="fast.ack") as client:
         jobs = await client.enqueue_many([Job(worker="W") for _ in range(3)])

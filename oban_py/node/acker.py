@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import random
 from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -80,9 +81,17 @@ def batch_params(batch: list[Ack]) -> dict[str, Any]:
     (no schedule, no error, ...) goes as an empty array, which ``unnest`` pads with NULLs and
     the statement reads as the default. A batch of plain completions so costs four strings.
     """
+    # The jobs of one claim share one attempted_at object (``Job.from_row``): formatted once.
+    texts: dict[datetime, str] = {}
+    attempted = []
+    for a in batch:
+        text = texts.get(a.attempted_at)
+        if text is None:
+            text = texts[a.attempted_at] = a.attempted_at.isoformat()
+        attempted.append(text)
     params: dict[str, Any] = {
         "ids": _literal([str(a.id) for a in batch]),
-        "attempted_at": _literal([a.attempted_at.isoformat() for a in batch]),
+        "attempted_at": _literal(attempted),
         "states": _literal([a.state for a in batch]),
         "at": _literal([a.at.isoformat() for a in batch]),
     }

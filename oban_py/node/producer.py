@@ -6,12 +6,13 @@ second element of ``attempted_by``. Fetches are triggered by an insert notificat
 queue, a job finishing, a notifier reconnect, a signal, and a poll every ``poll_interval``; a
 short cooldown between fetches turns a burst of triggers into one fetch.
 
-Each claimed job becomes an ``Attempt`` (``attempt.py``) run in its own task; its slot is freed as
-soon as it ends and its outcome goes to the node's shared acker, so the next fetch never waits for
-an ack. Every claimed row gets exactly one outcome: the attempt's, a ``discarded`` one for a row
-that cannot be read, or a release. Reconciliation, every ``RECONCILE_INTERVAL``, releases any row
-still ``executing`` under this producer's uuid that it neither runs nor has an outcome queued
-for, so nothing stays stuck while the node lives.
+Each claimed job becomes an ``Attempt`` (``attempt.py``) run in its own task, started eagerly on
+Python 3.12+ (``aio.start_task``: a job that never suspends ends before the next is started);
+its slot is freed as soon as it ends and its outcome goes to the node's shared acker, so the next
+fetch never waits for an ack. Every claimed row gets exactly one outcome: the attempt's, a
+``discarded`` one for a row that cannot be read, or a release. Reconciliation, every
+``RECONCILE_INTERVAL``, releases any row still ``executing`` under this producer's uuid that it
+neither runs nor has an outcome queued for, so nothing stays stuck while the node lives.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import structlog
 from psycopg.rows import dict_row
 
 from oban_py import dberrors, liveness
-from oban_py.aio import wait_event
+from oban_py.aio import start_task, wait_event
 from oban_py.flow import CHECK_KEY
 from oban_py.job import errors
 from oban_py.node import attempt as attempts
@@ -352,11 +353,17 @@ class Producer:
                 "claimed a job that cannot be read; discarded", job_id=ack.id, queue=self.queue
             )
             self._acker.push(ack)
+        discard_unknown = self.runtime.config.discard_unknown_workers
+        sink = self.runtime.progress
         for job in jobs:
-            running = Attempt(job, discard_unknown=self.runtime.config.discard_unknown_workers)
-            job._set_private(_progress_sink=self.runtime.progress)
+            running = Attempt(job, discard_unknown=discard_unknown)
+            job._set_private(_progress_sink=sink)
             self.attempts[running.id] = running
-            running.task = asyncio.create_task(self._run(running))
+            # Started eagerly (3.12+), after the fetch's connection went back to the pool: a
+            # job that never waits ends inside this call, its slot freed and its ack queued.
+            task = start_task(self._run(running))
+            if not task.done():
+                running.task = task
 
     async def _claim_within_flow(
         self, conn: AsyncConnection[Any], flow: Flow, demand: int
