@@ -20,11 +20,12 @@ that producer's node, and the rules below are all there is to it:
      the server answers), the node may be cut off alone while others still reach the database:
      it interrupts its running jobs (each released when it can write again) before any node
      may rescue them at the ttl;
-   - while no failed beat has answered yet (one is under way, or a busy machine has not run the
-     heartbeat thread since), the node does not know, and keeps its jobs until
-     ``heartbeat_ttl * 3 / 4``: then it interrupts them, as a node cut off from a silent
-     network must before the ttl. A beat that fails on a down database answers at once, so
-     this leaves it a quarter of the ttl more than the fence to say so.
+   - while no failed beat has answered yet, the node does not know, and keeps its jobs. If no
+     beat is under way (a busy or frozen machine did not run the heartbeat thread), it wakes
+     the thread and waits for its answer, however late. If one is, and has gone unanswered
+     for an eighth of the ttl by ``heartbeat_ttl * 3 / 4``, the network is silent (a down
+     database answers at once): it interrupts them, as a node cut off alone must before the
+     ttl.
    The first beat written again lifts the fence.
 3. **The leader rescues** a producer's rows once its beat is older than ``heartbeat_ttl`` and
    only after its own beats have gone unbroken for a whole ttl, so a leader back from an outage
@@ -84,9 +85,12 @@ WATCH_EVERY = 0.1
 RETRY_EVERY = 1.0
 #: How long a beat through the node's pool may take before it counts as failed.
 POOL_BEAT_TIMEOUT = 5.0
-#: The share of the ttl after which a node that heard no answer to its failed beats gives up its
+#: The share of the ttl after which a node whose beat under way goes unanswered gives up its
 #: running jobs (rule 2): a quarter of the ttl after the fence, a quarter before any rescue.
 INTERRUPT_UNANSWERED = 3 / 4
+#: The share of the ttl a beat under way must have gone unanswered for, to count as silence: a
+#: down database answers in milliseconds, a silent network not before the connect timeout.
+SILENCE = 1 / 8
 #: How often a node without the heartbeats table looks for it again.
 MISSING_TABLE_RETRY = 60.0
 #: The heartbeat connection gives up on a silent network in seconds, not in TCP's minutes, and
@@ -118,17 +122,23 @@ class Heard(enum.Enum):
     CUT_OFF = "cut off"
 
 
-def decide(silent: float, heard: Heard, ttl: float) -> bool | None:
-    """Rule 2 for a node whose last beat written began ``silent`` seconds ago: ``None`` (fetch
-    on), ``False`` (stop fetching, keep the running jobs) or ``True`` (give them up too)."""
+def decide(silent: float, heard: Heard, ttl: float, unanswered: float | None) -> bool | None:
+    """Rule 2 for a node whose last beat written began ``silent`` seconds ago and whose beat
+    under way has gone ``unanswered`` for so long (``None``: none is): ``None`` (fetch on),
+    ``False`` (stop fetching, keep the running jobs) or ``True`` (give them up too)."""
     if silent <= ttl / 2:
         return None
     if heard is Heard.CUT_OFF:
         return True
     if heard is Heard.DOWN:
         return False
-    # Unknown is not cut off: only the ttl, when another node may rescue the jobs, forces it.
-    return silent > ttl * INTERRUPT_UNANSWERED
+    # Unknown is not cut off. Only a beat that the database leaves unanswered is evidence,
+    # and only the ttl, when another node may rescue the jobs, forces a verdict on it.
+    return (
+        silent > ttl * INTERRUPT_UNANSWERED
+        and unanswered is not None
+        and unanswered > ttl * SILENCE
+    )
 
 
 class Liveness:
@@ -180,6 +190,8 @@ class Liveness:
         #: when the last beat written began: its rows are at least this fresh
         self._last_ok = clock()
         self._heard = Heard.NOTHING
+        #: when the beat under way began (None between beats)
+        self._under_way: float | None = None
         #: when the current run of beats without a gap of ttl / 2 began (rule 3)
         self._unbroken_since = self._last_ok
         self._via_pool = False
@@ -300,12 +312,12 @@ class Liveness:
         producers = list(self.producers.items())
         try:
             started = self._clock()
-            self._write(producers)
+            self._write(producers, started)
             # A write that waited (a lock, a slow server) stamped its rows with the time it
             # began: write again, so a lifted fence rests on a fresh row, not an old one.
             while self._clock() - started > self.interval and not self._stopping.is_set():
                 started = self._clock()
-                self._write(producers)
+                self._write(producers, started)
         except psycopg.errors.UndefinedTable:
             self._close()
             if self.table:
@@ -340,7 +352,16 @@ class Liveness:
         self._outage.succeeded()
         return self.interval
 
-    def _write(self, producers: list[tuple[str, tuple[str, datetime]]]) -> None:
+    def _write(self, producers: list[tuple[str, tuple[str, datetime]]], started: float) -> None:
+        with self._lock:
+            self._under_way = started
+        try:
+            self._write_rows(producers)
+        finally:
+            with self._lock:
+                self._under_way = None
+
+    def _write_rows(self, producers: list[tuple[str, tuple[str, datetime]]]) -> None:
         params = {
             "node": self.config.node,
             "name": self.config.name,
@@ -439,13 +460,18 @@ class Liveness:
         now = self._clock()
         if self.table and self.producers:
             with self._lock:
-                self._fence_on(now - self._last_ok, self._heard)
+                under_way = self._under_way
+                unanswered = None if under_way is None else now - under_way
+                self._fence_on(now - self._last_ok, self._heard, unanswered)
         self._check_stall(now)
 
-    def _fence_on(self, silent: float, heard: Heard) -> None:
+    def _fence_on(self, silent: float, heard: Heard, unanswered: float | None) -> None:
         # Rule 2, under ``_lock``: a beat written meanwhile cannot slip between the reading and
         # the request, and its unfence reaches the loop after this fence.
-        interrupt = decide(silent, heard, self.ttl)
+        if silent > self.fence_after and heard is Heard.NOTHING and unanswered is None:
+            # No beat failed, none is under way: the heartbeat thread is late. Beat now.
+            self._wake.set()
+        interrupt = decide(silent, heard, self.ttl, unanswered)
         before = self._requested
         if interrupt is None or (before is not None and before[0]) or before == (interrupt, heard):
             return
