@@ -9,14 +9,23 @@ that producer's node, and the rules below are all there is to it:
    fails, the beat is written through the node's pool instead, so a node that loses only its
    heartbeat connection keeps its rows, and a plain ``def`` job's thread, which nothing can
    stop, keeps its row as long as the node can reach the database by either path.
-2. **A node that could not beat for ``heartbeat_ttl / 2`` stops fetching**, and then:
-   - when the database itself said it is down (connection refused, its socket gone, "the
-     database system is starting up / shutting down"), no node can rescue anything either: the
-     node keeps its running jobs and writes their outcomes once it is back, so an outage shared
-     by every node costs no job an attempt and runs none twice;
-   - otherwise (time-outs, resets, a refused login, sessions killed while the server answers)
-     it may be cut off alone while others still reach the database: it interrupts its running
-     jobs (each released when it can write again) before any node may rescue them at the ttl.
+2. **A node that could not beat for ``heartbeat_ttl / 2`` stops fetching**, and what happens to
+   its running jobs depends only on what the database answered its failed beats since the last
+   one written (``Heard``; ``decide``), never on which of its threads happened to run first:
+   - when the latest answer said the database itself is down (connection refused, its socket
+     gone, "the database system is starting up / shutting down"), no node can rescue anything
+     either: the node keeps its running jobs and writes their outcomes once it is back, so an
+     outage shared by every node costs no job an attempt and runs none twice;
+   - when it was any other error (time-outs, resets, a refused login, sessions killed while
+     the server answers), the node may be cut off alone while others still reach the database:
+     it interrupts its running jobs (each released when it can write again) before any node
+     may rescue them at the ttl;
+   - while no failed beat has answered yet, the node does not know, and keeps its jobs. If no
+     beat is under way (a busy or frozen machine did not run the heartbeat thread), it wakes
+     the thread and waits for its answer, however late. If one is, and has gone unanswered
+     for an eighth of the ttl by ``heartbeat_ttl * 3 / 4``, the network is silent (a down
+     database answers at once): it interrupts them, as a node cut off alone must before the
+     ttl.
    The first beat written again lifts the fence.
 3. **The leader rescues** a producer's rows once its beat is older than ``heartbeat_ttl`` and
    only after its own beats have gone unbroken for a whole ttl, so a leader back from an outage
@@ -45,6 +54,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import sys
 import threading
 import time
@@ -75,6 +85,12 @@ WATCH_EVERY = 0.1
 RETRY_EVERY = 1.0
 #: How long a beat through the node's pool may take before it counts as failed.
 POOL_BEAT_TIMEOUT = 5.0
+#: The share of the ttl after which a node whose beat under way goes unanswered gives up its
+#: running jobs (rule 2): a quarter of the ttl after the fence, a quarter before any rescue.
+INTERRUPT_UNANSWERED = 3 / 4
+#: The share of the ttl a beat under way must have gone unanswered for, to count as silence: a
+#: down database answers in milliseconds, a silent network not before the connect timeout.
+SILENCE = 1 / 8
 #: How often a node without the heartbeats table looks for it again.
 MISSING_TABLE_RETRY = 60.0
 #: The heartbeat connection gives up on a silent network in seconds, not in TCP's minutes, and
@@ -95,12 +111,43 @@ def _naive_utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
 
 
+class Heard(enum.Enum):
+    """What the database answered the beats that failed since the last one written (rule 2)."""
+
+    #: no failed beat has answered: none failed, or the one under way has not returned yet
+    NOTHING = "nothing"
+    #: it is down for every node (``dberrors.database_down``)
+    DOWN = "down"
+    #: an error that may be this node's alone: it may be cut off while others beat
+    CUT_OFF = "cut off"
+
+
+def decide(silent: float, heard: Heard, ttl: float, unanswered: float | None) -> bool | None:
+    """Rule 2 for a node whose last beat written began ``silent`` seconds ago and whose beat
+    under way has gone ``unanswered`` for so long (``None``: none is): ``None`` (fetch on),
+    ``False`` (stop fetching, keep the running jobs) or ``True`` (give them up too)."""
+    if silent <= ttl / 2:
+        return None
+    if heard is Heard.CUT_OFF:
+        return True
+    if heard is Heard.DOWN:
+        return False
+    # Unknown is not cut off. Only a beat that the database leaves unanswered is evidence,
+    # and only the ttl, when another node may rescue the jobs, forces a verdict on it.
+    return (
+        silent > ttl * INTERRUPT_UNANSWERED
+        and unanswered is not None
+        and unanswered > ttl * SILENCE
+    )
+
+
 class Liveness:
     """The heartbeat and watchdog threads of one node.
 
     ``on_fence(interrupt)``/``on_unfence()`` are called on the loop (``interrupt``: give up the
-    running jobs too); ``running_workers()`` is called from the watchdog thread while the loop is
-    stalled, so it must only read.
+    running jobs too; before ``start``, with no loop yet, on the caller's thread);
+    ``running_workers()`` is called from the watchdog thread while the loop is stalled, so it
+    must only read. ``clock`` is ``time.monotonic`` unless a test drives the time itself.
     """
 
     def __init__(
@@ -113,8 +160,10 @@ class Liveness:
         on_unfence: Callable[[], None],
         running_workers: Callable[[], list[str]],
         pool: AsyncConnectionPool[Any] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
+        self._clock = clock
         self.conninfo = conninfo
         self.queries = queries
         #: the node's pool: beats go through it while the heartbeat connection fails (rule 1)
@@ -123,7 +172,8 @@ class Liveness:
         self.on_unfence = on_unfence
         self.running_workers = running_workers
         self.interval = config.lifeline.heartbeat_interval
-        self.fence_after = config.lifeline.heartbeat_ttl / 2
+        self.ttl = config.lifeline.heartbeat_ttl
+        self.fence_after = self.ttl / 2
         self.stall_threshold = config.stall_threshold
         #: uuid -> (queue, started_at) of the producers whose rows are written
         self.producers: dict[str, tuple[str, datetime]] = {}
@@ -132,17 +182,23 @@ class Liveness:
         self.fenced = False
         #: fenced and the running jobs given up too (rule 2)
         self.interrupted = False
-        #: the last failed beat said the database is down for every node (rule 2)
-        self.down = False
         self.beats = 0
-        self._last_ok = time.monotonic()
+        #: Guards the evidence (``_last_ok``, ``_heard``) and what the watchdog asked of the
+        #: loop on it, so a fence is always decided on one consistent reading, and ordered on
+        #: the loop before the unfence of a beat written after it.
+        self._lock = threading.Lock()
+        #: when the last beat written began: its rows are at least this fresh
+        self._last_ok = clock()
+        self._heard = Heard.NOTHING
+        #: when the beat under way began (None between beats)
+        self._under_way: float | None = None
         #: when the current run of beats without a gap of ttl / 2 began (rule 3)
-        self._unbroken_since = time.monotonic()
+        self._unbroken_since = self._last_ok
         self._via_pool = False
-        #: what the watchdog asked of the loop since the last beat: None, keep (False) or
-        #: interrupt (True) the running jobs
-        self._requested: bool | None = None
-        self._tick = time.monotonic()
+        #: what the watchdog asked of the loop since the last beat: nothing (None), or to keep
+        #: (False) or interrupt (True) the running jobs, and on which evidence
+        self._requested: tuple[bool, Heard] | None = None
+        self._tick = self._last_ok
         self._stalled_since: float | None = None
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -159,7 +215,7 @@ class Liveness:
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        self._last_ok = self._tick = time.monotonic()
+        self._last_ok = self._tick = self._clock()
         # Nothing is known of the time before the start: a leader rescues nothing by heartbeat
         # until it has beaten for a whole ttl itself (rule 3).
         self._unbroken_since = self._last_ok
@@ -179,7 +235,7 @@ class Liveness:
 
     def unbroken_for(self) -> float:
         """Seconds this node has beaten without a gap of ``ttl / 2`` (0 while it cannot)."""
-        now = time.monotonic()
+        now = self._clock()
         if not self.table or now - self._last_ok > self.fence_after:
             return 0.0
         return now - self._unbroken_since
@@ -211,14 +267,17 @@ class Liveness:
             await asyncio.to_thread(thread.join, 10.0)
 
     def _on_tick(self) -> None:
-        self._tick = time.monotonic()
+        self._tick = self._clock()
         if not self._stopping.is_set() and self._loop is not None:
             self._ticker = self._loop.call_later(STALL_TICK, self._on_tick)
 
     def _call_on_loop(self, callback: Callable[[], None]) -> None:
-        if self._loop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop closed under us
-                self._loop.call_soon_threadsafe(callback)
+        if self._loop is None:
+            # Not started: no thread of ours runs, so the caller drives beats and watch passes.
+            callback()
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed under us
+            self._loop.call_soon_threadsafe(callback)
 
     def _fence(self, interrupt: bool) -> None:
         if self.interrupted or (self.fenced and not interrupt):
@@ -252,13 +311,13 @@ class Liveness:
         reachable from here, which the leader's rescue relies on (rule 3)."""
         producers = list(self.producers.items())
         try:
-            started = time.monotonic()
-            self._write(producers)
+            started = self._clock()
+            self._write(producers, started)
             # A write that waited (a lock, a slow server) stamped its rows with the time it
             # began: write again, so a lifted fence rests on a fresh row, not an old one.
-            while time.monotonic() - started > self.interval and not self._stopping.is_set():
-                started = time.monotonic()
-                self._write(producers)
+            while self._clock() - started > self.interval and not self._stopping.is_set():
+                started = self._clock()
+                self._write(producers, started)
         except psycopg.errors.UndefinedTable:
             self._close()
             if self.table:
@@ -270,27 +329,39 @@ class Liveness:
                 )
             return MISSING_TABLE_RETRY
         except Exception as error:
-            # ``down`` was set by ``_write``, which raised this error.
+            # ``_write`` recorded what the database answered before it raised this error.
             self._close()
             retry = min(RETRY_EVERY, self.interval)
-            self._outage.failed(error, retry_in=retry, down=self.down)
+            self._outage.failed(error, retry_in=retry, down=self._heard is Heard.DOWN)
             log.debug("heartbeat failure detail", exc_info=True)
             return retry
         if not self.table:
             self.table = True
             log.info("the oban_py_heartbeats table is there: heartbeat rescue is on")
-        if started - self._last_ok > self.fence_after:
-            self._unbroken_since = started
-        self._last_ok = started
-        self.down = False
-        self._requested = None
+        with self._lock:
+            if started - self._last_ok > self.fence_after:
+                self._unbroken_since = started
+            self._last_ok = started
+            self._heard = Heard.NOTHING
+            # Asked under the lock: a fence the watchdog asked for before this beat reaches the
+            # loop first, and is lifted by this unfence.
+            requested, self._requested = self._requested, None
+            if requested is not None or self.fenced:
+                self._call_on_loop(self._unfence)
         self.beats += 1
         self._outage.succeeded()
-        if self.fenced:
-            self._call_on_loop(self._unfence)
         return self.interval
 
-    def _write(self, producers: list[tuple[str, tuple[str, datetime]]]) -> None:
+    def _write(self, producers: list[tuple[str, tuple[str, datetime]]], started: float) -> None:
+        with self._lock:
+            self._under_way = started
+        try:
+            self._write_rows(producers)
+        finally:
+            with self._lock:
+                self._under_way = None
+
+    def _write_rows(self, producers: list[tuple[str, tuple[str, datetime]]]) -> None:
         params = {
             "node": self.config.node,
             "name": self.config.name,
@@ -306,9 +377,12 @@ class Liveness:
         except psycopg.errors.UndefinedTable:
             raise
         except Exception as error:
-            # Known before the pool is tried: a down database answers no pool either.
-            self.down = dberrors.database_down(error)
-            if self.down or not self._upsert_through_pool(params):
+            # Heard before the pool is tried: a down database answers no pool either, and any
+            # other answer may be this node's alone until the pool proves otherwise.
+            down = dberrors.database_down(error)
+            with self._lock:
+                self._heard = Heard.DOWN if down else Heard.CUT_OFF
+            if down or not self._upsert_through_pool(params):
                 raise
             if not self._via_pool:
                 self._via_pool = True
@@ -379,31 +453,50 @@ class Liveness:
                 self._stopping.set()
                 self._wake.set()
                 return
-            now = time.monotonic()
-            silent = now - self._last_ok
-            if self.table and self.producers and silent > self.fence_after:
-                self._fence_for(silent)
-            self._check_stall(now)
+            self.watch_once()
 
-    def _fence_for(self, silent: float) -> None:
-        # Rule 2: stop fetching; give up the running jobs unless the database is down for all.
-        if self.down and self._requested is None:
-            self._requested = False
+    def watch_once(self) -> None:
+        """One pass of the watchdog: fence on the evidence (rule 2), then look for a stall."""
+        now = self._clock()
+        if self.table and self.producers:
+            with self._lock:
+                under_way = self._under_way
+                unanswered = None if under_way is None else now - under_way
+                self._fence_on(now - self._last_ok, self._heard, unanswered)
+        self._check_stall(now)
+
+    def _fence_on(self, silent: float, heard: Heard, unanswered: float | None) -> None:
+        # Rule 2, under ``_lock``: a beat written meanwhile cannot slip between the reading and
+        # the request, and its unfence reaches the loop after this fence.
+        if silent > self.fence_after and heard is Heard.NOTHING and unanswered is None:
+            # No beat failed, none is under way: the heartbeat thread is late. Beat now.
+            self._wake.set()
+        interrupt = decide(silent, heard, self.ttl, unanswered)
+        before = self._requested
+        if interrupt is None or (before is not None and before[0]) or before == (interrupt, heard):
+            return
+        self._requested = (interrupt, heard)
+        if interrupt:
+            log.error(
+                "no heartbeat written for too long: this node stops its jobs before another"
+                " node may rescue them",
+                silent_for=round(silent, 1),
+                heard=heard.value,
+            )
+        elif heard is Heard.DOWN:
             log.error(
                 "the database is down: this node stops fetching and keeps its running jobs,"
                 " whose outcomes it writes once the database is back",
                 silent_for=round(silent, 1),
             )
-            self._call_on_loop(lambda: self._fence(False))
-        elif not self.down and self._requested is not True:
-            self._requested = True
-            log.error(
-                "no heartbeat written for too long: this node stops its jobs before another"
-                " node may rescue them",
+        else:
+            log.warning(
+                "no heartbeat written, and no answer from the database yet: this node stops"
+                " fetching and keeps its running jobs until it hears why",
                 silent_for=round(silent, 1),
-                fence_after=self.fence_after,
             )
-            self._call_on_loop(lambda: self._fence(True))
+        if before is None or interrupt:
+            self._call_on_loop(lambda: self._fence(interrupt))
 
     def _check_stall(self, now: float) -> None:
         if self.stall_threshold <= 0:

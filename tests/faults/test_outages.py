@@ -2,14 +2,17 @@
 """Liveness through database outages (``oban_py.liveness``): an outage every node shares costs no
 running job an attempt and runs none twice; a node cut off alone gives up its jobs before they
 are rescued, so two attempts of one job never overlap; a node that loses only its heartbeat
-connection keeps its jobs, even one whose thread nothing can stop."""
+connection keeps its jobs, even one whose thread nothing can stop. Which of the first two a node
+is in, it decides on what the database answered it, whatever order its threads ran in."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,9 @@ from faultkit import (  # noqa: F401  (fixtures)
 )
 
 from oban_py import schema
+from oban_py.config import Config, LifelineConfig
+from oban_py.liveness import Liveness
+from oban_py.sql import Queries
 
 #: The ttl of every node here (FAST in faultkit): a node fences after 1 s without a beat.
 TTL = 2.0
@@ -196,3 +202,114 @@ def test_a_node_that_loses_only_its_heartbeat_connection_keeps_even_a_thread_job
         finally:
             lonely.kill()
     assert [(a, n) for a, n, _, _ in attempts(trace)[job]] == [(1, "py-lonely")]
+
+
+# -- the decision itself, one step at a time -------------------------------------------------------
+# The node's heartbeat thread writes beats and hears the database's answers; its watchdog thread
+# fences on them. Here the test is both threads and the clock, so it chooses the order in which
+# they run: the watchdog may look before the heartbeat thread has heard anything, as it does on
+# a loaded machine.
+
+
+class Clock:
+    """The liveness owner's time, moved only by the test."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def owner(dsn: str, clock: Clock, fences: list[bool | None]) -> Liveness:
+    """A node's liveness owner, not started: ``fences`` records each fence (``True``: its running
+    jobs given up too) and each unfence (``None``)."""
+    config = Config(
+        dsn=dsn,
+        node="py-one",
+        stall_threshold=0,
+        lifeline=LifelineConfig(heartbeat_interval=0.5, heartbeat_ttl=TTL),
+    )
+    liveness = Liveness(
+        config,
+        dsn,
+        Queries(),
+        on_fence=fences.append,
+        on_unfence=lambda: fences.append(None),
+        running_workers=list,
+        clock=clock,
+    )
+    liveness.track(str(uuid.uuid4()), "default", datetime.now(UTC))
+    return liveness
+
+
+def test_a_node_that_hears_the_database_is_down_only_after_its_fence_keeps_its_jobs(
+    server: Server,
+) -> None:
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+        conn.execute(schema.install_sql().encode())
+    clock, fences = Clock(), list[bool | None]()
+    liveness = owner(server.dsn, clock, fences)
+    liveness.beat_once()
+    server.stop()
+    # The watchdog looks past the fence, and again near the ttl, before the heartbeat thread has
+    # tried to beat since (a loaded or frozen machine): nothing is known yet.
+    for now in (0.6 * TTL, 0.9 * TTL):
+        clock.now = now
+        liveness.watch_once()
+    assert fences == [False], "a beat not yet failed is no sign of being cut off alone"
+    liveness.beat_once()  # refused: the database is down for every node
+    for now in (0.7 * TTL, 0.99 * TTL):
+        clock.now = now
+        liveness.watch_once()
+    assert fences == [False], "no node can rescue a job from a database that is down"
+    server.start()
+    clock.now = TTL
+    liveness.beat_once()
+    assert fences == [False, None]
+
+
+def test_a_node_that_hears_it_may_not_log_in_gives_up_its_jobs_at_once(
+    dsn: str, cut_role: tuple[str, str]
+) -> None:
+    role, cut_dsn = cut_role
+    clock, fences = Clock(), list[bool | None]()
+    liveness = owner(cut_dsn, clock, fences)
+    liveness.beat_once()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'ALTER ROLE "{role}" NOLOGIN')
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,)
+        )
+    clock.now = 0.6 * TTL
+    liveness.watch_once()
+    assert fences == [False]
+    # The server answers, for this role only: others may beat on and rescue at the ttl.
+    liveness.beat_once()
+    liveness.watch_once()
+    assert fences == [False, True]
+
+
+def test_a_node_whose_beat_goes_unanswered_gives_up_its_jobs_before_the_ttl() -> None:
+    # A silent network: the beat's connection is taken and never answered. A down database
+    # answers at once; this one may be up for others, who may rescue the jobs at the ttl.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        host, port = silent.getsockname()
+        clock, fences = Clock(), list[bool | None]()
+        liveness = owner(f"postgresql://postgres@{host}:{port}/postgres", clock, fences)
+        beat = threading.Thread(target=liveness.beat_once)
+        beat.start()
+        taken, _ = silent.accept()
+        try:
+            clock.now = 0.6 * TTL
+            liveness.watch_once()
+            clock.now = 0.7 * TTL
+            liveness.watch_once()
+            assert fences == [False]
+            clock.now = 0.8 * TTL
+            liveness.watch_once()
+            assert fences == [False, True]
+        finally:
+            taken.close()
+            beat.join(10)
