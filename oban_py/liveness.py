@@ -25,7 +25,7 @@ that producer's node, and the rules below are all there is to it:
      the thread and waits for its answer, however late. If one is, and has gone unanswered
      for an eighth of the ttl by ``heartbeat_ttl * 3 / 4``, the network is silent (a down
      database answers at once): it interrupts them, as a node cut off alone must before the
-     ttl.
+     ttl. A heartbeat thread that died will never answer: that node counts as cut off.
    The first beat written again lifts the fence.
 3. **The leader rescues** a producer's rows once its beat is older than ``heartbeat_ttl`` and
    only after its own beats have gone unbroken for a whole ttl, so a leader back from an outage
@@ -462,8 +462,17 @@ class Liveness:
             with self._lock:
                 under_way = self._under_way
                 unanswered = None if under_way is None else now - under_way
-                self._fence_on(now - self._last_ok, self._heard, unanswered)
+                heard = self._heard
+                if heard is Heard.NOTHING and self._beater_died():
+                    # Nothing will ever be heard: no beat is written again, so the rows expire
+                    # and another node may rescue the jobs at the ttl, as if cut off alone.
+                    heard = Heard.CUT_OFF
+                self._fence_on(now - self._last_ok, heard, unanswered)
         self._check_stall(now)
+
+    def _beater_died(self) -> bool:
+        beater = self._threads[0] if self._threads else None
+        return beater is not None and not beater.is_alive() and not self._stopping.is_set()
 
     def _fence_on(self, silent: float, heard: Heard, unanswered: float | None) -> None:
         # Rule 2, under ``_lock``: a beat written meanwhile cannot slip between the reading and

@@ -313,3 +313,21 @@ def test_a_node_whose_beat_goes_unanswered_gives_up_its_jobs_before_the_ttl() ->
         finally:
             taken.close()
             beat.join(10)
+
+
+def test_a_node_whose_heartbeat_thread_died_gives_up_its_jobs(dsn: str) -> None:
+    # A bug that kills the thread (a BaseException) leaves nothing to hear from: the node's rows
+    # expire at the ttl as surely as if it were cut off, and another node may rescue its jobs.
+    clock, fences = Clock(), list[bool | None]()
+    liveness = owner(dsn, clock, fences)
+    liveness.beat_once()
+    dead = threading.Thread(target=lambda: None)
+    dead.start()
+    dead.join()
+    liveness._threads.append(dead)
+    clock.now = 0.4 * TTL
+    liveness.watch_once()
+    assert fences == []
+    clock.now = 0.6 * TTL
+    liveness.watch_once()
+    assert fences == [True]
