@@ -3,7 +3,9 @@ builds, and leaves every other input (and every error) to it."""
 
 from __future__ import annotations
 
+import copy
 import math
+import pickle
 from typing import Any
 
 import pytest
@@ -146,3 +148,32 @@ def test_a_job_from_worker_new_shares_no_mutable_value_with_its_worker_or_siblin
     )
     assert second.model_fields_set == {"tags", "meta", "worker", "args"}
     assert cls.new().meta == {"m": {"n": 1}}
+
+
+def test_jobs_built_together_keep_their_empty_values_apart_through_copies_and_pickles() -> None:
+    # Built jobs share one empty meta, tags and errors until read (``job.shared``): a copy or a
+    # pickle of several at once must still give each its own.
+    cls = type("Empty", (Worker,), {})
+    built = [cls.new({"n": 1}), cls.new({"n": 1}), Job(worker="W")]
+    for copies in (copy.deepcopy(built), pickle.loads(pickle.dumps(built))):
+        copies[0].meta["k"] = 1
+        copies[0].tags.append("t")
+        copies[0].errors.append({})
+        assert [(j.meta, j.tags, j.errors) for j in copies[1:]] == [({}, [], [])] * 2
+        assert [(j.meta, j.tags, j.errors) for j in built] == [({}, [], [])] * 3
+
+
+def test_a_shared_empty_value_refuses_change_where_the_job_is_bypassed() -> None:
+    job = Job(worker="W")
+    dumped = job.model_dump()
+    assert [dumped[name].__class__ for name in ("meta", "tags", "errors")] == [dict, list, list]
+    for name, change in (
+        ("meta", lambda value: value.update(k=1)),
+        ("tags", lambda value: value.append("t")),
+        ("errors", lambda value: value.extend([{}])),
+    ):
+        with pytest.raises(TypeError, match="shared empty value"):
+            change(job.__dict__[name])
+        getattr(job, name)  # read through the job: its own from now on
+        change(job.__dict__[name])
+    assert (job.meta, job.tags, job.errors) == ({"k": 1}, ["t"], [{}])

@@ -112,7 +112,9 @@ def text_array(values: Sequence[str]) -> str:
 def row_params(job: Job, insert_channel: str) -> tuple[Any, ...]:
     """The parameters of ``sql/insert_job.sql``: the columns an insert writes, in its order,
     then the delay of a ``schedule_in`` job and the notification channel."""
-    meta, tags, scheduled_at = job.meta, job.tags, job.scheduled_at
+    # Read from the fields as stored: an empty meta or tags a job shares stays shared.
+    values = job.__dict__
+    meta, tags, scheduled_at = values["meta"], values["tags"], values["scheduled_at"]
     delay = schedule_delay(job)
     if delay is not None:
         scheduled_at = None
@@ -134,13 +136,14 @@ def row_params(job: Job, insert_channel: str) -> tuple[Any, ...]:
 def _all_defaults(job: Job) -> bool:
     """Whether every column but queue, worker and args is its default, which the table has too:
     the server then parses three values instead of nine (a few percent of a single enqueue)."""
+    values = job.__dict__
     return (
-        job.state == "available"
-        and job.scheduled_at is None
-        and job.priority == JOB_DEFAULTS["priority"]
-        and job.max_attempts == JOB_DEFAULTS["max_attempts"]
-        and job.meta == JOB_DEFAULTS["meta"]
-        and job.tags == JOB_DEFAULTS["tags"]
+        values["state"] == "available"
+        and values["scheduled_at"] is None
+        and values["priority"] == JOB_DEFAULTS["priority"]
+        and values["max_attempts"] == JOB_DEFAULTS["max_attempts"]
+        and not values["meta"]
+        and not values["tags"]
     )
 
 
@@ -153,16 +156,17 @@ def _row(job: Job) -> dict[str, Any]:
 
 
 def _columns(job: Job) -> dict[str, Any]:
+    values = job.__dict__
     return {
-        "state": job.state,
-        "queue": job.queue,
-        "worker": job.worker,
-        "args": job.args,
-        "meta": job.meta,
-        "tags": job.tags,
-        "max_attempts": job.max_attempts,
-        "priority": job.priority,
-        "scheduled_at": to_naive_utc(job.scheduled_at),
+        "state": values["state"],
+        "queue": values["queue"],
+        "worker": values["worker"],
+        "args": values["args"],
+        "meta": values["meta"],
+        "tags": values["tags"],
+        "max_attempts": values["max_attempts"],
+        "priority": values["priority"],
+        "scheduled_at": to_naive_utc(values["scheduled_at"]),
     }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import math
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from datetime import UTC, datetime, timedelta
 from math import isfinite
 from types import MappingProxyType
@@ -29,6 +30,7 @@ from pydantic import (
 from oban_py import telemetry
 from oban_py.job import jsonb, terms
 from oban_py.job.progress import Progress, ProgressSink, StopReason, check
+from oban_py.job.shared import EMPTY_DICT, EMPTY_LIST, own_fields_set, own_when_read
 from oban_py.job.unique import Unique, coerce_replace
 
 #: Elixir's ``Oban.Job`` defaults, the one table of them: the model's fields, its direct build,
@@ -125,6 +127,8 @@ def _plain_copy(value: Mapping[str, Any]) -> dict[str, Any] | None:
     integer beyond 64 bits, no ``Decimal``, nothing it refuses); else None, and ``_json_copy``
     decides. The one check of almost every job's args, so kept to the bare calls."""
     copy: dict[str, Any] = dict(value)
+    if _as_is(copy):
+        return copy
     try:
         dumped = orjson.dumps(copy)
     except TypeError:
@@ -141,6 +145,29 @@ def _plain_copy(value: Mapping[str, Any]) -> dict[str, Any] | None:
             result: dict[str, Any] = jsonb.loads(dumped)
             return result
     return copy
+
+
+def _as_is(value: dict[Any, Any]) -> bool:
+    """Whether orjson writes ``value`` as it stands and reads it back equal, without asking it:
+    ASCII text keys, and values that are None, bools, integers of 64 bits, finite floats or
+    ASCII text (lone surrogates, which it refuses, are not ASCII). Serialising a job's args
+    only to check them cost a fifth of ``Worker.new``."""
+    for key, item in value.items():
+        kind = item.__class__
+        if kind is int:
+            if not _INT_MIN <= item <= _INT_MAX:
+                return False
+        elif kind is str:
+            if not item.isascii():
+                return False
+        elif kind is float:
+            if not isfinite(item):
+                return False
+        elif kind is not bool and item is not None:
+            return False
+        if key.__class__ is not str or not key.isascii():
+            return False
+    return True
 
 
 def _flat(value: dict[Any, Any]) -> bool:
@@ -297,13 +324,14 @@ class Job(BaseModel):
         if row.keys() == _COLUMN_SET:
             # A claimed row (RETURNING j.*): every column and nothing else, laid over at once.
             values.update(row)
-            given = set(_COLUMN_SET)
+            given: AbstractSet[str] = _COLUMNS_GIVEN
         else:
-            given = set()
+            picked = set()
             for key in COLUMNS:
                 if key in row:
                     values[key] = row[key]
-                    given.add(key)
+                    picked.add(key)
+            given = picked
         last_aware = _LAST_AWARE
         for key in _TIMESTAMPS:
             value = values[key]
@@ -324,12 +352,13 @@ class Job(BaseModel):
                     if isinstance(value, str):
                         value = datetime.fromisoformat(value)
                     values[key] = to_utc(value)
-        for key in ("args", "meta"):
-            if values[key] is None:
-                values[key] = {}
+        if values["args"] is None:
+            values["args"] = {}
+        if values["meta"] is None:
+            values["meta"] = EMPTY_DICT
         for key in ("errors", "tags"):
             if values[key] is None:
-                values[key] = []
+                values[key] = EMPTY_LIST
         state = values["state"]
         if state.__class__ is not str:
             values["state"] = str(state)
@@ -465,11 +494,17 @@ class Job(BaseModel):
         return self.args if self._typed_args is None else self._typed_args
 
 
-def _filled(job: Job, values: dict[str, Any], fields: set[str]) -> Job:
+# The fast builds below share empty values and given-field sets among jobs (``job.shared``).
+own_when_read(Job, "meta", "tags", "errors")
+own_fields_set(Job)
+
+
+def _filled(job: Job, values: dict[str, Any], fields: AbstractSet[str]) -> Job:
     """``job`` (made by ``__new__``) holding ``values``, with ``fields`` given: what pydantic
     makes, without its validation, for the paths that build thousands of jobs (rows read,
     jobs inserted, plain builds). The slots are set through their own descriptors, half the
-    cost of ``object.__setattr__``."""
+    cost of ``object.__setattr__``. ``fields`` may be a frozenset shared by many jobs: each
+    job copies it when first read (``Job.__pydantic_fields_set__``)."""
     _SET_DICT(job, values)
     _SET_FIELDS(job, fields)
     _SET_EXTRA(job, None)
@@ -497,12 +532,12 @@ def _fast_init(job: Job, data: dict[str, Any]) -> bool:
         return False
     values = _ROW_DEFAULTS.copy()
     try:
-        for key in ("args", "meta"):
+        for key, empty in (("args", {}), ("meta", EMPTY_DICT)):
             value = data.get(key)
             if value is None:
                 if key in data:
                     return False
-                values[key] = {}
+                values[key] = empty
             elif value.__class__ is dict:
                 values[key] = _json_copy(value, key)
             else:
@@ -513,7 +548,7 @@ def _fast_init(job: Job, data: dict[str, Any]) -> bool:
     if tags is None:
         if "tags" in data:
             return False
-        values["tags"] = []
+        values["tags"] = EMPTY_LIST
     elif tags.__class__ in (list, tuple) and all(tag.__class__ is str for tag in tags):
         values["tags"] = Job._tags(tags)
     else:
@@ -522,7 +557,7 @@ def _fast_init(job: Job, data: dict[str, Any]) -> bool:
     values["queue"] = queue
     values["priority"] = priority
     values["max_attempts"] = max_attempts
-    values["errors"] = []
+    values["errors"] = EMPTY_LIST
     _filled(job, values, set(data))
     return True
 
@@ -539,31 +574,42 @@ class Template:
         self.options = options
         # Raises for options a job could not have, as the build of every job would.
         shared = Job(**options, **fields)
-        self._values = shared.__dict__
+        values = dict(shared.__dict__)
         self._fields = frozenset(shared.model_fields_set | {"args"})
         #: whether the options hold values each job must have a copy of (most workers: none)
-        self._mutable = bool(shared.meta or shared.tags or shared.replace is not None)
+        self._mutable = bool(values["meta"] or values["tags"] or values["replace"] is not None)
+        if not self._mutable:
+            values["meta"] = EMPTY_DICT
+            values["tags"] = EMPTY_LIST
+        values["errors"] = EMPTY_LIST
+        self._values = values
 
     def build(self, args: dict[str, Any]) -> Job | None:
         """A job with ``args``; None (nothing built) for args the full validation must see:
         those it refuses, with its error, and the rare ones it converts."""
-        copied = _plain_copy(args)
-        if copied is None:
-            return None
+        copied = dict(args)
+        if not _as_is(copied):
+            plain = _plain_copy(args)
+            if plain is None:
+                return None
+            copied = plain
         values = self._values.copy()
         values["args"] = copied
-        # The job owns its mutable values, as one validated on its own would.
+        # The job owns its mutable values, as one validated on its own would (the empty ones
+        # it shares until read: ``job.shared``).
         if self._mutable:
             meta, tags, replace = values["meta"], values["tags"], values["replace"]
-            values["meta"] = _copy_json(meta) if meta else {}
-            values["tags"] = list(tags) if tags else []
+            values["meta"] = _copy_json(meta) if meta else EMPTY_DICT
+            values["tags"] = list(tags) if tags else EMPTY_LIST
             if replace is not None:
                 values["replace"] = dict(replace)
-        else:
-            values["meta"] = {}
-            values["tags"] = []
-        values["errors"] = []
-        return _filled(Job.__new__(Job), values, set(self._fields))
+        # ``_filled``, inline: this runs once per job an application builds.
+        job = Job.__new__(Job)
+        _SET_DICT(job, values)
+        _SET_FIELDS(job, self._fields)
+        _SET_EXTRA(job, None)
+        _SET_PRIVATE(job, _PRIVATE_DEFAULTS.copy())
+        return job
 
 
 def prepare_stored(jobs: Sequence[Job]) -> list[Job]:
@@ -597,12 +643,12 @@ def _unsaved(mine: dict[str, Any]) -> Job:
     values["max_attempts"] = mine["max_attempts"]
     values["priority"] = mine["priority"]
     values["args"] = _copy_json(mine["args"])
-    meta = mine["meta"]
-    values["meta"] = _copy_json(meta) if meta else {}
-    values["tags"] = list(mine["tags"])
-    values["errors"] = []
+    meta, tags = mine["meta"], mine["tags"]
+    values["meta"] = _copy_json(meta) if meta else EMPTY_DICT
+    values["tags"] = list(tags) if tags else EMPTY_LIST
+    values["errors"] = EMPTY_LIST
     values["scheduled_at"] = mine["scheduled_at"]
-    return _filled(Job.__new__(Job), values, _COLUMN_SET.copy())
+    return _filled(Job.__new__(Job), values, _COLUMNS_GIVEN)
 
 
 def finish_stored(
@@ -645,7 +691,11 @@ _SET_EXTRA = BaseModel.__dict__["__pydantic_extra__"].__set__
 _SET_PRIVATE = BaseModel.__dict__["__pydantic_private__"].__set__
 _FAST_FIELDS = frozenset({"worker", "queue", "args", "meta", "priority", "max_attempts", "tags"})
 _SCALARS = (str, int, float, bool, type(None))
+#: the integers orjson writes (beyond them ``jsonb`` does, exactly)
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 _COLUMN_SET = set(COLUMNS)
+#: the given fields of a job holding every column, shared until one job's is read
+_COLUMNS_GIVEN = frozenset(COLUMNS)
 _GC_PAUSE_AT = 1_000
 
 
