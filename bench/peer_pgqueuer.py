@@ -7,6 +7,14 @@ bulk_one_rate
     one ``Queries.enqueue`` call of ``bulk_one`` jobs on emptied tables (``bulk_one_ok``: all
     of them stored), for ``bench/insert_pairs.py``.
 
+bulk_built
+    ``{"size": n, "reps": r}``, for ``bench/insert_ab.py``: ``r`` calls on emptied tables, each
+    timing what the anchor harness's adapter times: the JSON encoding of ``n`` prebuilt args
+    (``{"i": k}``) and one ``Queries.enqueue`` of them. The first call of the process is the
+    cold one the anchor harness times. Figures as ``insert_ab`` reads them: ``cold_rate``,
+    ``built_rate`` (median of the later calls), and per job the encoding's CPU (``build_us``),
+    the client's CPU during the call and its server backend's (``/proc/<pid>/schedstat``).
+
 The schema is installed with ``Queries.install()``; every connection is one asyncpg
 connection, as pgqueuer's README sets it up.
 
@@ -33,8 +41,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -60,6 +70,48 @@ async def _enqueue(queries: Queries, count: int) -> float:
     t0 = time.perf_counter()
     await queries.enqueue([ENTRYPOINT] * count, payloads, [0] * count)
     return time.perf_counter() - t0
+
+
+def _oncpu(pid: int) -> float:
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+
+
+async def _bulk_built(dsn: str, size: int, reps: int) -> Any:
+    # A connection of its own, opened after the install as the anchor harness's adapter does.
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await _bulk_runs(conn, Queries(AsyncpgDriver(conn)), size, reps)
+    finally:
+        await conn.close()
+
+
+async def _bulk_runs(conn: asyncpg.Connection, queries: Queries, size: int, reps: int) -> Any:
+    pid = conn.get_server_pid()
+    args_list = [{"i": k} for k in range(size)]
+    runs: list[dict[str, float]] = []
+    for _ in range(reps):
+        await conn.execute("TRUNCATE pgqueuer, pgqueuer_log, pgqueuer_statistics")
+        t0, c0 = time.perf_counter(), time.process_time()
+        payloads: list[bytes | None] = [json.dumps(a).encode() for a in args_list]
+        c1, s1 = time.process_time(), _oncpu(pid)
+        ids = await queries.enqueue([ENTRYPOINT] * size, payloads, [0] * size)
+        t2, c2, s2 = time.perf_counter(), time.process_time(), _oncpu(pid)
+        stored = await conn.fetchval("SELECT count(*) FROM pgqueuer")
+        if len(ids) != size or stored != size:
+            raise RuntimeError(f"pgqueuer stored {stored} of {size}")
+        runs.append(
+            {
+                "build_us": (c1 - c0) / size * 1e6,
+                "call_client_us": (c2 - c1) / size * 1e6,
+                "call_server_us": (s2 - s1) / size * 1e6,
+                "rate": size / (t2 - t0),
+            }
+        )
+    warm = runs[1:] or runs
+    out = {k: statistics.median(r[k] for r in runs) for k in runs[0] if k != "rate"}
+    out["cold_rate"] = runs[0]["rate"]
+    out["built_rate"] = statistics.median(r["rate"] for r in warm)
+    return out
 
 
 async def _drain(conn: asyncpg.Connection, dsn: str, count: int, c: int) -> dict[str, Any]:
@@ -105,6 +157,8 @@ async def main(opts: dict[str, Any]) -> dict[str, Any]:
         await conn.execute("SET client_min_messages = warning")
         queries = Queries(AsyncpgDriver(conn))
         await queries.install()
+        if built := opts.get("bulk_built"):
+            out["bulk_built"] = await _bulk_built(opts["dsn"], built["size"], built["reps"])
         if opts.get("bulk_one"):
             # One call of ``bulk_one`` jobs on emptied tables (bench/insert_pairs.py).
             await conn.execute("TRUNCATE pgqueuer, pgqueuer_log, pgqueuer_statistics")
