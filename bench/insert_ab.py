@@ -2,6 +2,7 @@
 
     python -m bench.insert_ab /path/to/other/checkout [--pairs 3] [--size 20000] [--reps 3]
     python -m bench.insert_ab pgqueuer [--peer-python /path/to/venv/bin/python] [--python PY]
+                                       [--ours /path/to/checkout]
 
 Each side runs in a process of its own on a database of its own made for it (the other
 checkout with the same interpreter, its own ``oban_py`` first on the path; pgqueuer 1.6 in its
@@ -179,6 +180,7 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=3, help="bulk calls per run (the 1st cold)")
     parser.add_argument("--python", default=sys.executable, help="interpreter of our side(s)")
     parser.add_argument("--peer-python", type=Path, help="pgqueuer's venv interpreter")
+    parser.add_argument("--ours", type=Path, help="our side's oban_py from this checkout instead")
     args = parser.parse_args()
     peer = args.other == PGQUEUER
     other = "pgqueuer" if peer else "other"
@@ -191,7 +193,8 @@ def main() -> int:
         found: dict[str, Any] = {}
         for side in order:
             if side == "this":
-                found[side] = _run_ours(None, args.python, args.size, args.reps)
+                ours = args.ours.resolve() if args.ours else None
+                found[side] = _run_ours(ours, args.python, args.size, args.reps)
             elif peer_python is not None:
                 found[side] = _run_pgqueuer(peer_python, args.size, args.reps)
             else:
