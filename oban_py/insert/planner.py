@@ -65,36 +65,50 @@ def insert_plan(queries: Queries, jobs: Sequence[Job]) -> Work[list[Job]]:
 
 def _insert(queries: Queries, jobs: Sequence[Job], own_transaction: bool) -> Program[list[Job]]:
     insert_channel = channel(queries.prefix, "insert")
-    results: list[Job | None] = [None] * len(jobs)
     plain = [i for i, job in enumerate(jobs) if job.unique is None]
-    chunks = [plain[start : start + CHUNK_SIZE] for start in range(0, len(plain), CHUNK_SIZE)]
+    if len(plain) == len(jobs) and len(jobs) > 1:
+        # The usual batch: every job plain, the results in input order with nothing between.
+        return (yield from _insert_plain(queries, jobs, insert_channel))
+    results: list[Job | None] = [None] * len(jobs)
     if len(plain) == 1:
         # A lone plain job beside unique ones: one plain round trip, nothing to overlap.
         (i,) = plain
         rows = yield plain_statement(queries, [jobs[i]], insert_channel)
         results[i] = jobs[i].stored(rows[0][0], rows[0][1], rows[0][2])
     elif plain:
-        # Every chunk is sent at once (pipeline mode); the returned jobs are built while the
-        # server inserts, and only their ids and timestamps wait for its rows.
-        for chunk in chunks:
-            yield replace(
-                plain_statement(queries, [jobs[i] for i in chunk], insert_channel), pipelined=True
-            )
-        # psycopg collects every pending result on the first receive: build all first.
-        prepared = [prepare_stored([jobs[i] for i in chunk]) for chunk in chunks]
-        for chunk, built in zip(chunks, prepared, strict=True):
-            rows = yield RECEIVE
-            ids, now, inserted_ats = rows[0]
-            stored = finish_stored(built, ids, now, inserted_ats)
-            for i, job in zip(chunk, stored, strict=True):
-                if (delay := schedule_delay(jobs[i])) is not None:
-                    # What the statement wrote: the server's now plus the delay, exactly.
-                    job.scheduled_at = now.replace(tzinfo=UTC) + timedelta(microseconds=delay)
-                results[i] = job
+        stored = yield from _insert_plain(queries, [jobs[i] for i in plain], insert_channel)
+        for i, job in zip(plain, stored, strict=True):
+            results[i] = job
     if len(plain) < len(jobs):
         plan = unique_plan(queries.prefix, jobs)
         yield from _resolve(queries, jobs, plan, own_transaction, insert_channel, results)
     return [job for job in results if job is not None]
+
+
+def _insert_plain(queries: Queries, jobs: Sequence[Job], insert_channel: str) -> Program[list[Job]]:
+    """Insert plain ``jobs`` (more than one), ``CHUNK_SIZE`` a statement; the stored jobs in
+    order. Every chunk is sent at once (pipeline mode); the returned jobs are built while the
+    server inserts, and only their ids and timestamps wait for its rows."""
+    chunks = [jobs[start : start + CHUNK_SIZE] for start in range(0, len(jobs), CHUNK_SIZE)]
+    for chunk in chunks:
+        yield replace(plain_statement(queries, chunk, insert_channel), pipelined=True)
+    # psycopg collects every pending result on the first receive: build all first.
+    prepared = prepare_stored(chunks)
+    # Jobs given ``schedule_in`` (few) take the server's clock: their positions and delays.
+    delays = [
+        [(n, delay) for n, job in enumerate(chunk) if (delay := schedule_delay(job)) is not None]
+        for chunk in chunks
+    ]
+    stored: list[Job] = []
+    for built, delayed in zip(prepared, delays, strict=True):
+        rows = yield RECEIVE
+        ids, now, inserted_ats = rows[0]
+        finish_stored(built, ids, now, inserted_ats)
+        for n, delay in delayed:
+            # What the statement wrote: the server's now plus the delay, exactly.
+            built[n].scheduled_at = now.replace(tzinfo=UTC) + timedelta(microseconds=delay)
+        stored += built
+    return stored
 
 
 # -- plain jobs ---------------------------------------------------------------------------------

@@ -612,19 +612,20 @@ class Template:
         return job
 
 
-def prepare_stored(jobs: Sequence[Job]) -> list[Job]:
-    """The jobs an INSERT of ``jobs`` stores, but for the columns the server chooses (id,
-    inserted_at, and scheduled_at when not given; ``finish_stored`` sets them). Built while the
-    server runs the statement, this work overlaps its round trip."""
+def prepare_stored(chunks: Sequence[Sequence[Job]]) -> list[list[Job]]:
+    """The jobs an INSERT of each chunk of jobs stores, but for the columns the server chooses
+    (id, inserted_at, and scheduled_at when not given; ``finish_stored`` sets them). Built while
+    the server runs the statements, this work overlaps their round trip."""
     # Thousands of new tracked objects trigger the cyclic collector over and over, each pass
-    # walking every live job (half the cost of building a 20,000-job result). None of these
-    # objects forms a cycle, so collection is only deferred to the end of the loop, which runs
-    # without yielding to other tasks.
-    paused = len(jobs) > _GC_PAUSE_AT and gc.isenabled()
+    # walking every live job (half the cost of building a 20,000-job result), and every tenth
+    # pass of the middle generation may start a pass over the whole heap. None of these objects
+    # forms a cycle, so collection is deferred to the end of the loop (over every chunk: one
+    # pass after, not one a chunk), which runs without yielding to other tasks.
+    paused = sum(map(len, chunks)) > _GC_PAUSE_AT and gc.isenabled()
     if paused:
         gc.disable()
     try:
-        return [_unsaved(job.__dict__) for job in jobs]
+        return [[_unsaved(job.__dict__) for job in chunk] for chunk in chunks]
     finally:
         if paused:
             gc.enable()
