@@ -35,6 +35,11 @@ VENV6 = ROOT / ".venv312"
 PY6 = VENV6 / ("Scripts" if os.name == "nt" else "bin") / "python"
 DJANGO6_TESTS = "tests/ext/django6"
 DJANGO6_REQUIREMENT = "django>=6.0"
+#: The whole main suite runs on two pytest-xdist workers: most of its time is spent waiting on
+#: PostgreSQL, node processes and timers, not on the two cores. The fault tests (grouped by
+#: tests/conftest.py) run one after another on one worker. ``-n 0`` after ``dev.py test`` runs
+#: it in one process.
+PARALLEL = ("-n", "2", "--dist", "loadgroup")
 
 
 def _installed(digest: str) -> set[str]:
@@ -136,7 +141,7 @@ def test(rest: list[str]) -> int:
     if not paths:
         # Before the main suite: a machine without Python 3.12 fails at once, not after it.
         py6 = ensure_venv312()
-        main = run(str(PY), "-m", "pytest", *options)
+        main = run(str(PY), "-m", "pytest", *PARALLEL, *options)
         print(f"\nthe Django 6 tests ({DJANGO6_TESTS}) under Python 3.12+", flush=True)
         django6 = run(str(py6), "-m", "pytest", *options, DJANGO6_TESTS)
         return main or django6

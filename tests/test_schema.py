@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import FIXTURES, create_database, drop_database, dsn_for
+from conftest import FIXTURES, Dropper, create_database, dsn_for
 
 from oban_py import schema
 from oban_py.job.errors import SchemaError
@@ -142,7 +142,7 @@ NewDb = Callable[[], str]
 
 
 @pytest.fixture
-def new_db(server_dsn: str) -> Iterator[NewDb]:
+def new_db(server_dsn: str, dropper: Dropper) -> Iterator[NewDb]:
     """Creates extra empty databases on demand, all dropped after the test."""
     names: list[str] = []
 
@@ -152,7 +152,7 @@ def new_db(server_dsn: str) -> Iterator[NewDb]:
 
     yield make
     for name in names:
-        drop_database(server_dsn, name)
+        dropper.drop(name)
 
 
 _elixir_cache: dict[tuple[str, str], Snapshot] = {}

@@ -100,10 +100,10 @@ def test_a_rate_limit_holds_in_every_window_and_reaches_most_of_the_rate(
 ) -> None:
     with psycopg.connect(spans_dsn, autocommit=True) as conn:
         insert_jobs(conn, "Faults.Span", 600, args='{"ms": 1}')
-        started = [nodes("default:10:rate=50/5", f"py-rate-{n}") for n in range(4)]
+        started = [nodes("default:10:rate=20/2", f"py-rate-{n}") for n in range(4)]
         for node in started:
             wait_started(node)
-        time.sleep(30)
+        time.sleep(12)  # six windows
         for node in started:
             node.kill()
         # A start is the claim, stamped by the database in attempted_at (the worker's own
@@ -112,10 +112,10 @@ def test_a_rate_limit_holds_in_every_window_and_reaches_most_of_the_rate(
             "WITH s AS (SELECT attempted_at AS at FROM oban_jobs WHERE attempted_at IS NOT NULL)"
             " SELECT max(c.n) FROM s CROSS JOIN LATERAL ("
             "  SELECT count(*) AS n FROM s AS o"
-            "  WHERE o.at >= s.at AND o.at < s.at + interval '5 seconds') AS c"
+            "  WHERE o.at >= s.at AND o.at < s.at + interval '2 seconds') AS c"
         ).fetchone()
         assert busiest is not None
-        assert busiest[0] <= 50, f"a 5 s window held {busiest[0]} starts"
+        assert busiest[0] <= 20, f"a 2 s window held {busiest[0]} starts"
         row = conn.execute(
             "SELECT count(*), extract(epoch FROM max(attempted_at) - min(attempted_at))"
             " FROM oban_jobs WHERE attempted_at IS NOT NULL"
@@ -123,7 +123,7 @@ def test_a_rate_limit_holds_in_every_window_and_reaches_most_of_the_rate(
         assert row is not None
         count, seconds = row
         rate = count / max(float(seconds), 1.0)
-        assert rate >= 0.8 * 50 / 5, f"{count} starts in {seconds:.1f} s"
+        assert rate >= 0.8 * 20 / 2, f"{count} starts in {seconds:.1f} s"
 
 
 def test_partitions_hold_each_account_to_its_limit_and_every_account_progresses(

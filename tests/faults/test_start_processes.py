@@ -58,19 +58,24 @@ def start_two(nodes: Any, name: str) -> Node:
 
 
 @contextlib.contextmanager
-def two_after_jobs(
+def two_then_jobs(
     fault_dsn: str, nodes: Any, name: str, worker: str, count: int, args: str
 ) -> Iterator[tuple[psycopg.Connection[Any], Node]]:
-    """Two node processes started on ``count`` waiting jobs, and a connection to watch them."""
+    """Two node processes started, then ``count`` jobs for them, and a connection to watch them.
+
+    The jobs come after both nodes are up: on a loaded machine one node may start seconds
+    after the other, and would find every job already done."""
     with psycopg.connect(fault_dsn, autocommit=True) as conn:
+        group = start_two(nodes, name)
         insert_jobs(conn, worker, count, args=args)
-        yield conn, start_two(nodes, name)
+        yield conn, group
 
 
 def test_two_processes_split_the_jobs_run_each_once_and_stop_gracefully_on_sigterm(
     fault_dsn: str, nodes: Any
 ) -> None:
-    started = two_after_jobs(fault_dsn, nodes, "py-procs", "Faults.Once", 300, '{"ms": 20}')
+    # 10 at a time, one node alone would need 1.5 s: the other fetches its share well before.
+    started = two_then_jobs(fault_dsn, nodes, "py-procs", "Faults.Once", 300, '{"ms": 50}')
     with started as (conn, group):
         assert sorted(e["node"] for e in named(group, "node started")) == [
             "py-procs.1",
@@ -136,7 +141,7 @@ def test_a_second_signal_stops_busy_nodes_at_once_and_lets_stopped_ones_exit_cle
     fault_dsn: str, nodes: Any
 ) -> None:
     # A thread that ignores job.cancelled(): a graceful stop would wait for it for 40 s.
-    started = two_after_jobs(fault_dsn, nodes, "py-procs-force", "Faults.StuckSync", 1, '{"s": 40}')
+    started = two_then_jobs(fault_dsn, nodes, "py-procs-force", "Faults.StuckSync", 1, '{"s": 40}')
     with started as (conn, group):
         wait_until(lambda: states(conn).get("executing", 0) == 1, 10, 0.02)
     pids = children(group)
