@@ -4,7 +4,8 @@
 python3 dev.py demo    # embedded PostgreSQL (or DATABASE_URL / --dsn), a real node, real jobs
                        # (installs only the core and the embedded server)
 python3 dev.py test    # the whole test suite (installs every extra), then the Django 6 tests
-                       # (tests/ext/django6) in .venv312, a Python 3.12+ venv of their own
+                       # (tests/ext/django6) and the node's hot path (eager tasks) in
+                       # .venv312, a Python 3.12+ venv of their own
 python3 dev.py lint    # ruff check, ruff format --check, mypy, import-linter (layers, no cycles)
 python3 dev.py bench   # benchmarks (see bench/README.md)
 python3 dev.py docs    # the documentation site, built strictly into site/
@@ -35,6 +36,17 @@ VENV6 = ROOT / ".venv312"
 PY6 = VENV6 / ("Scripts" if os.name == "nt" else "bin") / "python"
 DJANGO6_TESTS = "tests/ext/django6"
 DJANGO6_REQUIREMENT = "django>=6.0"
+#: The node's hot path again under Python 3.12+, where a claimed job's task starts eagerly
+#: (``oban_py.aio.start_task``): the main suite on 3.11 never takes that path.
+EAGER_TESTS = (
+    "tests/test_fast_paths.py",
+    "tests/test_node.py",
+    "tests/test_attempt_lifecycle.py",
+    "tests/test_attempt_property.py",
+    "tests/test_state_machine.py",
+    "tests/test_shutdown.py",
+    "tests/test_execution.py",
+)
 #: The whole main suite runs on two pytest-xdist workers: most of its time is spent waiting on
 #: PostgreSQL, node processes and timers, not on the two cores. The fault tests (grouped by
 #: tests/conftest.py) run one after another on one worker. ``-n 0`` after ``dev.py test`` runs
@@ -130,7 +142,8 @@ def ensure_venv312() -> Path:
 
 
 def test(rest: list[str]) -> int:
-    """The main suite in .venv, then the Django 6 tests in .venv312; failure if either fails.
+    """The main suite in .venv, then the Django 6 tests and the node's hot path (``EAGER_TESTS``)
+    in .venv312; failure if any fails.
     Given paths, those under tests/ext/django6 run in .venv312, the others in .venv."""
 
     def is_path(arg: str) -> bool:
@@ -144,7 +157,9 @@ def test(rest: list[str]) -> int:
         main = run(str(PY), "-m", "pytest", *PARALLEL, *options)
         print(f"\nthe Django 6 tests ({DJANGO6_TESTS}) under Python 3.12+", flush=True)
         django6 = run(str(py6), "-m", "pytest", *options, DJANGO6_TESTS)
-        return main or django6
+        print("\nthe node's hot path under Python 3.12+ (eager task start)", flush=True)
+        eager = run(str(py6), "-m", "pytest", *PARALLEL, *options, *EAGER_TESTS)
+        return main or django6 or eager
     django6 = [a for a in paths if a.startswith(DJANGO6_TESTS)]
     others = [a for a in paths if a not in django6]
     codes = []
