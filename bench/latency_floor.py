@@ -83,7 +83,8 @@ def _client(dsn: str, probes: int, spacing: float) -> None:
     asyncio.run(main())
 
 
-def _stats(values: list[float]) -> str:
+def summary(values: list[float]) -> str:
+    """The median and the 99th percentile of ``values`` (seconds), in milliseconds."""
     ordered = sorted(v * 1000 for v in values)
     p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
     return f"p50 {statistics.median(ordered):6.2f}  p99 {p99:6.2f}"
@@ -130,8 +131,8 @@ def main() -> int:
         totals: list[Any] = json.loads(out.strip().splitlines()[-1])
     where = "the listening connection" if args.same_connection else "a second connection"
     print(f"{args.probes} probes, one every {args.spacing * 1000:.0f} ms, claim on {where} (ms):")
-    print(f"  t0 → claimed row in the listener   {_stats(totals)}")
-    print(f"  the spaced insert call alone        {_stats(calls)}")
+    print(f"  t0 → claimed row in the listener   {summary(totals)}")
+    print(f"  the spaced insert call alone        {summary(calls)}")
     return 0
 
 

@@ -21,7 +21,6 @@ import asyncio
 import bisect
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -166,13 +165,10 @@ def _client(dsn: str, probes: int, spacing: float) -> None:
     asyncio.run(main())
 
 
-def _stats(values: list[float]) -> str:
-    ordered = sorted(v * 1000 for v in values)
-    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
-    return f"p50 {statistics.median(ordered):6.2f}  p99 {p99:6.2f}"
-
-
 def main() -> int:
+    # Here, not at the top: the node and client roles run this file as a script.
+    from bench.latency_floor import summary
+
     parser = argparse.ArgumentParser(prog="python -m bench.latency_path", description=__doc__)
     parser.add_argument("--probes", type=int, default=200)
     parser.add_argument("--spacing", type=float, default=0.02)
@@ -198,7 +194,7 @@ def main() -> int:
         for side in order:
             stages = _run_once(args, other if side == "other" else None)
             total = stages["total: t0 → handler start"]
-            print(f"pair {pair + 1} {side:5s}: {_stats(total)}", flush=True)
+            print(f"pair {pair + 1} {side:5s}: {summary(total)}", flush=True)
             for name, values in stages.items():
                 sides.setdefault(side, {}).setdefault(name, []).extend(values)
     for side, stages in sides.items():
@@ -207,7 +203,7 @@ def main() -> int:
             f" {args.spacing * 1000:.0f} ms (ms, all probes pooled):"
         )
         for name, values in stages.items():
-            print(f"  {name:45s} {_stats(values)}")
+            print(f"  {name:45s} {summary(values)}")
     return 0
 
 
