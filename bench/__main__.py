@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import subprocess
@@ -156,7 +157,8 @@ def main() -> int:
         if "drain" in chosen:
             for c in args.concurrency or (10, 50, 200):
                 found = _repeat(
-                    runs, lambda c=c: scenarios.drain(bench, c, jobs, uvloop=not args.asyncio)
+                    runs,
+                    functools.partial(scenarios.drain, bench, c, jobs, uvloop=not args.asyncio),
                 )
                 results[f"drain_c{c}"] = found
                 _print_drain(f"drain {jobs:,} jobs at concurrency {c}", found)
@@ -183,12 +185,13 @@ def main() -> int:
         if "latency" in chosen:
             probes = 100 if args.quick else 300
             for load in (0, 5_000):
-                found = _repeat(
-                    runs,
-                    lambda load=load: asyncio.run(
+
+                def probe(load: int = load) -> dict[str, Any]:
+                    return asyncio.run(
                         scenarios.latency(bench, probes, load, uvloop=not args.asyncio)
-                    ),
-                )
+                    )
+
+                found = _repeat(runs, probe)
                 results[f"latency_load{load}"] = found
                 what = "idle node" if not load else f"under {load:,} jobs/s of inserts"
                 print(f"insert → start latency, {probes} probes, {what}  (min / median / max)")

@@ -65,10 +65,12 @@ def _backends_cpu(bench: db.BenchDatabase) -> dict[int, float]:
 
 
 async def _measure(dsn: str, size: int, reps: int) -> dict[str, Any]:
-    from oban_py import Job, Oban, worker
+    from oban_py import Job, Oban, Worker
 
-    @worker(queue="idle", name="Bench.Noop")
-    class Noop:
+    class Noop(Worker):
+        queue = "idle"
+        name = "Bench.Noop"
+
         async def process(self, job: Job) -> None:
             pass
 
@@ -134,7 +136,8 @@ def _run_ours(tree: Path | None, python: str, size: int, reps: int) -> dict[str,
         )
         if done.returncode != 0:
             raise BenchFailure(f"insert run failed: {done.stderr.strip()[-500:]}")
-        result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+        # The figures, and the path of the ``oban_py`` the run imported.
+        result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
         expected = (tree or ROOT) / "oban_py"
         if Path(result.pop("oban_py")).resolve().parent != expected.resolve():
             raise BenchFailure(f"the run did not import {expected}")

@@ -32,7 +32,7 @@ from psycopg import sql
 from bench import db
 from bench.peers import PEERS, _ensure_venv, _url
 from bench.scenarios import BenchFailure
-from oban_py import Client, Job, worker
+from oban_py import Client, Job, Worker
 
 RAW = "INSERT INTO oban_jobs (queue, worker, args) VALUES (%s, %s, %s::jsonb)"
 # The server inserting the same rows from nothing (no client encoding, no JSON unpacking), as
@@ -49,8 +49,10 @@ def _job(n: int) -> Job:
     return Job(worker="Bench.Noop", queue="idle", args={"n": n})
 
 
-@worker(queue="idle", name="Bench.Noop")
-class Noop:
+class Noop(Worker):
+    queue = "idle"
+    name = "Bench.Noop"
+
     async def process(self, job: Job) -> None:
         pass
 
@@ -94,7 +96,7 @@ async def single(bench: db.BenchDatabase, client: Client, count: int) -> tuple[f
 
     async def raw_block(conn: psycopg.AsyncConnection[Any], _: None, __: object) -> None:
         t0 = time.perf_counter()
-        for _ in range(block):
+        for _n in range(block):
             await conn.execute(RAW, ("idle", "Bench.Noop", "{}"), prepare=True)
         timed["raw"] += time.perf_counter() - t0
 
@@ -212,8 +214,8 @@ async def run(pairs: int, size: int, count: int, with_peer: bool) -> dict[str, A
     medians = {k: statistics.median(v) for k, v in figures.items() if v}
     ratios = [a / b for a, b in zip(figures["single"], figures["raw"], strict=True)]
     medians["single_ratio"] = statistics.median(ratios)
-    built = [a / b for a, b in zip(figures["single_built"], figures["raw"], strict=True)]
-    medians["single_built_ratio"] = statistics.median(built)
+    built_ratios = [a / b for a, b in zip(figures["single_built"], figures["raw"], strict=True)]
+    medians["single_built_ratio"] = statistics.median(built_ratios)
     bounds = [a / b for a, b in zip(figures["bulk"], figures["server_bulk"], strict=True)]
     medians["bulk_of_server"] = statistics.median(bounds)
     print(

@@ -73,7 +73,9 @@ def _node(dsn: str, probes: int, use_uvloop: bool) -> None:
 
     notifier_mod.Notifier._dispatch = traced_dispatch  # type: ignore[method-assign]
 
-    wait_event = producer_mod.wait_event
+    # The original, from where producer.py imports it; the patch below replaces the name
+    # producer.py looks up.
+    from oban_py.aio import wait_event
 
     async def traced_wait_event(event: asyncio.Event, timeout: float) -> bool:  # noqa: ASYNC109
         out = await wait_event(event, timeout)

@@ -121,7 +121,7 @@ async def _drain(conn: asyncpg.Connection, dsn: str, count: int, c: int) -> dict
     worker_conn = await asyncpg.connect(dsn)
     qm = QueueManager(Queries(AsyncpgDriver(worker_conn)))
 
-    @qm.entrypoint(ENTRYPOINT)
+    @qm.entrypoint(ENTRYPOINT)  # type: ignore[untyped-decorator]
     async def noop(job: Job) -> None:
         seen.append(job.id)
 

@@ -26,7 +26,7 @@ from bench.pairs import interleaved
 from bench.scenarios import summary
 from oban_py import Oban
 from oban_py.job.model import Job
-from oban_py.worker import worker
+from oban_py.worker import Worker
 
 QUEUE = "cpu"
 
@@ -51,14 +51,19 @@ def _timed(rounds: int) -> float:
     return time.process_time() - started
 
 
-@worker(name="Bench.CpuThread", queue=QUEUE)
-class CpuThread:
+class CpuThread(Worker):
+    name = "Bench.CpuThread"
+    queue = QUEUE
+
     def process(self, job: Job) -> None:
         burn(job.args["rounds"])
 
 
-@worker(name="Bench.CpuProcess", queue=QUEUE, executor="process")
-class CpuProcess:
+class CpuProcess(Worker):
+    name = "Bench.CpuProcess"
+    queue = QUEUE
+    executor = "process"
+
     def process(self, job: Job) -> None:
         burn(job.args["rounds"])
 

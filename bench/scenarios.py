@@ -84,7 +84,7 @@ def drain(
         raise BenchFailure(f"node failed:\n{out.stderr[-3000:]}")
     # The node's figures are its last JSON line (a ``wrap`` may print after it).
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
-    figures = json.loads(lines[-1])
+    figures: dict[str, Any] = json.loads(lines[-1])
     completed = bench.one(
         "SELECT count(*) FROM oban_jobs WHERE state = 'completed' AND id > %s", (after_id,)
     )

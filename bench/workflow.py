@@ -89,7 +89,10 @@ async def run(dsn: str, width: int, runs: int, concurrency: int) -> None:
                 dsn, "SELECT state = 'completed' FROM oban_jobs WHERE id = %s", (jobs[-1].id,)
             )
             took = time.monotonic() - started
-            phases = await _phases(dsn, [j.id for j in jobs])
+            ids = [j.id for j in jobs if j.id is not None]
+            if len(ids) != len(jobs):
+                raise RuntimeError("the workflow's enqueue returned jobs without ids")
+            phases = await _phases(dsn, ids)
             spent = sum(PASSES) / 1e6
             moved = sum(MOVED)
             print(
