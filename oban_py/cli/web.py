@@ -57,6 +57,15 @@ def web(
             help="Trust X-Forwarded-Proto from a proxy in front (Secure cookies on https).",
         ),
     ] = False,
+    count_cap: Annotated[
+        int | None,
+        typer.Option(
+            "--count-cap",
+            help="Most rows of one state the counts read per refresh; above it they are"
+            " estimates, marked ≈ (default 10,000).",
+            min=1,
+        ),
+    ] = None,
 ) -> None:
     """Serve the web dashboard: queues, nodes, jobs and the last hour, with actions."""
     checked = require_dsn(dsn)
@@ -77,6 +86,7 @@ def web(
     try:
         import uvicorn
         from oban_py_ext.web import create_app
+        from oban_py_ext.web.reads import COUNT_CAP
     except ImportError as error:
         raise fail(
             f'the dashboard needs the web extra: pip install "oban-py[web]" ({error})', EXIT_USAGE
@@ -92,6 +102,7 @@ def web(
         refresh_interval=refresh,
         allowed_hosts=_hosts(allow_host, protected=token is not None or credentials is not None),
         trust_forwarded=behind_proxy,
+        count_cap=COUNT_CAP if count_cap is None else count_cap,
     )
     shown = f"[{host}]" if ":" in host else host
     typer.echo(f"oban_py dashboard on http://{shown}:{port}/ (Ctrl-C to stop)", err=True)

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from oban_py_ext.web import create_app
 from oban_py_ext.web.cache import Shared
 from oban_py_ext.web.nodes import NodeWatch
-from oban_py_ext.web.reads import rows_read
+from oban_py_ext.web.reads import COUNT_CAP, rows_read
 from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.testclient import TestClient
@@ -204,6 +204,26 @@ def test_the_web_command_refuses_unsafe_or_malformed_options(dsn: str) -> None:
     assert runner.invoke(app, ["web", "--dsn", dsn, "--basic", "nopassword"]).exit_code == 2
     assert runner.invoke(app, ["web", "--dsn", dsn, "--token", "short"]).exit_code == 2
     assert runner.invoke(app, ["web"], env={"DATABASE_URL": "", "OBAN_DSN": ""}).exit_code == 2
+
+
+def test_the_web_command_passes_its_count_cap_to_the_dashboard(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import oban_py_ext.web
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from oban_py.cli import app
+
+    made: list[dict[str, Any]] = []
+    monkeypatch.setattr(oban_py_ext.web, "create_app", lambda **options: made.append(options))
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: None)
+    runner = CliRunner()
+    assert runner.invoke(app, ["web", "--dsn", dsn, "--count-cap", "500"]).exit_code == 0
+    assert runner.invoke(app, ["web", "--dsn", dsn]).exit_code == 0
+    assert made[0]["count_cap"] == 500
+    assert made[1]["count_cap"] == COUNT_CAP == 10_000
+    assert runner.invoke(app, ["web", "--dsn", dsn, "--count-cap", "0"]).exit_code == 2
 
 
 def test_job_list_pages_by_keyset_both_ways(dsn: str) -> None:
