@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -15,6 +16,25 @@ from faultkit import fault_dsn, insert_jobs, nodes, states, wait_started, wait_u
 
 FAKETIME = shutil.which("faketime")
 DELAY = 3
+SHM = Path("/dev/shm")
+
+
+@pytest.fixture(autouse=True)
+def no_stale_faketime_semaphores() -> None:
+    """The faketime wrapper names a semaphore and a shared-memory segment after its own pid and
+    removes them when it exits; a wrapper killed with its node (SIGKILL) leaves them behind, and
+    a later wrapper given the same pid fails at once ("sem_open: File exists"). Those of pids no
+    longer running are removed first."""
+    for stale in (*SHM.glob("sem.faketime_sem_*"), *SHM.glob("faketime_shm_*")):
+        pid = stale.name.rsplit("_", 1)[1]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            stale.unlink(missing_ok=True)
+        except PermissionError:
+            pass  # alive, another user's
 
 
 def _runs(conn: psycopg.Connection[object], job_id: int) -> list[float]:
