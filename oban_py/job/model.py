@@ -587,12 +587,9 @@ class Template:
     def build(self, args: dict[str, Any]) -> Job | None:
         """A job with ``args``; None (nothing built) for args the full validation must see:
         those it refuses, with its error, and the rare ones it converts."""
-        copied = dict(args)
-        if not _as_is(copied):
-            plain = _plain_copy(args)
-            if plain is None:
-                return None
-            copied = plain
+        copied = _plain_copy(args)
+        if copied is None:
+            return None
         values = self._values.copy()
         values["args"] = copied
         # The job owns its mutable values, as one validated on its own would (the empty ones
