@@ -121,12 +121,8 @@ def _fields_set(job: BaseModel) -> set[str]:
     return fields  # type: ignore[no-any-return]
 
 
-def _set_fields_set(job: BaseModel, fields: set[str]) -> None:
-    _SET_FIELDS(job, fields)
-
-
 def own_fields_set(model: type[BaseModel]) -> None:
     """Let the jobs of ``model`` hold a frozenset of given fields (shared by many): every read
     of ``__pydantic_fields_set__``, pydantic's included, gives the job its own set first. The
     property shadows pydantic's slot, which it reads and writes underneath."""
-    model.__pydantic_fields_set__ = property(_fields_set, _set_fields_set)  # type: ignore[assignment]
+    model.__pydantic_fields_set__ = property(_fields_set, _SET_FIELDS)  # type: ignore[assignment]
