@@ -1,4 +1,5 @@
-"""Waiting on the event loop without losing a cancellation, and starting a task at once.
+"""Waiting on the event loop without losing a cancellation, starting a task at once, and
+telling where a task waits.
 
 ``asyncio.wait_for`` on Python 3.11 returns normally when a cancellation arrives just as what it
 waits for completes (CPython gh-86296): the cancel is swallowed, and a duty or producer being
@@ -43,3 +44,26 @@ else:
     def start_task(coro: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
         """A task started at the loop's next iteration (Python 3.11 has no eager tasks)."""
         return asyncio.create_task(coro)
+
+
+def awaiting(task: asyncio.Task[Any]) -> list[str]:
+    """Where ``task`` is suspended: one ``file:line in function`` per coroutine, from the
+    task's own down to the innermost ``await``, into the tasks it awaits, ending with what it
+    awaits when that is not a coroutine (a future, a gather). ``Task.get_stack`` shows only
+    the outermost frame of a suspended task, which says nothing of what holds it."""
+    where: list[str] = []
+    seen: set[int] = set()
+    step: Any = task.get_coro()
+    while step is not None and id(step) not in seen:
+        seen.add(id(step))
+        if isinstance(step, asyncio.Task):
+            step = step.get_coro()
+            continue
+        frame = getattr(step, "cr_frame", None) or getattr(step, "gi_frame", None)
+        if frame is None:
+            where.append(repr(step)[:200])
+            break
+        code = frame.f_code
+        where.append(f"{code.co_filename}:{frame.f_lineno} in {code.co_name}")
+        step = getattr(step, "cr_await", None) or getattr(step, "gi_yieldfrom", None)
+    return where

@@ -6,10 +6,13 @@ import asyncio
 import time
 from typing import Any
 
+import psycopg
+import structlog
 from nodekit import insert, row, wait_for
 
 from oban_py import Oban
 from oban_py.job.model import Job
+from oban_py.node import instance
 from oban_py.worker import Worker
 
 
@@ -74,3 +77,43 @@ async def test_stop_stops_fetching_new_jobs(dsn: str, conn: Any) -> None:
     job_id = await insert(conn, FinishesSoon.__oban_name__, queue="stop")
     await asyncio.sleep(0.1)
     assert (await row(conn, job_id))["state"] == "available"
+
+
+async def test_a_stop_held_up_says_where_it_waits_until_it_ends(
+    dsn: str, conn: Any, monkeypatch: Any
+) -> None:
+    # Another session holds the node's heartbeat rows, so giving them up waits on its lock.
+    monkeypatch.setattr(instance, "STOP_REPORT_EVERY", 0.2)
+    oban = node(dsn, grace=0)
+    await oban.start()
+    async with await psycopg.AsyncConnection.connect(dsn) as locker:
+        await wait_for(lambda: beats(locker))
+        await locker.execute("SELECT 1 FROM oban_py_heartbeats FOR UPDATE")
+        with structlog.testing.capture_logs() as logs:
+            stopping = asyncio.create_task(oban.stop())
+            await wait_for(lambda: len(reports(logs)) >= 2)
+            assert not stopping.done()
+            await locker.rollback()
+            await asyncio.wait_for(stopping, 10)
+    first, second = reports(logs)[:2]
+    assert first["node"] == "py-stop"
+    assert second["stopping_for"] > first["stopping_for"] > 0
+    # From the stop down to the statement that waits on the lock.
+    where = "\n".join(first["waiting_in"])
+    assert "in _stop" in where
+    assert "liveness.py" in where
+    assert "in release" in where
+    count = len(reports(logs))
+    await asyncio.sleep(0.5)
+    assert len(reports(logs)) == count  # a stop that ended says nothing more
+
+
+def reports(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in logs if e["event"] == "node still stopping"]
+
+
+async def beats(conn: Any) -> bool:
+    cur = await conn.execute("SELECT count(*) FROM oban_py_heartbeats")
+    (count,) = await cur.fetchone()
+    await conn.rollback()
+    return bool(count)

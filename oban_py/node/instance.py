@@ -12,8 +12,10 @@ same to them.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
+import time
 from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Any
@@ -23,6 +25,7 @@ import structlog
 from psycopg.conninfo import make_conninfo
 
 from oban_py import schema, telemetry
+from oban_py.aio import awaiting
 from oban_py.client import persisted
 from oban_py.client.core import Client
 from oban_py.cluster.duties import build
@@ -53,6 +56,8 @@ log = structlog.get_logger("oban.node")
 
 #: How long a pkilled job may ignore its cancellation flag before its task is cancelled.
 PKILL_GRACE = 1.0
+#: How often a stop still under way says where it waits.
+STOP_REPORT_EVERY = 10.0
 #: Pool connection keyword arguments that are psycopg's, not libpq parameters.
 _PSYCOPG_OPTIONS = frozenset(
     {"autocommit", "prepare_threshold", "row_factory", "cursor_factory", "context"}
@@ -162,7 +167,20 @@ class Oban(Client):
 
     async def stop(self) -> None:
         """Stop fetching, give running jobs ``shutdown_grace``, interrupt the rest and wait for
-        each to end, flush the outcomes, then release the heartbeat rows."""
+        each to end, flush the outcomes, then release the heartbeat rows.
+
+        A stop still under way after ``STOP_REPORT_EVERY`` seconds says where it waits, and
+        says it again at that pace: a shutdown held up by a lock, a pool or a hook is then
+        found in the log, not guessed at."""
+        task = asyncio.current_task()
+        report = None if task is None else _StopReport(self.config.node, task)
+        try:
+            await self._stop()
+        finally:
+            if report is not None:
+                report.cancel()
+
+    async def _stop(self) -> None:
         if not self.started:
             await self._close_results()
             await self.close()
@@ -406,3 +424,26 @@ def _flow_options(payload: dict[str, Any]) -> QueueConfig:
     """A signal's cluster-wide limits (Oban Pro's option names), validated as config is."""
     options = {k: payload[k] for k in ("global_limit", "rate_limit") if payload.get(k) is not None}
     return QueueConfig(**options)
+
+
+class _StopReport:
+    """Logs where a node's stop waits, every ``STOP_REPORT_EVERY`` seconds until cancelled."""
+
+    def __init__(self, node: str, task: asyncio.Task[Any]) -> None:
+        self.node = node
+        self.task = task
+        self.started = time.monotonic()
+        self._loop = asyncio.get_running_loop()
+        self._timer = self._loop.call_later(STOP_REPORT_EVERY, self._report)
+
+    def _report(self) -> None:
+        log.warning(
+            "node still stopping",
+            node=self.node,
+            stopping_for=round(time.monotonic() - self.started, 1),
+            waiting_in=awaiting(self.task),
+        )
+        self._timer = self._loop.call_later(STOP_REPORT_EVERY, self._report)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
