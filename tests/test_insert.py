@@ -12,6 +12,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from oban_py.client.core import CHUNK_SIZE, Client, get_instance
+from oban_py.insert import planner
 from oban_py.job.errors import DatabaseUnavailable, InstanceNotFound
 from oban_py.job.model import Job
 from oban_py.worker import Worker
@@ -191,21 +192,34 @@ async def test_insert_on_callers_sync_connection_joins_its_transaction(
 
 class CountingCursor(psycopg.AsyncCursor[Any]):
     executed = 0
+    copied = 0
 
     async def execute(self, *args: Any, **kwargs: Any) -> Any:
         type(self).executed += 1
         return await super().execute(*args, **kwargs)
 
+    def copy(self, *args: Any, **kwargs: Any) -> Any:
+        type(self).copied += 1
+        return super().copy(*args, **kwargs)
 
+
+@pytest.mark.parametrize("by_copy", [True, False])
 async def test_ten_thousand_jobs_take_a_bounded_number_of_statements(
-    client: Client, dsn: str
+    client: Client, dsn: str, by_copy: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    if not by_copy:
+        # The INSERT, as a batch takes when the table's defaults rule the COPY out.
+        monkeypatch.setattr(planner, "COPY_AT", 10**9)
     jobs = [Job(worker="W", queue=f"q{i % 3}", args={"i": i}) for i in range(10_000)]
     async with await psycopg.AsyncConnection.connect(dsn, cursor_factory=CountingCursor) as c:
-        CountingCursor.executed = 0
+        CountingCursor.executed = CountingCursor.copied = 0
         inserted = await client.enqueue_many(jobs, conn=c)
         await c.commit()
-        assert CountingCursor.executed == -(-len(jobs) // CHUNK_SIZE) == 2
+        if by_copy:
+            # The ids reserved, every row in one COPY, the notifications.
+            assert (CountingCursor.executed, CountingCursor.copied) == (2, 1)
+        else:
+            assert CountingCursor.executed == -(-len(jobs) // CHUNK_SIZE) == 2
     assert len(inserted) == 10_000
     assert inserted[-1].args == {"i": 9999}
     async with await psycopg.AsyncConnection.connect(dsn) as c:

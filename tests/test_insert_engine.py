@@ -183,8 +183,9 @@ async def test_a_batch_takes_the_same_statements_whatever_its_number_of_unique_j
         inserted = await api.enqueue_many(jobs, own)
     finally:
         await api.call(own, "close")
-    # One plain INSERT, one lock statement, one lookup-or-insert for the one unique shape.
-    assert len(factory.executed) == 3
+    # The plain jobs: their ids reserved, a COPY (no execute) and the notifications; then one
+    # lock statement, one lookup-or-insert for the one unique shape.
+    assert len(factory.executed) == 4
     assert len(inserted) == 5_000
     assert await scalar(conn, "SELECT count(*) FROM oban_jobs") == 5_000
 

@@ -20,7 +20,7 @@ from psycopg.types.json import set_json_loads
 
 from oban_py import middleware
 from oban_py.insert.planner import insert_plan
-from oban_py.insert.statements import Program, Receive, Statement, Work
+from oban_py.insert.statements import Copy, Program, Receive, Statement, Work
 from oban_py.job import jsonb
 from oban_py.job.model import Job
 from oban_py.sql import Queries
@@ -77,7 +77,8 @@ async def _drive_async(
     # Client-side cursors hold nothing on the server: left to the garbage collector, they
     # spare the awaited close that made up a tenth of a single enqueue.
     dicts: psycopg.AsyncCursor[Any] | None = None
-    pending: deque[psycopg.AsyncCursor[Any]] = deque()
+    # Cursors of pipelined statements; None for a COPY, finished when the stack closes.
+    pending: deque[psycopg.AsyncCursor[Any] | None] = deque()
     # Made only when a statement is pipelined: a single enqueue never pays for it.
     stack: AsyncExitStack | None = None
     rows: list[Any] | None = None
@@ -89,9 +90,21 @@ async def _drive_async(
                 result: T = done.value
                 return result
             if isinstance(step, Receive):
-                rows = await pending.popleft().fetchall()
+                sent = pending.popleft()
+                rows = [] if sent is None else await sent.fetchall()
                 if not pending and stack is not None:
                     await stack.aclose()
+                continue
+            if isinstance(step, Copy):
+                if pending:
+                    raise RuntimeError("a COPY cannot share a pipeline")
+                stack = stack or AsyncExitStack()
+                # Sent now, the context left open: the server reads the rows while the program
+                # goes on, and leaving it (at RECEIVE) waits for the server's answer.
+                copy = await stack.enter_async_context(conn.cursor().copy(step.query))
+                await copy.write(step.data)
+                pending.append(None)
+                rows = []
                 continue
             if step.pipelined:
                 if not pending:
@@ -114,7 +127,7 @@ async def _drive_async(
                 cur = tuples
             rows = await _rows_async(cur, step)
     except BaseException as error:
-        # The pipeline learns of the failure, as a ``with`` block would tell it.
+        # The pipeline or COPY learns of the failure, as a ``with`` block would tell it.
         if stack is not None:
             pipeline, stack = stack, None
             await pipeline.__aexit__(type(error), error, error.__traceback__)
@@ -139,7 +152,7 @@ def run_sync(conn: psycopg.Connection[Any], work: Work[T]) -> T:
 def _drive_sync(conn: psycopg.Connection[Any], program: Program[T]) -> T:
     tuples: psycopg.Cursor[Any] | None = None
     dicts: psycopg.Cursor[Any] | None = None
-    pending: deque[psycopg.Cursor[Any]] = deque()
+    pending: deque[psycopg.Cursor[Any] | None] = deque()
     stack: ExitStack | None = None
     rows: list[Any] | None = None
     try:
@@ -150,9 +163,18 @@ def _drive_sync(conn: psycopg.Connection[Any], program: Program[T]) -> T:
                 result: T = done.value
                 return result
             if isinstance(step, Receive):
-                rows = pending.popleft().fetchall()
+                sent = pending.popleft()
+                rows = [] if sent is None else sent.fetchall()
                 if not pending and stack is not None:
                     stack.close()
+                continue
+            if isinstance(step, Copy):
+                if pending:
+                    raise RuntimeError("a COPY cannot share a pipeline")
+                stack = stack or ExitStack()
+                stack.enter_context(conn.cursor().copy(step.query)).write(step.data)
+                pending.append(None)
+                rows = []
                 continue
             if step.pipelined:
                 if not pending:

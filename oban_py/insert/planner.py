@@ -33,7 +33,8 @@ from typing import Any
 
 from psycopg import sql
 
-from oban_py.insert.statements import RECEIVE, Program, Statement, Work, one_statement
+from oban_py.insert.copy_text import CopyBatch, copy_query, text_array
+from oban_py.insert.statements import RECEIVE, Copy, Program, Statement, Work, one_statement
 from oban_py.job import jsonb
 from oban_py.job.model import (
     JOB_DEFAULTS,
@@ -49,6 +50,9 @@ from oban_py.sql import Queries
 
 #: Jobs per plain INSERT statement; larger batches are split (one round trip per chunk).
 CHUNK_SIZE = 5_000
+#: Plain jobs from which a batch goes in by COPY instead (``_copy_plain``): measured faster from
+#: 2,000 on, slower at 1,000 (wall per job, interleaved, loaded 2-core machine).
+COPY_AT = 2_000
 
 
 def insert_plan(queries: Queries, jobs: Sequence[Job]) -> Work[list[Job]]:
@@ -89,6 +93,10 @@ def _insert_plain(queries: Queries, jobs: Sequence[Job], insert_channel: str) ->
     """Insert plain ``jobs`` (more than one), ``CHUNK_SIZE`` a statement; the stored jobs in
     order. Every chunk is sent at once (pipeline mode); the returned jobs are built while the
     server inserts, and only their ids and timestamps wait for its rows."""
+    if len(jobs) >= COPY_AT:
+        copied = yield from _copy_plain(queries, jobs, insert_channel)
+        if copied is not None:
+            return copied
     chunks = [jobs[start : start + CHUNK_SIZE] for start in range(0, len(jobs), CHUNK_SIZE)]
     for chunk in chunks:
         yield replace(plain_statement(queries, chunk, insert_channel), pipelined=True)
@@ -111,16 +119,43 @@ def _insert_plain(queries: Queries, jobs: Sequence[Job], insert_channel: str) ->
     return stored
 
 
+def _copy_plain(
+    queries: Queries, jobs: Sequence[Job], insert_channel: str
+) -> Program[list[Job] | None]:
+    """Insert plain ``jobs`` by COPY, the stored jobs in order; ``None`` (nothing done) when the
+    table is not one COPY writes as the INSERT does (``sql/insert_copy_ids.sql``).
+
+    The server spends a sixth to a quarter less per row than on the INSERT (no join, sort or
+    RETURNING per row): with the ids reserved first (while the rows are written), the rows go
+    as they are, and the returned jobs are built while the server reads them. Below
+    ``COPY_AT`` jobs the extra round trip costs more than that saves."""
+    reserve = {
+        "table": sql.Identifier(queries.prefix, "oban_jobs").as_string(None),
+        "count": len(jobs),
+    }
+    yield Statement(queries["insert_copy_ids"], reserve, pipelined=True)
+    batch = CopyBatch(jobs)  # while the server reserves
+    rows = yield RECEIVE
+    ids, now = rows[0]
+    if ids is None:
+        return None
+    columns, data = batch.rows(ids, now)
+    yield Copy(copy_query(queries.prefix, columns), data)
+    (built,) = prepare_stored([jobs])
+    yield RECEIVE
+    if queues := batch.queues():
+        notify = {"channel": insert_channel, "queues": text_array(queues)}
+        yield Statement(queries["insert_copy_notify"], notify)
+    finish_stored(built, ids, now)
+    if batch.delayed():
+        for job, original in zip(built, jobs, strict=True):
+            if (delay := schedule_delay(original)) is not None:
+                # What the COPY wrote: the server's now plus the delay, exactly.
+                job.scheduled_at = now.replace(tzinfo=UTC) + timedelta(microseconds=delay)
+    return built
+
+
 # -- plain jobs ---------------------------------------------------------------------------------
-
-
-def text_array(values: Sequence[str]) -> str:
-    """A PostgreSQL ``text[]`` literal: dumping a list costs psycopg more than the insert's
-    whole parameter set otherwise."""
-    if not values:
-        return "{}"
-    quoted = (v.replace("\\", "\\\\").replace('"', '\\"') for v in values)
-    return "{" + ",".join(f'"{v}"' for v in quoted) + "}"
 
 
 def row_params(job: Job, insert_channel: str) -> tuple[Any, ...]:

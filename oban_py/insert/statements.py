@@ -6,7 +6,9 @@ the sync driver alike, and a test can run it against recorded rows.
 
 A ``pipelined`` statement is only sent (in psycopg's pipeline mode) and answered with ``[]`` at
 once; the program collects its rows later by yielding ``RECEIVE``, oldest first. In between it
-may do its own work while the server runs the statement.
+may do its own work while the server runs the statement. A ``Copy`` is sent the same way (its
+rows written, the server reading them), and ``RECEIVE`` waits for the server to finish it;
+nothing is pipelined beside it.
 """
 
 from __future__ import annotations
@@ -37,6 +39,14 @@ class Statement:
     pipelined: bool = False
 
 
+@dataclass(slots=True)
+class Copy:
+    """``COPY ... FROM STDIN`` (``query``, text format) of ``data``, whole rows of it."""
+
+    query: bytes
+    data: bytes
+
+
 class Receive:
     """Yielded to collect the rows of the oldest pipelined statement not yet received."""
 
@@ -45,7 +55,7 @@ class Receive:
 
 RECEIVE = Receive()
 
-Program = Generator[Statement | Receive, list[Any], T]
+Program = Generator[Statement | Copy | Receive, list[Any], T]
 
 
 @dataclass(slots=True)

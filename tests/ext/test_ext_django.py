@@ -165,6 +165,32 @@ def test_enqueue_inside_atomic_commits_with_it(project: str) -> None:
     assert {j["state"] for j in found} == {"available"}
 
 
+def test_a_large_batch_copies_inside_atomic_and_rolls_back_with_it(project: str) -> None:
+    from oban_py_ext.django import enqueue_many
+
+    from oban_py.insert.planner import COPY_AT
+
+    class Boom(Exception):
+        pass
+
+    batch = [Job(worker="Py.Ext.Django.Copied", args={"n": n}) for n in range(COPY_AT)]
+
+    def signup() -> None:
+        with transaction.atomic():
+            enqueue_many(batch)
+            raise Boom
+
+    with pytest.raises(Boom):
+        signup()
+    assert jobs(project, "Py.Ext.Django.Copied") == []
+    with transaction.atomic():
+        inserted = enqueue_many(batch)
+    found = jobs(project, "Py.Ext.Django.Copied")
+    assert sorted((j["id"], j["args"]["n"]) for j in found) == [
+        (job.id, job.args["n"]) for job in inserted
+    ]
+
+
 # -- jobs on another database than the caller's atomic() block --------------------------------
 
 

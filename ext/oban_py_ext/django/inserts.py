@@ -5,15 +5,18 @@ statements and is sent their rows. This driver runs them on ``connections[using]
 Django sees every statement as any query of the app: ``CaptureQueriesContext`` and
 ``assertNumQueries`` count them, ``connection.execute_wrapper`` (Sentry, debug-toolbar) wraps
 them, and they join the ``atomic()`` block the view is in. Statements the engine would pipeline
-run one after the other here (Django's cursor has no pipeline).
+run one after the other here (Django's cursor has no pipeline). A COPY (a large batch of plain
+jobs) runs on the database driver's own cursor, which Django's wrapper lends: Django does not
+count or wrap it.
 """
 
 from __future__ import annotations
 
+import io
 from collections import deque
 from typing import Any, TypeVar
 
-from oban_py.insert.statements import Program, Receive, Work
+from oban_py.insert.statements import Copy, Program, Receive, Work
 from oban_py.job import jsonb
 
 T = TypeVar("T")
@@ -58,6 +61,11 @@ def _drive(connection: Any, program: Program[T]) -> T:
             if isinstance(step, Receive):
                 rows = received.popleft()
                 continue
+            if isinstance(step, Copy):
+                _copy(cursor.cursor, step)
+                received.append([])
+                rows = []
+                continue
             cursor.execute(step.query.decode(), step.params)
             found = list(cursor.fetchall()) if cursor.description else []
             if step.dicts:
@@ -68,3 +76,13 @@ def _drive(connection: Any, program: Program[T]) -> T:
                 rows = []
             else:
                 rows = found
+
+
+def _copy(raw: Any, step: Copy) -> None:
+    """Run a COPY on the database driver's own cursor (Django's wrapper has no COPY of its
+    own): psycopg 3's ``copy``, or psycopg2's ``copy_expert``."""
+    if hasattr(raw, "copy"):
+        with raw.copy(step.query.decode()) as copy:
+            copy.write(step.data)
+    else:
+        raw.copy_expert(step.query.decode(), io.BytesIO(step.data))
