@@ -1,5 +1,5 @@
-"""Waiting on the event loop without losing a cancellation, starting a task at once, and
-telling where a task waits.
+"""Waiting on the event loop without losing a cancellation, starting a task at once, telling
+where a task waits, and giving up on work that waits on a silent network.
 
 ``asyncio.wait_for`` on Python 3.11 returns normally when a cancellation arrives just as what it
 waits for completes (CPython gh-86296): the cancel is swallowed, and a duty or producer being
@@ -10,11 +10,20 @@ such race, so every timed wait of the runtime goes through it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import socket
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 
 _T = TypeVar("_T")
+
+#: What work whose sockets were shut down may still take to end once cancelled: psycopg's own
+#: bound on a cancelled statement (5 s for the cancel request, 5 s for the query to end).
+ABANDON_WITHIN = 11.0
+#: How often work being abandoned is cancelled again while it has not ended.
+RECANCEL_EVERY = 0.1
 
 
 async def wait_event(event: asyncio.Event, timeout: float) -> bool:  # noqa: ASYNC109
@@ -67,3 +76,67 @@ def awaiting(task: asyncio.Task[Any]) -> list[str]:
         where.append(f"{code.co_filename}:{frame.f_lineno} in {code.co_name}")
         step = getattr(step, "cr_await", None) or getattr(step, "gi_yieldfrom", None)
     return where
+
+
+def sever(fileno: int) -> None:
+    """Shut down the socket ``fileno`` both ways, leaving the descriptor to its owner: a read
+    waiting on it returns end-of-file at once (psycopg raises ``OperationalError``, and a pool
+    discards the connection), where a cancelled statement would first send a cancel request and
+    wait for the query to end, for ever on a silent network."""
+    with contextlib.suppress(OSError):
+        sock = socket.socket(fileno=os.dup(fileno))
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.close()
+
+
+def sever_all(conns: Iterable[Any]) -> int:
+    """``sever`` the socket of each psycopg connection in ``conns`` still open; how many."""
+    severed = 0
+    for conn in list(conns):
+        with contextlib.suppress(Exception):  # closed already: no socket
+            sever(conn.pgconn.socket)
+            severed += 1
+    return severed
+
+
+async def within(seconds: float, work: Coroutine[Any, Any, _T], severs: Callable[[], int]) -> _T:
+    """``work``'s result if it ends within ``seconds``; else ``severs()`` shuts down the
+    sockets it waits on, it is cancelled, and ``TimeoutError`` is raised once it ended (or
+    after ``ABANDON_WITHIN``, when it is left behind): a bound that holds on a silent network,
+    where a plain timeout's cancellation waits for the server like the statement did."""
+    task = asyncio.ensure_future(work)
+    try:
+        done, _ = await asyncio.wait([task], timeout=seconds)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if done:
+        return task.result()
+    await abandon(task, severs)
+    raise TimeoutError
+
+
+async def abandon(task: asyncio.Future[Any], severs: Callable[[], int]) -> None:
+    """Cancel ``task`` after ``severs()`` shut down the sockets it may wait on (it returns
+    how many), and wait until it ended (at most ``ABANDON_WITHIN``; then it is left behind),
+    whatever it raised."""
+    if not task.done():
+        if severs():
+            # The read waiting on a severed socket fails at the loop's next turn, with no
+            # cancel request: cancel only after it has (what then waits is a backoff or the
+            # pool).
+            await asyncio.wait([task], timeout=0.1)
+        # Cancelled again until it ends: a cancellation can be swallowed on the way (a
+        # ``wait_for`` racing its result on Python 3.11, gh-86296, in psycopg_pool's getconn),
+        # and the task then sleeps through its backoff or retries.
+        deadline = asyncio.get_running_loop().time() + ABANDON_WITHIN
+        while not task.done() and asyncio.get_running_loop().time() < deadline:
+            task.cancel()
+            await asyncio.wait([task], timeout=RECANCEL_EVERY)
+    if task.done():
+        with contextlib.suppress(BaseException):
+            task.result()
+    else:
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())

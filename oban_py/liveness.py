@@ -68,6 +68,7 @@ import structlog
 from psycopg.conninfo import conninfo_to_dict
 
 from oban_py import dberrors, telemetry
+from oban_py.aio import sever_all, within
 
 if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
@@ -91,6 +92,11 @@ INTERRUPT_UNANSWERED = 3 / 4
 #: The share of the ttl a beat under way must have gone unanswered for, to count as silence: a
 #: down database answers in milliseconds, a silent network not before the connect timeout.
 SILENCE = 1 / 8
+#: How long a stopping heartbeat thread may take to end before its connection is severed, and
+#: again after, before it is left behind.
+STOP_SEVER_AFTER = 1.0
+#: How long giving up the heartbeat rows at stop may take before they are left to age out.
+RELEASE_TIMEOUT = 5.0
 #: How often a node without the heartbeats table looks for it again.
 MISSING_TABLE_RETRY = 60.0
 #: The heartbeat connection gives up on a silent network in seconds, not in TCP's minutes, and
@@ -240,18 +246,31 @@ class Liveness:
             return 0.0
         return now - self._unbroken_since
 
-    async def release(self, uuids: list[str]) -> None:
+    async def release(self, uuids: list[str]) -> bool:
         """Rule 5, once the stopped producers' jobs ended and their outcomes were flushed:
         delete their rows, or mark those that left rows executing dead, so the leader rescues
-        those rows at its next pass instead of after the ttl."""
+        those rows at its next pass instead of after the ttl. False when the database did not
+        answer within ``RELEASE_TIMEOUT`` (a silent network): the rows age out instead."""
         if self.pool is None or not uuids:
-            return
-        try:
-            async with self.pool.connection() as conn:
+            return True
+        pool, used = self.pool, list[Any]()
+
+        async def release() -> None:
+            async with pool.connection(timeout=RELEASE_TIMEOUT) as conn:
+                used.append(conn)
                 await conn.execute(self.queries["heartbeat_release"], {"uuids": uuids})
+
+        try:
+            # Bounded on a silent network too: the statement's connection is severed, not
+            # awaited (``aio.within``).
+            await within(RELEASE_TIMEOUT, release(), lambda: sever_all(used))
+        except TimeoutError:
+            log.warning("heartbeat release failed: no answer", within=RELEASE_TIMEOUT)
+            return False
         except Exception as error:
             # Rows left behind age out: their jobs are rescued after the ttl instead of at once.
             log.warning("heartbeat release failed", error=repr(error))
+        return True
 
     def wake(self) -> None:
         self._wake.set()
@@ -264,7 +283,21 @@ class Liveness:
             self._ticker.cancel()
         threads, self._threads = self._threads, []
         for thread in threads:
-            await asyncio.to_thread(thread.join, 10.0)
+            await asyncio.to_thread(thread.join, STOP_SEVER_AFTER)
+            if thread.is_alive():
+                # A beat waiting on a silent network ends when its socket is shut down, not
+                # before (a connection being made ends at its connect_timeout).
+                self._sever()
+                await asyncio.to_thread(thread.join, STOP_SEVER_AFTER)
+            if thread.is_alive():
+                # Making a new connection through a silent network, which nothing can sever:
+                # it ends at its connect_timeout, a daemon thread with nothing left to beat for.
+                log.warning("heartbeat thread left to end on its own", thread=thread.name)
+
+    def _sever(self) -> None:
+        conn = self._conn  # the heartbeat thread's; read once, it may be replaced meanwhile
+        if conn is not None:
+            sever_all([conn])
 
     def _on_tick(self) -> None:
         self._tick = self._clock()
@@ -423,6 +456,8 @@ class Liveness:
                 # A connection that broke says nothing of the database; a new one does (is it
                 # down for everyone, or only out of reach from here? rule 2).
                 self._close()
+                if self._stopping.is_set():
+                    raise  # severed by ``stop``: no new connection to wait on
         self._conn = psycopg.Connection.connect(
             self.conninfo, autocommit=True, application_name=self._name(), **_CONNECT
         )

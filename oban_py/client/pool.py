@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -28,11 +29,26 @@ from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from oban_py import dberrors
+from oban_py.aio import sever_all
 from oban_py.client import pooler
 from oban_py.job import jsonb
 from oban_py.job.errors import DatabaseUnavailable
 
 CONNECT_TIMEOUT = 10
+#: The pool's connections notice a peer gone silent (a partition: no reset, packets dropped)
+#: in seconds rather than after TCP's retransmissions (15 minutes on Linux), as the heartbeat
+#: connection does (``liveness._CONNECT``): probes after 10 s idle, dead after 3 unanswered 5 s
+#: apart, or after 30 s of data unacknowledged. A statement waiting for a result sends nothing,
+#: so a long one is never cut by them. Only what the DSN does not set itself.
+KEEPALIVES: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
+#: What an aborted pool waits for its workers (connections being made) before closing anyway.
+ABORT_CLOSE_TIMEOUT = 0.2
 #: What a connection that goes through a pooler is given: no server-side prepared statements.
 _UNPREPARED: dict[str, Any] = {"prepare_threshold": None}
 
@@ -55,6 +71,15 @@ async def configure_async(conn: psycopg.AsyncConnection[Any]) -> None:
 def _configure_sync(conn: psycopg.Connection[Any]) -> None:
     set_json_loads(jsonb.loads, conn)
     conn.autocommit = True
+
+
+def keepalives(dsn: str) -> dict[str, Any]:
+    """``KEEPALIVES`` without what ``dsn`` sets itself: the user's parameters win."""
+    try:
+        given = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return dict(KEEPALIVES)  # reported by the probe, with the DSN's own error
+    return {k: v for k, v in KEEPALIVES.items() if k not in given}
 
 
 def _where(dsn: str) -> str:
@@ -93,15 +118,18 @@ class AsyncPool:
         #: the pooler found between the DSN and PostgreSQL when the pool opened (``pooler.py``)
         self.pooler: pooler.Mode | None = None
         self._lock: asyncio.Lock | None = None
+        #: the connections of the pool made here, which ``abort`` severs
+        self._made: weakref.WeakSet[psycopg.AsyncConnection[Any]] = weakref.WeakSet()
         if pool is None:
             pool = AsyncConnectionPool(
                 dsn or "",
                 min_size=1,
                 max_size=size,
                 open=False,
-                configure=configure_async,
+                configure=self._configure,
                 check=dberrors.check_writable if writable else None,
                 name=name,
+                kwargs=keepalives(dsn or ""),
             )
         self.pool: AsyncConnectionPool[Any] = pool
         # One connection kept out of the pool for the client's own calls while it is free:
@@ -148,6 +176,23 @@ class AsyncPool:
             return result
         finally:
             self._held_busy = False
+
+    async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self._made.add(conn)
+        await configure_async(conn)
+
+    async def abort(self) -> None:
+        """Sever every connection of the pool made here, in use or idle, and close it: for a
+        stop that found the database out of reach (a silent network), so that what still
+        waits on a statement fails now, and what comes later fails at once (``PoolClosed``)
+        instead of waiting for a connection or an answer. A pool given by the caller is left
+        as it is, apart from the held connection."""
+        held = self._held
+        sever_all([*self._made, *([held] if held is not None else [])])
+        if self.owned and self.opened:
+            # Workers making a connection through the silent network are not waited for.
+            await self.pool.close(timeout=ABORT_CLOSE_TIMEOUT)
+            self.opened = False
 
     def replace(self, pool: AsyncConnectionPool[Any]) -> None:
         """Use ``pool`` (not yet open) from now on, forgetting the old one unclosed: for a pool

@@ -32,14 +32,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from oban_py import dberrors, telemetry
-from oban_py.aio import wait_event
+from oban_py.aio import abandon, sever_all, wait_event, within
 from oban_py.job import errors
 from oban_py.node import outcomes
 from oban_py.node.outcomes import Ack
@@ -142,6 +142,10 @@ class Acker:
         self._full = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._refused_task: asyncio.Task[None] | None = None
+        #: connections a write waits on now (``_used``)
+        self._using: set[Any] = set()
+        #: a ``flush_within`` gave up: the database stayed out of reach for a whole timeout
+        self.gave_up = False
         self.failures = 0
         #: ack id -> workflow id, for acks pushed with ``follow``
         self._followed: dict[int, str] = {}
@@ -196,21 +200,39 @@ class Acker:
                 )
                 await asyncio.sleep(delay)
 
+    async def flush_within(self, seconds: float) -> bool:
+        """``flush``, giving up after ``seconds``: what it still waits on then is severed, not
+        awaited (``aio.within``), and the unwritten acks stay pending. True when all were
+        written. Once it gave up, ``stop`` waits no further for the same network."""
+        try:
+            await within(seconds, self.flush(), self._sever)
+        except TimeoutError:
+            self.gave_up = True
+            return False
+        return True
+
+    def _sever(self) -> int:
+        return sever_all(self._using)
+
     async def stop(self, give_up_after: float = 15.0) -> None:
-        """Stop the timer and flush what is left, giving up after ``give_up_after`` seconds."""
+        """Stop the timer and flush what is left, giving up after ``give_up_after`` seconds
+        (at once when a flush already gave up: the node's stop is bounded by one flush timeout,
+        not two). What is not written is logged with its job ids, left for the lifeline."""
         for task in (self._task, self._refused_task):
             if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                # A write it waits on is severed first: cancelled, a statement on a silent
+                # network would wait for the server's answer. The batch goes back to pending.
+                await abandon(task, self._sever)
         self._task = self._refused_task = None
         self._pending[:0] = list(self._refused.values())
         self._refused.clear()
-        try:
-            async with asyncio.timeout(give_up_after):
-                await self.flush()
-        except TimeoutError:
-            log.error("acks lost at shutdown: the database stayed unreachable", lost=self.pending)
+        if self._pending and (self.gave_up or not await self.flush_within(give_up_after)):
+            log.error(
+                "acks lost at shutdown: the database stayed unreachable; their rows are left"
+                " for the lifeline, which runs those jobs again",
+                lost=self.pending,
+                job_ids=sorted(a.id for a in self._pending),
+            )
         if self._refused:
             # Stopped, so no retry task runs: their rows are left for the lifeline.
             log.error("acks refused by the database at shutdown", job_ids=sorted(self._refused))
@@ -255,7 +277,8 @@ class Acker:
         try:
             params = batch_params(batch)
             async with self.pool.connection() as conn:
-                await self._execute(conn, params, batch)
+                with self._used(conn):
+                    await self._execute(conn, params, batch)
         except Exception as error:
             verdict = await dberrors.recover(self.pool, error)
             if verdict is dberrors.CANCELLED:
@@ -271,7 +294,17 @@ class Acker:
 
     async def _write_one(self, ack: Ack) -> None:
         async with self.pool.connection() as conn:
-            await self._execute(conn, batch_params([ack]), [ack])
+            with self._used(conn):
+                await self._execute(conn, batch_params([ack]), [ack])
+
+    @contextlib.contextmanager
+    def _used(self, conn: Any) -> Iterator[None]:
+        # The connections a write waits on, which ``flush_within`` severs when it gives up.
+        self._using.add(conn)
+        try:
+            yield
+        finally:
+            self._using.discard(conn)
 
     async def _execute(self, conn: Any, params: dict[str, Any], batch: list[Ack]) -> None:
         cur = await conn.execute(self.queries["ack_jobs"], params)

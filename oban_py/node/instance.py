@@ -190,6 +190,17 @@ class Oban(Client):
             # Every queue, those a signal is stopping too: jobs get the grace, outcomes are
             # flushed, then the heartbeat rows are given up.
             await self.queues.stop_all()
+        if self.queues is not None and self.queues.unreachable:
+            # The flush or the release went unanswered for its whole timeout (a silent
+            # network): each step below would wait on the database as long again. Severed,
+            # what still waits on the pool fails now and what comes later fails at once, so
+            # the stop ends in bounded time; the acks left are logged by ``acker.stop``.
+            log.error(
+                "database out of reach at stop: the pool's connections are severed, the rest"
+                " of the stop goes without it",
+                node=self.config.node,
+            )
+            await self._pools.abort()
         if self.acker is not None:
             await self.acker.stop()
         if self.announcer is not None:

@@ -41,6 +41,8 @@ class Queues:
         #: queues being stopped (by a signal, or the node), awaited by ``stop_all``
         self._stopping: set[asyncio.Task[None]] = set()
         self._fenced: bool | None = None  # None, or whether running jobs were interrupted
+        #: a stop found the database out of reach: its acks or its release went unanswered
+        self.unreachable = False
 
     # -- one queue ------------------------------------------------------------------------------
 
@@ -159,13 +161,24 @@ class Queues:
     async def _give_up(self, uuids: list[str]) -> None:
         # The rows are given up only once their outcomes are written: a release before the
         # flush would mark the producer dead while its acks wait, and its jobs would run again.
+        # Bounded even on a silent network: what the flush waits on then is severed, not
+        # awaited, and the acks left are the acker's to report at its stop.
         with contextlib.suppress(Exception):
-            async with asyncio.timeout(FLUSH_TIMEOUT):
-                await self.runtime.acker.flush()
+            await self.runtime.acker.flush_within(FLUSH_TIMEOUT)
+        if self.runtime.acker.gave_up:
+            self.unreachable = True
         if self.liveness is not None:
             for uuid in uuids:
                 self.liveness.untrack(uuid)
-            await self.liveness.release(uuids)
+            if self.unreachable:
+                # The database stayed out of reach for a whole flush timeout: a release would
+                # only wait as long again. The rows age out, and the lifeline rescues at the ttl.
+                log.warning(
+                    "heartbeat rows left for the lifeline: the database is out of reach",
+                    producers=uuids,
+                )
+            elif not await self.liveness.release(uuids):
+                self.unreachable = True
 
     async def _wait_stopping(self) -> None:
         while self._stopping:

@@ -18,13 +18,13 @@ from the waiter's slow re-check (``oban_py.results.waiter.RECHECK``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from oban_py import notifier
+from oban_py.aio import abandon, sever_all, within
 
 if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
@@ -39,6 +39,8 @@ FINAL = frozenset({"completed", "discarded", "cancelled"})
 CHUNK = 400
 #: Seconds a node gathers final outcomes before announcing them in one statement.
 DELAY = 0.01
+#: Seconds an announcement may take (a connection, then the statement) before it is dropped.
+PUBLISH_TIMEOUT = 5.0
 
 #: what the acker calls after each batch it writes: the (id, state) of the rows it wrote
 Announce = Callable[[Sequence[tuple[int, str]]], None]
@@ -68,6 +70,8 @@ class Announcer:
         self._pending: list[int] = []
         self._event = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        #: connections a publish waits on now, which ``stop`` severs
+        self._using: set[Any] = set()
         #: announcement statements sent (for tests and the docs' cost figures)
         self.sent = 0
 
@@ -85,10 +89,13 @@ class Announcer:
         """Stop the timer and announce what is left."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # A publish it waits on is severed first: cancelled, a statement on a silent
+            # network would wait for the server's answer to the cancel request.
+            await abandon(task, self._sever)
         await self._flush()
+
+    def _sever(self) -> int:
+        return sever_all(self._using)
 
     async def _loop(self) -> None:
         while True:
@@ -101,9 +108,19 @@ class Announcer:
         ids, self._pending = self._pending, []
         if not ids:
             return
+
+        async def publish() -> None:
+            async with self.pool.connection(timeout=PUBLISH_TIMEOUT) as conn:
+                self._using.add(conn)
+                try:
+                    await notifier.publish(conn, self.prefix, NAME, done_payloads(ids))
+                finally:
+                    self._using.discard(conn)
+
         try:
-            async with self.pool.connection() as conn:
-                await notifier.publish(conn, self.prefix, NAME, done_payloads(ids))
+            # Bounded on a silent network too (the node's stop waits for the last one): the
+            # statement's connection is severed, not awaited.
+            await within(PUBLISH_TIMEOUT, publish(), self._sever)
             self.sent += 1
         except Exception as error:
             log.warning(

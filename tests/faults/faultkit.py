@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -230,3 +233,94 @@ def server(tmp_path: Path) -> Iterator[Server]:
     finally:
         with contextlib.suppress(Exception):  # already stopped by a failed test
             owned.stop()
+
+
+class Proxy:
+    """A TCP proxy on 127.0.0.1 in front of PostgreSQL that can be frozen: a network gone silent.
+
+    Frozen, it forwards nothing either way and keeps every socket open, and it accepts new
+    connections but never forwards them: no RST, no FIN, no error, as behind a partition. The
+    kernel still acknowledges what the client sends (until its buffers fill), so TCP keepalives
+    and ``tcp_user_timeout`` do not fire here: only the application's own bounds can."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self._frozen = threading.Event()
+        self._closed = threading.Event()
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self._server.settimeout(0.1)
+        self.port: int = self._server.getsockname()[1]
+        self._threads = [threading.Thread(target=self._accept, daemon=True)]
+        self._threads[0].start()
+
+    def dsn(self, dsn: str) -> str:
+        """``dsn`` through this proxy."""
+        return psycopg.conninfo.make_conninfo(dsn, host="127.0.0.1", port=str(self.port))
+
+    def freeze(self) -> None:
+        self._frozen.set()
+
+    def thaw(self) -> None:
+        """Forward again on the connections made before the freeze (those held stay held)."""
+        self._frozen.clear()
+
+    def close(self) -> None:
+        self._closed.set()
+        for thread in self._threads:
+            thread.join(5)
+        with self._lock:
+            for sock in self._sockets:
+                sock.close()
+        self._server.close()
+
+    def _keep(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                client, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            self._keep(client)
+            if self._frozen.is_set():
+                continue  # held open, never forwarded
+            upstream = socket.create_connection(self.target)
+            self._keep(upstream)
+            pump = threading.Thread(target=self._pump, args=(client, upstream), daemon=True)
+            self._threads.append(pump)
+            pump.start()
+
+    def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
+        peer = {client: upstream, upstream: client}
+        while not self._closed.is_set():
+            if self._frozen.is_set():
+                time.sleep(0.05)
+                continue
+            readable, _, _ = select.select(list(peer), [], [], 0.05)
+            for sock in readable:
+                if self._frozen.is_set():
+                    break
+                try:
+                    data = sock.recv(65536)
+                    if not data:
+                        raise OSError("closed")
+                    peer[sock].sendall(data)
+                except OSError:
+                    client.close()
+                    upstream.close()
+                    return
+
+
+@pytest.fixture
+def proxy(dsn: str) -> Iterator[Proxy]:
+    """A freezable proxy to the test's database server; closed (every socket) after the test."""
+    info = psycopg.conninfo.conninfo_to_dict(dsn)
+    owned = Proxy(str(info.get("host") or "127.0.0.1"), int(info.get("port") or 5432))
+    try:
+        yield owned
+    finally:
+        owned.close()
