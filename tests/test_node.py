@@ -128,6 +128,40 @@ async def test_ack_never_overwrites_a_row_cancelled_or_rescued_meanwhile(
     assert (await row(conn, fine))["state"] == "completed"
 
 
+async def test_a_flush_waits_for_the_batch_another_flush_is_writing(dsn: str, conn: Any) -> None:
+    # A stopping queue flushes, then gives up its heartbeat rows: its acks may be in the batch
+    # the acker's own loop is writing just then, which must land first.
+    ((first, at1), (second, at2)) = await executing_row(conn, "ack", 2)
+    async with (
+        AsyncConnectionPool(dsn, min_size=2, max_size=2) as pool,
+        await psycopg.AsyncConnection.connect(dsn) as locker,
+    ):
+        acker = Acker(pool, Queries())
+        now = datetime.now(UTC)
+        await locker.execute("SELECT 1 FROM oban_jobs WHERE id = %s FOR UPDATE", (first,))
+        acker.push(Ack(first, at1, "completed", now))
+        writing = asyncio.create_task(acker.flush())  # held by the lock on its row
+
+        async def held() -> bool:
+            cur = await conn.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            return (await cur.fetchone())[0] == 1
+
+        await wait_for(held)
+        acker.push(Ack(second, at2, "completed", now))
+        flushing = asyncio.create_task(acker.flush())
+        await wait_for(lambda: second not in acker.owned())
+        await asyncio.sleep(0.2)
+        assert not flushing.done()  # its own ack written, the other batch still in flight
+        assert first in acker.owned()
+        await locker.rollback()
+        await asyncio.wait_for(asyncio.gather(writing, flushing), 10)
+    assert (await row(conn, first))["state"] == "completed"
+    assert (await row(conn, second))["state"] == "completed"
+
+
 async def test_node_acks_keep_coming_after_its_connections_are_killed(dsn: str, conn: Any) -> None:
     async with Oban(dsn=dsn, queues={"kill": 5}, peer=False, node="py-kill") as oban:
         first = [await insert(conn, Noop.__oban_name__, queue="kill") for _ in range(5)]

@@ -135,7 +135,11 @@ class Acker:
         self.batch = dberrors.Batch(max_batch, name="ack")
         self._outage = dberrors.Outage(log, "ack batch failed, retrying")
         self._pending: list[Ack] = []
-        self._writing: list[Ack] = []
+        #: batches being written now: the loop's flush and a stopping queue's may overlap
+        self._writing: list[list[Ack]] = []
+        #: set while no batch is being written
+        self._written = asyncio.Event()
+        self._written.set()
         #: acks the database refused even degraded: id -> ack, retried every REFUSED_RETRY
         self._refused: dict[int, Ack] = {}
         self._event = asyncio.Event()
@@ -154,11 +158,15 @@ class Acker:
 
     @property
     def pending(self) -> int:
-        return len(self._pending) + len(self._writing) + len(self._refused)
+        writing = sum(len(batch) for batch in self._writing)
+        return len(self._pending) + writing + len(self._refused)
 
     def owned(self) -> set[int]:
         """Ids whose outcome is queued or being written: rows no one may release meanwhile."""
-        return {a.id for a in self._pending} | {a.id for a in self._writing} | set(self._refused)
+        owned = {a.id for a in self._pending} | set(self._refused)
+        for batch in self._writing:
+            owned.update(a.id for a in batch)
+        return owned
 
     def start(self) -> None:
         if self._task is None or self._task.done():
@@ -175,7 +183,18 @@ class Acker:
             self._full.set()
 
     async def flush(self) -> None:
-        """Write everything queued now, retrying while the database is away."""
+        """Write everything queued now, retrying while the database is away, and wait for the
+        batches another flush is writing (the acker's own loop, when a queue stops): a stopping
+        queue gives up its heartbeat rows once this returns, and must not while its acks are in
+        flight (the leader could rescue a row whose ack is about to land, and run it again)."""
+        while True:
+            await self._flush_pending()
+            if not self._writing:
+                return
+            # Written, or put back in front of the pending acks for the next turn.
+            await self._written.wait()
+
+    async def _flush_pending(self) -> None:
         backoff = 0.05
         while self._pending:
             try:
@@ -250,7 +269,8 @@ class Acker:
         if not self._pending:
             self._event.clear()
             self._full.clear()
-        self._writing = batch
+        self._writing.append(batch)
+        self._written.clear()
         try:
             await self._write(batch)
         except BaseException:
@@ -260,7 +280,9 @@ class Acker:
             self._event.set()
             raise
         finally:
-            self._writing = []
+            self._writing.remove(batch)
+            if not self._writing:
+                self._written.set()
         if self._followed:
             self._report_followed(batch)
 
