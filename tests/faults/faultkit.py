@@ -236,7 +236,8 @@ def server(tmp_path: Path) -> Iterator[Server]:
 
 
 class Proxy:
-    """A TCP proxy on 127.0.0.1 in front of PostgreSQL that can be frozen: a network gone silent.
+    """A TCP proxy on 127.0.0.1 in front of PostgreSQL (on TCP or a Unix socket) that can be
+    frozen: a network gone silent.
 
     Frozen, it forwards nothing either way and keeps every socket open, and it accepts new
     connections but never forwards them: no RST, no FIN, no error, as behind a partition. The
@@ -288,11 +289,21 @@ class Proxy:
             self._keep(client)
             if self._frozen.is_set():
                 continue  # held open, never forwarded
-            upstream = socket.create_connection(self.target)
+            upstream = self._connect()
             self._keep(upstream)
             pump = threading.Thread(target=self._pump, args=(client, upstream), daemon=True)
             self._threads.append(pump)
             pump.start()
+
+    def _connect(self) -> socket.socket:
+        host, port = self.target
+        if not host.startswith("/"):
+            return socket.create_connection(self.target)
+        # A server on a Unix socket only (the embedded one): the proxy is still the node's TCP
+        # path to it.
+        upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        upstream.connect(f"{host}/.s.PGSQL.{port}")
+        return upstream
 
     def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
         peer = {client: upstream, upstream: client}
