@@ -51,7 +51,10 @@ def test_sigterm_waits_for_a_thread_and_gives_up_a_coroutine_that_ignores_cancel
 ) -> None:
     with psycopg.connect(fault_dsn, autocommit=True) as conn:
         (sync,) = insert_jobs(conn, "Faults.StuckSync", 1, args='{"s": 3}')
-        (stuck,) = insert_jobs(conn, "Faults.StuckAsync", 1, args='{"s": 3}')
+        # Longer than the thread's job, and than any delay before the signal on a loaded
+        # machine: it must still be running when given up (3 s, ending on its own first, was
+        # released as an interrupted job instead).
+        (stuck,) = insert_jobs(conn, "Faults.StuckAsync", 1, args='{"s": 8}')
         node = nodes("default:10", "py-stuck", OBAN_SHUTDOWN_GRACE="0.5")  # type: ignore[operator]
         wait_started(node)
         wait_until(lambda: states(conn).get("executing", 0) == 2, 10, 0.02)
