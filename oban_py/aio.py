@@ -14,7 +14,7 @@ import contextlib
 import os
 import socket
 import sys
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from typing import Any, TypeVar
 
 _T = TypeVar("_T")
@@ -99,6 +99,29 @@ def sever_all(conns: Iterable[Any]) -> int:
             sever(conn.pgconn.socket)
             severed += 1
     return severed
+
+
+class InUse:
+    """The connections some work waits on now: what ``sever`` shuts down when that work is
+    given up (``within``, ``abandon``)."""
+
+    __slots__ = ("_conns",)
+
+    def __init__(self) -> None:
+        self._conns: set[Any] = set()
+
+    @contextlib.contextmanager
+    def holding(self, conn: Any) -> Iterator[None]:
+        """``conn`` is waited on while the block runs."""
+        self._conns.add(conn)
+        try:
+            yield
+        finally:
+            self._conns.discard(conn)
+
+    def sever(self) -> int:
+        """``sever_all`` of the connections waited on now; how many."""
+        return sever_all(self._conns)
 
 
 async def within(seconds: float, work: Coroutine[Any, Any, _T], severs: Callable[[], int]) -> _T:

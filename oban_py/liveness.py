@@ -68,7 +68,7 @@ import structlog
 from psycopg.conninfo import conninfo_to_dict
 
 from oban_py import dberrors, telemetry
-from oban_py.aio import sever_all, within
+from oban_py.aio import InUse, sever_all, within
 
 if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
@@ -253,17 +253,17 @@ class Liveness:
         answer within ``RELEASE_TIMEOUT`` (a silent network): the rows age out instead."""
         if self.pool is None or not uuids:
             return True
-        pool, used = self.pool, list[Any]()
+        pool, used = self.pool, InUse()
 
         async def release() -> None:
             async with pool.connection(timeout=RELEASE_TIMEOUT) as conn:
-                used.append(conn)
-                await conn.execute(self.queries["heartbeat_release"], {"uuids": uuids})
+                with used.holding(conn):
+                    await conn.execute(self.queries["heartbeat_release"], {"uuids": uuids})
 
         try:
             # Bounded on a silent network too: the statement's connection is severed, not
             # awaited (``aio.within``).
-            await within(RELEASE_TIMEOUT, release(), lambda: sever_all(used))
+            await within(RELEASE_TIMEOUT, release(), used.sever)
         except TimeoutError:
             log.warning("heartbeat release failed: no answer", within=RELEASE_TIMEOUT)
             return False

@@ -30,16 +30,15 @@ the commit; a batch with no such ack costs one empty-dict check.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from oban_py import dberrors, telemetry
-from oban_py.aio import abandon, sever_all, wait_event, within
+from oban_py.aio import InUse, abandon, wait_event, within
 from oban_py.job import errors
 from oban_py.node import outcomes
 from oban_py.node.outcomes import Ack
@@ -146,8 +145,8 @@ class Acker:
         self._full = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._refused_task: asyncio.Task[None] | None = None
-        #: connections a write waits on now (``_used``)
-        self._using: set[Any] = set()
+        #: connections a write waits on now, which a flush or stop that gives up severs
+        self._using = InUse()
         #: a ``flush_within`` gave up: the database stayed out of reach for a whole timeout
         self.gave_up = False
         self.failures = 0
@@ -224,14 +223,11 @@ class Acker:
         awaited (``aio.within``), and the unwritten acks stay pending. True when all were
         written. Once it gave up, ``stop`` waits no further for the same network."""
         try:
-            await within(seconds, self.flush(), self._sever)
+            await within(seconds, self.flush(), self._using.sever)
         except TimeoutError:
             self.gave_up = True
             return False
         return True
-
-    def _sever(self) -> int:
-        return sever_all(self._using)
 
     async def stop(self, give_up_after: float = 15.0) -> None:
         """Stop the timer and flush what is left, giving up after ``give_up_after`` seconds
@@ -241,7 +237,7 @@ class Acker:
             if task is not None:
                 # A write it waits on is severed first: cancelled, a statement on a silent
                 # network would wait for the server's answer. The batch goes back to pending.
-                await abandon(task, self._sever)
+                await abandon(task, self._using.sever)
         self._task = self._refused_task = None
         self._pending[:0] = list(self._refused.values())
         self._refused.clear()
@@ -299,7 +295,7 @@ class Acker:
         try:
             params = batch_params(batch)
             async with self.pool.connection() as conn:
-                with self._used(conn):
+                with self._using.holding(conn):
                     await self._execute(conn, params, batch)
         except Exception as error:
             verdict = await dberrors.recover(self.pool, error)
@@ -316,17 +312,8 @@ class Acker:
 
     async def _write_one(self, ack: Ack) -> None:
         async with self.pool.connection() as conn:
-            with self._used(conn):
+            with self._using.holding(conn):
                 await self._execute(conn, batch_params([ack]), [ack])
-
-    @contextlib.contextmanager
-    def _used(self, conn: Any) -> Iterator[None]:
-        # The connections a write waits on, which ``flush_within`` severs when it gives up.
-        self._using.add(conn)
-        try:
-            yield
-        finally:
-            self._using.discard(conn)
 
     async def _execute(self, conn: Any, params: dict[str, Any], batch: list[Ack]) -> None:
         cur = await conn.execute(self.queries["ack_jobs"], params)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from oban_py import notifier
-from oban_py.aio import abandon, sever_all, within
+from oban_py.aio import InUse, abandon, within
 
 if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
@@ -71,7 +71,7 @@ class Announcer:
         self._event = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         #: connections a publish waits on now, which ``stop`` severs
-        self._using: set[Any] = set()
+        self._using = InUse()
         #: announcement statements sent (for tests and the docs' cost figures)
         self.sent = 0
 
@@ -91,11 +91,8 @@ class Announcer:
         if task is not None:
             # A publish it waits on is severed first: cancelled, a statement on a silent
             # network would wait for the server's answer to the cancel request.
-            await abandon(task, self._sever)
+            await abandon(task, self._using.sever)
         await self._flush()
-
-    def _sever(self) -> int:
-        return sever_all(self._using)
 
     async def _loop(self) -> None:
         while True:
@@ -111,16 +108,13 @@ class Announcer:
 
         async def publish() -> None:
             async with self.pool.connection(timeout=PUBLISH_TIMEOUT) as conn:
-                self._using.add(conn)
-                try:
+                with self._using.holding(conn):
                     await notifier.publish(conn, self.prefix, NAME, done_payloads(ids))
-                finally:
-                    self._using.discard(conn)
 
         try:
             # Bounded on a silent network too (the node's stop waits for the last one): the
             # statement's connection is severed, not awaited.
-            await within(PUBLISH_TIMEOUT, publish(), self._sever)
+            await within(PUBLISH_TIMEOUT, publish(), self._using.sever)
             self.sent += 1
         except Exception as error:
             log.warning(
