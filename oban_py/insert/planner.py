@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from psycopg import sql
@@ -102,19 +102,13 @@ def _insert_plain(queries: Queries, jobs: Sequence[Job], insert_channel: str) ->
         yield replace(plain_statement(queries, chunk, insert_channel), pipelined=True)
     # psycopg collects every pending result on the first receive: build all first.
     prepared = prepare_stored(chunks)
-    # Jobs given ``schedule_in`` (few) take the server's clock: their positions and delays.
-    delays = [
-        [(n, delay) for n, job in enumerate(chunk) if (delay := schedule_delay(job)) is not None]
-        for chunk in chunks
-    ]
+    delays = [_delays(chunk) for chunk in chunks]
     stored: list[Job] = []
     for built, delayed in zip(prepared, delays, strict=True):
         rows = yield RECEIVE
         ids, now, inserted_ats = rows[0]
         finish_stored(built, ids, now, inserted_ats)
-        for n, delay in delayed:
-            # What the statement wrote: the server's now plus the delay, exactly.
-            built[n].scheduled_at = now.replace(tzinfo=UTC) + timedelta(microseconds=delay)
+        _scheduled_by_server(built, delayed, now)
         stored += built
     return stored
 
@@ -148,11 +142,20 @@ def _copy_plain(
         yield Statement(queries["insert_copy_notify"], notify)
     finish_stored(built, ids, now)
     if batch.delayed():
-        for job, original in zip(built, jobs, strict=True):
-            if (delay := schedule_delay(original)) is not None:
-                # What the COPY wrote: the server's now plus the delay, exactly.
-                job.scheduled_at = now.replace(tzinfo=UTC) + timedelta(microseconds=delay)
+        _scheduled_by_server(built, _delays(jobs), now)
     return built
+
+
+def _delays(jobs: Sequence[Job]) -> list[tuple[int, int]]:
+    """The positions and delays of the jobs given ``schedule_in`` (few), whose ``scheduled_at``
+    the statement takes from the server's clock."""
+    return [(n, delay) for n, job in enumerate(jobs) if (delay := schedule_delay(job)) is not None]
+
+
+def _scheduled_by_server(built: list[Job], delays: list[tuple[int, int]], now: datetime) -> None:
+    for n, delay in delays:
+        # What the statement wrote: the server's now plus the delay, exactly.
+        built[n].scheduled_at = now.replace(tzinfo=UTC) + timedelta(microseconds=delay)
 
 
 # -- plain jobs ---------------------------------------------------------------------------------
