@@ -79,8 +79,9 @@ def copy_query(prefix: str, columns: tuple[str, ...]) -> bytes:
     return text.as_bytes(None)
 
 
-def _shape_key(values: dict[str, Any], job: Job) -> tuple[Any, ...]:
-    """What jobs of one shape share: every inserted column but args."""
+def shape_key(job: Job, values: dict[str, Any]) -> tuple[Any, ...]:
+    """What jobs of one shape share: every inserted column but args (``values``: the job's
+    ``__dict__``), for the COPY's rows and the INSERT's shapes alike."""
     meta, scheduled_at = values["meta"], values["scheduled_at"]
     return (
         values["state"],
@@ -164,7 +165,7 @@ class CopyBatch:
                 or (columns[3] and columns[3] is not last[3])
             ):
                 last = columns
-                key = _shape_key(values, job)
+                key = shape_key(job, values)
                 found = shapes.get(key)
                 kind = shapes[key] = len(shapes) if found is None else found
             kinds.append(kind)

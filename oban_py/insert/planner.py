@@ -33,7 +33,7 @@ from typing import Any
 
 from psycopg import sql
 
-from oban_py.insert.copy_text import CopyBatch, copy_query, text_array
+from oban_py.insert.copy_text import CopyBatch, copy_query, shape_key, text_array
 from oban_py.insert.statements import RECEIVE, Copy, Program, Statement, Work, one_statement
 from oban_py.job import jsonb
 from oban_py.job.model import (
@@ -242,7 +242,7 @@ def plain_statement(queries: Queries, jobs: Sequence[Job], insert_channel: str) 
     for job in jobs:
         values = job.__dict__
         args.append(values["args"])
-        key = _shape_key(job, values)
+        key = shape_key(job, values)
         kind = shapes.get(key)
         if kind is None:
             kind = shapes[key] = len(shapes) + 1
@@ -256,22 +256,6 @@ def plain_statement(queries: Queries, jobs: Sequence[Job], insert_channel: str) 
         "channel": insert_channel,
     }
     return Statement(queries["insert_jobs"], batch)
-
-
-def _shape_key(job: Job, values: dict[str, Any]) -> tuple[Any, ...]:
-    """What jobs of one shape share: every inserted column but args."""
-    meta, tags, scheduled_at = values["meta"], values["tags"], values["scheduled_at"]
-    return (
-        values["state"],
-        values["queue"],
-        values["worker"],
-        jsonb.dumps(meta) if meta else None,
-        tuple(tags),
-        values["max_attempts"],
-        values["priority"],
-        scheduled_at,
-        None if scheduled_at is None else schedule_delay(job),
-    )
 
 
 def _shape(job: Job) -> dict[str, Any]:
