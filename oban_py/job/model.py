@@ -133,17 +133,11 @@ def _plain_copy(value: Mapping[str, Any]) -> dict[str, Any] | None:
         dumped = orjson.dumps(copy)
     except TypeError:
         return None
-    for key, item in copy.items():
-        kind = item.__class__
-        if (
-            key.__class__ is not str
-            or kind not in _SCALARS
-            or (kind is float and not isfinite(item))
-        ):
-            # Lists, nested objects, subclasses, NaN and infinities: read back as the database
-            # holds them. Plain scalars read back as they are: the serialising checked them.
-            result: dict[str, Any] = jsonb.loads(dumped)
-            return result
+    if not _flat(copy):
+        # Lists, nested objects, subclasses, NaN and infinities: read back as the database
+        # holds them. Plain scalars read back as they are: the serialising checked them.
+        result: dict[str, Any] = jsonb.loads(dumped)
+        return result
     return copy
 
 
