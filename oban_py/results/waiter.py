@@ -77,7 +77,7 @@ class Results:
         self._waiters: dict[int, set[_Waiter]] = {}
         self._listening = False
         self._lock = asyncio.Lock()
-        #: rows read by waits and watches (for tests and the docs' cost figures)
+        #: rows read (and returned) by waits and watches, for tests and the docs' cost figures
         self.reads = 0
 
     async def __aenter__(self) -> Results:
@@ -242,8 +242,11 @@ class Results:
                 del self._waiters[job_id]
 
     async def _read(self, job_id: int) -> Job | None:
+        job = await self.client.get_job(job_id)
+        # Counted once the row is in hand: a test that changes the row after the first read
+        # must not race a read still in flight.
         self.reads += 1
-        return await self.client.get_job(job_id)
+        return job
 
 
 def _deadline(timeout: float | None) -> float:
