@@ -9,8 +9,9 @@ what was claimed as completed with the node's own ack statement and parameters
 (``sql/ack_jobs.sql``, ``acker.batch_params``), all that is pending in one statement as the
 node's acker does: no node loop, no notifications, no heartbeats, nothing else on the server.
 The same loop then runs on the anchor harness's minimal queue table (five columns, two
-indexes: the table its pgbench ceiling drains) with statements of the same shape. Rounds alternate the two, each on a freshly filled table after a
-``CHECKPOINT`` as the harness does before a drain.
+indexes: the table its pgbench ceiling drains) with statements of the same shape. Rounds
+alternate the two, each on a freshly filled table after a ``CHECKPOINT``, as the harness does
+before a drain.
 
 Prints, per round and as medians, the backends' CPU per job (utime + stime from /proc, split
 claims / acks) and the jobs per second of the loop. With Elixir's table a job is two
