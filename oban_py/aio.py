@@ -14,7 +14,7 @@ import contextlib
 import os
 import socket
 import sys
-from collections.abc import Callable, Coroutine, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 
 _T = TypeVar("_T")
@@ -110,14 +110,16 @@ class InUse:
     def __init__(self) -> None:
         self._conns: set[Any] = set()
 
-    @contextlib.contextmanager
-    def holding(self, conn: Any) -> Iterator[None]:
-        """``conn`` is waited on while the block runs."""
-        self._conns.add(conn)
-        try:
-            yield
-        finally:
-            self._conns.discard(conn)
+    @contextlib.asynccontextmanager
+    async def connection(self, pool: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        """A connection of ``pool`` (``pool.connection(**kwargs)``), waited on while the block
+        runs."""
+        async with pool.connection(**kwargs) as conn:
+            self._conns.add(conn)
+            try:
+                yield conn
+            finally:
+                self._conns.discard(conn)
 
     def sever(self) -> int:
         """``sever_all`` of the connections waited on now; how many."""

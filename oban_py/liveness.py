@@ -256,9 +256,8 @@ class Liveness:
         pool, used = self.pool, InUse()
 
         async def release() -> None:
-            async with pool.connection(timeout=RELEASE_TIMEOUT) as conn:
-                with used.holding(conn):
-                    await conn.execute(self.queries["heartbeat_release"], {"uuids": uuids})
+            async with used.connection(pool, timeout=RELEASE_TIMEOUT) as conn:
+                await conn.execute(self.queries["heartbeat_release"], {"uuids": uuids})
 
         try:
             # Bounded on a silent network too: the statement's connection is severed, not

@@ -294,9 +294,8 @@ class Acker:
     async def _write(self, batch: list[Ack]) -> None:
         try:
             params = batch_params(batch)
-            async with self.pool.connection() as conn:
-                with self._using.holding(conn):
-                    await self._execute(conn, params, batch)
+            async with self._using.connection(self.pool) as conn:
+                await self._execute(conn, params, batch)
         except Exception as error:
             verdict = await dberrors.recover(self.pool, error)
             if verdict is dberrors.CANCELLED:
@@ -311,9 +310,8 @@ class Acker:
                 await self._refuse(batch[0], error)
 
     async def _write_one(self, ack: Ack) -> None:
-        async with self.pool.connection() as conn:
-            with self._using.holding(conn):
-                await self._execute(conn, batch_params([ack]), [ack])
+        async with self._using.connection(self.pool) as conn:
+            await self._execute(conn, batch_params([ack]), [ack])
 
     async def _execute(self, conn: Any, params: dict[str, Any], batch: list[Ack]) -> None:
         cur = await conn.execute(self.queries["ack_jobs"], params)

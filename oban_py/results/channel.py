@@ -107,9 +107,8 @@ class Announcer:
             return
 
         async def publish() -> None:
-            async with self.pool.connection(timeout=PUBLISH_TIMEOUT) as conn:
-                with self._using.holding(conn):
-                    await notifier.publish(conn, self.prefix, NAME, done_payloads(ids))
+            async with self._using.connection(self.pool, timeout=PUBLISH_TIMEOUT) as conn:
+                await notifier.publish(conn, self.prefix, NAME, done_payloads(ids))
 
         try:
             # Bounded on a silent network too (the node's stop waits for the last one): the
