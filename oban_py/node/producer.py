@@ -18,7 +18,6 @@ neither runs nor has an outcome queued for, so nothing stays stuck while the nod
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 import uuid
@@ -30,7 +29,7 @@ import structlog
 from psycopg.rows import dict_row
 
 from oban_py import dberrors, liveness
-from oban_py.aio import start_task, wait_event
+from oban_py.aio import InUse, abandon, start_task, wait_event
 from oban_py.flow import CHECK_KEY
 from oban_py.job import errors
 from oban_py.node import attempt as attempts
@@ -60,6 +59,8 @@ ABANDON_AFTER = 1.0
 STRAGGLER_REPORT_EVERY = 10.0
 #: how soon a queue under cluster-wide limits looks again after a claim that left slots free
 FLOW_RECHECK = 0.1
+#: how long a stopping producer lets a fetch in flight finish (its claimed rows must run)
+FETCH_FINISH = 5.0
 #: Elixir's producer meta refresh_interval (ms), reported in check-ins
 REFRESH_INTERVAL_MS = 30_000
 
@@ -109,6 +110,8 @@ class Producer:
         self._outage = dberrors.Outage(log, "fetch failed", queue=queue)
         self.attempts: dict[int, Attempt] = {}
         self._abandoned: set[int] = set()
+        #: the connection a fetch or a cancel check waits on now, which a stop that gives up severs
+        self._using = InUse()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -243,11 +246,12 @@ class Producer:
         if task is None:
             return
         # Let an in-flight fetch finish: its claimed rows must be run, not left executing.
-        done, _ = await asyncio.wait([task], timeout=5.0)
+        done, _ = await asyncio.wait([task], timeout=FETCH_FINISH)
         if not done:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # Severed first: cancelled, a statement on a silent network would wait for the
+            # answer to psycopg's cancel request (5 s), then for the query's end (5 s more).
+            # Rows it claimed meanwhile stay executing under this producer, for the lifeline.
+            await abandon(task, self._using.sever)
 
     async def finish(self, grace: float) -> None:
         """Wait up to ``grace`` for running jobs, then interrupt them and wait until each ends.
@@ -333,7 +337,7 @@ class Producer:
             return
         params = self._params
         params["demand"] = demand
-        async with self.runtime.pool.connection() as conn:
+        async with self._using.connection(self.runtime.pool) as conn:
             # A pause may land while the connection is awaited; a fetch begun before it must
             # not claim jobs inserted after it.
             if self.paused or self.fenced:
@@ -412,7 +416,7 @@ class Producer:
 
     async def _check_cancelled(self) -> None:
         self._last_cancel_check = time.monotonic()
-        async with self.runtime.pool.connection() as conn:
+        async with self._using.connection(self.runtime.pool) as conn:
             cur = await conn.execute(self.runtime.queries["check_cancelled"], {"ids": self.running})
             rows = await cur.fetchall()
         for (job_id,) in rows:

@@ -34,6 +34,8 @@ from test_outages import attempts
 from oban_py import Job, Oban, Worker
 from oban_py.client.pool import KEEPALIVES, AsyncPool
 from oban_py.config import LifelineConfig
+from oban_py.liveness import RELEASE_TIMEOUT
+from oban_py.node.producer import FETCH_FINISH
 from oban_py.node.queues import FLUSH_TIMEOUT
 
 GRACE = 2.0
@@ -132,6 +134,44 @@ async def test_an_embedded_stop_on_a_silent_network_returns_in_bounded_time(
         finally:
             if not stopped:
                 proxy.close()  # every socket reset: what still waits ends at once
+
+
+async def test_a_stop_with_a_fetch_waiting_on_a_silent_network_severs_it(
+    dsn: str, proxy: Proxy
+) -> None:
+    # An empty queue polled every 50 ms: once the network is silent, a fetch is soon waiting on
+    # it. The stop gives it FETCH_FINISH to answer, then severs its connection: cancelled, its
+    # statement would wait for the cancel request's answer (5 s) and the query's end (5 s more).
+    oban = Oban(
+        dsn=proxy.dsn(dsn),
+        queues={"default": 5},
+        shutdown_grace=GRACE,
+        poll_interval=0.05,
+        peer=False,
+        lifeline=LifelineConfig(heartbeat_interval=0.5, heartbeat_ttl=30),
+    )
+    await oban.start()
+    stopped = False
+    try:
+        await asyncio.sleep(0.3)
+        proxy.freeze()
+        await asyncio.sleep(0.5)
+        began = time.monotonic()
+        # The fetch's wait, then the heartbeat release's timeout, and a few seconds for the
+        # heartbeat thread's stop and a loaded machine. Cancelled instead of severed, the fetch
+        # alone would hold the stop 10 s longer.
+        bound = FETCH_FINISH + RELEASE_TIMEOUT + 6.0
+        try:
+            async with asyncio.timeout(bound):
+                await oban.stop()
+                stopped = True
+        except TimeoutError:
+            raise AssertionError(f"oban.stop() still waiting {bound} s later") from None
+        print(f"stop took {time.monotonic() - began:.1f} s (bound {bound:.0f} s)")
+    finally:
+        if not stopped:
+            proxy.close()  # every socket reset: what still waits ends at once
+            await oban.stop()
 
 
 async def test_the_pools_connections_notice_a_silent_peer_and_the_dsns_own_settings_win(
