@@ -8,6 +8,7 @@ import json
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import nodekit
@@ -105,6 +106,25 @@ class Floods(Worker):
         for n in range(1, 1001):
             job.progress_sync(n / 1000, note=f"{n} of 1000")
         Floods.took = time.monotonic() - started
+
+
+class Bursts(Worker):
+    """Reports 1..50 in one loop turn, lets the first write start, then 51..100 in one turn."""
+
+    name = "Py.Results.Bursts"
+    queue = "results"
+
+    go: asyncio.Event
+    finish: asyncio.Event
+
+    async def process(self, job: Job) -> None:
+        await Bursts.go.wait()
+        for n in range(1, 101):
+            await job.progress(n / 100, note=f"{n}")  # never suspends: one loop turn
+            if n == 50:
+                for _ in range(5):
+                    await asyncio.sleep(0)
+        await Bursts.finish.wait()
 
 
 def runner(dsn: str, **opts: Any) -> Oban:
@@ -399,6 +419,55 @@ async def test_a_tight_loop_of_reports_is_throttled_and_the_last_lands(
     assert len(progress_events) == 1000
     assert progress_events[-1][0] == {"value": 1.0}
     assert progress_events[-1][1]["id"] == job_id
+
+
+async def test_one_jobs_progress_writes_never_overlap_so_none_lands_out_of_order(
+    dsn: str, conn: Any
+) -> None:
+    # Two writes of one job in flight at once could commit in either order and leave an older
+    # report stored. Hold the job's row so the first write waits on it, end the attempt with a
+    # newer report held, and count the progress statements waiting: only ever one.
+    Bursts.go, Bursts.finish = asyncio.Event(), asyncio.Event()
+    async with runner(dsn) as node, await psycopg.AsyncConnection.connect(dsn) as locker:
+        assert node.progress is not None
+        node.progress.interval = 0.05
+        job_id = await insert(conn, Bursts.name, queue="results")
+        await wait_state(conn, job_id, "executing")
+        async with locker.transaction():
+            await locker.execute("SELECT 1 FROM oban_jobs WHERE id = %s FOR UPDATE", (job_id,))
+            Bursts.go.set()
+            await asyncio.sleep(0.3)  # the first write waits on the row; 51..100 are held
+            Bursts.finish.set()
+            await asyncio.sleep(0.5)  # the attempt ends: its last report must wait its turn
+            cur = await conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND query LIKE %s AND wait_event_type = 'Lock'",
+                ("%progress%",),
+            )
+            waiting = (await cur.fetchone())[0]
+        got = await wait_state(conn, job_id, "completed")
+    assert waiting == 1
+    assert got["meta"]["progress"]["value"] == 1.0
+    assert got["meta"]["progress"]["seq"] == 100
+
+
+async def test_a_report_older_than_the_stored_one_changes_nothing(dsn: str, conn: Any) -> None:
+    Bursts.go, Bursts.finish = asyncio.Event(), asyncio.Event()
+    async with runner(dsn) as node:
+        assert node.progress is not None
+        job_id = await insert(conn, Bursts.name, queue="results")
+        await wait_state(conn, job_id, "executing")
+        job = Job.from_row(await _raw(conn, job_id))
+        at = datetime.now(UTC)
+        node.progress.report(job, Progress(0.7, "newer", at, job.attempt, 7))
+        await node.progress.settle(job)  # written by the time settle returns
+        node.progress.report(job, Progress(0.3, "older", at, job.attempt, 3))
+        await node.progress.settle(job)
+        stored = (await row(conn, job_id))["meta"]["progress"]
+        Bursts.go.set()
+        Bursts.finish.set()
+        await wait_state(conn, job_id, "completed")
+    assert (stored["note"], stored["seq"]) == ("newer", 7)
 
 
 async def test_a_bad_progress_value_raises_in_the_worker() -> None:

@@ -3,6 +3,8 @@
 ``job.progress(...)`` hands each report here (``ProgressSink``). At most one write per job per
 ``INTERVAL``: a report arriving sooner is held, and a newer one replaces it, so a tight loop of
 reports costs one statement per interval and the latest report always lands (a trailing write).
+A job has at most one write in flight, and the statement keeps a newer report of the attempt over
+an older one, so reports land in order.
 Each write is one statement (``sql/progress_update.sql``) that updates ``meta.progress`` of the
 attempt still executing and NOTIFYs the report on ``oban_py_results`` for watchers.
 
@@ -100,6 +102,9 @@ class ProgressWriter:
 
     def _spawn(self, held: _Held) -> None:
         held.timer = None
+        # Marked now, not when the task first runs: reports queued in the same loop turn would
+        # each spawn a write, and two writes of one job in flight at once can land out of order.
+        held.writing = True
         task = self.loop.create_task(self._write(held), name="oban.progress")
         held.task = task
         self._tasks.add(task)
@@ -108,6 +113,7 @@ class ProgressWriter:
     async def _write(self, held: _Held) -> None:
         report, held.report = held.report, None
         if report is None:
+            held.writing = False
             return
         held.writing = True
         held.last = time.monotonic()
@@ -116,6 +122,7 @@ class ProgressWriter:
         params = {
             "id": job.id,
             "attempt": job.attempt,
+            "seq": report.seq,
             "progress": jsonb.dumps_str(stored),
             "channel": self.channel,
             "payload": notifier.encode({"id": job.id, "progress": stored}),
