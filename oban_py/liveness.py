@@ -584,14 +584,16 @@ class Liveness:
 
 async def unowned(
     pool: AsyncConnectionPool[Any],
+    using: InUse,
     queries: Queries,
     queue: str,
     uuid: str,
     owned: Callable[[], set[int]],
 ) -> list[tuple[int, datetime, bool]]:
     """Rule 4: rows executing under producer ``uuid`` that it neither runs nor has an outcome
-    queued for (``owned()``), as ``(id, attempted_at, exhausted)``; the producer releases them."""
-    async with pool.connection() as conn:
+    queued for (``owned()``), as ``(id, attempted_at, exhausted)``; the producer releases them.
+    The read's connection is one of the producer's ``using``, which its stop severs."""
+    async with using.connection(pool) as conn:
         cur = await conn.execute(queries["own_executing"], {"queue": queue, "uuid": uuid})
         rows = await cur.fetchall()
     # Read after the rows: an attempt that ended meanwhile has its outcome queued by now (or

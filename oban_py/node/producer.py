@@ -429,6 +429,7 @@ class Producer:
         runtime = self.runtime
         rows = await liveness.unowned(
             runtime.pool,
+            self._using,
             runtime.queries,
             self.queue,
             self.uuid,
