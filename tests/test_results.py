@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -15,6 +16,8 @@ import nodekit
 import psycopg
 import pytest
 from conftest import FIXTURES, ROOT
+from hypothesis import given
+from hypothesis import strategies as st
 from nodekit import insert, row, wait_state
 
 from oban_py import (
@@ -30,10 +33,12 @@ from oban_py import (
     Results,
     WaitTimeout,
     Worker,
+    notifier,
     telemetry,
     wait_for_sync,
 )
 from oban_py.client.core import Client
+from oban_py.job.progress import MAX_NOTE, check
 from oban_py.results import channel
 
 
@@ -106,6 +111,32 @@ class Floods(Worker):
         for n in range(1, 1001):
             job.progress_sync(n / 1000, note=f"{n} of 1000")
         Floods.took = time.monotonic() - started
+
+
+POISON_NOTES = [
+    "nul\x00inside",
+    "a lone \ud800 surrogate and \udcff an escaped byte",
+    "".join(chr(0x10000 + (n * 7919) % 0xFFFFF) for n in range(1000)),  # 4 kB of astral planes
+    "\x00" * 5_000_000,
+    "last",
+]
+
+
+class Poisoned(Worker):
+    """Reports each of ``POISON_NOTES``, the next once the node wrote one more (or 1 s later)."""
+
+    name = "Py.Results.Poisoned"
+    queue = "results"
+
+    writer: Any = None
+
+    async def process(self, job: Job) -> None:
+        for n, note in enumerate(POISON_NOTES, 1):
+            await job.progress(n / len(POISON_NOTES), note=note)
+            for _ in range(100):  # 1 s at most
+                if Poisoned.writer.writes >= n:
+                    break
+                await asyncio.sleep(0.01)
 
 
 class Bursts(Worker):
@@ -468,6 +499,37 @@ async def test_a_report_older_than_the_stored_one_changes_nothing(dsn: str, conn
         Bursts.finish.set()
         await wait_state(conn, job_id, "completed")
     assert (stored["note"], stored["seq"]) == ("newer", 7)
+
+
+async def test_every_note_is_stored_whatever_text_the_worker_gives(dsn: str, conn: Any) -> None:
+    # NUL, lone surrogates, astral text and megabytes: each report is written (jsonb takes no
+    # NUL or lone surrogate, a NOTIFY no more than 8000 bytes), none stalls the ones after it.
+    async with runner(dsn) as node:
+        assert node.progress is not None
+        node.progress.interval = 0.0
+        Poisoned.writer = node.progress
+        job_id = await insert(conn, Poisoned.name, queue="results")
+        got = await wait_state(conn, job_id, "completed")
+        writes = node.progress.writes
+    reports = len(POISON_NOTES)
+    assert writes == reports
+    assert got["meta"]["progress"]["note"] == "last"
+
+
+note_text = st.text(alphabet=st.sampled_from("ab\x00\udcff\ud800é🎉\U0010ffff"), max_size=3000)
+
+
+@given(note=note_text | st.text(max_size=1200))
+def test_a_reports_note_is_storable_and_announceable_and_clean_text_is_kept(note: str) -> None:
+    _, kept = check(0.5, note)
+    assert kept is not None
+    kept.encode("utf-8")  # no lone surrogate left
+    assert "\x00" not in kept
+    assert len(kept) <= MAX_NOTE
+    report = Progress(0.5, kept, datetime.now(UTC), 1, 1)
+    assert len(notifier.encode({"id": 2**63 - 1, "progress": report.to_meta()}).encode()) < 8000
+    if len(note) <= MAX_NOTE and "\x00" not in note and not re.search("[\ud800-\udfff]", note):
+        assert kept == note
 
 
 async def test_a_bad_progress_value_raises_in_the_worker() -> None:

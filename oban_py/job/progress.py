@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
+from oban_py.job.errors import storable
+
 #: Why a running job is asked to stop (``job.stop_reason``):
 #:
 #: - ``"cancel"``: an operator cancelled it (``cancel_job``, Oban Web, an Elixir node's pkill);
@@ -77,7 +79,9 @@ class Progress:
 
 
 def check(value: float, note: str | None) -> tuple[float, str | None]:
-    """The value and note a report stores: value a finite number in 0..1, note cut to size."""
+    """The value and note a report stores: value a finite number in 0..1, note cut to size and
+    made storable (NUL and lone surrogates escaped, as in ``errors`` entries: a note is often a
+    file name or a row's text, and must not cost the report)."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ValueError(f"progress must be a number between 0 and 1, got {value!r}")
     if not 0 <= value <= 1:
@@ -85,7 +89,7 @@ def check(value: float, note: str | None) -> tuple[float, str | None]:
     if note is not None:
         if not isinstance(note, str):
             raise TypeError(f"a progress note must be a string, got {type(note).__name__}")
-        note = note[:MAX_NOTE]
+        note = storable(note[:MAX_NOTE])[:MAX_NOTE]
     return float(value), note
 
 

@@ -118,16 +118,16 @@ class ProgressWriter:
         held.writing = True
         held.last = time.monotonic()
         job = held.job
-        stored = report.to_meta()
-        params = {
-            "id": job.id,
-            "attempt": job.attempt,
-            "seq": report.seq,
-            "progress": jsonb.dumps_str(stored),
-            "channel": self.channel,
-            "payload": notifier.encode({"id": job.id, "progress": stored}),
-        }
         try:
+            stored = report.to_meta()
+            params = {
+                "id": job.id,
+                "attempt": job.attempt,
+                "seq": report.seq,
+                "progress": jsonb.dumps_str(stored),
+                "channel": self.channel,
+                "payload": notifier.encode({"id": job.id, "progress": stored}),
+            }
             async with self.pool.connection() as conn:
                 await conn.execute(self.queries["progress_update"], params)
             self.writes += 1
