@@ -4,6 +4,7 @@ caller's commit whatever connection the caller enqueued on."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -54,6 +55,16 @@ class Fails(Worker):
 
     def process(self, job: Job) -> None:
         raise RuntimeError("card declined")
+
+
+class ReturnsAnError(Worker):
+    """Returns an exception object as its value: the job completes, as on a node."""
+
+    name = "SyncTesting.ReturnsAnError"
+    queue = "receipts"
+
+    def process(self, job: Job) -> ValueError:
+        return ValueError("a value, not a failure")
 
 
 @pytest.fixture(autouse=True)
@@ -127,6 +138,46 @@ def test_sync_assertions_check_the_table(manual: TestingClient) -> None:
         assert_enqueued_sync(worker=Receipt, args={"order": 8})
     with pytest.raises(AssertionError, match="Expected no job matching"):
         refute_enqueued_sync(worker=Receipt)
+
+
+def test_a_worker_returning_an_exception_object_completes_in_every_helper(
+    manual: TestingClient,
+) -> None:
+    # The node records such a job completed: no helper may raise the value as a failure.
+    done = perform_job_sync(ReturnsAnError, {})
+    assert done.state == "completed"
+    assert done.exception is None
+    assert isinstance(done.result, ValueError)
+    ReturnsAnError.enqueue_sync({})
+    assert drain_queue_sync(manual, "receipts", with_safety=False)["completed"] == 1
+    inline = TestingClient("inline")
+    try:
+        assert ReturnsAnError.enqueue_sync({}).state == "completed"
+    finally:
+        inline.close_sync()
+
+
+def test_a_raised_error_is_raised_by_the_helpers_without_an_unrelated_chained_one() -> None:
+    with pytest.raises(RuntimeError, match="card declined") as raised:
+        perform_job_sync(Fails, {})
+    assert raised.value.__context__ is None
+    inline = TestingClient("inline")
+    try:
+        with pytest.raises(RuntimeError, match="card declined") as raised:
+            Fails.enqueue_sync({})
+        assert raised.value.__context__ is None, "no 'no running event loop' before it"
+    finally:
+        inline.close_sync()
+
+
+def test_assert_enqueued_takes_a_naive_scheduled_at_as_utc(manual: TestingClient) -> None:
+    when = datetime.now(UTC) + timedelta(hours=1)
+    manual.enqueue_sync(Receipt.new({"order": 3}, scheduled_at=when))
+    found = assert_enqueued_sync(worker=Receipt, scheduled_at=when.replace(tzinfo=None))
+    assert found.args == {"order": 3}
+    refute_enqueued_sync(
+        worker=Receipt, scheduled_at=(when + timedelta(hours=1)).replace(tzinfo=None)
+    )
 
 
 def test_drain_queue_sync_runs_jobs_as_a_node_and_leaves_rows_as_it_would(

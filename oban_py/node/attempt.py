@@ -184,9 +184,10 @@ async def perform(
     prefix: str | None = None,
     middleware: Sequence[Middleware] = (),
     processes: Processes | None = None,
-) -> tuple[Ack, Any]:
+) -> Outcome:
     """Run the attempt's job inside the work middleware (process-wide, then ``middleware``,
-    then the worker's own); its ack and what ``process`` returned or raised. Never raises."""
+    then the worker's own); what it came to (the ack to write, what ``process`` returned or
+    raised, the exception that failed it). Never raises."""
     job = attempt.job
     if prefix is not None:
         job._set_private(_prefix=prefix)
@@ -202,7 +203,7 @@ async def perform(
     else:
         outcome = await _resolved(attempt, threads, middleware, processes)
     span.end(outcome.ack, outcome.result, outcome.error, interrupted=attempt.reason)
-    return outcome.ack, outcome.result
+    return outcome
 
 
 def _outcome(attempt: Attempt, ack: Ack, result: Any, failed: BaseException | None) -> Outcome:

@@ -389,13 +389,14 @@ class Producer:
         running.started = True
         try:
             runtime = self.runtime
-            ack, _ = await attempts.perform(
+            outcome = await attempts.perform(
                 running,
                 runtime.threads,
                 runtime.config.prefix,
                 runtime.middleware,
                 runtime.processes,
             )
+            ack = outcome.ack
             if self.runtime.progress is not None:
                 await self.runtime.progress.settle(running.job)
         except BaseException as error:

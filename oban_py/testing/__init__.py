@@ -50,8 +50,8 @@ from oban_py.insert.drivers import run_async, run_sync
 from oban_py.insert.statements import Program, Statement, Work
 from oban_py.job import jsonb
 from oban_py.job.errors import ObanError
-from oban_py.job.model import ROWLESS_IDS_FROM, Job, to_naive_utc
-from oban_py.middleware import Middleware
+from oban_py.job.model import ROWLESS_IDS_FROM, Job, to_naive_utc, to_utc
+from oban_py.middleware import AttemptOutcome, Middleware
 from oban_py.node import attempt as attempts
 from oban_py.node.acker import Acker
 from oban_py.node.attempt import Attempt
@@ -120,6 +120,9 @@ class Outcome:
     result: Any
     #: the job after the attempt: state, timestamps, errors and meta as they would be written
     job: Job
+    #: the exception that failed the attempt (raised by ``process``, or a ``Record`` that
+    #: could not be stored); None when it did not fail, even if ``process`` returned one
+    exception: BaseException | None = None
 
     @property
     def error(self) -> str | None:
@@ -151,9 +154,8 @@ async def _execute(
     job: Job,
     middleware: Sequence[Middleware] = (),
     prefix: str | None = None,
-) -> tuple[Ack, Any]:
-    """Run ``job`` as a producer runs it (process-wide and ``middleware`` around it); its ack
-    and what ``process`` returned or raised."""
+) -> AttemptOutcome:
+    """Run ``job`` as a producer runs it (process-wide and ``middleware`` around it)."""
     return await attempts.perform(Attempt(job), threads, prefix, middleware)
 
 
@@ -197,8 +199,8 @@ def _attempting(job: Job, attempt: int, node: str) -> Job:
 
 
 async def _attempt(threads: Executor, job: Job) -> Outcome:
-    ack, result = await _execute(threads, job)
-    return Outcome(ack.state, result, apply_ack(job, ack))
+    done = await _execute(threads, job)
+    return Outcome(done.ack.state, done.result, apply_ack(job, done.ack), done.error)
 
 
 # -- perform_job -----------------------------------------------------------------------------
@@ -252,8 +254,8 @@ def _performed(
 
 async def _perform_job(job: Job, safe: bool) -> Outcome:
     outcome = await _attempt(_threads_for(), job)
-    if not safe and isinstance(outcome.result, BaseException):
-        raise outcome.result
+    if not safe and outcome.exception is not None:
+        raise outcome.exception
     return outcome
 
 
@@ -418,8 +420,8 @@ class TestingClient(Client):
         for job in batch:
             outcome = await _attempt(_threads_for(), _attempting(job, 1, self.node))
             self.performed.append(outcome.job)
-            if self.raise_errors and isinstance(outcome.result, BaseException):
-                raise outcome.result
+            if self.raise_errors and outcome.exception is not None:
+                raise outcome.exception
             done.append(outcome.job)
         return done
 
@@ -429,9 +431,11 @@ class TestingClient(Client):
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(self._perform_inline(batch))
-        with ThreadPoolExecutor(1, thread_name_prefix="oban-testing-inline") as aside:
-            return aside.submit(asyncio.run, self._perform_inline(batch)).result()
+            pass  # run below, outside the handler: a job's exception must not chain to it
+        else:
+            with ThreadPoolExecutor(1, thread_name_prefix="oban-testing-inline") as aside:
+                return aside.submit(asyncio.run, self._perform_inline(batch)).result()
+        return asyncio.run(self._perform_inline(batch))
 
     # Inline jobs enqueued inside an open transaction run once it commits, never when it rolls
     # back: on a connection this client lent (its async pool's, or its sync pool's for
@@ -778,8 +782,8 @@ def _scheduled_near(found: list[Job], scheduled_at: datetime | None, delta: floa
     them when it is None)."""
     if scheduled_at is None:
         return found
-    window = timedelta(seconds=delta)
-    return [j for j in found if j.scheduled_at and abs(j.scheduled_at - scheduled_at) <= window]
+    window, near = timedelta(seconds=delta), to_utc(scheduled_at)  # naive is UTC, as in Job
+    return [j for j in found if j.scheduled_at and abs(j.scheduled_at - near) <= window]
 
 
 def _describe(filters: Mapping[str, Any]) -> str:
@@ -1083,7 +1087,8 @@ async def _drain(
             counts[_bucket(ack.state)] += 1
         await acker.flush()
         for job in jobs:
-            ack, result = await _execute(threads, job, client.middleware, client.config.prefix)
+            done = await _execute(threads, job, client.middleware, client.config.prefix)
+            ack = done.ack
             acker.push(ack, job.meta.get("workflow_id"))
             await acker.flush()
             if woken:
@@ -1092,7 +1097,7 @@ async def _drain(
             counts[_bucket(ack.state)] += 1
             if ack.state == "scheduled" and job.id is not None:
                 snoozed.append(job.id)
-            if not options.with_safety and isinstance(result, BaseException):
-                raise result
+            if not options.with_safety and done.error is not None:
+                raise done.error
         if not options.with_recursion:
             return counts

@@ -320,6 +320,30 @@ def test_inline_mode_job_failure_does_not_roll_the_caller_back(project: str) -> 
     Group.objects.filter(name="kept-order").delete()
 
 
+def test_enqueue_follows_a_testing_mode_block_over_the_clients_own_mode(project: str) -> None:
+    from oban_py_ext.django import enqueue
+    from oban_py_ext.django.testing import oban_mode
+
+    from oban_py import Worker, testing
+
+    class ModeBlock(Worker):
+        name = "Py.Ext.Django.ModeBlock"
+
+        def process(self, job: Job) -> None:
+            pass
+
+    with oban_mode("disabled") as client:
+        with testing.mode("inline"):
+            done = enqueue(ModeBlock.new({"n": 1}))
+        assert [j.state for j in client.performed] == ["completed"]
+        assert done.state == "completed"
+    assert jobs(project, "Py.Ext.Django.ModeBlock") == []
+    with oban_mode("inline") as client, testing.mode("manual"):
+        enqueue(ModeBlock.new({"n": 2}))
+        assert client.performed == []
+    assert len(jobs(project, "Py.Ext.Django.ModeBlock")) == 1
+
+
 def test_enqueue_outside_atomic_commits_at_once(project: str) -> None:
     from oban_py_ext.django import enqueue
 

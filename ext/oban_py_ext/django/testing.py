@@ -85,11 +85,13 @@ def _in_test_thread(function: Callable[..., Awaitable[T]], *args: Any) -> T:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return async_to_sync(function)(*args)
-    raise RuntimeError(
-        "oban_py_ext.django.testing helpers are synchronous: call them from a sync test, or use"
-        " the async helpers of oban_py.testing (jobs then run on other connections)"
-    )
+        pass  # run below, outside the handler: a job's exception must not chain to it
+    else:
+        raise RuntimeError(
+            "oban_py_ext.django.testing helpers are synchronous: call them from a sync test, or"
+            " use the async helpers of oban_py.testing (jobs then run on other connections)"
+        )
+    return async_to_sync(function)(*args)
 
 
 def _run_here(job: Job) -> Outcome:
@@ -109,8 +111,8 @@ def perform_job(
     cls = resolve(worker) if isinstance(worker, str) else worker
     attempt = int(opts.pop("attempt", 1))
     outcome = _run_here(testing._attempting(cls.new(args, **opts), attempt, node))
-    if not safe and isinstance(outcome.result, BaseException):
-        raise outcome.result
+    if not safe and outcome.exception is not None:
+        raise outcome.exception
     return outcome
 
 
@@ -128,9 +130,12 @@ def enqueue_in_mode(jobs: list[Job], using: str | None = None) -> list[Job] | No
         client = get_instance()
     except InstanceNotFound:
         return None
-    if not isinstance(client, TestingClient) or client.mode == "manual":
+    if not isinstance(client, TestingClient):
         return None
-    if client.mode == "disabled":
+    mode = client.active_mode  # a ``testing.mode(...)`` block wins over the client's own
+    if mode == "manual":
+        return None
+    if mode == "disabled":
         return jobs
     holder = holding_database(using or conf.database())
     if holder is not None:
@@ -146,8 +151,8 @@ def _run_inline(client: TestingClient, jobs: list[Job]) -> list[Job]:
     for job in jobs:
         outcome = _run_here(testing._attempting(job, 1, client.node))
         client.performed.append(outcome.job)
-        if client.raise_errors and isinstance(outcome.result, BaseException):
-            raise outcome.result
+        if client.raise_errors and outcome.exception is not None:
+            raise outcome.exception
         done.append(outcome.job)
     return done
 
@@ -245,12 +250,11 @@ def drain_queue(
             return counts
         for row in rows:
             job = Job.from_row(decoded_row(row))
-            ack, result = _in_test_thread(testing._execute, _TestThread(), job)
-            if ack is None:
-                continue
+            done = _in_test_thread(testing._execute, _TestThread(), job)
+            ack = done.ack
             raw_connection(using).execute(queries["ack_jobs"], batch_params([ack]))
             counts["snoozed" if ack.state == "scheduled" else ack.state] += 1
-            if not with_safety and isinstance(result, BaseException):
-                raise result
+            if not with_safety and done.error is not None:
+                raise done.error
         if not with_recursion:
             return counts
