@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -311,3 +312,32 @@ async def test_prefixed_client_writes_and_notifies_in_its_schema(dsn: str) -> No
         await cur.execute("SELECT queue FROM private.oban_jobs WHERE id = %s", [job.id])
         assert await cur.fetchone() == {"queue": "p"}
     assert await received(listener) == ['{"queue":"p"}']
+
+
+def test_a_client_kept_across_two_asyncio_runs_opens_its_pool_again_in_the_second(
+    dsn: str,
+) -> None:
+    # A script's module-level client used by one ``asyncio.run`` and then another: the pool
+    # opened in the first loop lost its workers with it, and would hand the second loop one
+    # connection, then make every concurrent call wait for ever (30 s, then PoolTimeout).
+    client = Client(dsn=dsn, name="TwoRuns")
+
+    async def first() -> None:
+        await client.enqueue(Job(worker="Py.TwoRuns", args={"run": 1}))
+
+    async def second() -> list[Job]:
+        calls = [
+            client.enqueue(Job(worker="Py.TwoRuns", args={"run": 2, "n": n})) for n in range(6)
+        ]
+        async with asyncio.timeout(10):
+            return list(await asyncio.gather(*calls))
+
+    try:
+        asyncio.run(first())
+        inserted = asyncio.run(second())
+    finally:
+        client.close_sync()
+    assert len({job.id for job in inserted}) == 6
+    with psycopg.connect(dsn) as conn:
+        count = conn.execute("SELECT count(*) FROM oban_jobs WHERE worker = 'Py.TwoRuns'")
+        assert count.fetchone() == (7,)

@@ -190,7 +190,7 @@ class Client:
     async def _run(self, work: Work[T], conn: AnyConnection | None) -> T:
         if conn is None:
             pools = self._pools
-            if not pools.opened:
+            if not pools.ready():
                 await pools.open()
             return await pools.run(run_async, work)
         if isinstance(conn, psycopg.AsyncConnection):

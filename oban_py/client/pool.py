@@ -15,6 +15,7 @@ read a replica. Either way a read-only error drains the async pool (``dberrors.r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import weakref
 from collections.abc import Awaitable, Callable
@@ -118,10 +119,13 @@ class AsyncPool:
         #: the pooler found between the DSN and PostgreSQL when the pool opened (``pooler.py``)
         self.pooler: pooler.Mode | None = None
         self._lock: asyncio.Lock | None = None
+        #: the event loop the pool was opened in: its workers and connections belong to it
+        self._loop: asyncio.AbstractEventLoop | None = None
         #: the connections of the pool made here, which ``abort`` severs
         self._made: weakref.WeakSet[psycopg.AsyncConnection[Any]] = weakref.WeakSet()
-        if pool is None:
-            pool = AsyncConnectionPool(
+
+        def fresh() -> AsyncConnectionPool[Any]:
+            return AsyncConnectionPool(
                 dsn or "",
                 min_size=1,
                 max_size=size,
@@ -131,7 +135,10 @@ class AsyncPool:
                 name=name,
                 kwargs=keepalives(dsn or ""),
             )
-        self.pool: AsyncConnectionPool[Any] = pool
+
+        #: makes the pool anew (not yet open) when the loop it was opened in has gone
+        self.factory: Callable[[], AsyncConnectionPool[Any]] = fresh
+        self.pool: AsyncConnectionPool[Any] = fresh() if pool is None else pool
         # One connection kept out of the pool for the client's own calls while it is free:
         # sequential enqueues skip the pool's checkout and return (most of a single enqueue's
         # client time); concurrent calls take pool connections as before.
@@ -212,8 +219,32 @@ class AsyncPool:
         if conn is not None:
             await self.pool.putconn(conn)
 
+    def ready(self) -> bool:
+        """Open, and usable from the running loop (a pool a caller gave is theirs to keep so)."""
+        return self.opened and (not self.owned or self._loop is asyncio.get_running_loop())
+
+    def in_running_loop(self) -> bool:
+        """Opened by this class in the running loop."""
+        return self.owned and self.opened and self._loop is asyncio.get_running_loop()
+
+    def _abandon_if_stale(self) -> None:
+        if not (self.owned and self.opened) or self._loop is asyncio.get_running_loop():
+            return
+        # Opened in a loop that has gone (a second ``asyncio.run`` of a script) or that is
+        # another thread's: its workers died with it, so it would hand out one connection and
+        # then wait for ever for the next; it can be neither used nor closed from here. Its
+        # connections are closed at the socket, and a fresh pool opens in this loop.
+        idle = getattr(self.pool, "_pool", ())  # psycopg_pool's idle connections
+        for conn in {*self._made, *idle, *([self._held] if self._held is not None else [])}:
+            with contextlib.suppress(Exception):
+                conn.pgconn.finish()
+        self._held, self._cursor, self._held_busy = None, None, False
+        self.pool, self.opened, self._lock = self.factory(), False, None
+
     async def open(self) -> None:
-        """Open the pool, failing fast with ``DatabaseUnavailable`` when the DSN does not work."""
+        """Open the pool (again, in this loop, if it was opened in a loop that has gone),
+        failing fast with ``DatabaseUnavailable`` when the DSN does not work."""
+        self._abandon_if_stale()
         if self.opened:
             return
         if self._lock is None:
@@ -227,6 +258,7 @@ class AsyncPool:
                 # A caller's pool created with open=False is opened here, as documented.
                 await self.pool.open(wait=True, timeout=CONNECT_TIMEOUT)
             self.opened = True
+            self._loop = asyncio.get_running_loop()
 
     async def _probe(self) -> None:
         dsn = self.dsn or ""
@@ -250,6 +282,7 @@ class AsyncPool:
             _log.warning(pooler.advice(self.pooler, where), pooler=self.pooler)
 
     async def close(self) -> None:
+        self._abandon_if_stale()
         if self._held is not None and not self._held_busy:
             await self._release()
         if self.owned and self.opened:

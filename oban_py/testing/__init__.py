@@ -24,7 +24,6 @@ entries behave as in production; a drain claims and decodes rows as a producer d
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import itertools
 import threading
@@ -307,10 +306,10 @@ class TestingClient(Client):
         self._watches: dict[int, _Watch] = {}
         self._watched: list[_Watch] = []
         self._watch_lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
         if pool is None:
             # Replaces the pool Client made (never opened) with one that knows when a
             # connection it lent comes back, or that explains why there is none.
+            self._pools.factory = self._new_pool
             self._pools.replace(self._new_pool())
         if self.has_database:
             self._sync.factory = functools.partial(_TestingSyncPool, self)
@@ -333,38 +332,18 @@ class TestingClient(Client):
             name=f"oban.{self.config.name}.testing",
         )
 
-    def _pool_is_stale(self) -> bool:
-        pools = self._pools
-        return pools.opened and pools.owned and self._loop is not asyncio.get_running_loop()
-
-    def _abandon_pool(self) -> None:
-        # Its loop has gone (or is another thread's): it can be neither used nor closed from
-        # here. Its idle connections are closed at the socket; the rest die with that loop.
-        for conn in list(getattr(self.pool, "_pool", ())):
-            with contextlib.suppress(Exception):
-                conn.pgconn.finish()
-        self._pools.replace(self._new_pool())
-
     async def open(self) -> None:
         """Open the pool (again, in this loop, if it was opened in a loop that has gone);
         nothing when this client was given no database (inline or disabled)."""
         if not self.has_database:
             return
-        if self._pool_is_stale():
-            self._abandon_pool()
         await super().open()
-        self._loop = asyncio.get_running_loop()
-
-    async def close(self) -> None:
-        if self._pool_is_stale():
-            self._abandon_pool()
-        await super().close()
 
     async def _leave_loop(self) -> None:
         """The loop this client's pool was opened in is ending (a sync helper's own loop):
         close that pool now and open a fresh one next time, keeping the registration."""
         pools = self._pools
-        if pools.owned and pools.opened and self._loop is asyncio.get_running_loop():
+        if pools.in_running_loop():
             await pools.close()
             pools.replace(self._new_pool())
 
