@@ -341,3 +341,39 @@ def test_a_client_kept_across_two_asyncio_runs_opens_its_pool_again_in_the_secon
     with psycopg.connect(dsn) as conn:
         count = conn.execute("SELECT count(*) FROM oban_jobs WHERE worker = 'Py.TwoRuns'")
         assert count.fetchone() == (7,)
+
+
+class EnqueuesFromItsThread(Worker):
+    """A plain ``def`` job that enqueues with the async API on a loop of its own."""
+
+    name = "Py.Insert.EnqueuesFromItsThread"
+    queue = "threads"
+
+    def process(self, job: Job) -> None:
+        async def enqueue() -> None:
+            await Client.enqueue(get_instance("Oban"), Job(worker="Py.Insert.Child"))
+
+        asyncio.run(enqueue())
+
+
+async def test_a_job_thread_enqueuing_on_a_loop_of_its_own_uses_the_nodes_pool(
+    dsn: str, conn: Any
+) -> None:
+    # The node's pool belongs to the node's loop: used from the job's own loop, a call waited
+    # for ever on a connection only the node's loop could hand over (one job in five stuck).
+    from oban_py import Oban
+
+    async with Oban(dsn=dsn, queues={"threads": 3}, peer=False):
+        parents = [await EnqueuesFromItsThread.enqueue({"n": n}) for n in range(6)]
+
+        async def settled() -> bool:
+            cur = await conn.execute(
+                "SELECT count(*) FILTER (WHERE worker = 'Py.Insert.Child'),"
+                " count(*) FILTER (WHERE state = 'completed') FROM oban_jobs"
+            )
+            return await cur.fetchone() == (6, 6)
+
+        async with asyncio.timeout(15):
+            while not await settled():
+                await asyncio.sleep(0.05)
+    assert len(parents) == 6

@@ -138,6 +138,9 @@ class AsyncPool:
 
         #: makes the pool anew (not yet open) when the loop it was opened in has gone
         self.factory: Callable[[], AsyncConnectionPool[Any]] = fresh
+        #: also make it anew for a loop that is merely another one (the testing client's sync
+        #: helpers run loops of their own); a node's pool stays with its running loop
+        self.reopen_in_any_loop = False
         self.pool: AsyncConnectionPool[Any] = fresh() if pool is None else pool
         # One connection kept out of the pool for the client's own calls while it is free:
         # sequential enqueues skip the pool's checkout and return (most of a single enqueue's
@@ -149,6 +152,17 @@ class AsyncPool:
     async def run(self, use: Use[A, T], arg: A) -> T:
         """``use(conn, arg, cursor)`` on a connection for one call: the held one when it is
         free, with a tuple cursor kept for it (else ``None``), otherwise one of the pool."""
+        loop = self._loop
+        if loop is not None and loop is not asyncio.get_running_loop() and not loop.is_closed():
+            # Another thread's loop (a plain ``def`` job's ``asyncio.run``) using a node's
+            # pool: its connections and workers belong to the loop that opened it, which
+            # would never wake this one, so the call runs there (as any cross-loop call, it
+            # cannot be made from a thread that loop is blocked waiting for).
+            call = asyncio.run_coroutine_threadsafe(self._run_here(use, arg), loop)
+            return await asyncio.wrap_future(call)
+        return await self._run_here(use, arg)
+
+    async def _run_here(self, use: Use[A, T], arg: A) -> T:
         try:
             return await self._run(use, arg)
         except Exception as error:
@@ -228,12 +242,15 @@ class AsyncPool:
         return self.owned and self.opened and self._loop is asyncio.get_running_loop()
 
     def _abandon_if_stale(self) -> None:
-        if not (self.owned and self.opened) or self._loop is asyncio.get_running_loop():
+        loop = self._loop
+        if not (self.owned and self.opened) or loop is asyncio.get_running_loop():
             return
-        # Opened in a loop that has gone (a second ``asyncio.run`` of a script) or that is
-        # another thread's: its workers died with it, so it would hand out one connection and
-        # then wait for ever for the next; it can be neither used nor closed from here. Its
-        # connections are closed at the socket, and a fresh pool opens in this loop.
+        if loop is not None and not loop.is_closed() and not self.reopen_in_any_loop:
+            return  # another thread's live loop (a node's): never pulled from under it
+        # Opened in a loop that has gone (a second ``asyncio.run`` of a script): its workers
+        # died with it, so it would hand out one connection and then wait for ever for the
+        # next; it can be neither used nor closed from here. Its connections are closed at the
+        # socket, and a fresh pool opens in this loop.
         idle = getattr(self.pool, "_pool", ())  # psycopg_pool's idle connections
         for conn in {*self._made, *idle, *([self._held] if self._held is not None else [])}:
             with contextlib.suppress(Exception):

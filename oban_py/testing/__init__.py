@@ -310,6 +310,7 @@ class TestingClient(Client):
             # Replaces the pool Client made (never opened) with one that knows when a
             # connection it lent comes back, or that explains why there is none.
             self._pools.factory = self._new_pool
+            self._pools.reopen_in_any_loop = True
             self._pools.replace(self._new_pool())
         if self.has_database:
             self._sync.factory = functools.partial(_TestingSyncPool, self)
