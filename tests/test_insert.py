@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import nodekit
 import psycopg
 import pytest
 from psycopg.rows import dict_row
@@ -373,7 +374,5 @@ async def test_a_job_thread_enqueuing_on_a_loop_of_its_own_uses_the_nodes_pool(
             )
             return await cur.fetchone() == (6, 6)
 
-        async with asyncio.timeout(15):
-            while not await settled():
-                await asyncio.sleep(0.05)
+        await nodekit.wait_for(settled, timeout=15)
     assert len(parents) == 6
