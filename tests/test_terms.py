@@ -252,3 +252,22 @@ def test_recorded_value_above_the_limit_raises_record_too_large() -> None:
 def test_recorded_text_that_is_not_base64_raises_term_error() -> None:
     with pytest.raises(TermError):
         decode_recorded("not base64!")
+
+
+def test_an_improper_tail_of_106_is_kept() -> None:
+    # 106 is also the NIL tag; as a tail it is the integer.
+    value = ImproperList((1,), 106)
+    assert encode_term(value) == bytes.fromhex("836c00000001610161" + "6a")
+    assert decode_term(encode_term(value)) == value
+    assert decode_term(encode_term(ImproperList((), 106))) == 106
+
+
+def test_an_improper_list_is_written_as_otp_writes_the_term() -> None:
+    # term_to_binary([1 | [2 | 3]]) is one list of 2 items with tail 3; [1 | [2]] is [1, 2].
+    nested = ImproperList((1,), ImproperList((2,), 3))
+    assert encode_term(nested) == bytes.fromhex("836c00000002610161026103")
+    assert decode_term(encode_term(nested)) == ImproperList((1, 2), 3)
+    assert encode_term(ImproperList((1,), [2])) == encode_term([1, 2])
+    assert encode_term(ImproperList((), "x")) == encode_term("x")
+
+

@@ -223,9 +223,9 @@ def _encode(value: Any, out: bytearray, minor_version: int) -> None:
         for item in value:
             _encode(item, out, minor_version)
     elif isinstance(value, list):
-        _encode_list(value, NIL, out, minor_version)
+        _encode_list(value, _PROPER, out, minor_version)
     elif isinstance(value, ImproperList):
-        _encode_list(list(value.items), value.tail, out, minor_version)
+        _encode_improper(value, out, minor_version)
     elif isinstance(value, dict):
         out += struct.pack(">BI", MAP, len(value))
         # Erlang writes flatmaps sorted; larger maps in its own hash order, which a decoded map
@@ -238,20 +238,42 @@ def _encode(value: Any, out: bytearray, minor_version: int) -> None:
         raise TermError(f"cannot encode {type(value).__name__} as an Erlang term")
 
 
+# The tail of a proper list. Not NIL: that is a tag, and also an integer a tail can be.
+_PROPER: Any = object()
+
+
+def _encode_improper(value: ImproperList, out: bytearray, minor_version: int) -> None:
+    # One term, one encoding, as OTP: [1 | [2 | 3]] is written as [1, 2 | 3] and [1 | [2]]
+    # as [1, 2].
+    items = list(value.items)
+    tail = value.tail
+    while isinstance(tail, ImproperList):
+        items += tail.items
+        tail = tail.tail
+    if isinstance(tail, list):
+        items += tail
+        tail = _PROPER
+    _encode_list(items, tail, out, minor_version)
+
+
 def _encode_list(items: list[Any], tail: Any, out: bytearray, minor_version: int) -> None:
     if not items:
-        if tail is NIL:
+        if tail is _PROPER:
             out.append(NIL)
         else:
             _encode(tail, out, minor_version)
         return
-    if tail is NIL and len(items) < 65_536 and all(type(i) is int and 0 <= i <= 255 for i in items):
+    if (
+        tail is _PROPER
+        and len(items) < 65_536
+        and all(type(i) is int and 0 <= i <= 255 for i in items)
+    ):
         out += struct.pack(">BH", STRING, len(items)) + bytes(items)
         return
     out += struct.pack(">BI", LIST, len(items))
     for item in items:
         _encode(item, out, minor_version)
-    if tail is NIL:
+    if tail is _PROPER:
         out.append(NIL)
     else:
         _encode(tail, out, minor_version)
