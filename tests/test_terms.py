@@ -271,3 +271,26 @@ def test_an_improper_list_is_written_as_otp_writes_the_term() -> None:
     assert encode_term(ImproperList((), "x")) == encode_term("x")
 
 
+@pytest.mark.parametrize(
+    "bits",
+    [BitString(b"\x01", 0), BitString(b"\x01", 9), BitString(b"", 3), BitString(b"", 8)],
+    ids=["0-bits", "9-bits", "no-data", "no-data-8"],
+)
+def test_a_bitstring_needs_data_and_1_to_8_bits_in_its_last_byte(bits: BitString) -> None:
+    with pytest.raises(TermError, match="BitString"):
+        encode_term(bits)
+
+
+def test_a_bitstring_is_written_as_otp_writes_the_term() -> None:
+    # term_to_binary(<<7::3>>) zeroes the unused low bits; <<65::8>> is the binary "A".
+    assert encode_term(BitString(b"\xff", 3)) == bytes.fromhex("834d0000000103e0")
+    assert decode_term(bytes.fromhex("834d0000000103ff")) == BitString(b"\xe0", 3)
+    assert encode_term(BitString(b"A", 8)) == encode_term(b"A")
+    assert decode_term(bytes.fromhex("834d000000010841")) == "A"
+    assert decode_term(bytes.fromhex("834d0000000000")) == ""
+
+
+@pytest.mark.parametrize("data", ["834d0000000003", "834d000000010001", "834d000000010901"])
+def test_a_bitstring_erlang_refuses_is_refused(data: str) -> None:
+    with pytest.raises(TermError):
+        decode_term(bytes.fromhex(data))

@@ -98,7 +98,10 @@ class ImproperList:
 
 @dataclass(frozen=True, slots=True)
 class BitString:
-    """A binary whose last byte holds only ``bits`` (1..8) significant high bits."""
+    """A binary whose last byte holds only ``bits`` (1..8) significant high bits.
+
+    ``data`` must not be empty; the unused low bits of its last byte are written as zeros, and
+    ``bits=8`` is a plain binary (Erlang has no other kind of whole-byte bitstring)."""
 
     data: bytes
     bits: int
@@ -214,7 +217,7 @@ def _encode(value: Any, out: bytearray, minor_version: int) -> None:
         raw = bytes(value)
         out += struct.pack(">BI", BINARY, len(raw)) + raw
     elif isinstance(value, BitString):
-        out += struct.pack(">BIB", BIT_BINARY, len(value.data), value.bits) + value.data
+        _encode_bits(value, out)
     elif isinstance(value, tuple):
         if len(value) < 256:
             out += struct.pack(">BB", SMALL_TUPLE, len(value))
@@ -236,6 +239,23 @@ def _encode(value: Any, out: bytearray, minor_version: int) -> None:
             _encode(value[key], out, minor_version)
     else:
         raise TermError(f"cannot encode {type(value).__name__} as an Erlang term")
+
+
+def _encode_bits(value: BitString, out: bytearray) -> None:
+    data, bits = value.data, value.bits
+    if not isinstance(data, bytes | bytearray) or not data or not isinstance(bits, int):
+        raise TermError(f"BitString needs non-empty bytes and an int of bits, got {value!r}")
+    if not 1 <= bits <= 8:
+        raise TermError(f"BitString bits (used bits of the last byte) must be 1..8, got {bits}")
+    if bits == 8:  # whole bytes: the term is a binary, and OTP writes it as one
+        out += struct.pack(">BI", BINARY, len(data)) + data
+        return
+    out += struct.pack(">BIB", BIT_BINARY, len(data), bits) + _mask_last(bytes(data), bits)
+
+
+def _mask_last(data: bytes, bits: int) -> bytes:
+    # The unused low bits of the last byte are not part of the term; OTP writes them as zeros.
+    return data[:-1] + bytes([data[-1] & (0xFF << (8 - bits)) & 0xFF])
 
 
 # The tail of a proper list. Not NIL: that is a tag, and also an integer a tail can be.
@@ -352,7 +372,11 @@ def _decode(r: _Reader) -> Any:
         return _binary(r.take(n))
     if tag == BIT_BINARY:
         n, bits = r.unpack(">IB")
-        return BitString(r.take(n), bits)
+        if (bits == 0) != (n == 0) or bits > 8:  # what binary_to_term refuses
+            raise TermError(f"bitstring of {n} bytes cannot use {bits} bits of its last byte")
+        if bits in (0, 8):  # whole bytes: Erlang reads a binary
+            return _binary(r.take(n))
+        return BitString(_mask_last(r.take(n), bits), bits)
     if tag in (SMALL_TUPLE, LARGE_TUPLE):
         (n,) = r.unpack(">B" if tag == SMALL_TUPLE else ">I")
         return tuple(_decode(r) for _ in range(n))
