@@ -294,3 +294,14 @@ def test_a_bitstring_is_written_as_otp_writes_the_term() -> None:
 def test_a_bitstring_erlang_refuses_is_refused(data: str) -> None:
     with pytest.raises(TermError):
         decode_term(bytes.fromhex(data))
+
+
+@pytest.mark.parametrize("minor_version", [1, 2])
+def test_atoms_hold_at_most_255_characters(minor_version: int) -> None:
+    # The limit counts characters, not bytes: 255 three-byte characters are fine.
+    wide = Atom("✓" * 255)
+    assert decode_term(encode_term(wide, minor_version=minor_version)) == wide
+    assert decode_term(encode_term(Atom("a" * 255), minor_version=minor_version)) == "a" * 255
+    for name in (Atom("a" * 256), Atom("✓" * 256), erlpack.Atom("a" * 256)):
+        with pytest.raises(TermError, match="255"):
+            encode_term(name, minor_version=minor_version)

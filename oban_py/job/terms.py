@@ -80,7 +80,9 @@ _ATOM_VALUES: dict[str, Any] = {"true": True, "false": False, "nil": None}
 
 
 class Atom(str):
-    """An Erlang atom, e.g. ``Atom("ok")``; compares equal to its name as a ``str``."""
+    """An Erlang atom, e.g. ``Atom("ok")``; compares equal to its name as a ``str``.
+
+    Erlang atoms hold at most 255 characters: encoding a longer one raises ``TermError``."""
 
     __slots__ = ()
 
@@ -138,7 +140,16 @@ def _is_atom(value: Any) -> bool:
 # ---------------------------------------------------------------------------------- encoding
 
 
+#: Longest atom Erlang makes (characters, not bytes); binary_to_term refuses a longer one.
+MAX_ATOM_CHARACTERS = 255
+
+
 def _encode_atom(name: str, out: bytearray, minor_version: int) -> None:
+    if len(name) > MAX_ATOM_CHARACTERS:
+        raise TermError(
+            f"atom {name[:20]!r}... is {len(name)} characters; Erlang atoms hold at most "
+            f"{MAX_ATOM_CHARACTERS}"
+        )
     if minor_version < 2:
         try:
             raw = name.encode("latin-1")
