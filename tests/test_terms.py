@@ -305,3 +305,33 @@ def test_atoms_hold_at_most_255_characters(minor_version: int) -> None:
     for name in (Atom("a" * 256), Atom("✓" * 256), erlpack.Atom("a" * 256)):
         with pytest.raises(TermError, match="255"):
             encode_term(name, minor_version=minor_version)
+
+
+# Distinct Python keys that Erlang writes as one term; binary_to_term refuses a map holding a
+# key twice (badarg), so such a value must not be recorded.
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"a": 1, b"a": 2},
+        {True: 1, Atom("true"): 2},
+        {None: 1, Atom("nil"): 2},
+        {("a",): 1, (b"a",): 2},
+        {(Atom("ok"), None): 1, (Atom("ok"), Atom("nil")): 2},
+        {**{f"k{i}": i for i in range(40)}, b"k7": 0},  # a hash-ordered (unsorted) map
+    ],
+    ids=["str-bytes", "true", "nil", "tuple", "nested-nil", "over-32-keys"],
+)
+def test_map_keys_that_are_one_erlang_term_are_refused(value: dict[Any, Any]) -> None:
+    with pytest.raises(TermError, match="same Erlang term"):
+        encode_term(value)
+    with pytest.raises(TermError, match="same Erlang term"):
+        encode_recorded(value)
+
+
+def test_a_map_with_keys_python_holds_as_one_is_refused_on_decode() -> None:
+    # %{"a" => 1, a: 2} and %{1 => 1, 1.0 => 2}: distinct in Erlang, one key in a dict.
+    str_and_atom = bytes.fromhex("8374000000026d00000001616101640001616102")
+    int_and_float = bytes.fromhex("8374000000026101610146" + "3ff0000000000000" + "6102")
+    for data in (str_and_atom, int_and_float):
+        with pytest.raises(TermError, match="same Python key"):
+            decode_term(data)

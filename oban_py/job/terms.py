@@ -32,8 +32,13 @@ maps of more than 32 keys built in Python. Erlang stores those as a hash trie an
 the order of the VM's internal hash; we write maps of up to 32 keys in sorted term order (as
 Erlang) and larger ones in the dict's order. A large map decoded from Erlang keeps Erlang's order,
 so it re-encodes byte-equal; one built in Python decodes to the same map in Erlang, only its
-bytes differ. A ``str`` key and an ``Atom`` key of the same name are equal in Python, so a map
-holding both (``%{"a" => 1, a: 2}``) cannot be represented.
+bytes differ.
+
+Map keys must be one-to-one. A ``str`` key and an ``Atom`` key of the same name are equal in
+Python, so a map holding both (``%{"a" => 1, a: 2}``, or ``1`` and ``1.0``) cannot be
+represented: decoding it raises ``TermError``. The other way, keys Python tells apart that are
+one Erlang term (``"a"`` and ``b"a"``, ``True`` and ``Atom("true")``, ``None`` and
+``Atom("nil")``) would make a map Erlang refuses to read: encoding it raises ``TermError``.
 
 Why not only ``erlpack``: its encoder writes atoms as SMALL_ATOM_EXT, lists never as
 STRING_EXT, fails on integers beyond 64 bits and keeps dict order in maps; its decoder rejects
@@ -241,15 +246,31 @@ def _encode(value: Any, out: bytearray, minor_version: int) -> None:
     elif isinstance(value, ImproperList):
         _encode_improper(value, out, minor_version)
     elif isinstance(value, dict):
-        out += struct.pack(">BI", MAP, len(value))
-        # Erlang writes flatmaps sorted; larger maps in its own hash order, which a decoded map
-        # keeps, so those go out in the dict's order.
-        keys = sorted(value, key=order_key) if len(value) <= 32 else list(value)
-        for key in keys:
-            _encode(key, out, minor_version)
-            _encode(value[key], out, minor_version)
+        _encode_map(value, out, minor_version)
     else:
         raise TermError(f"cannot encode {type(value).__name__} as an Erlang term")
+
+
+def _encode_map(value: dict[Any, Any], out: bytearray, minor_version: int) -> None:
+    out += struct.pack(">BI", MAP, len(value))
+    # Erlang writes flatmaps sorted; larger maps in its own hash order, which a decoded map
+    # keeps, so those go out in the dict's order.
+    keys = sorted(value, key=order_key) if len(value) <= 32 else list(value)
+    # Keys Python tells apart can be one term ("a" and b"a", True and Atom("true")), and
+    # binary_to_term refuses a map holding a key twice. One term has one encoding here, so
+    # equal bytes are the same key.
+    seen: dict[bytes, Any] = {}
+    for key in keys:
+        start = len(out)
+        _encode(key, out, minor_version)
+        term = bytes(out[start:])
+        if term in seen:
+            raise TermError(
+                f"map keys {seen[term]!r} and {key!r} are the same Erlang term; "
+                "an Erlang map holds each key once"
+            )
+        seen[term] = key
+        _encode(value[key], out, minor_version)
 
 
 def _encode_bits(value: BitString, out: bytearray) -> None:
@@ -409,9 +430,12 @@ def _decode(r: _Reader) -> Any:
         for _ in range(n):
             key = _decode(r)
             try:
-                result[key] = _decode(r)
+                known = key in result
             except TypeError as error:  # an unhashable key (a list or map as a key)
                 raise TermError(f"map key {key!r} has no Python equivalent") from error
+            if known:  # %{"a" => 1, a: 2}, %{1 => 1, 1.0 => 2}: distinct in Erlang only
+                raise TermError(f"map keys equal to {key!r} are the same Python key")
+            result[key] = _decode(r)
         return result
     raise TermError(f"unsupported term tag {tag}")
 
