@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from typing import Any
@@ -335,3 +336,25 @@ def test_a_map_with_keys_python_holds_as_one_is_refused_on_decode() -> None:
     for data in (str_and_atom, int_and_float):
         with pytest.raises(TermError, match="same Python key"):
             decode_term(data)
+
+
+def test_a_term_nested_deeper_than_python_recurses_raises_term_error() -> None:
+    # What Erlang writes for a list nested 5000 deep ([[[...]]]), plain and as recorded.
+    deep = b"\x83" + b"l\x00\x00\x00\x01" * 5000 + b"j" * 5001
+    with pytest.raises(TermError, match="nested"):
+        decode_term(deep)
+    with pytest.raises(TermError, match="nested"):
+        decode_recorded(base64.b64encode(deep).decode("ascii"))
+    shallow = b"\x83" + b"l\x00\x00\x00\x01" * 200 + b"j" * 201
+    expected: list[Any] = []
+    for _ in range(200):
+        expected = [expected]
+    assert decode_term(shallow) == expected
+
+
+def test_a_value_nested_deeper_than_python_recurses_raises_term_error() -> None:
+    deep: list[Any] = []
+    for _ in range(10_000):
+        deep = [deep]
+    with pytest.raises(TermError, match="nested"):
+        encode_recorded(deep)

@@ -338,7 +338,12 @@ def encode_term(value: Any, *, compressed: bool = False, minor_version: int = 1)
     one. ``minor_version=2`` writes atoms as UTF-8, the OTP 26 default; 1 is OTP 25's.
     """
     body = bytearray()
-    _encode(value, body, minor_version)
+    try:
+        _encode(value, body, minor_version)
+    except RecursionError as error:
+        raise TermError(
+            "value nested deeper than Python's recursion limit (or containing itself)"
+        ) from error
     if compressed:
         packed = struct.pack(">BI", COMPRESSED, len(body)) + zlib.compress(bytes(body), 6)
         if len(packed) < len(body):
@@ -443,8 +448,8 @@ def _decode(r: _Reader) -> Any:
 def decode_term(data: bytes) -> Any:
     """``:erlang.binary_to_term(data)`` for the types in the module docstring.
 
-    Raises ``TermError`` for malformed bytes, trailing garbage, or tags with no mapping (pids,
-    references, funs).
+    Raises ``TermError`` for malformed bytes, trailing garbage, tags with no mapping (pids,
+    references, funs), or a term nested deeper than Python's recursion limit (about 1000).
     """
     data = bytes(data)
     if not data or data[0] != VERSION:
@@ -464,6 +469,9 @@ def decode_term(data: bytes) -> Any:
     reader = _Reader(body)
     try:
         value = _decode(reader)
+    except RecursionError as error:
+        # Erlang reads a term nested to any depth; this decoder recurses once per level.
+        raise TermError("term nested deeper than Python's recursion limit") from error
     except (struct.error, UnicodeDecodeError, ValueError) as error:
         if isinstance(error, TermError):
             raise
