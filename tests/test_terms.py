@@ -358,3 +358,11 @@ def test_a_value_nested_deeper_than_python_recurses_raises_term_error() -> None:
         deep = [deep]
     with pytest.raises(TermError, match="nested"):
         encode_recorded(deep)
+
+
+def test_a_map_nested_800_deep_is_recorded_and_read_back() -> None:
+    # Each level of a map costs the encoder one Python frame, as it costs the decoder.
+    deep: dict[str, Any] = {}
+    for _ in range(800):
+        deep = {"a": deep}
+    assert decode_recorded(encode_recorded(deep, limit=10**6)) == deep

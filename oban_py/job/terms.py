@@ -244,33 +244,30 @@ def _encode(value: Any, out: bytearray, minor_version: int) -> None:
     elif isinstance(value, list):
         _encode_list(value, _PROPER, out, minor_version)
     elif isinstance(value, ImproperList):
-        _encode_improper(value, out, minor_version)
+        _encode_list(*_flatten(value), out, minor_version)
     elif isinstance(value, dict):
-        _encode_map(value, out, minor_version)
+        # Inline, not a helper: one frame per level of nesting keeps deep maps encodable.
+        out += struct.pack(">BI", MAP, len(value))
+        # Erlang writes flatmaps sorted; larger maps in its own hash order, which a decoded map
+        # keeps, so those go out in the dict's order.
+        keys = sorted(value, key=order_key) if len(value) <= 32 else list(value)
+        # Keys Python tells apart can be one term ("a" and b"a", True and Atom("true")), and
+        # binary_to_term refuses a map holding a key twice. One term has one encoding here, so
+        # equal bytes are the same key.
+        seen: dict[bytes, Any] = {}
+        for key in keys:
+            start = len(out)
+            _encode(key, out, minor_version)
+            term = bytes(out[start:])
+            if term in seen:
+                raise TermError(
+                    f"map keys {seen[term]!r} and {key!r} are the same Erlang term; "
+                    "an Erlang map holds each key once"
+                )
+            seen[term] = key
+            _encode(value[key], out, minor_version)
     else:
         raise TermError(f"cannot encode {type(value).__name__} as an Erlang term")
-
-
-def _encode_map(value: dict[Any, Any], out: bytearray, minor_version: int) -> None:
-    out += struct.pack(">BI", MAP, len(value))
-    # Erlang writes flatmaps sorted; larger maps in its own hash order, which a decoded map
-    # keeps, so those go out in the dict's order.
-    keys = sorted(value, key=order_key) if len(value) <= 32 else list(value)
-    # Keys Python tells apart can be one term ("a" and b"a", True and Atom("true")), and
-    # binary_to_term refuses a map holding a key twice. One term has one encoding here, so
-    # equal bytes are the same key.
-    seen: dict[bytes, Any] = {}
-    for key in keys:
-        start = len(out)
-        _encode(key, out, minor_version)
-        term = bytes(out[start:])
-        if term in seen:
-            raise TermError(
-                f"map keys {seen[term]!r} and {key!r} are the same Erlang term; "
-                "an Erlang map holds each key once"
-            )
-        seen[term] = key
-        _encode(value[key], out, minor_version)
 
 
 def _encode_bits(value: BitString, out: bytearray) -> None:
@@ -294,7 +291,7 @@ def _mask_last(data: bytes, bits: int) -> bytes:
 _PROPER: Any = object()
 
 
-def _encode_improper(value: ImproperList, out: bytearray, minor_version: int) -> None:
+def _flatten(value: ImproperList) -> tuple[list[Any], Any]:
     # One term, one encoding, as OTP: [1 | [2 | 3]] is written as [1, 2 | 3] and [1 | [2]]
     # as [1, 2].
     items = list(value.items)
@@ -305,7 +302,7 @@ def _encode_improper(value: ImproperList, out: bytearray, minor_version: int) ->
     if isinstance(tail, list):
         items += tail
         tail = _PROPER
-    _encode_list(items, tail, out, minor_version)
+    return items, tail
 
 
 def _encode_list(items: list[Any], tail: Any, out: bytearray, minor_version: int) -> None:
