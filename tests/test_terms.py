@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from typing import Any
@@ -252,3 +253,116 @@ def test_recorded_value_above_the_limit_raises_record_too_large() -> None:
 def test_recorded_text_that_is_not_base64_raises_term_error() -> None:
     with pytest.raises(TermError):
         decode_recorded("not base64!")
+
+
+def test_an_improper_tail_of_106_is_kept() -> None:
+    # 106 is also the NIL tag; as a tail it is the integer.
+    value = ImproperList((1,), 106)
+    assert encode_term(value) == bytes.fromhex("836c00000001610161" + "6a")
+    assert decode_term(encode_term(value)) == value
+    assert decode_term(encode_term(ImproperList((), 106))) == 106
+
+
+def test_an_improper_list_is_written_as_otp_writes_the_term() -> None:
+    # term_to_binary([1 | [2 | 3]]) is one list of 2 items with tail 3; [1 | [2]] is [1, 2].
+    nested = ImproperList((1,), ImproperList((2,), 3))
+    assert encode_term(nested) == bytes.fromhex("836c00000002610161026103")
+    assert decode_term(encode_term(nested)) == ImproperList((1, 2), 3)
+    assert encode_term(ImproperList((1,), [2])) == encode_term([1, 2])
+    assert encode_term(ImproperList((), "x")) == encode_term("x")
+
+
+@pytest.mark.parametrize(
+    "bits",
+    [BitString(b"\x01", 0), BitString(b"\x01", 9), BitString(b"", 3), BitString(b"", 8)],
+    ids=["0-bits", "9-bits", "no-data", "no-data-8"],
+)
+def test_a_bitstring_needs_data_and_1_to_8_bits_in_its_last_byte(bits: BitString) -> None:
+    with pytest.raises(TermError, match="BitString"):
+        encode_term(bits)
+
+
+def test_a_bitstring_is_written_as_otp_writes_the_term() -> None:
+    # term_to_binary(<<7::3>>) zeroes the unused low bits; <<65::8>> is the binary "A".
+    assert encode_term(BitString(b"\xff", 3)) == bytes.fromhex("834d0000000103e0")
+    assert decode_term(bytes.fromhex("834d0000000103ff")) == BitString(b"\xe0", 3)
+    assert encode_term(BitString(b"A", 8)) == encode_term(b"A")
+    assert decode_term(bytes.fromhex("834d000000010841")) == "A"
+    assert decode_term(bytes.fromhex("834d0000000000")) == ""
+
+
+@pytest.mark.parametrize("data", ["834d0000000003", "834d000000010001", "834d000000010901"])
+def test_a_bitstring_erlang_refuses_is_refused(data: str) -> None:
+    with pytest.raises(TermError):
+        decode_term(bytes.fromhex(data))
+
+
+@pytest.mark.parametrize("minor_version", [1, 2])
+def test_atoms_hold_at_most_255_characters(minor_version: int) -> None:
+    # The limit counts characters, not bytes: 255 three-byte characters are fine.
+    wide = Atom("✓" * 255)
+    assert decode_term(encode_term(wide, minor_version=minor_version)) == wide
+    assert decode_term(encode_term(Atom("a" * 255), minor_version=minor_version)) == "a" * 255
+    for name in (Atom("a" * 256), Atom("✓" * 256), erlpack.Atom("a" * 256)):
+        with pytest.raises(TermError, match="255"):
+            encode_term(name, minor_version=minor_version)
+
+
+# Distinct Python keys that Erlang writes as one term; binary_to_term refuses a map holding a
+# key twice (badarg), so such a value must not be recorded.
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"a": 1, b"a": 2},
+        {True: 1, Atom("true"): 2},
+        {None: 1, Atom("nil"): 2},
+        {("a",): 1, (b"a",): 2},
+        {(Atom("ok"), None): 1, (Atom("ok"), Atom("nil")): 2},
+        {**{f"k{i}": i for i in range(40)}, b"k7": 0},  # a hash-ordered (unsorted) map
+    ],
+    ids=["str-bytes", "true", "nil", "tuple", "nested-nil", "over-32-keys"],
+)
+def test_map_keys_that_are_one_erlang_term_are_refused(value: dict[Any, Any]) -> None:
+    with pytest.raises(TermError, match="same Erlang term"):
+        encode_term(value)
+    with pytest.raises(TermError, match="same Erlang term"):
+        encode_recorded(value)
+
+
+def test_a_map_with_keys_python_holds_as_one_is_refused_on_decode() -> None:
+    # %{"a" => 1, a: 2} and %{1 => 1, 1.0 => 2}: distinct in Erlang, one key in a dict.
+    str_and_atom = bytes.fromhex("8374000000026d00000001616101640001616102")
+    int_and_float = bytes.fromhex("8374000000026101610146" + "3ff0000000000000" + "6102")
+    for data in (str_and_atom, int_and_float):
+        with pytest.raises(TermError, match="same Python key"):
+            decode_term(data)
+
+
+def test_a_term_nested_deeper_than_python_recurses_raises_term_error() -> None:
+    # What Erlang writes for a list nested 5000 deep ([[[...]]]), plain and as recorded.
+    deep = b"\x83" + b"l\x00\x00\x00\x01" * 5000 + b"j" * 5001
+    with pytest.raises(TermError, match="nested"):
+        decode_term(deep)
+    with pytest.raises(TermError, match="nested"):
+        decode_recorded(base64.b64encode(deep).decode("ascii"))
+    shallow = b"\x83" + b"l\x00\x00\x00\x01" * 200 + b"j" * 201
+    expected: list[Any] = []
+    for _ in range(200):
+        expected = [expected]
+    assert decode_term(shallow) == expected
+
+
+def test_a_value_nested_deeper_than_python_recurses_raises_term_error() -> None:
+    deep: list[Any] = []
+    for _ in range(10_000):
+        deep = [deep]
+    with pytest.raises(TermError, match="nested"):
+        encode_recorded(deep)
+
+
+def test_a_map_nested_800_deep_is_recorded_and_read_back() -> None:
+    # Each level of a map costs the encoder one Python frame, as it costs the decoder.
+    deep: dict[str, Any] = {}
+    for _ in range(800):
+        deep = {"a": deep}
+    assert decode_recorded(encode_recorded(deep, limit=10**6)) == deep

@@ -32,8 +32,13 @@ maps of more than 32 keys built in Python. Erlang stores those as a hash trie an
 the order of the VM's internal hash; we write maps of up to 32 keys in sorted term order (as
 Erlang) and larger ones in the dict's order. A large map decoded from Erlang keeps Erlang's order,
 so it re-encodes byte-equal; one built in Python decodes to the same map in Erlang, only its
-bytes differ. A ``str`` key and an ``Atom`` key of the same name are equal in Python, so a map
-holding both (``%{"a" => 1, a: 2}``) cannot be represented.
+bytes differ.
+
+Map keys must be one-to-one. A ``str`` key and an ``Atom`` key of the same name are equal in
+Python, so a map holding both (``%{"a" => 1, a: 2}``, or ``1`` and ``1.0``) cannot be
+represented: decoding it raises ``TermError``. The other way, keys Python tells apart that are
+one Erlang term (``"a"`` and ``b"a"``, ``True`` and ``Atom("true")``, ``None`` and
+``Atom("nil")``) would make a map Erlang refuses to read: encoding it raises ``TermError``.
 
 Why not only ``erlpack``: its encoder writes atoms as SMALL_ATOM_EXT, lists never as
 STRING_EXT, fails on integers beyond 64 bits and keeps dict order in maps; its decoder rejects
@@ -80,7 +85,9 @@ _ATOM_VALUES: dict[str, Any] = {"true": True, "false": False, "nil": None}
 
 
 class Atom(str):
-    """An Erlang atom, e.g. ``Atom("ok")``; compares equal to its name as a ``str``."""
+    """An Erlang atom, e.g. ``Atom("ok")``; compares equal to its name as a ``str``.
+
+    Erlang atoms hold at most 255 characters: encoding a longer one raises ``TermError``."""
 
     __slots__ = ()
 
@@ -98,7 +105,10 @@ class ImproperList:
 
 @dataclass(frozen=True, slots=True)
 class BitString:
-    """A binary whose last byte holds only ``bits`` (1..8) significant high bits."""
+    """A binary whose last byte holds only ``bits`` (1..8) significant high bits.
+
+    ``data`` must not be empty; the unused low bits of its last byte are written as zeros, and
+    ``bits=8`` is a plain binary (Erlang has no other kind of whole-byte bitstring)."""
 
     data: bytes
     bits: int
@@ -135,7 +145,16 @@ def _is_atom(value: Any) -> bool:
 # ---------------------------------------------------------------------------------- encoding
 
 
+#: Longest atom Erlang makes (characters, not bytes); binary_to_term refuses a longer one.
+MAX_ATOM_CHARACTERS = 255
+
+
 def _encode_atom(name: str, out: bytearray, minor_version: int) -> None:
+    if len(name) > MAX_ATOM_CHARACTERS:
+        raise TermError(
+            f"atom {name[:20]!r}... is {len(name)} characters; Erlang atoms hold at most "
+            f"{MAX_ATOM_CHARACTERS}"
+        )
     if minor_version < 2:
         try:
             raw = name.encode("latin-1")
@@ -214,7 +233,7 @@ def _encode(value: Any, out: bytearray, minor_version: int) -> None:
         raw = bytes(value)
         out += struct.pack(">BI", BINARY, len(raw)) + raw
     elif isinstance(value, BitString):
-        out += struct.pack(">BIB", BIT_BINARY, len(value.data), value.bits) + value.data
+        _encode_bits(value, out)
     elif isinstance(value, tuple):
         if len(value) < 256:
             out += struct.pack(">BB", SMALL_TUPLE, len(value))
@@ -223,35 +242,87 @@ def _encode(value: Any, out: bytearray, minor_version: int) -> None:
         for item in value:
             _encode(item, out, minor_version)
     elif isinstance(value, list):
-        _encode_list(value, NIL, out, minor_version)
+        _encode_list(value, _PROPER, out, minor_version)
     elif isinstance(value, ImproperList):
-        _encode_list(list(value.items), value.tail, out, minor_version)
+        _encode_list(*_flatten(value), out, minor_version)
     elif isinstance(value, dict):
+        # Inline, not a helper: one frame per level of nesting keeps deep maps encodable.
         out += struct.pack(">BI", MAP, len(value))
         # Erlang writes flatmaps sorted; larger maps in its own hash order, which a decoded map
         # keeps, so those go out in the dict's order.
         keys = sorted(value, key=order_key) if len(value) <= 32 else list(value)
+        # Keys Python tells apart can be one term ("a" and b"a", True and Atom("true")), and
+        # binary_to_term refuses a map holding a key twice. One term has one encoding here, so
+        # equal bytes are the same key.
+        seen: dict[bytes, Any] = {}
         for key in keys:
+            start = len(out)
             _encode(key, out, minor_version)
+            term = bytes(out[start:])
+            if term in seen:
+                raise TermError(
+                    f"map keys {seen[term]!r} and {key!r} are the same Erlang term; "
+                    "an Erlang map holds each key once"
+                )
+            seen[term] = key
             _encode(value[key], out, minor_version)
     else:
         raise TermError(f"cannot encode {type(value).__name__} as an Erlang term")
 
 
+def _encode_bits(value: BitString, out: bytearray) -> None:
+    data, bits = value.data, value.bits
+    if not isinstance(data, bytes | bytearray) or not data or not isinstance(bits, int):
+        raise TermError(f"BitString needs non-empty bytes and an int of bits, got {value!r}")
+    if not 1 <= bits <= 8:
+        raise TermError(f"BitString bits (used bits of the last byte) must be 1..8, got {bits}")
+    if bits == 8:  # whole bytes: the term is a binary, and OTP writes it as one
+        out += struct.pack(">BI", BINARY, len(data)) + data
+        return
+    out += struct.pack(">BIB", BIT_BINARY, len(data), bits) + _mask_last(bytes(data), bits)
+
+
+def _mask_last(data: bytes, bits: int) -> bytes:
+    # The unused low bits of the last byte are not part of the term; OTP writes them as zeros.
+    return data[:-1] + bytes([data[-1] & (0xFF << (8 - bits)) & 0xFF])
+
+
+# The tail of a proper list. Not NIL: that is a tag, and also an integer a tail can be.
+_PROPER: Any = object()
+
+
+def _flatten(value: ImproperList) -> tuple[list[Any], Any]:
+    # One term, one encoding, as OTP: [1 | [2 | 3]] is written as [1, 2 | 3] and [1 | [2]]
+    # as [1, 2].
+    items = list(value.items)
+    tail = value.tail
+    while isinstance(tail, ImproperList):
+        items += tail.items
+        tail = tail.tail
+    if isinstance(tail, list):
+        items += tail
+        tail = _PROPER
+    return items, tail
+
+
 def _encode_list(items: list[Any], tail: Any, out: bytearray, minor_version: int) -> None:
     if not items:
-        if tail is NIL:
+        if tail is _PROPER:
             out.append(NIL)
         else:
             _encode(tail, out, minor_version)
         return
-    if tail is NIL and len(items) < 65_536 and all(type(i) is int and 0 <= i <= 255 for i in items):
+    if (
+        tail is _PROPER
+        and len(items) < 65_536
+        and all(type(i) is int and 0 <= i <= 255 for i in items)
+    ):
         out += struct.pack(">BH", STRING, len(items)) + bytes(items)
         return
     out += struct.pack(">BI", LIST, len(items))
     for item in items:
         _encode(item, out, minor_version)
-    if tail is NIL:
+    if tail is _PROPER:
         out.append(NIL)
     else:
         _encode(tail, out, minor_version)
@@ -264,7 +335,12 @@ def encode_term(value: Any, *, compressed: bool = False, minor_version: int = 1)
     one. ``minor_version=2`` writes atoms as UTF-8, the OTP 26 default; 1 is OTP 25's.
     """
     body = bytearray()
-    _encode(value, body, minor_version)
+    try:
+        _encode(value, body, minor_version)
+    except RecursionError as error:
+        raise TermError(
+            "value nested deeper than Python's recursion limit (or containing itself)"
+        ) from error
     if compressed:
         packed = struct.pack(">BI", COMPRESSED, len(body)) + zlib.compress(bytes(body), 6)
         if len(packed) < len(body):
@@ -330,7 +406,11 @@ def _decode(r: _Reader) -> Any:
         return _binary(r.take(n))
     if tag == BIT_BINARY:
         n, bits = r.unpack(">IB")
-        return BitString(r.take(n), bits)
+        if (bits == 0) != (n == 0) or bits > 8:  # what binary_to_term refuses
+            raise TermError(f"bitstring of {n} bytes cannot use {bits} bits of its last byte")
+        if bits in (0, 8):  # whole bytes: Erlang reads a binary
+            return _binary(r.take(n))
+        return BitString(_mask_last(r.take(n), bits), bits)
     if tag in (SMALL_TUPLE, LARGE_TUPLE):
         (n,) = r.unpack(">B" if tag == SMALL_TUPLE else ">I")
         return tuple(_decode(r) for _ in range(n))
@@ -352,9 +432,12 @@ def _decode(r: _Reader) -> Any:
         for _ in range(n):
             key = _decode(r)
             try:
-                result[key] = _decode(r)
+                known = key in result
             except TypeError as error:  # an unhashable key (a list or map as a key)
                 raise TermError(f"map key {key!r} has no Python equivalent") from error
+            if known:  # %{"a" => 1, a: 2}, %{1 => 1, 1.0 => 2}: distinct in Erlang only
+                raise TermError(f"map keys equal to {key!r} are the same Python key")
+            result[key] = _decode(r)
         return result
     raise TermError(f"unsupported term tag {tag}")
 
@@ -362,8 +445,8 @@ def _decode(r: _Reader) -> Any:
 def decode_term(data: bytes) -> Any:
     """``:erlang.binary_to_term(data)`` for the types in the module docstring.
 
-    Raises ``TermError`` for malformed bytes, trailing garbage, or tags with no mapping (pids,
-    references, funs).
+    Raises ``TermError`` for malformed bytes, trailing garbage, tags with no mapping (pids,
+    references, funs), or a term nested deeper than Python's recursion limit (about 1000).
     """
     data = bytes(data)
     if not data or data[0] != VERSION:
@@ -383,6 +466,9 @@ def decode_term(data: bytes) -> Any:
     reader = _Reader(body)
     try:
         value = _decode(reader)
+    except RecursionError as error:
+        # Erlang reads a term nested to any depth; this decoder recurses once per level.
+        raise TermError("term nested deeper than Python's recursion limit") from error
     except (struct.error, UnicodeDecodeError, ValueError) as error:
         if isinstance(error, TermError):
             raise
