@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+import re
+import uuid
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
 
@@ -128,6 +130,76 @@ def test_bad_graphs_are_refused_with_clear_errors() -> None:
         Workflow().add("", rec())
     with pytest.raises(WorkflowError, match="cannot be unique"):
         Workflow().add("u", Rec.new({}, unique={"period": 60}))
+
+
+@pytest.mark.parametrize("bad", [42, "", "a\x00b", "a\ud800", b"wf"])
+def test_a_workflow_id_that_is_not_a_non_empty_string_is_refused(bad: Any) -> None:
+    # Releasing finds a workflow's jobs by the id as JSON text: a number or "" would leave
+    # its held jobs waiting forever or fail them.
+    with pytest.raises(WorkflowError, match=r"workflow_id must be a non-empty string.*uuid\.UUID"):
+        Workflow(workflow_id=bad)
+    with pytest.raises(WorkflowError, match="workflow_id must be"):
+        Workflow.append(bad)
+
+
+def test_a_workflow_id_of_none_is_a_new_uuid_but_appends_need_one() -> None:
+    assert uuid.UUID(Workflow(workflow_id=None).workflow_id).version == 4  # type: ignore[arg-type]
+    with pytest.raises(WorkflowError, match="workflow_id must be"):
+        Workflow.append(None)  # type: ignore[arg-type]
+
+
+async def test_a_uuid_workflow_id_is_stored_as_its_string_and_the_workflow_runs(
+    oban: Oban, conn: Any
+) -> None:
+    wid = uuid.uuid4()
+    wf = Workflow(workflow_id=wid).add("a", rec()).add("b", rec(), deps="a")  # type: ignore[arg-type]
+    assert wf.workflow_id == str(wid)
+    _, b = await wf.enqueue(oban)
+    assert (await wait_state(conn, b.id, "completed"))["meta"]["workflow_id"] == str(wid)
+    assert (await Workflow.append(wid).add("c", rec(), deps="b").enqueue(oban))[0].meta[
+        "workflow_id"
+    ] == str(wid)
+
+
+@pytest.mark.parametrize(
+    ("build", "error"),
+    [
+        (lambda: Workflow().add("a\x00b", rec()), "a step name must be a non-empty string"),
+        (lambda: Workflow().add("a\ud800", rec()), "without NUL or lone surrogates"),
+        (lambda: Workflow().add("a", rec(), wait_for="m\x00"), "the message 'a' waits for"),
+        (lambda: Workflow(name=5), "a workflow name must be a non-empty string"),  # type: ignore[arg-type]
+        (lambda: Workflow(name="n\x00"), "a workflow name must be"),
+        (lambda: Workflow().add("a", rec(), deps=None), "deps of 'a' must be a step name"),  # type: ignore[arg-type]
+        (lambda: Workflow().add("a", rec(), delay=float("inf")), "delay must be a finite"),
+        (lambda: Workflow().add("a", rec(), delay=float("nan")), "delay must be a finite"),
+        (lambda: Workflow().add("a", rec(), delay="5"), "delay must be a finite"),  # type: ignore[arg-type]
+        (lambda: Workflow().add("a", rec(), delay=True), "delay must be a finite"),
+        (lambda: Workflow().add("a", rec(), delay=-1), "delay must be a finite"),
+        (
+            lambda: Workflow().add("a", rec(), wait_for="m", timeout=-1),
+            "timeout must be a finite, non-negative",
+        ),
+        (
+            lambda: Workflow().add("a", rec(), ignore_deleted="no"),  # type: ignore[arg-type]
+            "ignore_deleted must be True or False, got 'no'",
+        ),
+    ],
+)
+def test_bad_input_is_refused_by_the_builder_with_what_is_accepted(
+    build: Callable[[], Workflow], error: str
+) -> None:
+    with pytest.raises(WorkflowError, match=re.escape(error)):
+        build()
+
+
+async def test_an_empty_workflow_is_refused_before_any_statement(oban: Oban, conn: Any) -> None:
+    wf = Workflow()
+    with pytest.raises(WorkflowError, match=f"workflow {wf.workflow_id} has no steps"):
+        await wf.enqueue(oban)
+    with pytest.raises(WorkflowError, match="has no steps"):
+        wf.enqueue_sync(oban)
+    with pytest.raises(WorkflowError, match="has no steps"):
+        await Workflow.append("missing").enqueue(oban)
 
 
 async def test_jobs_go_in_held_with_their_workflow_meta_in_one_batch(oban: Oban, conn: Any) -> None:
