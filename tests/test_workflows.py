@@ -526,6 +526,47 @@ async def test_the_pruner_keeps_a_workflows_completed_jobs_until_it_is_done(
     await client.close()
 
 
+@pytest.mark.parametrize("failed", ["cancelled", "discarded"])
+async def test_the_pruner_keeps_a_failed_dependency_while_its_workflow_holds_jobs(
+    dsn: str, conn: Any, failed: str
+) -> None:
+    # Deleted, the dependency would read as deleted and cancel the step whose policy says to
+    # run after a failed one.
+    from oban_py.cluster.pruner import Pruner
+
+    client = Client(dsn=dsn)
+    wf = (
+        Workflow()
+        .add("a", rec())
+        .add("b", rec())
+        .add("c", rec(), deps=["a", "b"], on_failure="run")
+    )
+    a, b, c = await wf.enqueue(client)
+    old = "timezone('UTC', now()) - interval '2 days'"
+    await conn.execute(
+        f"UPDATE oban_jobs SET state = %s, {failed}_at = {old} WHERE id = %s", (failed, a.id)
+    )
+
+    class Holder:
+        config = client.config
+        pool = client.pool
+        queries = client.queries
+        notifier = None
+        producers: dict[str, Any] = {}
+        is_leader = True
+        liveness = None
+
+    pruner = Pruner(Holder())  # type: ignore[arg-type]
+    pruner.max_age = 60
+    assert await pruner.prune() == 0
+    await conn.execute("UPDATE oban_jobs SET state = 'completed' WHERE id = %s", (b.id,))
+    await workflows.release(client.pool, client.queries, [wf.workflow_id])
+    assert (await row(conn, c.id))["state"] == "available"
+    await conn.execute("UPDATE oban_jobs SET state = 'completed' WHERE id = %s", (c.id,))
+    assert await pruner.prune() == 1  # the workflow is done: its failed job goes as any
+    await client.close()
+
+
 @pytest.mark.parametrize(
     ("ignore_deleted", "expected"), [(False, "cancelled"), (True, "available")]
 )
