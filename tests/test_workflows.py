@@ -424,6 +424,30 @@ async def test_append_to_a_running_workflow(oban: Oban, conn: Any) -> None:
     assert [n for n, _ in STARTED] == ["a", "b", "c", "d"]
 
 
+async def test_appends_of_one_name_in_concurrent_transactions_add_it_once(
+    oban: Oban, dsn: str
+) -> None:
+    wf = Workflow().add("a", Rec.new({}, queue="idle"))
+    await wf.enqueue(oban)
+    first = await psycopg.AsyncConnection.connect(dsn)
+    second = await psycopg.AsyncConnection.connect(dsn)
+    try:
+        added = Workflow.append(wf.workflow_id).add("x", rec(), deps="a")
+        await added.enqueue(oban, conn=first)
+        again = Workflow.append(wf.workflow_id).add("x", rec(), deps="a")
+        # It waits for the first append's transaction, then reads its step.
+        waiting = asyncio.ensure_future(again.enqueue(oban, conn=second))
+        await asyncio.sleep(0.2)
+        await first.commit()
+        with pytest.raises(WorkflowError, match=r"already has steps named \['x'\]"):
+            await waiting
+    finally:
+        await first.close()
+        await second.close()
+    status = await workflows.status(wf.workflow_id, oban=oban)
+    assert sorted(j["name"] for j in status.jobs) == ["a", "x"]
+
+
 async def test_cancel_a_whole_workflow_while_jobs_run(oban: Oban, conn: Any) -> None:
     GATES["run"] = asyncio.Event()
     wf = Workflow().add("a", rec(gate="run")).add("b", rec(), deps="a").add("c", rec(), deps="b")

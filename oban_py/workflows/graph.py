@@ -374,7 +374,8 @@ def insert_workflow(queries: Queries, workflow: Workflow) -> Work[list[Job]]:
     """Insert a new workflow's jobs, or append jobs to a running one.
 
     A new workflow is checked here, before any statement, and inserted as one batch (one round
-    trip up to ``CHUNK_SIZE`` jobs). An append first reads the names of the workflow's jobs (its
+    trip up to ``CHUNK_SIZE`` jobs). An append first takes the workflow's advisory lock until
+    its transaction ends (``sql/workflow_lock.sql``), reads the names of the workflow's jobs (its
     dependencies may name them), then inserts, then wakes the releasers: a held job whose
     dependencies all completed already is released by them.
     """
@@ -384,6 +385,10 @@ def insert_workflow(queries: Queries, workflow: Workflow) -> Work[list[Job]]:
         return insert_plan(queries, workflow.jobs())
 
     def program(own: bool) -> Program[list[Job]]:
+        # Two appends of one step name, each reading the names before the other inserted, would
+        # both insert it: the lock makes the second read after the first one's commit.
+        key = f"oban_py.workflow:{queries.prefix}:{workflow.workflow_id}"
+        yield Statement(queries["workflow_lock"], {"key": key})
         found = yield Statement(
             queries["workflow_jobs"], {"workflow_id": workflow.workflow_id}, dicts=True
         )
