@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
@@ -953,6 +954,34 @@ async def test_a_message_that_never_comes_times_out_under_its_policy(
     assert (await wait_state(conn, after.id, "completed", "cancelled"))["state"] == (
         "completed" if expected == "completed" else "cancelled"
     )
+
+
+async def test_retry_holds_a_timed_out_message_step_again_with_a_new_deadline(
+    oban: Oban, conn: Any
+) -> None:
+    wf = Workflow().add("start", rec())
+    wf.add("alone", Approve.new({}, queue="wf"), wait_for="go", timeout=60)
+    wf.add("after", Approve.new({}, queue="wf"), deps="start", wait_for="go", timeout=60)
+    _, alone, after = await wf.enqueue(oban)
+    # Their deadline passed (without waiting a minute for it).
+    await conn.execute(
+        "UPDATE oban_jobs SET meta = meta || '{\"wait_until\": 1}' WHERE id = ANY(%s)",
+        ([alone.id, after.id],),
+    )
+    status = await finished(oban, wf.workflow_id)
+    assert states(status) == {"start": "completed", "alone": "cancelled", "after": "cancelled"}
+    retried_at = time.time()
+    assert await workflows.retry(wf.workflow_id, oban=oban) == 2
+    for job in (alone, after):
+        held = await row(conn, job.id)
+        assert held["state"] == "suspended"  # waiting for its message, not run without it
+        assert held["meta"]["wait_until"] >= retried_at + 59  # the timeout starts over
+    await workflows.release(oban.pool, oban.queries, [wf.workflow_id])
+    assert {(await row(conn, j.id))["state"] for j in (alone, after)} == {"suspended"}
+    assert await workflows.send(wf.workflow_id, "go", "now", oban=oban) == 2
+    for job in (alone, after):
+        done = await wait_state(conn, job.id, "completed")
+        assert workflows.work.decode_result(done["meta"]["return"]) == "now"
 
 
 async def test_poison_numbers_in_meta_read_as_defaults(dsn: str, conn: Any) -> None:

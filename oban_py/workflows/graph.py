@@ -52,6 +52,7 @@ META_KEYS = (
     "wait_message",
     "message",
     "wait_until",
+    "wait_timeout",
     "on_timeout",
 )
 
@@ -326,6 +327,8 @@ class Workflow:
                 # Epoch seconds: a number the release statement can read without a cast that
                 # could fail.
                 meta["wait_until"] = datetime.now(UTC).timestamp() + step.timeout
+                # Kept so a retry can start the same wait over.
+                meta["wait_timeout"] = step.timeout
                 if step.on_timeout != "cancel":
                     meta["on_timeout"] = step.on_timeout
         if step.deps or step.message is not None:
