@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
 
@@ -128,6 +131,76 @@ def test_bad_graphs_are_refused_with_clear_errors() -> None:
         Workflow().add("", rec())
     with pytest.raises(WorkflowError, match="cannot be unique"):
         Workflow().add("u", Rec.new({}, unique={"period": 60}))
+
+
+@pytest.mark.parametrize("bad", [42, "", "a\x00b", "a\ud800", b"wf"])
+def test_a_workflow_id_that_is_not_a_non_empty_string_is_refused(bad: Any) -> None:
+    # Releasing finds a workflow's jobs by the id as JSON text: a number or "" would leave
+    # its held jobs waiting forever or fail them.
+    with pytest.raises(WorkflowError, match=r"workflow_id must be a non-empty string.*uuid\.UUID"):
+        Workflow(workflow_id=bad)
+    with pytest.raises(WorkflowError, match="workflow_id must be"):
+        Workflow.append(bad)
+
+
+def test_a_workflow_id_of_none_is_a_new_uuid_but_appends_need_one() -> None:
+    assert uuid.UUID(Workflow(workflow_id=None).workflow_id).version == 4  # type: ignore[arg-type]
+    with pytest.raises(WorkflowError, match="workflow_id must be"):
+        Workflow.append(None)  # type: ignore[arg-type]
+
+
+async def test_a_uuid_workflow_id_is_stored_as_its_string_and_the_workflow_runs(
+    oban: Oban, conn: Any
+) -> None:
+    wid = uuid.uuid4()
+    wf = Workflow(workflow_id=wid).add("a", rec()).add("b", rec(), deps="a")  # type: ignore[arg-type]
+    assert wf.workflow_id == str(wid)
+    _, b = await wf.enqueue(oban)
+    assert (await wait_state(conn, b.id, "completed"))["meta"]["workflow_id"] == str(wid)
+    assert (await Workflow.append(wid).add("c", rec(), deps="b").enqueue(oban))[0].meta[
+        "workflow_id"
+    ] == str(wid)
+
+
+@pytest.mark.parametrize(
+    ("build", "error"),
+    [
+        (lambda: Workflow().add("a\x00b", rec()), "a step name must be a non-empty string"),
+        (lambda: Workflow().add("a\ud800", rec()), "without NUL or lone surrogates"),
+        (lambda: Workflow().add("a", rec(), wait_for="m\x00"), "the message 'a' waits for"),
+        (lambda: Workflow(name=5), "a workflow name must be a non-empty string"),  # type: ignore[arg-type]
+        (lambda: Workflow(name="n\x00"), "a workflow name must be"),
+        (lambda: Workflow().add("a", rec(), deps=None), "deps of 'a' must be a step name"),  # type: ignore[arg-type]
+        (lambda: Workflow().add("a", rec(), delay=float("inf")), "delay must be a finite"),
+        (lambda: Workflow().add("a", rec(), delay=float("nan")), "delay must be a finite"),
+        (lambda: Workflow().add("a", rec(), delay="5"), "delay must be a finite"),  # type: ignore[arg-type]
+        (lambda: Workflow().add("a", rec(), delay=True), "delay must be a finite"),
+        (lambda: Workflow().add("a", rec(), delay=-1), "delay must be a finite"),
+        (
+            lambda: Workflow().add("a", rec(), wait_for="m", timeout=-1),
+            "timeout must be a finite, non-negative",
+        ),
+        (
+            lambda: Workflow().add("a", rec(), ignore_deleted="no"),  # type: ignore[arg-type]
+            "ignore_deleted must be True or False, got 'no'",
+        ),
+    ],
+)
+def test_bad_input_is_refused_by_the_builder_with_what_is_accepted(
+    build: Callable[[], Workflow], error: str
+) -> None:
+    with pytest.raises(WorkflowError, match=re.escape(error)):
+        build()
+
+
+async def test_an_empty_workflow_is_refused_before_any_statement(oban: Oban, conn: Any) -> None:
+    wf = Workflow()
+    with pytest.raises(WorkflowError, match=f"workflow {wf.workflow_id} has no steps"):
+        await wf.enqueue(oban)
+    with pytest.raises(WorkflowError, match="has no steps"):
+        wf.enqueue_sync(oban)
+    with pytest.raises(WorkflowError, match="has no steps"):
+        await Workflow.append("missing").enqueue(oban)
 
 
 async def test_jobs_go_in_held_with_their_workflow_meta_in_one_batch(oban: Oban, conn: Any) -> None:
@@ -352,6 +425,30 @@ async def test_append_to_a_running_workflow(oban: Oban, conn: Any) -> None:
     assert [n for n, _ in STARTED] == ["a", "b", "c", "d"]
 
 
+async def test_appends_of_one_name_in_concurrent_transactions_add_it_once(
+    oban: Oban, dsn: str
+) -> None:
+    wf = Workflow().add("a", Rec.new({}, queue="idle"))
+    await wf.enqueue(oban)
+    first = await psycopg.AsyncConnection.connect(dsn)
+    second = await psycopg.AsyncConnection.connect(dsn)
+    try:
+        added = Workflow.append(wf.workflow_id).add("x", rec(), deps="a")
+        await added.enqueue(oban, conn=first)
+        again = Workflow.append(wf.workflow_id).add("x", rec(), deps="a")
+        # It waits for the first append's transaction, then reads its step.
+        waiting = asyncio.ensure_future(again.enqueue(oban, conn=second))
+        await asyncio.sleep(0.2)
+        await first.commit()
+        with pytest.raises(WorkflowError, match=r"already has steps named \['x'\]"):
+            await waiting
+    finally:
+        await first.close()
+        await second.close()
+    status = await workflows.status(wf.workflow_id, oban=oban)
+    assert sorted(j["name"] for j in status.jobs) == ["a", "x"]
+
+
 async def test_cancel_a_whole_workflow_while_jobs_run(oban: Oban, conn: Any) -> None:
     GATES["run"] = asyncio.Event()
     wf = Workflow().add("a", rec(gate="run")).add("b", rec(), deps="a").add("c", rec(), deps="b")
@@ -451,6 +548,47 @@ async def test_the_pruner_keeps_a_workflows_completed_jobs_until_it_is_done(
         (b.id,),
     )
     assert await pruner.prune() == 2
+    await client.close()
+
+
+@pytest.mark.parametrize("failed", ["cancelled", "discarded"])
+async def test_the_pruner_keeps_a_failed_dependency_while_its_workflow_holds_jobs(
+    dsn: str, conn: Any, failed: str
+) -> None:
+    # Deleted, the dependency would read as deleted and cancel the step whose policy says to
+    # run after a failed one.
+    from oban_py.cluster.pruner import Pruner
+
+    client = Client(dsn=dsn)
+    wf = (
+        Workflow()
+        .add("a", rec())
+        .add("b", rec())
+        .add("c", rec(), deps=["a", "b"], on_failure="run")
+    )
+    a, b, c = await wf.enqueue(client)
+    old = "timezone('UTC', now()) - interval '2 days'"
+    await conn.execute(
+        f"UPDATE oban_jobs SET state = %s, {failed}_at = {old} WHERE id = %s", (failed, a.id)
+    )
+
+    class Holder:
+        config = client.config
+        pool = client.pool
+        queries = client.queries
+        notifier = None
+        producers: dict[str, Any] = {}
+        is_leader = True
+        liveness = None
+
+    pruner = Pruner(Holder())  # type: ignore[arg-type]
+    pruner.max_age = 60
+    assert await pruner.prune() == 0
+    await conn.execute("UPDATE oban_jobs SET state = 'completed' WHERE id = %s", (b.id,))
+    await workflows.release(client.pool, client.queries, [wf.workflow_id])
+    assert (await row(conn, c.id))["state"] == "available"
+    await conn.execute("UPDATE oban_jobs SET state = 'completed' WHERE id = %s", (c.id,))
+    assert await pruner.prune() == 1  # the workflow is done: its failed job goes as any
     await client.close()
 
 
@@ -816,6 +954,34 @@ async def test_a_message_that_never_comes_times_out_under_its_policy(
     assert (await wait_state(conn, after.id, "completed", "cancelled"))["state"] == (
         "completed" if expected == "completed" else "cancelled"
     )
+
+
+async def test_retry_holds_a_timed_out_message_step_again_with_a_new_deadline(
+    oban: Oban, conn: Any
+) -> None:
+    wf = Workflow().add("start", rec())
+    wf.add("alone", Approve.new({}, queue="wf"), wait_for="go", timeout=60)
+    wf.add("after", Approve.new({}, queue="wf"), deps="start", wait_for="go", timeout=60)
+    _, alone, after = await wf.enqueue(oban)
+    # Their deadline passed (without waiting a minute for it).
+    await conn.execute(
+        "UPDATE oban_jobs SET meta = meta || '{\"wait_until\": 1}' WHERE id = ANY(%s)",
+        ([alone.id, after.id],),
+    )
+    status = await finished(oban, wf.workflow_id)
+    assert states(status) == {"start": "completed", "alone": "cancelled", "after": "cancelled"}
+    retried_at = time.time()
+    assert await workflows.retry(wf.workflow_id, oban=oban) == 2
+    for job in (alone, after):
+        held = await row(conn, job.id)
+        assert held["state"] == "suspended"  # waiting for its message, not run without it
+        assert held["meta"]["wait_until"] >= retried_at + 59  # the timeout starts over
+    await workflows.release(oban.pool, oban.queries, [wf.workflow_id])
+    assert {(await row(conn, j.id))["state"] for j in (alone, after)} == {"suspended"}
+    assert await workflows.send(wf.workflow_id, "go", "now", oban=oban) == 2
+    for job in (alone, after):
+        done = await wait_state(conn, job.id, "completed")
+        assert workflows.work.decode_result(done["meta"]["return"]) == "now"
 
 
 async def test_poison_numbers_in_meta_read_as_defaults(dsn: str, conn: Any) -> None:

@@ -1,6 +1,8 @@
 -- Elixir's pruner rule: completed by scheduled_at, cancelled and discarded by their own stamp.
--- A completed job of a workflow stays while its workflow has jobs left to finish: they may still
--- need its state to be released and its recorded result (docs/workflows.md).
+-- A finished job of a workflow stays while its workflow has jobs left to finish: they may still
+-- need its state to be released (a deleted dependency reads as failed, so even a cancelled or
+-- discarded one must stay for a dependent whose policy runs it anyway) and its recorded result
+-- (docs/workflows.md).
 WITH doomed AS (
   SELECT p.id
   FROM {prefix}.oban_jobs AS p
@@ -11,8 +13,7 @@ WITH doomed AS (
       OR (state = 'discarded' AND discarded_at < timezone('UTC', now()) - make_interval(secs => %(max_age)s))
     )
     AND NOT (
-      p.state = 'completed'
-      AND p.meta ? 'workflow_id'
+      p.meta ? 'workflow_id'
       AND EXISTS (
         SELECT 1
         FROM {prefix}.oban_jobs AS w

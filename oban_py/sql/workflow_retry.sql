@@ -1,10 +1,15 @@
 -- Retry the failed jobs of one workflow (cancelled or discarded): one that ran, or that waits for
 -- nothing, becomes available as Elixir's retry_all_jobs makes it (enough max_attempts for one
--- more attempt, finished timestamps cleared); one that never ran and has dependencies (failed by
--- its policy, or cancelled while held) is held again, to be judged anew once its dependencies
--- finish. The releasers are woken on commit.
+-- more attempt, finished timestamps cleared); one that never ran and has dependencies or waits
+-- for a message it has not received (failed by its policy, timed out, or cancelled while held)
+-- is held again, to be judged anew once its dependencies finish and its message comes. Its
+-- message deadline (meta.wait_until) starts over, meta.wait_timeout seconds from now (left as it
+-- was without that number). The releasers are woken on commit.
 WITH targets AS (
-    SELECT id
+    SELECT id,
+           attempt = 0
+           AND ((jsonb_typeof(meta->'deps') = 'array' AND jsonb_array_length(meta->'deps') > 0)
+                OR (meta ? 'wait_message' AND NOT meta ? 'message')) AS held
     FROM {prefix}.oban_jobs
     WHERE meta @> jsonb_build_object('workflow_id', %(workflow_id)s::text)
       AND state IN ('cancelled', 'discarded')
@@ -13,10 +18,13 @@ WITH targets AS (
 ),
 moved AS (
     UPDATE {prefix}.oban_jobs AS j
-    SET state = (CASE WHEN j.attempt = 0
-                          AND jsonb_typeof(j.meta->'deps') = 'array'
-                          AND jsonb_array_length(j.meta->'deps') > 0
-                      THEN 'suspended' ELSE 'available' END)::{prefix}.oban_job_state,
+    SET state = (CASE WHEN t.held THEN 'suspended' ELSE 'available' END)::{prefix}.oban_job_state,
+        meta = CASE WHEN t.held AND j.meta ? 'wait_message'
+                         AND jsonb_typeof(j.meta->'wait_timeout') = 'number'
+                    THEN j.meta || jsonb_build_object(
+                        'wait_until', extract(epoch FROM now()) + (j.meta->'wait_timeout')::numeric
+                    )
+                    ELSE j.meta END,
         max_attempts = GREATEST(j.max_attempts, j.attempt + 1),
         scheduled_at = timezone('UTC', now()),
         completed_at = NULL,

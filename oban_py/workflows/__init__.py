@@ -173,8 +173,9 @@ async def retry(
     workflow_id: str, *, oban: Client | None = None, conn: AnyConnection | None = None
 ) -> int:
     """Retry the workflow's failed jobs: cancelled or discarded ones that ran become available
-    (one more attempt), those failed or cancelled while held are held again and released once
-    their dependencies complete. How many."""
+    (one more attempt), those failed, timed out or cancelled while held are held again and
+    released once their dependencies complete and their message comes (the timeout starts
+    over). How many."""
     client = _client(oban)
     return await client.run_work(retry_workflow(client.queries, workflow_id), conn)
 

@@ -9,6 +9,7 @@ goes in held (``suspended``) with the workflow's data in its meta (the keys are 
 from __future__ import annotations
 
 import graphlib
+import math
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ META_KEYS = (
     "wait_message",
     "message",
     "wait_until",
+    "wait_timeout",
     "on_timeout",
 )
 
@@ -75,19 +77,47 @@ class Step:
     on_timeout: Policy = "cancel"
 
 
-def _seconds(value: float | timedelta | None) -> float | None:
+def _seconds(value: object, what: str) -> float | None:
     if value is None:
         return None
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    if seconds < 0 or seconds != seconds:
-        raise WorkflowError(f"delay must be a non-negative number of seconds, got {value!r}")
+    seconds = math.nan
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    # Infinity would be stored as JSON null, and read as no wait at all.
+    if not 0 <= seconds < math.inf:
+        raise WorkflowError(
+            f"{what} must be a finite, non-negative number of seconds or a timedelta, got {value!r}"
+        )
     return seconds
 
 
 def _check_name(name: object, what: str) -> str:
-    if not isinstance(name, str) or not name:
-        raise WorkflowError(f"{what} must be a non-empty string, got {name!r}")
-    return name
+    # PostgreSQL's text and jsonb hold neither NUL nor a lone surrogate: refused here rather
+    # than by the database halfway through an insert.
+    if isinstance(name, str) and name and "\x00" not in name:
+        try:
+            name.encode()
+        except UnicodeEncodeError:
+            pass
+        else:
+            return name
+    raise WorkflowError(
+        f"{what} must be a non-empty string without NUL or lone surrogates, got {name!r}"
+    )
+
+
+def _check_id(workflow_id: object) -> str:
+    if isinstance(workflow_id, uuid.UUID):
+        return str(workflow_id)
+    try:
+        return _check_name(workflow_id, "workflow_id")
+    except WorkflowError:
+        raise WorkflowError(
+            "workflow_id must be a non-empty string without NUL or lone surrogates, or a"
+            f" uuid.UUID, got {workflow_id!r}"
+        ) from None
 
 
 @dataclass
@@ -100,16 +130,26 @@ class Workflow:
     dependencies may name its existing jobs.
     """
 
+    #: A string (a ``uuid.UUID`` is taken as its string); a new UUID4 when None.
     workflow_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     name: str | None = None
     steps: dict[str, Step] = field(default_factory=dict)
     #: True for ``Workflow.append``: names may refer to jobs already inserted.
     appending: bool = False
 
+    def __post_init__(self) -> None:
+        # Releasing finds a workflow's jobs by its id as JSON text: an id stored as a number,
+        # null or "" would leave its held jobs unreleased, or fail them.
+        if self.workflow_id is None:  # documented as the default: a new id
+            self.workflow_id = str(uuid.uuid4())
+        self.workflow_id = _check_id(self.workflow_id)
+        if self.name is not None:
+            _check_name(self.name, "a workflow name")
+
     @classmethod
-    def append(cls, workflow_id: str) -> Workflow:
+    def append(cls, workflow_id: str | uuid.UUID) -> Workflow:
         """A builder of jobs to add to the running workflow ``workflow_id``."""
-        return cls(workflow_id=_check_name(workflow_id, "workflow_id"), appending=True)
+        return cls(workflow_id=_check_id(workflow_id), appending=True)
 
     # -- building ------------------------------------------------------------------------------
 
@@ -145,6 +185,8 @@ class Workflow:
             # A unique conflict would return another job in this step's place, and its
             # dependents would wait on a name no row carries.
             raise WorkflowError(f"step {name!r} is a unique job; workflow steps cannot be unique")
+        if not isinstance(deps, str | Iterable):
+            raise WorkflowError(f"deps of {name!r} must be a step name or names, got {deps!r}")
         names = (deps,) if isinstance(deps, str) else tuple(deps)
         for dep in names:
             _check_name(dep, f"a dependency of {name!r}")
@@ -160,15 +202,17 @@ class Workflow:
             raise WorkflowError(f"step {name!r} has a timeout but waits for no message")
         if on_timeout not in POLICIES:
             raise WorkflowError(f"on_timeout must be one of {POLICIES}, got {on_timeout!r}")
+        if not isinstance(ignore_deleted, bool):
+            raise WorkflowError(f"ignore_deleted must be True or False, got {ignore_deleted!r}")
         self.steps[name] = Step(
             name,
             job,
             names,
             on_failure,
             ignore_deleted,
-            _seconds(delay),
+            _seconds(delay, "delay"),
             wait_for,
-            _seconds(timeout),
+            _seconds(timeout, "timeout"),
             on_timeout,
         )
         return self
@@ -283,6 +327,8 @@ class Workflow:
                 # Epoch seconds: a number the release statement can read without a cast that
                 # could fail.
                 meta["wait_until"] = datetime.now(UTC).timestamp() + step.timeout
+                # Kept so a retry can start the same wait over.
+                meta["wait_timeout"] = step.timeout
                 if step.on_timeout != "cancel":
                     meta["on_timeout"] = step.on_timeout
         if step.deps or step.message is not None:
@@ -331,14 +377,21 @@ def insert_workflow(queries: Queries, workflow: Workflow) -> Work[list[Job]]:
     """Insert a new workflow's jobs, or append jobs to a running one.
 
     A new workflow is checked here, before any statement, and inserted as one batch (one round
-    trip up to ``CHUNK_SIZE`` jobs). An append first reads the names of the workflow's jobs (its
+    trip up to ``CHUNK_SIZE`` jobs). An append first takes the workflow's advisory lock until
+    its transaction ends (``sql/workflow_lock.sql``), reads the names of the workflow's jobs (its
     dependencies may name them), then inserts, then wakes the releasers: a held job whose
     dependencies all completed already is released by them.
     """
+    if not workflow.steps:
+        raise WorkflowError(f"workflow {workflow.workflow_id} has no steps to enqueue")
     if not workflow.appending:
         return insert_plan(queries, workflow.jobs())
 
     def program(own: bool) -> Program[list[Job]]:
+        # Two appends of one step name, each reading the names before the other inserted, would
+        # both insert it: the lock makes the second read after the first one's commit.
+        key = f"oban_py.workflow:{queries.prefix}:{workflow.workflow_id}"
+        yield Statement(queries["workflow_lock"], {"key": key})
         found = yield Statement(
             queries["workflow_jobs"], {"workflow_id": workflow.workflow_id}, dicts=True
         )
