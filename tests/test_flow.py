@@ -81,6 +81,46 @@ async def test_a_scale_signal_carrying_a_global_limit_changes_it(dsn: str, conn:
     assert MOST[0] == 1
 
 
+async def test_a_scale_signal_changes_only_the_limits_it_carries(dsn: str) -> None:
+    # Oban Web sends one limit per scale ({"rate_limit": ...} alone): the other is kept, and
+    # an explicit null removes the one it names.
+    queues = {"q": {"limit": 10, "global_limit": 1, "rate_limit": {"allowed": 5, "period": 9}}}
+    async with node(dsn, queues) as oban:
+        producer = oban.producers["q"]
+        rate = {"allowed": 1000, "period": 60}
+        oban._apply_signal({"action": "scale", "queue": "q", "rate_limit": rate})
+        assert producer.flow is not None
+        assert producer.flow.global_limit is not None
+        assert producer.flow.global_limit.allowed == 1
+        assert producer.flow.rate_limit is not None
+        assert producer.flow.rate_limit.allowed == 1000
+
+        oban._apply_signal({"action": "scale", "queue": "q", "global_limit": {"allowed": 2}})
+        assert producer.flow.global_limit.allowed == 2
+        assert producer.flow.rate_limit.allowed == 1000
+
+        oban._apply_signal({"action": "scale", "queue": "q", "limit": 4})
+        assert (producer.limit, producer.flow.global_limit.allowed) == (4, 2)
+        assert producer.flow.rate_limit.allowed == 1000
+
+        oban._apply_signal({"action": "scale", "queue": "q", "global_limit": None})
+        assert producer.flow is not None
+        assert producer.flow.global_limit is None
+        assert producer.flow.rate_limit.allowed == 1000
+
+        oban._apply_signal({"action": "scale", "queue": "q", "rate_limit": None})
+        assert producer.flow is None
+
+
+async def test_a_scale_signal_with_a_bad_limit_changes_nothing(dsn: str) -> None:
+    async with node(dsn, {"q": {"limit": 10, "global_limit": 1}}) as oban:
+        producer = oban.producers["q"]
+        before = producer.flow
+        bad = {"allowed": 0, "period": 60}
+        oban._on_signal({"action": "scale", "queue": "q", "limit": 3, "rate_limit": bad})
+        assert (producer.limit, producer.flow) == (10, before)
+
+
 def test_the_queues_option_spells_global_and_rate_limits_with_partitions() -> None:
     spec = parse_queues("mail:5:rate=100/60:rate_by=worker,exports:10:global=3:global_by=args.id")
     assert spec == {
