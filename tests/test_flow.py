@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from nodekit import insert, wait_for
 
 from oban_py import Oban
+from oban_py.config import QueueConfig
 from oban_py.job.model import Job
 from oban_py.settings import SettingsError, parse_queues
 from oban_py.worker import Worker
@@ -140,6 +141,43 @@ def test_the_queues_option_spells_global_and_rate_limits_with_partitions() -> No
     for bad in ("q:5:global=x", "q:5:rate_by=worker", "q:5:burst=3", "q:5:global=2:global_by=id"):
         with pytest.raises(SettingsError):
             parse_queues(bad)
+
+
+@pytest.mark.parametrize(
+    ("spec", "says"),
+    [
+        # Oban Pro's keys name args keys: without "args" among the fields they would do nothing.
+        ({"global_limit": {"allowed": 1, "partition": {"keys": ["acct"]}}}, 'add "args"'),
+        (
+            {
+                "rate_limit": {
+                    "allowed": 1,
+                    "period": 1,
+                    "partition": {"fields": ["worker"], "keys": ["acct"]},
+                }
+            },
+            'add "args"',
+        ),
+        ({"global_limit": {"allowed": 1, "partition": {"fields": []}}}, "at least one"),
+        ({"global_limit": {"allowed": 1, "partition": {"fields": ["args", "args"]}}}, "twice"),
+        ({"global_limit": True}, "not a bool"),
+        ({"global_limit": {"allowed": True}}, "not a bool"),
+        ({"rate_limit": {"allowed": 5, "period": True}}, "not a bool"),
+        ({"limit": True}, "not a bool"),
+    ],
+)
+def test_a_limit_that_would_not_do_what_it_says_is_refused(spec: Any, says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        QueueConfig(**spec)
+
+
+def test_partition_keys_with_args_among_the_fields_are_accepted() -> None:
+    for fields in (["args"], ["worker", "args"]):
+        partition = {"fields": fields, "keys": ["acct"]}
+        spec = QueueConfig(global_limit={"allowed": 1, "partition": partition})
+        assert spec.global_limit is not None
+        assert spec.global_limit.partition is not None
+        assert spec.global_limit.partition.keys == ["acct"]
 
 
 async def test_oban_py_flow_shows_what_a_queue_uses_of_its_limits(dsn: str, conn: Any) -> None:
