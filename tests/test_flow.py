@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from nodekit import insert, wait_for
+from structlog.testing import capture_logs
 
 from oban_py import Oban
 from oban_py.config import QueueConfig
@@ -185,22 +186,25 @@ async def test_oban_py_flow_shows_what_a_queue_uses_of_its_limits(dsn: str, conn
 
     from oban_py.cli import app
 
-    async with node(dsn, {"q": {"limit": 5, "rate_limit": {"allowed": 100, "period": 60}}}):
-        ids = [await insert(conn, Holds.name, {"s": 2}, queue="q") for _ in range(3)]
+    # The node logs to stdout in this process (its sonar and stager settle in its first
+    # second), where the CLI runner would take the lines for the command's output.
+    with capture_logs():
+        async with node(dsn, {"q": {"limit": 5, "rate_limit": {"allowed": 100, "period": 60}}}):
+            ids = [await insert(conn, Holds.name, {"s": 2}, queue="q") for _ in range(3)]
 
-        async def running() -> bool:
-            cur = await conn.execute(
-                "SELECT count(*) FROM oban_jobs WHERE id = ANY(%s) AND state = 'executing'",
-                (ids,),
+            async def running() -> bool:
+                cur = await conn.execute(
+                    "SELECT count(*) FROM oban_jobs WHERE id = ANY(%s) AND state = 'executing'",
+                    (ids,),
+                )
+                return (await cur.fetchone()) == (3,)
+
+            await wait_for(running, 10)
+            result = await asyncio.to_thread(
+                CliRunner().invoke,
+                app,
+                ["flow", "q", "--period", "60", "--json", "--dsn", dsn],
             )
-            return (await cur.fetchone()) == (3,)
-
-        await wait_for(running, 10)
-        result = await asyncio.to_thread(
-            CliRunner().invoke,
-            app,
-            ["flow", "q", "--period", "60", "--json", "--dsn", dsn],
-        )
     assert result.exit_code == 0, result.output
     figures = json.loads(result.output)
     assert (figures["executing"], figures["started"]) == (3, 3)
@@ -250,15 +254,18 @@ async def test_oban_py_queues_shows_the_cluster_usage_of_each_limit_per_partitio
     from oban_py.cli import app
 
     Waits.release = asyncio.Event()
-    async with node(dsn, {"q": PARTITIONED, "plain": 4}):
-        await hold_per_account(conn, {7: 2, "acme": 1})
-        listed = await asyncio.to_thread(
-            CliRunner().invoke, app, ["queues", "--json", "--wait", "1.5", "--dsn", dsn]
-        )
-        table = await asyncio.to_thread(
-            CliRunner().invoke, app, ["queues", "--wait", "1.5", "--dsn", dsn]
-        )
-        Waits.release.set()
+    # The node logs to stdout in this process (its sonar and stager settle in its first
+    # second), where the CLI runner would take the lines for the command's output.
+    with capture_logs():
+        async with node(dsn, {"q": PARTITIONED, "plain": 4}):
+            await hold_per_account(conn, {7: 2, "acme": 1})
+            listed = await asyncio.to_thread(
+                CliRunner().invoke, app, ["queues", "--json", "--wait", "1.5", "--dsn", dsn]
+            )
+            table = await asyncio.to_thread(
+                CliRunner().invoke, app, ["queues", "--wait", "1.5", "--dsn", dsn]
+            )
+            Waits.release.set()
     assert listed.exit_code == 0, listed.output
     checks = {c["queue"]: c for c in map(json.loads, listed.output.splitlines())}
     assert "flow_usage" not in checks["plain"], "a queue without cluster-wide limits reads nothing"
