@@ -11,7 +11,14 @@ import os
 import socket
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from oban_py.job.model import MAX_NAME_LENGTH
 
@@ -32,6 +39,16 @@ def _worker_field() -> list[Literal["worker", "args"]]:
     return ["worker"]
 
 
+def _not_bool(value: Any) -> Any:
+    # Pydantic takes True for 1: `global_limit=True` would quietly allow one job at a time.
+    if isinstance(value, bool):
+        raise ValueError(f"takes a number, not a bool ({value!r})")
+    return value
+
+
+NoBool = BeforeValidator(_not_bool)
+
+
 class Partition(_Model):
     """Which jobs share a limit: those of one worker, of equal values of some args keys, or
     both (Oban Pro's ``partition: [fields: ..., keys: ...]``)."""
@@ -39,27 +56,45 @@ class Partition(_Model):
     fields: list[Literal["worker", "args"]] = Field(default_factory=_worker_field)
     """What tells partitions apart: ``worker``, ``args`` (the values of ``keys``), or both."""
     keys: list[str] = Field(default_factory=list)
-    """The args keys whose values name a partition (``["account_id"]``); all args when empty."""
+    """The args keys whose values name a partition (``["account_id"]``); all args when empty.
+    They apply to ``args``, which ``fields`` must then hold."""
+
+    @model_validator(mode="after")
+    def _fields_tell_partitions_apart(self) -> Partition:
+        if not self.fields:
+            raise ValueError(
+                'partition fields must name at least one of "worker" and "args"; for no'
+                " partitions leave partition out"
+            )
+        if len(set(self.fields)) != len(self.fields):
+            raise ValueError(f"partition fields {self.fields} name a field twice")
+        # Oban Pro's keys select args: without "args" among the fields they would do nothing.
+        if self.keys and "args" not in self.fields:
+            raise ValueError(
+                f"partition keys {self.keys} apply to args, but fields are {self.fields}:"
+                f' add "args" (fields ["args"] or ["worker", "args"])'
+            )
+        return self
 
 
 class GlobalLimit(_Model):
-    allowed: Annotated[int, Field(gt=0, le=100_000)]
+    allowed: Annotated[int, NoBool, Field(gt=0, le=100_000)]
     """Jobs of the queue executing at once across every Python node (per partition if any)."""
     partition: Partition | None = None
     """Apply the limit to each partition instead of the whole queue."""
 
 
 class RateLimit(_Model):
-    allowed: Annotated[int, Field(gt=0, le=1_000_000)]
+    allowed: Annotated[int, NoBool, Field(gt=0, le=1_000_000)]
     """Jobs of the queue started at most in any ``period`` seconds, across every Python node."""
-    period: Annotated[float, Field(gt=0, le=86_400)]
+    period: Annotated[float, NoBool, Field(gt=0, le=86_400)]
     """The sliding window, in seconds."""
     partition: Partition | None = None
     """Apply the rate to each partition instead of the whole queue."""
 
 
 class QueueConfig(_Model):
-    limit: Annotated[int, Field(gt=0, le=10_000)] = 10
+    limit: Annotated[int, NoBool, Field(gt=0, le=10_000)] = 10
     """Jobs of this queue running at once on this node (``queues={"mailers": 10}`` sets it)."""
     paused: bool = False
     """Start the queue paused: it fetches nothing until resumed (``oban-py resume``)."""
@@ -68,13 +103,14 @@ class QueueConfig(_Model):
     nodes; Elixir nodes on the same queue keep their own limits (docs/flow-control.md)."""
     rate_limit: RateLimit | None = None
     """Cluster-wide starts per sliding window (``{"allowed": 100, "period": 60}``)."""
-    processes: Annotated[int, Field(gt=0, le=10_000)] | None = None
+    processes: Annotated[int, NoBool, Field(gt=0, le=10_000)] | None = None
     """Worker processes for this queue's ``executor="process"`` workers; ``None``: as many as
     its limit (see the Processes page)."""
 
     @field_validator("global_limit", mode="before")
     @classmethod
     def _bare_global(cls, value: Any) -> Any:
+        # A bool too, so that `allowed` refuses it by name.
         return {"allowed": value} if isinstance(value, int) else value
 
 

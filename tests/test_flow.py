@@ -12,8 +12,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from nodekit import insert, wait_for
+from structlog.testing import capture_logs
 
 from oban_py import Oban
+from oban_py.config import QueueConfig
 from oban_py.job.model import Job
 from oban_py.settings import SettingsError, parse_queues
 from oban_py.worker import Worker
@@ -81,6 +83,46 @@ async def test_a_scale_signal_carrying_a_global_limit_changes_it(dsn: str, conn:
     assert MOST[0] == 1
 
 
+async def test_a_scale_signal_changes_only_the_limits_it_carries(dsn: str) -> None:
+    # Oban Web sends one limit per scale ({"rate_limit": ...} alone): the other is kept, and
+    # an explicit null removes the one it names.
+    queues = {"q": {"limit": 10, "global_limit": 1, "rate_limit": {"allowed": 5, "period": 9}}}
+    async with node(dsn, queues) as oban:
+        producer = oban.producers["q"]
+        rate = {"allowed": 1000, "period": 60}
+        oban._apply_signal({"action": "scale", "queue": "q", "rate_limit": rate})
+        assert producer.flow is not None
+        assert producer.flow.global_limit is not None
+        assert producer.flow.global_limit.allowed == 1
+        assert producer.flow.rate_limit is not None
+        assert producer.flow.rate_limit.allowed == 1000
+
+        oban._apply_signal({"action": "scale", "queue": "q", "global_limit": {"allowed": 2}})
+        assert producer.flow.global_limit.allowed == 2
+        assert producer.flow.rate_limit.allowed == 1000
+
+        oban._apply_signal({"action": "scale", "queue": "q", "limit": 4})
+        assert (producer.limit, producer.flow.global_limit.allowed) == (4, 2)
+        assert producer.flow.rate_limit.allowed == 1000
+
+        oban._apply_signal({"action": "scale", "queue": "q", "global_limit": None})
+        assert producer.flow is not None
+        assert producer.flow.global_limit is None
+        assert producer.flow.rate_limit.allowed == 1000
+
+        oban._apply_signal({"action": "scale", "queue": "q", "rate_limit": None})
+        assert producer.flow is None
+
+
+async def test_a_scale_signal_with_a_bad_limit_changes_nothing(dsn: str) -> None:
+    async with node(dsn, {"q": {"limit": 10, "global_limit": 1}}) as oban:
+        producer = oban.producers["q"]
+        before = producer.flow
+        bad = {"allowed": 0, "period": 60}
+        oban._on_signal({"action": "scale", "queue": "q", "limit": 3, "rate_limit": bad})
+        assert (producer.limit, producer.flow) == (10, before)
+
+
 def test_the_queues_option_spells_global_and_rate_limits_with_partitions() -> None:
     spec = parse_queues("mail:5:rate=100/60:rate_by=worker,exports:10:global=3:global_by=args.id")
     assert spec == {
@@ -102,27 +144,67 @@ def test_the_queues_option_spells_global_and_rate_limits_with_partitions() -> No
             parse_queues(bad)
 
 
+@pytest.mark.parametrize(
+    ("spec", "says"),
+    [
+        # Oban Pro's keys name args keys: without "args" among the fields they would do nothing.
+        ({"global_limit": {"allowed": 1, "partition": {"keys": ["acct"]}}}, 'add "args"'),
+        (
+            {
+                "rate_limit": {
+                    "allowed": 1,
+                    "period": 1,
+                    "partition": {"fields": ["worker"], "keys": ["acct"]},
+                }
+            },
+            'add "args"',
+        ),
+        ({"global_limit": {"allowed": 1, "partition": {"fields": []}}}, "at least one"),
+        ({"global_limit": {"allowed": 1, "partition": {"fields": ["args", "args"]}}}, "twice"),
+        ({"global_limit": True}, "not a bool"),
+        ({"global_limit": {"allowed": True}}, "not a bool"),
+        ({"rate_limit": {"allowed": 5, "period": True}}, "not a bool"),
+        ({"limit": True}, "not a bool"),
+    ],
+)
+def test_a_limit_that_would_not_do_what_it_says_is_refused(spec: Any, says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        QueueConfig(**spec)
+
+
+def test_partition_keys_with_args_among_the_fields_are_accepted() -> None:
+    for fields in (["args"], ["worker", "args"]):
+        partition = {"fields": fields, "keys": ["acct"]}
+        spec = QueueConfig(global_limit={"allowed": 1, "partition": partition})
+        assert spec.global_limit is not None
+        assert spec.global_limit.partition is not None
+        assert spec.global_limit.partition.keys == ["acct"]
+
+
 async def test_oban_py_flow_shows_what_a_queue_uses_of_its_limits(dsn: str, conn: Any) -> None:
     from typer.testing import CliRunner
 
     from oban_py.cli import app
 
-    async with node(dsn, {"q": {"limit": 5, "rate_limit": {"allowed": 100, "period": 60}}}):
-        ids = [await insert(conn, Holds.name, {"s": 2}, queue="q") for _ in range(3)]
+    # The node logs to stdout in this process (its sonar and stager settle in its first
+    # second), where the CLI runner would take the lines for the command's output.
+    with capture_logs():
+        async with node(dsn, {"q": {"limit": 5, "rate_limit": {"allowed": 100, "period": 60}}}):
+            ids = [await insert(conn, Holds.name, {"s": 2}, queue="q") for _ in range(3)]
 
-        async def running() -> bool:
-            cur = await conn.execute(
-                "SELECT count(*) FROM oban_jobs WHERE id = ANY(%s) AND state = 'executing'",
-                (ids,),
+            async def running() -> bool:
+                cur = await conn.execute(
+                    "SELECT count(*) FROM oban_jobs WHERE id = ANY(%s) AND state = 'executing'",
+                    (ids,),
+                )
+                return (await cur.fetchone()) == (3,)
+
+            await wait_for(running, 10)
+            result = await asyncio.to_thread(
+                CliRunner().invoke,
+                app,
+                ["flow", "q", "--period", "60", "--json", "--dsn", dsn],
             )
-            return (await cur.fetchone()) == (3,)
-
-        await wait_for(running, 10)
-        result = await asyncio.to_thread(
-            CliRunner().invoke,
-            app,
-            ["flow", "q", "--period", "60", "--json", "--dsn", dsn],
-        )
     assert result.exit_code == 0, result.output
     figures = json.loads(result.output)
     assert (figures["executing"], figures["started"]) == (3, 3)
@@ -172,15 +254,18 @@ async def test_oban_py_queues_shows_the_cluster_usage_of_each_limit_per_partitio
     from oban_py.cli import app
 
     Waits.release = asyncio.Event()
-    async with node(dsn, {"q": PARTITIONED, "plain": 4}):
-        await hold_per_account(conn, {7: 2, "acme": 1})
-        listed = await asyncio.to_thread(
-            CliRunner().invoke, app, ["queues", "--json", "--wait", "1.5", "--dsn", dsn]
-        )
-        table = await asyncio.to_thread(
-            CliRunner().invoke, app, ["queues", "--wait", "1.5", "--dsn", dsn]
-        )
-        Waits.release.set()
+    # The node logs to stdout in this process (its sonar and stager settle in its first
+    # second), where the CLI runner would take the lines for the command's output.
+    with capture_logs():
+        async with node(dsn, {"q": PARTITIONED, "plain": 4}):
+            await hold_per_account(conn, {7: 2, "acme": 1})
+            listed = await asyncio.to_thread(
+                CliRunner().invoke, app, ["queues", "--json", "--wait", "1.5", "--dsn", dsn]
+            )
+            table = await asyncio.to_thread(
+                CliRunner().invoke, app, ["queues", "--wait", "1.5", "--dsn", dsn]
+            )
+            Waits.release.set()
     assert listed.exit_code == 0, listed.output
     checks = {c["queue"]: c for c in map(json.loads, listed.output.splitlines())}
     assert "flow_usage" not in checks["plain"], "a queue without cluster-wide limits reads nothing"

@@ -23,6 +23,15 @@ async def test_pings_like_an_elixir_node(dsn: str) -> None:
     assert recorder.on("sonar") == [{"node": "py-1", "ping": True}]
 
 
+async def test_status_is_known_as_soon_as_the_first_ping_returns(dsn: str) -> None:
+    # As Elixir's Sonar, which updates its status on every ping it hears: a stager waiting on
+    # an unknown status would otherwise wait a whole sonar_interval (15 s) to stage.
+    async with node(dsn, node="py-1", sonar_interval=60) as py:
+        sonar = Sonar(py)
+        await sonar.run_once()
+        await eventually(lambda: sonar.status == "solitary", within=2)
+
+
 async def test_status_goes_solitary_then_clustered_then_back(dsn: str) -> None:
     async with node(dsn, node="py-1", sonar_interval=0.1) as a, node(dsn, node="py-2") as b:
         sonar = Sonar(a)

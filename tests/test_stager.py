@@ -7,6 +7,7 @@ from typing import Any
 
 import psycopg
 
+from oban_py import Oban
 from oban_py.cluster.sonar import Sonar
 from oban_py.cluster.stager import Stager
 from tests.cluster_helpers import Producer, Recorder, eventually, insert_job, node, states
@@ -109,3 +110,17 @@ async def test_without_a_notifier_every_node_stages_locally(
         await stager.run_once()
         assert stager.mode == "local"
     assert await states(conn) == {mine: "available"}
+
+
+async def test_a_node_that_never_leads_stages_its_own_queues_from_its_first_seconds(
+    dsn: str, conn: psycopg.AsyncConnection[Any]
+) -> None:
+    # peer=False, alone: solitary and not leading, so it stages locally every stage_interval,
+    # not only once the sonar's status is known after its first interval (15 s).
+    job = await insert_job(conn, queue="q", state="scheduled", scheduled_in=-1)
+    async with Oban(dsn=dsn, peer=False, node="py-alone", queues={"q": 1}, web=False):
+
+        async def staged() -> bool:
+            return (await states(conn))[job] != "scheduled"
+
+        await eventually(staged, within=4)

@@ -4,8 +4,9 @@ Every ``config.sonar_interval`` the node publishes ``{"node": node, "ping": true
 ``time`` key: Elixir would read it as a monotonic timestamp of its own VM) and records the pings
 it hears, forgetting a node after ``STALE_INTERVALS`` intervals (120 s at the default 15 s).
 Status: ``isolated`` when not even our own pings arrive (LISTEN broken, e.g. behind a transaction
-pooler), ``solitary`` when only ours do, ``clustered`` otherwise. While isolated, producers poll
-fast and the stager stages locally; both are restored when pings return.
+pooler), ``solitary`` when only ours do, ``clustered`` otherwise, updated on every ping heard
+(so known once our first ping returns). While isolated, producers poll fast and the stager
+stages locally; both are restored when pings return.
 """
 
 from __future__ import annotations
@@ -90,5 +91,7 @@ class Sonar(Periodic):
         node = payload.get("node")
         if isinstance(node, str):
             self.nodes[node] = time.monotonic()
-            if self.status == "isolated" or (self.status == "solitary" and node != self.node):
-                self.update_status()
+            # Every ping heard updates the status, as Elixir's Sonar does: the node's own first
+            # ping ends "unknown" at once, not an interval later (the stager of a node that
+            # does not lead stages nothing while the status is unknown).
+            self.update_status()

@@ -39,6 +39,8 @@ MAX_SCAN = 10_000
 #: reads its usage as its nodes count it. A key of ours: Oban Web reads Oban Pro's
 #: ``global_limit``/``rate_limit`` meta in a shape of Pro's own, and ignores keys it does not know.
 CHECK_KEY = "oban_py_flow"
+#: The options naming a queue's cluster-wide limits (Oban Pro's).
+LIMITS = ("global_limit", "rate_limit")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +84,17 @@ class Flow:
         flow = cls.of(spec)
         return None if flow is None or not ttl > 0 else (flow, ttl)
 
+    @classmethod
+    def scaled(cls, flow: Flow | None, change: FlowChange) -> Flow | None:
+        """``flow`` with ``change`` laid over it; None when no limit is left."""
+        glob = None if flow is None else flow.global_limit
+        rate = None if flow is None else flow.rate_limit
+        if "global_limit" in change.named:
+            glob = change.global_limit
+        if "rate_limit" in change.named:
+            rate = change.rate_limit
+        return None if glob is None and rate is None else cls(glob, rate)
+
     def lock_key(self, prefix: str, queue: str) -> str:
         return f"oban_py.flow:{prefix}:{queue}"
 
@@ -113,6 +126,28 @@ class Flow:
             **_partition("g", None if glob is None else glob.partition),
             **_partition("r", None if rate is None else rate.partition),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class FlowChange:
+    """The cluster-wide limits a ``scale`` signal changes. Oban Web sends one limit per scale
+    (``{"rate_limit": {...}}`` alone) and ``null`` to lift one, as Oban Pro's producer merges a
+    scale into its meta: a limit the signal carries replaces the queue's, ``None`` removes it,
+    and one it does not carry is kept."""
+
+    named: frozenset[str]
+    global_limit: GlobalLimit | None
+    rate_limit: RateLimit | None
+
+    @classmethod
+    def of(cls, payload: Mapping[str, Any]) -> FlowChange | None:
+        """The change ``payload`` asks for, validated as config is; None when it names no
+        limit. Raises ``ValidationError`` for a bad limit, before anything changed."""
+        given = {key: payload[key] for key in LIMITS if key in payload}
+        if not given:
+            return None
+        spec = QueueConfig(**{key: value for key, value in given.items() if value is not None})
+        return cls(frozenset(given), spec.global_limit, spec.rate_limit)
 
 
 def _partition(side: str, partition: Partition | None) -> dict[str, Any]:

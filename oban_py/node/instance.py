@@ -32,7 +32,7 @@ from oban_py.cluster.duties import build
 from oban_py.cluster.peer import Peer
 from oban_py.cluster.periodic import Periodic
 from oban_py.config import Config, QueueConfig
-from oban_py.flow import Flow
+from oban_py.flow import Flow, FlowChange
 from oban_py.job.model import Job
 from oban_py.job.progress import Progress
 from oban_py.liveness import Liveness
@@ -365,12 +365,14 @@ class Oban(Client):
         elif action == "resume":
             queues.resume(queue)
         elif action == "scale":
+            # Validated first: a bad limit leaves the queue as it was, not half scaled.
+            change = FlowChange.of(payload)
             if "limit" in payload:
                 queues.scale(queue, payload["limit"])
             if "paused" in payload:
                 queues.set_paused(queue, bool(payload["paused"]))
-            if "global_limit" in payload or "rate_limit" in payload:
-                queues.set_flow(queue, Flow.of(_flow_options(payload)))
+            if change is not None:
+                queues.change_flow(queue, change)
 
     # -- signals sent: pause_queue, scale_queue... are the Client's (client/signals.py) -------
 

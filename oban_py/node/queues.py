@@ -18,7 +18,7 @@ import contextlib
 
 import structlog
 
-from oban_py.flow import Flow
+from oban_py.flow import Flow, FlowChange
 from oban_py.liveness import Liveness
 from oban_py.node.producer import Producer
 from oban_py.node.runtime import Runtime
@@ -88,10 +88,11 @@ class Queues:
         for producer in self._targets(queue):
             producer.scale(limit)
 
-    def set_flow(self, queue: str, flow: Flow | None) -> None:
-        """New cluster-wide limits for ``queue`` (a ``scale`` signal carrying them)."""
+    def change_flow(self, queue: str, change: FlowChange) -> None:
+        """New cluster-wide limits for ``queue`` (a ``scale`` signal carrying them); each
+        producer keeps the limits the change does not name."""
         for producer in self._targets(queue):
-            producer.flow = flow
+            producer.flow = Flow.scaled(producer.flow, change)
             producer.wake()
 
     def pause(self, queue: str) -> None:
