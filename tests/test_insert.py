@@ -376,3 +376,28 @@ async def test_a_job_thread_enqueuing_on_a_loop_of_its_own_uses_the_nodes_pool(
 
         await nodekit.wait_for(settled, timeout=15)
     assert len(parents) == 6
+
+
+def test_forgetting_an_instance_names_again_the_one_before_it_while_something_keeps_it() -> None:
+    import gc
+
+    from oban_py.client.registry import forget, lookup, register
+
+    class Instance:
+        pass
+
+    app, stand_in = Instance(), Instance()
+    register("Registry.Spec", app)
+    register("Registry.Spec", stand_in)  # a test's TestingClient over the app's client
+    assert lookup("Registry.Spec") is stand_in
+    forget("Registry.Spec", stand_in)
+    assert lookup("Registry.Spec") is app
+    # One nobody keeps (a client made per call and never closed) is not held for ever.
+    register("Registry.Spec", Instance())
+    register("Registry.Spec", stand_in)
+    gc.collect()
+    forget("Registry.Spec", stand_in)
+    assert lookup("Registry.Spec") is app
+    forget("Registry.Spec", app)
+    with pytest.raises(InstanceNotFound):
+        lookup("Registry.Spec")

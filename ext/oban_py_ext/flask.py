@@ -22,8 +22,8 @@ called ``abort()`` or returned an error status, so a failed request never leaves
 The connection then goes back to the client's sync pool, whatever happened.
 
 The client is the one registered under ``OBAN_NAME`` (default ``"Oban"``), looked up on each
-request: a ``TestingClient`` a test creates takes over, and its inline jobs run once the
-request's transaction has committed. Without one, ``init_app`` creates a ``Client`` from
+request: a ``TestingClient`` a test creates takes over (until it is closed: then the app's own
+client serves again), and its inline jobs run once the request's transaction has committed. Without one, ``init_app`` creates a ``Client`` from
 ``OBAN_DSN`` (and ``OBAN_PREFIX``) whose sync pool closes when the process exits. Queues run
 elsewhere: ``flask oban start --queues default:10`` (the app's workers are importable, the DSN
 is the app's) or ``oban-py start``.
@@ -85,7 +85,10 @@ class ObanFlask:
             owned = Client(dsn=dsn, prefix=app.config.get("OBAN_PREFIX", "public"), name=name)
             atexit.register(owned.close_sync)
         app.extensions[_KEY] = _State(name, owned)
-        app.after_request(_commit)
+        # Flask runs after_request hooks in reverse order of registration, the app's after its
+        # blueprints': first in the list, the commit runs after every other hook, so a hook
+        # that fails the response (a 500) fails it before anything was committed.
+        app.after_request_funcs.setdefault(None, []).insert(0, _commit)
         app.teardown_request(_release)
         app.cli.add_command(_cli(app))
 

@@ -173,6 +173,52 @@ def test_inline_mode_runs_the_job_once_the_request_committed(shop: str) -> None:
         app.extensions["oban"].owned.close_sync()
 
 
+def test_after_a_testing_client_closes_the_apps_own_client_serves_again(shop: str) -> None:
+    app = create_app(shop)
+    testing = TestingClient("manual", dsn=shop, name="FlaskShop")
+    try:
+        client = app.test_client()
+        assert client.post("/orders/11").status_code == 201
+        testing.close_sync()  # as a test's finally does
+        assert client.post("/orders/12").status_code == 201
+        with app.app_context():
+            assert oban.client is app.extensions["oban"].owned
+    finally:
+        testing.close_sync()
+        app.extensions["oban"].owned.close_sync()
+    assert rows(shop, "SELECT args->>'order' FROM oban_jobs ORDER BY id") == [("11",), ("12",)]
+
+
+def test_a_hook_that_fails_the_response_after_the_view_leaves_no_job(shop: str) -> None:
+    # A hook registered before init_app runs after the ones registered later: the request's
+    # commit must still come last, or a response that ends as a 500 would leave its job.
+    app = Flask(__name__)
+
+    @app.after_request
+    def audit(response: Any) -> Any:
+        if response.status_code == 201:
+            raise RuntimeError("the audit log is down")
+        return response
+
+    app.config["OBAN_DSN"] = shop
+    app.config["OBAN_NAME"] = "FlaskShop"
+    oban.init_app(app)
+
+    @app.post("/orders/<int:order>")
+    def create_order(order: int) -> tuple[dict[str, Any], int]:
+        conn = oban.connection()
+        conn.execute("INSERT INTO orders (id) VALUES (%s)", [order])
+        Receipt.enqueue_sync({"order": order}, conn, oban="FlaskShop")
+        return {}, 201
+
+    try:
+        assert app.test_client().post("/orders/21").status_code == 500
+    finally:
+        app.extensions["oban"].owned.close_sync()
+    assert rows(shop, "SELECT count(*) FROM oban_jobs") == [(0,)]
+    assert rows(shop, "SELECT count(*) FROM orders") == [(0,)]
+
+
 def test_init_app_needs_a_dsn_or_a_client() -> None:
     app = Flask(__name__)
     app.config["OBAN_NAME"] = "FlaskNowhere"
