@@ -23,8 +23,9 @@ The connection then goes back to the client's sync pool, whatever happened.
 
 The client is the one registered under ``OBAN_NAME`` (default ``"Oban"``), looked up on each
 request: a ``TestingClient`` a test creates takes over (until it is closed: then the app's own
-client serves again), and its inline jobs run once the request's transaction has committed. Without one, ``init_app`` creates a ``Client`` from
-``OBAN_DSN`` (and ``OBAN_PREFIX``) whose sync pool closes when the process exits. Queues run
+client serves again), and its inline jobs run once the request's transaction has committed.
+Without one, ``init_app`` creates a ``Client`` from ``OBAN_DSN`` (and ``OBAN_PREFIX``) whose
+sync pool closes when the process exits. Queues run
 elsewhere: ``flask oban start --queues default:10`` (the app's workers are importable, the DSN
 is the app's) or ``oban-py start``.
 """
