@@ -170,6 +170,28 @@ def test_a_raised_error_is_raised_by_the_helpers_without_an_unrelated_chained_on
         inline.close_sync()
 
 
+@pytest.mark.parametrize("mode", ["inline", "disabled"])
+@pytest.mark.parametrize(
+    "job",
+    [
+        Job(worker="SyncTesting.Receipt", args={"order": "1\x00"}),
+        Job(worker="SyncTesting.Receipt", args={"nested": [{"k\x00": 1}]}),
+        Job(worker="SyncTesting.Receipt", meta={"m": "\x00"}),
+        Job(worker="SyncTesting.Receipt", tags=["a\x00b"]),
+    ],
+)
+def test_a_job_postgresql_would_refuse_is_refused_in_inline_and_disabled_modes_too(
+    mode: str, job: Job
+) -> None:
+    client = TestingClient(mode)  # type: ignore[arg-type]
+    try:
+        with pytest.raises(ValueError, match="NUL character"):
+            client.enqueue_sync(job)
+    finally:
+        client.close_sync()
+    assert seen == []
+
+
 def test_assert_enqueued_takes_a_naive_scheduled_at_as_utc(manual: TestingClient) -> None:
     when = datetime.now(UTC) + timedelta(hours=1)
     manual.enqueue_sync(Receipt.new({"order": 3}, scheduled_at=when))

@@ -202,6 +202,35 @@ async def _attempt(threads: Executor, job: Job) -> Outcome:
     return Outcome(done.ack.state, done.result, apply_ack(job, done.ack), done.error)
 
 
+def _refuse_unstorable(batch: list[Job]) -> None:
+    """Refuse what PostgreSQL would refuse at the insert (a NUL character: no ``text`` or
+    ``jsonb`` value holds one): inline and disabled modes insert nothing, and a test must not
+    pass on a job production could never enqueue."""
+    for job in batch:
+        for field, value in (
+            ("worker", job.worker),
+            ("queue", job.queue),
+            ("tags", job.tags),
+            ("args", job.args),
+            ("meta", job.meta),
+        ):
+            if _holds_nul(value):
+                raise ValueError(
+                    f"{field} of a {job.worker!r} job holds a NUL character (U+0000), which"
+                    " PostgreSQL cannot store: a real insert of this job would fail"
+                )
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_holds_nul(v) for v in value)
+    return False
+
+
 # -- perform_job -----------------------------------------------------------------------------
 
 
@@ -366,6 +395,7 @@ class TestingClient(Client):
         if current == "manual":
             self._require_database()
             return self._record(await super()._enqueue_many(batch, conn))
+        _refuse_unstorable(batch)
         if current == "disabled":
             return batch
         if conn is not None and await self._hold(conn, batch):
@@ -380,6 +410,7 @@ class TestingClient(Client):
         if current == "manual":
             self._require_database()
             return self._record(super().enqueue_many_sync(batch, conn=conn))
+        _refuse_unstorable(batch)
         if current == "disabled":
             return batch
         if conn is not None and self._hold_sync(conn, batch):

@@ -135,6 +135,7 @@ def enqueue_in_mode(jobs: list[Job], using: str | None = None) -> list[Job] | No
     mode = client.active_mode  # a ``testing.mode(...)`` block wins over the client's own
     if mode == "manual":
         return None
+    testing._refuse_unstorable(jobs)
     if mode == "disabled":
         return jobs
     holder = holding_database(using or conf.database())
