@@ -277,6 +277,29 @@ def test_inline_enqueue_sync_on_the_callers_connection_runs_after_its_commit(ord
         client.close_sync()
 
 
+@pytest.mark.parametrize("lent", [False, True], ids=["callers_connection", "lent_connection"])
+def test_inline_jobs_of_a_savepoint_run_only_if_it_commits_with_its_transaction(
+    orders: str, lent: bool
+) -> None:
+    # As in production: the savepoint's insert goes with its rollback, whatever the outer
+    # transaction does, and a released savepoint's commits with it.
+    client = TestingClient("inline", dsn=orders)
+    try:
+        with client.connection_sync() if lent else psycopg.connect(orders) as conn:
+            with conn.transaction():
+                with conn.transaction(force_rollback=True):
+                    Receipt.enqueue_sync({"order": 31}, conn)
+                with conn.transaction():
+                    conn.execute("INSERT INTO orders VALUES (32)")
+                    Receipt.enqueue_sync({"order": 32}, conn)
+                Receipt.enqueue_sync({"order": 33}, conn)
+            client.settle_sync()
+        client.settle_sync()
+        assert sorted(seen) == [("receipt", 32, True), ("receipt", 33, False)]
+    finally:
+        client.close_sync()
+
+
 def test_settle_names_a_transaction_still_open(orders: str) -> None:
     client = TestingClient("inline", dsn=orders)
     try:

@@ -467,6 +467,7 @@ class TestingClient(Client):
             return await asyncio.to_thread(self._hold_sync, conn, batch)
         if not _joins_a_transaction(conn):
             return False
+        await conn.execute(self.queries["testing_xact_marks"])
         cur = await conn.execute(self.queries["testing_xact_id"])
         row = await cur.fetchone()
         assert row is not None
@@ -479,6 +480,7 @@ class TestingClient(Client):
             raise TypeError("the *_sync methods take a sync psycopg Connection, not an async one")
         if not _joins_a_transaction(conn):
             return False
+        conn.execute(self.queries["testing_xact_marks"])
         row = conn.execute(self.queries["testing_xact_id"]).fetchone()
         assert row is not None
         self._hold_here(conn, int(row[0]), batch)
