@@ -89,6 +89,18 @@ class TimesOut(Worker):
         await asyncio.sleep(10)
 
 
+class Unprintable:
+    def __repr__(self) -> str:
+        raise RuntimeError("repr boom")
+
+
+class CancelsUnprintably(Worker):
+    name = "Py.Exec.CancelsUnprintably"
+
+    async def process(self, job: Job) -> Cancel:
+        return Cancel(Unprintable())
+
+
 class Account(BaseModel):
     account_id: int
 
@@ -204,6 +216,16 @@ async def test_timeout_fails_with_elixir_timeout_error(dsn: str, conn: Any) -> N
     assert got["state"] == "retryable"
     assert got["errors"][0]["error"] == (
         "** (Oban.TimeoutError) Py.Exec.TimesOut timed out after 50ms"
+    )
+
+
+async def test_a_cancel_reason_whose_repr_raises_still_cancels_the_job(dsn: str, conn: Any) -> None:
+    # The reason's repr once raised outside the worker: the node's safety net retried the job.
+    got = await run_one(dsn, conn, CancelsUnprintably.__oban_name__)
+    assert got["state"] == "cancelled"
+    assert got["errors"][0]["error"] == (
+        "** (Oban.PerformError) Py.Exec.CancelsUnprintably failed with "
+        "{:cancel, <Unprintable (its __repr__ raised RuntimeError)>}"
     )
 
 

@@ -258,9 +258,11 @@ async def _worked(
 ) -> Outcome:
     try:
         result = await _call(attempt, worker, threads, layers, processes)
+        # Inside the try: the outcome rule runs code of the worker's too (a Cancel reason's
+        # __repr__), and what it raises fails this attempt, not the producer's safety net.
+        ack, failed = _returned(attempt, result)
     except BaseException as raised:
         return _failed(attempt, worker, raised)
-    ack, failed = _returned(attempt, result)
     return _outcome(attempt, ack, result if failed is None else failed, failed)
 
 
