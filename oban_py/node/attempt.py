@@ -199,6 +199,7 @@ async def perform(
             job,
             lambda: _resolved(attempt, threads, middleware, processes),
             lambda error: _failed(attempt, None, error),
+            lambda outcome: _belongs(attempt, outcome),
         )
     else:
         outcome = await _resolved(attempt, threads, middleware, processes)
@@ -208,6 +209,18 @@ async def perform(
 
 def _outcome(attempt: Attempt, ack: Ack, result: Any, failed: BaseException | None) -> Outcome:
     return Outcome(ack.state, result, failed, attempt.reason, ack)
+
+
+def _belongs(attempt: Attempt, outcome: Outcome) -> bool:
+    """Whether ``outcome`` carries an ack of this attempt's row: a middleware may return an
+    ``AttemptOutcome`` it built (no ack) or kept from another job, which the acker cannot write
+    or would write over another row, leaving this one executing."""
+    ack = outcome.ack
+    return (
+        isinstance(ack, Ack)
+        and ack.id == attempt.id
+        and ack.attempted_at == attempt.job.attempted_at
+    )
 
 
 def _failed(attempt: Attempt, worker: Any, error: BaseException) -> Outcome:
@@ -246,6 +259,7 @@ async def _resolved(
         job,
         lambda: _worked(attempt, worker, threads, layers, processes),
         lambda error: _failed(attempt, worker, error),
+        lambda outcome: _belongs(attempt, outcome),
     )
 
 
