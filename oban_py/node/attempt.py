@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import math
+import numbers
 import time
 import traceback
 from collections.abc import Mapping, Sequence
@@ -373,8 +374,7 @@ async def _call(
     processes: Processes | None = None,
 ) -> Any:
     job = attempt.job
-    limit = getattr(worker, "timeout", None)
-    seconds = limit(job) if limit is not None else None
+    seconds = _timeout(worker, job)
     process = worker.process
     if processes is not None and getattr(worker, "executor", None) == "process":
         # The worker process enforces the timeout and a pkill itself: it is killed. There is
@@ -405,6 +405,39 @@ async def _call(
         job._cancel("timeout")
         error.oban_timeout = seconds  # type: ignore[attr-defined]
         raise
+
+
+def _timeout(worker: Any, job: Job) -> float | None:
+    """The worker's ``timeout(job)`` in seconds, None for no limit (``None`` or ``math.inf``).
+
+    Elixir's executor takes ``:infinity`` or a non-negative integer of ms and crashes on
+    anything else; here anything else (NaN, a negative number, a str, a bool) fails the
+    attempt with an error naming it, whether the worker runs on the loop, in a thread or in a
+    process.
+    """
+    limit = getattr(worker, "timeout", None)
+    value = limit(job) if limit is not None else None
+    if value is None:
+        return None
+    name = f"{job.worker}.timeout(job)"
+    # int and float, the usual answers, skip the slower ABC check.
+    if type(value) not in (int, float) and (
+        isinstance(value, bool) or not isinstance(value, numbers.Real)
+    ):
+        raise TypeError(
+            f"{name} returned {errors.safe_repr(value)}: a timeout is a number of seconds "
+            "(>= 0), or None for no limit"
+        )
+    try:
+        seconds = float(value)
+    except OverflowError:  # an int too large for a float is no limit either
+        return None
+    if math.isnan(seconds) or seconds < 0:
+        raise ValueError(
+            f"{name} returned {seconds!r}: a timeout is a number of seconds (>= 0), "
+            "or None for no limit"
+        )
+    return None if seconds == math.inf else seconds
 
 
 #: whether a worker class's ``process`` is a coroutine function, by function: asked for every
