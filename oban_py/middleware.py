@@ -16,7 +16,9 @@ job) and ``call_next``, and decides what happens before and after the rest of th
   and why this node interrupted it, if it did. It never raises: failures, timeouts, snoozes,
   cancels, discards and this node's interrupts all come back as outcomes. A middleware that
   raises (before or after ``call_next``) fails the attempt with its error, as if the worker had
-  raised it. The chain's last outcome is what the node writes.
+  raised it; one that returns anything but the outcome ``call_next`` gave it for this job (a
+  hand-built ``AttemptOutcome``, another job's) fails it with a ``TypeError``. The chain's last
+  outcome is what the node writes.
 - ``work_in_thread(job, call_next)`` in the pool thread that runs a plain ``def process``
   (inside ``work``), for state that belongs to that thread (Django's connections);
   ``call_next()`` returns what ``process`` returned and raises what it raised. Both run the
@@ -34,6 +36,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar, NamedTuple
 
+from oban_py.job.errors import safe_repr
 from oban_py.job.model import Job
 
 InsertNext = Callable[[list[Job]], Awaitable[list[Job]]]
@@ -211,9 +214,11 @@ async def work_through(
     job: Job,
     inner: WorkNext,
     failed: Callable[[BaseException], AttemptOutcome],
+    ours: Callable[[AttemptOutcome], bool],
 ) -> AttemptOutcome:
     """``inner()`` inside ``links``; ``failed(error)`` is the outcome of a link that raised or
-    returned something else than an outcome, so every ``call_next`` returns an outcome."""
+    returned something else than an outcome of this attempt (``ours``), so every ``call_next``
+    returns an outcome the node can write."""
     if not links:
         return await inner()
 
@@ -224,18 +229,27 @@ async def work_through(
         async def call() -> AttemptOutcome:
             try:
                 outcome = await links[index].work(job, link(index + 1))
+                if isinstance(outcome, AttemptOutcome) and ours(outcome):
+                    return outcome
+                wrong = TypeError(_not_an_outcome(links[index], outcome))
             except BaseException as error:
                 return failed(error)
-            if not isinstance(outcome, AttemptOutcome):
-                name = type(links[index]).__qualname__
-                return failed(
-                    TypeError(f"{name}.work returned {outcome!r}, not call_next's outcome")
-                )
-            return outcome
+            return failed(wrong)
 
         return call
 
     return await link(0)()
+
+
+def _not_an_outcome(link: Middleware, outcome: Any) -> str:
+    name = f"{type(link).__qualname__}.work"
+    if not isinstance(outcome, AttemptOutcome):
+        return f"{name} returned {safe_repr(outcome)}, not call_next's outcome"
+    # Built by hand (no ack) or kept from another attempt: the node could not write it.
+    return (
+        f"{name} returned an AttemptOutcome that call_next did not give it for this attempt "
+        f"(ack {safe_repr(outcome.ack)}): return the outcome call_next gave you"
+    )
 
 
 def thread_through(links: Sequence[Middleware], job: Job, process: Callable[[Job], Any]) -> Any:

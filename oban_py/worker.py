@@ -49,8 +49,9 @@ class Worker:
     """Base class of workers. Subclasses define ``process(self, job)``, async or plain.
 
     Optional hooks: ``backoff(job) -> float`` seconds before a retry (Elixir's default when
-    absent), ``timeout(job) -> float | None`` seconds a run may take (``None``: no limit) and
-    ``should_retry(job, error) -> bool`` (by default from ``discard_on`` and ``retry_on``).
+    absent), ``timeout(job) -> float | None`` seconds (>= 0) a run may take (``None`` or
+    ``math.inf``: no limit; any other answer fails the attempt) and ``should_retry(job,
+    error) -> bool`` (by default from ``discard_on`` and ``retry_on``).
     Set ``args_model`` for typed args. Class options: ``queue``, ``priority``, ``max_attempts``,
     ``tags``, ``unique``, ``replace``, ``meta``, ``name`` (as class attributes or ``@worker``).
     ``executor = "process"`` runs ``process`` in a worker process (CPU-bound work; a hard

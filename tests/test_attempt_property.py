@@ -4,12 +4,13 @@ ends in exactly one outcome, none stays ``executing``, and no job ever runs twic
 Each example is a random program run on a real node: jobs whose worker (async or plain ``def``)
 returns, snoozes, cancels, records, raises (``BaseException`` subclasses included, with error
 texts holding NUL, lone surrogates, megabytes or no string at all), sleeps, blocks the event loop
-or swallows its cancellation; args with integers far wider than 64 bits, numbers beyond double
-range, deep nesting and any unicode jsonb holds; and faults while they run: every connection of
-the node terminated, a job cancelled while it runs (pkill), the node stopped mid-run and a new
-one started. After the run settles: no row is ``available`` or ``executing``, every row is
-completed, cancelled or discarded, the args each run saw are exactly the args written, and the
-runs of any one job never overlap.
+or swallows its cancellation, under a work middleware that may return an outcome it built or
+kept from another job; args with integers far wider than 64 bits, numbers beyond double range,
+deep nesting and any unicode jsonb holds; and faults while they run: every connection of the
+node terminated, a job cancelled while it runs (pkill), the node stopped mid-run and a new one
+started. After the run settles: no row is ``available`` or ``executing``, every row is
+completed, cancelled or discarded (by its attempt, never by the producer's safety net), the args
+each run saw are exactly the args written, and the runs of any one job never overlap.
 
 ``OBAN_PROPERTY_EXAMPLES`` raises the number of examples; ``OBAN_PROPERTY_REPORT`` names a file
 that receives the totals (examples, jobs, runs, and the stuck, lost and overlapping counts).
@@ -29,12 +30,14 @@ from typing import Any
 
 import psycopg
 import pytest
+import structlog.testing
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from oban_py import Cancel, Client, Oban, Record, Snooze
 from oban_py.config import LifelineConfig
 from oban_py.job.model import Job
+from oban_py.middleware import AttemptOutcome, Middleware, WorkNext
 from oban_py.worker import Worker
 
 EXAMPLES = int(os.environ.get("OBAN_PROPERTY_EXAMPLES", "30"))
@@ -102,9 +105,32 @@ def _outcome(job: Job, plan: dict[str, Any]) -> Any:
     return None
 
 
+class Meddles(Middleware):
+    """A careless work middleware: by the job's plan, it returns an outcome it built by hand or
+    the one of the job before, instead of the one ``call_next`` gave it."""
+
+    def __init__(self) -> None:
+        self.last: AttemptOutcome | None = None
+
+    async def work(self, job: Job, call_next: WorkNext) -> AttemptOutcome:
+        outcome = await call_next()
+        kept, self.last = self.last, outcome
+        meddle = LEDGER.plans[job.id or 0]["meddle"]
+        if meddle == "hand-built":
+            return AttemptOutcome("completed", None)
+        if meddle == "another job's" and kept is not None:
+            return kept
+        return outcome
+
+
+MEDDLES = Meddles()
+
+
 class ChaosAsync(Worker):
     name = "Py.Chaos.Async"
     max_attempts = 3
+    # The worker's own middleware: its failures take the worker's backoff (0), not Elixir's.
+    middleware = [MEDDLES]
 
     def backoff(self, job: Job) -> float:
         return 0.0
@@ -132,6 +158,8 @@ class ChaosAsync(Worker):
 class ChaosSync(Worker):
     name = "Py.Chaos.Sync"
     max_attempts = 3
+    # The worker's own middleware: its failures take the worker's backoff (0), not Elixir's.
+    middleware = [MEDDLES]
 
     def backoff(self, job: Job) -> float:
         return 0.0
@@ -171,6 +199,7 @@ plans = st.fixed_dictionaries(
         "sleep": st.sampled_from([0.0, 0.0, 0.01, 0.05, 0.3]),
         "block": st.sampled_from([0.0, 0.0, 0.0, 0.02]),
         "stubborn": st.booleans(),
+        "meddle": st.sampled_from([None, None, None, "hand-built", "another job's"]),
     }
 )
 # What jsonb can hold: no NUL and no lone surrogate in strings; numbers of any size.
@@ -255,20 +284,25 @@ async def _run_example(dsn: str, specs: list[Any], fault_plan: list[Any]) -> Non
             LEDGER.plans[job_id] = plan
             LEDGER.expected_args[job_id] = {"wide": wide}
         ids = list(LEDGER.plans)
-        oban = _node(dsn, "py-chaos-1")
-        await oban.start()
-        try:
-            for kind, at in fault_plan:
-                oban = await _fault(dsn, oban, kind, at, ids)
-            deadline = time.monotonic() + 60
-            while True:
-                cur = await conn.execute("SELECT id, state::text FROM oban_jobs")
-                states = dict(await cur.fetchall())
-                if set(states.values()) <= FINAL or time.monotonic() > deadline:
-                    break
-                await asyncio.sleep(0.05)
-        finally:
-            await oban.stop()
+        with structlog.testing.capture_logs() as logs:
+            oban = _node(dsn, "py-chaos-1")
+            await oban.start()
+            try:
+                for kind, at in fault_plan:
+                    oban = await _fault(dsn, oban, kind, at, ids)
+                deadline = time.monotonic() + 60
+                while True:
+                    cur = await conn.execute("SELECT id, state::text FROM oban_jobs")
+                    states = dict(await cur.fetchall())
+                    if set(states.values()) <= FINAL or time.monotonic() > deadline:
+                        break
+                    await asyncio.sleep(0.05)
+            finally:
+                await oban.stop()
+        # The producer's safety net writes an outcome too, but one that bypasses the worker's
+        # retry policy and telemetry: every outcome must come from the attempt itself.
+        outside = [e for e in logs if e["event"] == "attempt failed outside the worker"]
+        del logs
         cur = await conn.execute("SELECT id, state::text FROM oban_jobs")
         states = dict(await cur.fetchall())
     stuck = [i for i, s in states.items() if s not in FINAL]
@@ -291,6 +325,7 @@ async def _run_example(dsn: str, specs: list[Any], fault_plan: list[Any]) -> Non
     if report:
         await asyncio.to_thread(Path(report).write_text, json.dumps(TOTALS))
     assert stuck == [], {i: (states[i], LEDGER.plans[i]["do"]) for i in stuck}
+    assert outside == []
     assert lost == []
     assert overlapping == []
     assert LEDGER.mismatched == [], "args read back differently from how they were written"

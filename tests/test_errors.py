@@ -116,6 +116,26 @@ def test_reason_texts_match_elixir_perform_errors() -> None:
     )
 
 
+class Unprintable:
+    def __repr__(self) -> str:
+        raise RuntimeError("repr boom")
+
+
+class Unordered(Atom):
+    def __lt__(self, other: object) -> bool:
+        raise SystemExit("an ordering that raises")
+
+
+def test_a_reason_that_cannot_be_inspected_still_makes_a_text_saying_so() -> None:
+    assert format_cancel("W", Unprintable()) == (
+        "** (Oban.PerformError) W failed with {:cancel, <Unprintable (its __repr__ raised "
+        "RuntimeError)>}"
+    )
+    assert inspect([Unprintable()]) == "[<Unprintable (its __repr__ raised RuntimeError)>]"
+    text = format_reason("W", {Unordered("a"): 1, Unordered("b"): Unprintable()})
+    assert text.startswith("** (Oban.PerformError) W failed with ")
+
+
 def test_timeout_text() -> None:
     assert format_timeout("MyApp.Slow", 1500) == (
         "** (Oban.TimeoutError) MyApp.Slow timed out after 1500ms"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,6 +18,7 @@ from pydantic import BaseModel
 from oban_py import Cancel, Oban, Record, Snooze, telemetry
 from oban_py.job.model import Job
 from oban_py.job.terms import decode_recorded
+from oban_py.testing import perform_job
 from oban_py.worker import Worker
 
 
@@ -87,6 +90,48 @@ class TimesOut(Worker):
 
     async def process(self, job: Job) -> None:
         await asyncio.sleep(10)
+
+
+class Unprintable:
+    def __repr__(self) -> str:
+        raise RuntimeError("repr boom")
+
+
+class CancelsUnprintably(Worker):
+    name = "Py.Exec.CancelsUnprintably"
+
+    async def process(self, job: Job) -> Cancel:
+        return Cancel(Unprintable())
+
+
+#: what ``timeout(job)`` answers, by the job's ``case``
+TIMEOUTS: dict[str, Any] = {
+    "nan": math.nan,
+    "negative": -1,
+    "minus-infinity": -math.inf,
+    "str": "10",
+    "bool": True,
+    "none": None,
+    "infinity": math.inf,
+    "huge": 10**400,
+}
+
+
+class BadTimeout(Worker):
+    name = "Py.Exec.BadTimeout"
+
+    def timeout(self, job: Job) -> Any:
+        return TIMEOUTS[job.args["case"]]
+
+    async def process(self, job: Job) -> None:
+        await asyncio.sleep(0.01)
+
+
+class BadTimeoutSync(BadTimeout):
+    name = "Py.Exec.BadTimeoutSync"
+
+    def process(self, job: Job) -> None:  # type: ignore[override]
+        time.sleep(0.01)
 
 
 class Account(BaseModel):
@@ -205,6 +250,43 @@ async def test_timeout_fails_with_elixir_timeout_error(dsn: str, conn: Any) -> N
     assert got["errors"][0]["error"] == (
         "** (Oban.TimeoutError) Py.Exec.TimesOut timed out after 50ms"
     )
+
+
+async def test_a_cancel_reason_whose_repr_raises_still_cancels_the_job(dsn: str, conn: Any) -> None:
+    # The reason's repr once raised outside the worker: the node's safety net retried the job.
+    got = await run_one(dsn, conn, CancelsUnprintably.__oban_name__)
+    assert got["state"] == "cancelled"
+    assert got["errors"][0]["error"] == (
+        "** (Oban.PerformError) Py.Exec.CancelsUnprintably failed with "
+        "{:cancel, <Unprintable (its __repr__ raised RuntimeError)>}"
+    )
+
+
+@pytest.mark.parametrize("worker", [BadTimeout, BadTimeoutSync], ids=["async", "thread"])
+@pytest.mark.parametrize(
+    ("case", "error"),
+    [
+        ("nan", ValueError),
+        ("negative", ValueError),
+        ("minus-infinity", ValueError),
+        ("str", TypeError),
+        ("bool", TypeError),
+    ],
+)
+async def test_a_timeout_that_is_no_number_of_seconds_fails_the_attempt_naming_it(
+    worker: type[Worker], case: str, error: type[Exception]
+) -> None:
+    outcome = await perform_job(worker, {"case": case}, safe=True)
+    assert outcome.state == "retryable"
+    assert type(outcome.exception) is error
+    assert f"{worker.__oban_name__}.timeout(job) returned " in str(outcome.exception)
+
+
+@pytest.mark.parametrize("worker", [BadTimeout, BadTimeoutSync], ids=["async", "thread"])
+@pytest.mark.parametrize("case", ["none", "infinity", "huge"])
+async def test_no_timeout_or_an_infinite_one_is_no_limit(worker: type[Worker], case: str) -> None:
+    outcome = await perform_job(worker, {"case": case}, safe=True)
+    assert outcome.state == "completed"
 
 
 async def test_unknown_worker_fails_like_elixir(dsn: str, conn: Any) -> None:

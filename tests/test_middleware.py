@@ -268,6 +268,80 @@ async def test_a_work_middleware_that_raises_fails_the_attempt(where: str) -> No
     assert log[-1] == ("outer", "work-out", "retryable")
 
 
+class Kept(Middleware):
+    """Returns an outcome ``call_next`` did not give it for this job."""
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+        self.kept: AttemptOutcome | None = None
+
+    async def work(self, job: Job, call_next: WorkNext) -> AttemptOutcome:
+        if job.args.get("pass"):
+            return await call_next()
+        if self.how == "hand-built":
+            return AttemptOutcome("completed", None)  # "skip this job, mark it done"
+        outcome = await call_next()
+        if self.kept is None:
+            self.kept = outcome
+        return self.kept
+
+
+@pytest.mark.parametrize("how", ["hand-built", "another job's"])
+async def test_a_work_middleware_returning_an_outcome_call_next_did_not_give_fails_the_attempt(
+    how: str,
+) -> None:
+    kept = Kept(how)
+    add_middleware("test.outer", Stamp("outer"))
+    add_middleware("test.raise", kept)
+    if how == "another job's":
+        assert (await perform_job(Succeeds, {})).state == "completed"
+        assert kept.kept is not None
+    outcome = await perform_job(Succeeds, {"what": "raise"}, safe=True)
+    assert outcome.state == "retryable"
+    assert isinstance(outcome.exception, TypeError)
+    assert "Kept.work returned an AttemptOutcome that call_next did not give it" in (
+        outcome.error or ""
+    )
+    assert log[-1] == ("outer", "work-out", "retryable")
+
+
+async def test_a_hand_built_outcome_fails_its_own_job_and_the_node_goes_on(
+    dsn: str, conn: psycopg.AsyncConnection[Any]
+) -> None:
+    # The acker once got the outcome's missing ack: that job and every later one of the node
+    # stayed executing, and the node's stop raised.
+    async with Oban(
+        dsn=dsn, queues={"mw": 2}, peer=False, name="MwNode", middleware=[Kept("hand-built")]
+    ) as oban:
+        skipped = await oban.enqueue(Succeeds.new({}, queue="mw", max_attempts=1))
+        got = await wait_state(conn, skipped.id or 0, "discarded")
+        later = await oban.enqueue(Succeeds.new({"pass": True}, queue="mw"))
+        await wait_state(conn, later.id or 0, "completed")
+    assert got["errors"][0]["error"].startswith("** (TypeError) Kept.work returned")
+
+
+async def test_a_work_middleware_returning_a_value_whose_repr_raises_fails_with_a_type_error() -> (
+    None
+):
+    class Unprintable:
+        def __repr__(self) -> str:
+            raise RuntimeError("repr boom")
+
+    class Returns(Middleware):
+        async def work(self, job: Job, call_next: WorkNext) -> AttemptOutcome:
+            await call_next()
+            return Unprintable()  # type: ignore[return-value]
+
+    add_middleware("test.raise", Returns())
+    outcome = await perform_job(Succeeds, {}, safe=True)
+    assert outcome.state == "retryable"
+    assert isinstance(outcome.exception, TypeError)
+    assert str(outcome.exception).endswith(
+        "Returns.work returned <Unprintable (its __repr__ raised RuntimeError)>, "
+        "not call_next's outcome"
+    )
+
+
 async def test_work_in_thread_wraps_a_sync_process_in_its_pool_thread() -> None:
     class InThread(Middleware):
         def work_in_thread(self, job: Job, call_next: ThreadNext) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import importlib
+import math
 import os
 import signal
 import subprocess
@@ -60,6 +61,15 @@ class Hangs:
         _note_pid(job)
         while True:  # deaf to job.cancelled(): only a kill stops it
             time.sleep(0.05)
+
+
+@worker(name="Py.Proc.NanTimeout", executor="process")
+class NanTimeout:
+    def timeout(self, job: Job) -> float:
+        return math.nan
+
+    def process(self, job: Job) -> None:
+        time.sleep(0.3)
 
 
 @worker(name="Py.Proc.Stuck", executor="process")
@@ -193,6 +203,22 @@ async def test_a_job_past_its_timeout_is_killed_and_the_next_runs_on_a_fresh_pro
     killed = pid_in(hung)
     await wait_gone(killed)
     assert pid_in(fresh) != killed
+
+
+async def test_a_nan_timeout_fails_the_attempt_and_never_spins_the_node(
+    dsn: str, conn: Any
+) -> None:
+    # NaN once reached the deadline of the node's wait: the wait spun at 100% CPU until the
+    # process ended, and the job completed.
+    cpu = time.process_time()
+    async with node(dsn):
+        job_id = await insert(conn, "Py.Proc.NanTimeout", queue="cpu")
+        got = await wait_state(conn, job_id, "completed", "retryable", timeout=30)
+    assert got["state"] == "retryable"
+    assert got["errors"][0]["error"].startswith(
+        "** (ValueError) Py.Proc.NanTimeout.timeout(job) returned nan"
+    )
+    assert time.process_time() - cpu < 2
 
 
 SLOW_IMPORT = """

@@ -103,6 +103,17 @@ def safe_str(value: Any) -> str:
     return f"<unprintable {type(value).__name__}>"
 
 
+def safe_repr(value: Any) -> str:
+    """``repr(value)``, or a text saying it failed: a worker's ``__repr__`` may raise."""
+    try:
+        text = repr(value)
+    except BaseException as error:  # whatever a broken __repr__ raises
+        return f"<{type(value).__name__} (its __repr__ raised {_exception_name(error)})>"
+    if isinstance(text, str):
+        return text
+    return f"<{type(value).__name__} (its __repr__ returned no str)>"
+
+
 #: Frames of these directories lead into a worker's code; a stored trace starts at the worker,
 #: as Elixir's entries start at ``perform/1``.
 _LIBRARY_DIRS = (
@@ -180,9 +191,14 @@ def format_reason(worker_name: str, reason: Any) -> str:
     """``** (Oban.PerformError) <Worker> failed with <inspect(reason)>``.
 
     ``reason`` is the term Elixir would inspect, e.g. ``(Atom("error"), "bad")`` gives
-    ``{:error, "bad"}``; a ``str`` is inspected as an Elixir string (quoted).
+    ``{:error, "bad"}``; a ``str`` is inspected as an Elixir string (quoted). Never raises,
+    whatever the reason's ``__repr__`` (or its ordering, or its elements') does.
     """
-    return f"** (Oban.PerformError) {worker_name} failed with {inspect(reason)}"
+    try:
+        text = inspect(reason)
+    except BaseException:  # a term inspect cannot walk (a key's ``__lt__`` that raises...)
+        text = safe_repr(reason)
+    return f"** (Oban.PerformError) {worker_name} failed with {text}"
 
 
 def format_cancel(worker_name: str, reason: Any) -> str:
@@ -317,7 +333,7 @@ def inspect(value: Any) -> str:
         return "[" + ", ".join(inspect(v) for v in value.items) + f" | {inspect(value.tail)}]"
     if isinstance(value, dict):
         return _inspect_map(value)
-    return repr(value)
+    return safe_repr(value)
 
 
 def _inspect_map(value: dict[Any, Any]) -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import math
+import numbers
 import time
 import traceback
 from collections.abc import Mapping, Sequence
@@ -199,6 +200,7 @@ async def perform(
             job,
             lambda: _resolved(attempt, threads, middleware, processes),
             lambda error: _failed(attempt, None, error),
+            lambda outcome: _belongs(attempt, outcome),
         )
     else:
         outcome = await _resolved(attempt, threads, middleware, processes)
@@ -208,6 +210,18 @@ async def perform(
 
 def _outcome(attempt: Attempt, ack: Ack, result: Any, failed: BaseException | None) -> Outcome:
     return Outcome(ack.state, result, failed, attempt.reason, ack)
+
+
+def _belongs(attempt: Attempt, outcome: Outcome) -> bool:
+    """Whether ``outcome`` carries an ack of this attempt's row: a middleware may return an
+    ``AttemptOutcome`` it built (no ack) or kept from another job, which the acker cannot write
+    or would write over another row, leaving this one executing."""
+    ack = outcome.ack
+    return (
+        isinstance(ack, Ack)
+        and ack.id == attempt.id
+        and ack.attempted_at == attempt.job.attempted_at
+    )
 
 
 def _failed(attempt: Attempt, worker: Any, error: BaseException) -> Outcome:
@@ -246,6 +260,7 @@ async def _resolved(
         job,
         lambda: _worked(attempt, worker, threads, layers, processes),
         lambda error: _failed(attempt, worker, error),
+        lambda outcome: _belongs(attempt, outcome),
     )
 
 
@@ -258,9 +273,11 @@ async def _worked(
 ) -> Outcome:
     try:
         result = await _call(attempt, worker, threads, layers, processes)
+        # Inside the try: the outcome rule runs code of the worker's too (a Cancel reason's
+        # __repr__), and what it raises fails this attempt, not the producer's safety net.
+        ack, failed = _returned(attempt, result)
     except BaseException as raised:
         return _failed(attempt, worker, raised)
-    ack, failed = _returned(attempt, result)
     return _outcome(attempt, ack, result if failed is None else failed, failed)
 
 
@@ -357,8 +374,7 @@ async def _call(
     processes: Processes | None = None,
 ) -> Any:
     job = attempt.job
-    limit = getattr(worker, "timeout", None)
-    seconds = limit(job) if limit is not None else None
+    seconds = _timeout(worker, job)
     process = worker.process
     if processes is not None and getattr(worker, "executor", None) == "process":
         # The worker process enforces the timeout and a pkill itself: it is killed. There is
@@ -389,6 +405,39 @@ async def _call(
         job._cancel("timeout")
         error.oban_timeout = seconds  # type: ignore[attr-defined]
         raise
+
+
+def _timeout(worker: Any, job: Job) -> float | None:
+    """The worker's ``timeout(job)`` in seconds, None for no limit (``None`` or ``math.inf``).
+
+    Elixir's executor takes ``:infinity`` or a non-negative integer of ms and crashes on
+    anything else; here anything else (NaN, a negative number, a str, a bool) fails the
+    attempt with an error naming it, whether the worker runs on the loop, in a thread or in a
+    process.
+    """
+    limit = getattr(worker, "timeout", None)
+    value = limit(job) if limit is not None else None
+    if value is None:
+        return None
+    name = f"{job.worker}.timeout(job)"
+    # int and float, the usual answers, skip the slower ABC check.
+    if type(value) not in (int, float) and (
+        isinstance(value, bool) or not isinstance(value, numbers.Real)
+    ):
+        raise TypeError(
+            f"{name} returned {errors.safe_repr(value)}: a timeout is a number of seconds "
+            "(>= 0), or None for no limit"
+        )
+    try:
+        seconds = float(value)
+    except OverflowError:  # an int too large for a float is no limit either
+        return None
+    if math.isnan(seconds) or seconds < 0:
+        raise ValueError(
+            f"{name} returned {seconds!r}: a timeout is a number of seconds (>= 0), "
+            "or None for no limit"
+        )
+    return None if seconds == math.inf else seconds
 
 
 #: whether a worker class's ``process`` is a coroutine function, by function: asked for every
