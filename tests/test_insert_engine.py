@@ -467,6 +467,31 @@ async def test_a_cancelled_bulk_insert_leaves_nothing_and_the_client_keeps_worki
     assert await scalar(conn, "SELECT count(*) FROM oban_jobs WHERE worker <> 'Big'") == 3
 
 
+async def test_an_insert_inside_the_callers_pipeline_is_refused_and_the_connection_kept(
+    dsn: str,
+) -> None:
+    # In pipeline mode a statement's rows come at the next sync: the engine read none and
+    # every enqueue failed with an IndexError (as on a connection a cancel left pipelined,
+    # which the driver now closes so that no pool lends it again).
+    client = Client(dsn=dsn, name="Pipelines")
+    try:
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            with pytest.raises(psycopg.ProgrammingError, match="pipeline mode"):
+                async with conn.pipeline():
+                    await client.enqueue_many([Job(worker="W"), uniq(3)], conn=conn)
+            assert not conn.closed
+            assert len(await client.enqueue_many([Job(worker="W"), uniq(3)], conn=conn)) == 2
+        with psycopg.connect(dsn, autocommit=True) as sync_conn:
+            with (
+                pytest.raises(psycopg.ProgrammingError, match="pipeline mode"),
+                sync_conn.pipeline(),
+            ):
+                client.enqueue_sync(Job(worker="W"), conn=sync_conn)
+            assert client.enqueue_sync(Job(worker="W"), conn=sync_conn).id is not None
+    finally:
+        await client.close()
+
+
 async def test_an_insert_hook_raising_a_base_exception_inserts_nothing(
     api: Api, conn: psycopg.AsyncConnection[Any]
 ) -> None:

@@ -44,6 +44,7 @@ async def run_async(
     ``cursor``: a tuple cursor of ``conn`` that nothing else uses meanwhile, to run tuple
     statements on instead of a new one.
     """
+    _refuse_pipeline(conn)
     one = work.one
     if one is not None:
         statement, finish = one
@@ -130,7 +131,11 @@ async def _drive_async(
         # The pipeline or COPY learns of the failure, as a ``with`` block would tell it.
         if stack is not None:
             pipeline, stack = stack, None
-            await pipeline.__aexit__(type(error), error, error.__traceback__)
+            try:
+                await pipeline.__aexit__(type(error), error, error.__traceback__)
+            finally:
+                if _pipelined(conn):
+                    await conn.close()
         raise
     finally:
         if stack is not None:
@@ -139,6 +144,7 @@ async def _drive_async(
 
 def run_sync(conn: psycopg.Connection[Any], work: Work[T]) -> T:
     """``run_async`` for a sync connection."""
+    _refuse_pipeline(conn)
     one = work.one
     if one is not None:
         statement, finish = one
@@ -198,11 +204,33 @@ def _drive_sync(conn: psycopg.Connection[Any], program: Program[T]) -> T:
     except BaseException as error:
         if stack is not None:
             pipeline, stack = stack, None
-            pipeline.__exit__(type(error), error, error.__traceback__)
+            try:
+                pipeline.__exit__(type(error), error, error.__traceback__)
+            finally:
+                if _pipelined(conn):
+                    conn.close()
         raise
     finally:
         if stack is not None:
             stack.close()
+
+
+def _pipelined(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+    # Still in pipeline mode after our pipeline's exit: that exit could not collect what was
+    # in flight (a cancel landing inside the pipeline), and the connection would read other
+    # statements' results from now on; no rollback (a pool's) leaves pipeline mode. Closed, a
+    # pool discards it instead of lending it again.
+    return conn.pgconn.pipeline_status != pq.PipelineStatus.OFF
+
+
+def _refuse_pipeline(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
+    if conn.pgconn.pipeline_status != pq.PipelineStatus.OFF:
+        # A statement's rows come back only at the pipeline's next sync there, and the
+        # program reads each statement's rows before it writes the next one.
+        raise psycopg.ProgrammingError(
+            "oban_py cannot insert on a connection in pipeline mode (inside conn.pipeline()):"
+            " enqueue before or after the pipeline block"
+        )
 
 
 async def insert_async(
