@@ -41,6 +41,7 @@ if TYPE_CHECKING:
         Progress,
         Results,
         StopReason,
+        WaitStopped,
         WaitTimeout,
         wait_for_sync,
     )
@@ -79,6 +80,7 @@ _HOMES = {
     "Unique": "oban_py.job.unique",
     "UnknownWorker": "oban_py.job.errors",
     "wait_for_sync": "oban_py.results",
+    "WaitStopped": "oban_py.results",
     "WaitTimeout": "oban_py.results",
     "Worker": "oban_py.worker",
     "FunctionWorker": "oban_py.worker",
@@ -113,6 +115,7 @@ __all__ = [
     "StopReason",
     "Unique",
     "UnknownWorker",
+    "WaitStopped",
     "WaitTimeout",
     "Worker",
     "Workflow",

@@ -115,6 +115,27 @@ class AsyncTyped:
         _write_pid(job.typed_args.pid_file)
 
 
+@worker(name="Py.Proc.Reports", executor="process")
+class Reports:
+    def process(self, job: Job) -> Record:
+        time.sleep(0.3)  # the watcher listens first
+        for step in range(1, 5):
+            job.progress_sync(step / 4, note=f"step {step} of 4")
+            time.sleep(0.15)
+        return Record("reported")
+
+
+@worker(name="Py.Proc.ReportsForever", executor="process")
+class ReportsForever:
+    def timeout(self, job: Job) -> float:
+        return 0.5
+
+    def process(self, job: Job) -> None:
+        _note_pid(job)
+        while True:  # a flood of reports up the pipe, deaf to job.cancelled()
+            job.progress_sync(0.5, note="busy")
+
+
 @worker(name="Py.Proc.Pid", executor="process")
 class Pid:
     def process(self, job: Job) -> None:
@@ -186,6 +207,52 @@ async def test_an_async_process_with_typed_args_runs_in_a_worker_process(
         got = await wait_state(conn, job_id, "completed", "retryable", timeout=30)
     assert got["errors"] == []
     assert pid_in(pid_file) != os.getpid()
+
+
+async def test_a_process_workers_progress_reaches_the_node_and_its_watchers(
+    dsn: str, conn: Any
+) -> None:
+    events: list[dict[str, Any]] = []
+    telemetry.attach(
+        "test.proc.progress", "oban.job.progress", lambda _, __, meta: events.append(meta)
+    )
+    try:
+        async with node(dsn) as oban:
+            assert oban.progress is not None
+            oban.progress.interval = 0.05
+            job_id = await insert(conn, "Py.Proc.Reports", {}, queue="cpu")
+            seen = [report async for report in oban.watch(job_id, timeout=30)]
+            assert await oban.wait_for(job_id, timeout=5) == "reported"
+            stored = await oban.get_job(job_id)
+    finally:
+        telemetry.detach("test.proc.progress")
+    assert [(p.value, p.note, p.attempt, p.seq) for p in seen] == [
+        (0.25, "step 1 of 4", 1, 1),
+        (0.5, "step 2 of 4", 1, 2),
+        (0.75, "step 3 of 4", 1, 3),
+        (1.0, "step 4 of 4", 1, 4),
+    ]
+    assert stored is not None
+    assert stored.last_progress == seen[-1]
+    # Emitted in the node, where handlers are attached, with the node's job.
+    assert [(e["id"], e["note"], e["seq"]) for e in events] == [
+        (job_id, f"step {n} of 4", n) for n in range(1, 5)
+    ]
+
+
+async def test_a_process_job_flooding_progress_reports_is_still_killed_at_its_timeout(
+    dsn: str, conn: Any, pid_file: Path
+) -> None:
+    async with node(dsn):
+        job_id = await insert(
+            conn, "Py.Proc.ReportsForever", {"pid_file": str(pid_file)}, queue="cpu"
+        )
+        got = await wait_state(conn, job_id, "retryable", timeout=30)
+    assert got["errors"][0]["error"] == (
+        "** (Oban.TimeoutError) Py.Proc.ReportsForever timed out after 500ms"
+    )
+    assert got["meta"]["progress"]["note"] == "busy"
+    await wait_gone(pid_in(pid_file))
 
 
 async def test_a_job_past_its_timeout_is_killed_and_the_next_runs_on_a_fresh_process(

@@ -7,8 +7,9 @@ import importlib.util
 import json
 import re
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +32,7 @@ from oban_py import (
     Progress,
     Record,
     Results,
+    WaitStopped,
     WaitTimeout,
     Worker,
     notifier,
@@ -322,6 +324,92 @@ async def test_a_plain_client_waits_through_its_own_results_hub(dsn: str) -> Non
             assert await results.wait_for(job, timeout=10) == {"sum": 8}
 
 
+async def _stopped_each(waits: list[asyncio.Future[Any]], job_id: int) -> None:
+    """Each of ``waits`` ended, within a second, with ``WaitStopped`` for ``job_id``."""
+    done, pending = await asyncio.wait(waits, timeout=1.0)
+    for wait in pending:
+        wait.cancel()
+    assert not pending, "a wait went on after its instance stopped"
+    for wait in done:
+        stopped = wait.exception()
+        assert isinstance(stopped, WaitStopped), repr(stopped)
+        assert stopped.job_id == job_id
+        assert stopped.job is not None
+        assert stopped.job.state == "available"
+
+
+async def _watched(watch: AsyncIterator[Progress]) -> list[Progress]:
+    return [report async for report in watch]
+
+
+def _in_thread(call: Callable[[], Any]) -> asyncio.Future[Any]:
+    """``call()`` in a daemon thread: a sync wait that never ends fails the test, not its exit."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(value: Any, error: BaseException | None) -> None:
+        if not future.done():
+            if error is None:
+                future.set_result(value)
+            else:
+                future.set_exception(error)
+
+    def run() -> None:
+        try:
+            value = call()
+        except BaseException as error:
+            loop.call_soon_threadsafe(settle, None, error)
+        else:
+            loop.call_soon_threadsafe(settle, value, None)
+
+    threading.Thread(target=run, daemon=True).start()
+    return future
+
+
+async def test_waits_still_running_when_the_node_stops_end_at_once_with_wait_stopped(
+    dsn: str,
+) -> None:
+    app = waiter(dsn)
+    await app.start()
+    job = await app.enqueue(Adds.new({"a": 1, "b": 1}, queue="nobody"))
+    assert job.id is not None
+    waits: list[asyncio.Future[Any]] = [
+        asyncio.ensure_future(app.wait_for(job, recheck=None)),
+        asyncio.ensure_future(app.wait_for(job)),
+        asyncio.ensure_future(_watched(app.watch(job, recheck=None))),
+        _in_thread(lambda: app.wait_for_sync(job, recheck=None)),
+    ]
+    await nodekit.wait_for(lambda: app.results.reads == 3)
+    await asyncio.sleep(0.3)  # the sync wait, on a connection of its own, reads its row too
+    await app.stop()
+    await _stopped_each(waits, job.id)
+
+
+async def test_a_plain_clients_waits_end_when_it_or_its_results_hub_closes(dsn: str) -> None:
+    client = Client(dsn=dsn, name="PlainClient")
+    job = await client.enqueue(Adds.new({"a": 1, "b": 1}, queue="nobody"))
+    assert job.id is not None
+    results = Results(client)
+    waits: list[asyncio.Future[Any]] = [
+        asyncio.ensure_future(results.wait_for(job, recheck=None)),
+        asyncio.ensure_future(_watched(results.watch(job, recheck=None))),
+    ]
+    await nodekit.wait_for(lambda: results.reads == 2)
+    await results.close()
+    await _stopped_each(waits, job.id)
+
+    results = Results(client)
+    waits = [
+        asyncio.ensure_future(results.wait_for(job, recheck=None)),
+        _in_thread(lambda: wait_for_sync(client, job, recheck=None)),
+    ]
+    await nodekit.wait_for(lambda: results.reads == 1)
+    await asyncio.sleep(0.3)
+    await client.close()
+    await _stopped_each(waits, job.id)
+    await results.close()
+
+
 async def test_a_reconnect_of_the_listen_connection_rereads_once(dsn: str, conn: Any) -> None:
     # An outcome announced while the LISTEN connection is down is lost; the reconnect's single
     # re-check finds it. Stood for here by an outcome no one announces, with no slow re-check.
@@ -348,8 +436,6 @@ def test_wait_for_sync_from_a_script(dsn: str) -> None:
     async def serve(stop: asyncio.Event) -> None:
         async with runner(dsn):
             await stop.wait()
-
-    import threading
 
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
@@ -677,7 +763,6 @@ async def test_a_wait_for_a_job_of_one_second_costs_two_statements(dsn: str) -> 
 
 def test_a_job_with_a_progress_writer_still_pickles() -> None:
     import pickle
-    import threading
 
     job = Job(worker="W", args={"a": 1})
     job._progress_sink = threading.Lock()  # type: ignore[assignment]  # stands for the writer

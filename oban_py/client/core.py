@@ -16,7 +16,7 @@ coroutine that would silently never run.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Iterable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, ClassVar, TypeVar
@@ -126,6 +126,9 @@ class Client:
             config.dsn, config.pool_size, label, pool, writable=self.writable_pool
         )
         self._sync = SyncPool(config.dsn, config.pool_size, label, sync_pool)
+        #: called when the client closes, from whichever thread closes it: each ends the waits
+        #: for results still running through this client (``oban_py.results``)
+        self._on_close: set[Callable[[], None]] = set()
         register(config.name, self)
 
     @property
@@ -144,16 +147,24 @@ class Client:
         await self._pools.open()
 
     async def close(self) -> None:
-        """Close the pools this client created, and forget the instance name."""
+        """Close the pools this client created, and forget the instance name. Waits for
+        results still running through it end with ``WaitStopped``."""
+        self._closing()
         await self._pools.close()
         if self._sync.opened:
             await asyncio.to_thread(self._sync.close)
         forget(self.config.name, self)
 
     def close_sync(self) -> None:
-        """Close the sync pool this client created, and forget the instance name (sync code)."""
+        """Close the sync pool this client created, and forget the instance name (sync code).
+        Waits for results still running through it end with ``WaitStopped``."""
+        self._closing()
         self._sync.close()
         forget(self.config.name, self)
+
+    def _closing(self) -> None:
+        for stop in list(self._on_close):
+            stop()
 
     async def __aenter__(self) -> Client:
         await self.open()

@@ -395,7 +395,8 @@ class Job(BaseModel):
         return row
 
     def __getstate__(self) -> dict[Any, Any]:
-        # A job crosses process boundaries (pickled): the node's progress writer stays behind.
+        # A job crosses process boundaries (pickled): the node's progress writer stays behind
+        # (a worker process sends its reports up its pipe instead, ``node/processes.py``).
         state: dict[Any, Any] = super().__getstate__()
         private = state.get("__pydantic_private__")
         if private and private.get("_progress_sink") is not None:
@@ -459,6 +460,16 @@ class Job(BaseModel):
         value, note = check(value, note)
         self._progress_seq += 1
         report = Progress(value, note, datetime.now(UTC), self.attempt, self._progress_seq)
+        self._reported(report, threadsafe=threadsafe)
+
+    def _forwarded(self, report: Progress) -> None:
+        """A report the job's worker process made (``node/processes.py``), taken in the node as
+        if this job had made it: stored on the job, emitted, handed to the node's writer."""
+        self._progress_seq = max(self._progress_seq, report.seq)
+        self._reported(report, threadsafe=False)
+
+    def _reported(self, report: Progress, *, threadsafe: bool) -> None:
+        value, note = report.value, report.note
         if isinstance(self.meta, dict):
             self.meta["progress"] = report.to_meta()
         if telemetry.listening("oban.job.progress"):

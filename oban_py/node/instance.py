@@ -399,7 +399,8 @@ class Oban(Client):
     ) -> Any:
         """The value ``job`` recorded once it completes (None when it recorded nothing), on
         whichever node, Python or Elixir, runs it. Raises ``JobDiscarded``/``JobCancelled``
-        carrying the last error, ``JobNotFound``, or ``WaitTimeout`` (see docs/results.md)."""
+        carrying the last error, ``JobNotFound``, ``WaitTimeout``, or ``WaitStopped`` when this
+        node stops first (see docs/results.md)."""
         return await self.results.wait_for(job, timeout=timeout, recheck=recheck)
 
     def watch(

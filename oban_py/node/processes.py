@@ -22,9 +22,11 @@ must be importable by its module and class name (``module.Class``). One defined 
 script works (the child imports the script as ``__mp_main__``, under its ``if __name__ ==
 "__main__"`` guard), one defined inside a function does not and fails with a clear error.
 
-The wire: ``(worker class, job)`` pickled down (the class by reference), one reply up:
-``("returned", value, peak_rss_kib)`` or ``("raised", text, pickled exception or None,
-peak_rss_kib)`` or ``("unsendable", text, peak_rss_kib)`` when the result cannot be pickled.
+The wire: ``(worker class, job)`` pickled down (the class by reference); up, ``STARTED``, the
+job's progress reports (``PROGRESS`` and the pickled report, each handed to the node's progress
+writer as a thread's would be), then one reply: ``("returned", value, peak_rss_kib)`` or
+``("raised", text, pickled exception or None, peak_rss_kib)`` or ``("unsendable", text,
+peak_rss_kib)`` when the result cannot be pickled.
 A job whose payload cannot be pickled never leaves the node; a child that dies mid-job (a
 segfault, ``os._exit``, the OOM killer) fails the attempt with its exit status.
 """
@@ -54,6 +56,7 @@ import structlog
 
 from oban_py.job import errors
 from oban_py.job.model import Job
+from oban_py.job.progress import Progress
 
 log = structlog.get_logger("oban.processes")
 
@@ -64,6 +67,8 @@ KILL_POLL = 0.05
 #: What a child sends once the job is loaded (its module imported) and ``process`` begins: the
 #: timeout counts from here, as Elixir's counts from ``perform``. Never the start of a pickle.
 STARTED = b"\x00"
+#: What starts a progress report a child sends up (a reply is a pickle: it starts with 0x80).
+PROGRESS = b"\x01"
 #: How long a fresh process may take to load a job with a timeout (import its worker's module).
 LOAD_TIMEOUT = 60.0
 #: How long a child may take to exit after its pipe closed before it is killed.
@@ -141,6 +146,38 @@ def _peak_rss_kib() -> int:
     return peak // 1024 if sys.platform == "darwin" else peak  # bytes there, KiB on Linux
 
 
+#: Held by every send up a child's pipe: a worker may report progress from threads of its own.
+_sending = threading.Lock()
+
+
+class _Forward:
+    """A worker process's progress sink: each report goes up the job's pipe to the node. It
+    closes before the job's reply is sent, so every report of a job reaches the node before
+    its reply, and a thread the job left behind reports into nothing."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.open = True
+
+    def report(self, job: Any, progress: Progress) -> None:
+        # Progress is advisory: a report that cannot be sent never fails the job.
+        with contextlib.suppress(Exception):
+            message = PROGRESS + pickle.dumps(progress)
+            with _sending:
+                if self.open:
+                    self.conn.send_bytes(message)
+
+    def report_threadsafe(self, job: Any, progress: Progress) -> None:
+        self.report(job, progress)
+
+    async def settle(self, job: Any) -> None:
+        """Nothing is held here: the node's writer settles the job's reports."""
+
+    def close(self) -> None:
+        with _sending:
+            self.open = False
+
+
 def child_main(conn: Connection, life: Connection) -> None:
     """A worker process: run the jobs the node sends, one at a time, until the pipe closes."""
     # Ctrl-C reaches the whole process group, and systemd or a container runtime may send
@@ -153,7 +190,9 @@ def child_main(conn: Connection, life: Connection) -> None:
             payload = conn.recv_bytes()
         except (EOFError, OSError):
             return
-        conn.send_bytes(_work(payload, conn))
+        reply = _work(payload, conn)
+        with _sending:
+            conn.send_bytes(reply)
 
 
 def _work(payload: bytes, conn: Connection) -> bytes:
@@ -166,6 +205,8 @@ def _work(payload: bytes, conn: Connection) -> bytes:
         )
         return pickle.dumps(("boundary", message, _peak_rss_kib()))
     conn.send_bytes(STARTED)
+    forward = _Forward(conn)
+    job._progress_sink = forward
     try:
         if worker.args_model is not None:
             worker.build_args(job)
@@ -173,12 +214,14 @@ def _work(payload: bytes, conn: Connection) -> bytes:
         if inspect.isawaitable(result):
             result = asyncio.run(_awaited(result))
     except BaseException as error:
+        forward.close()
         text = errors.format_exception(error)
         try:
             raised: bytes | None = pickle.dumps(error)
         except BaseException:
             raised = None
         return pickle.dumps(("raised", text, raised, _peak_rss_kib()))
+    forward.close()
     try:
         return pickle.dumps(("returned", result, _peak_rss_kib()))
     except BaseException as error:
@@ -431,18 +474,24 @@ class ProcessPool:
                     loading = False
                     deadline = None if seconds is None else time.monotonic() + seconds
                     continue
-                if message is not None:
+                if message is not None and message[:1] == PROGRESS:
+                    _forwarded(message, job)
+                    # A job reporting in a tight loop must neither hold the event loop nor
+                    # escape its timeout or a kill: both are checked below.
+                    await asyncio.sleep(0)
+                elif message is not None:
                     return _loaded(message, job)
-                if not child.process.is_alive():
-                    raise ProcessError(await _exit_text(child, job))
-                ready = loop.create_future()
-                waiting[:] = [ready]
-                wait = KILL_POLL
-                if deadline is not None:
-                    wait = min(wait, max(0.0, deadline - time.monotonic()))
-                await asyncio.wait([ready], timeout=wait)
-                if ready.done():
-                    continue
+                else:
+                    if not child.process.is_alive():
+                        raise ProcessError(await _exit_text(child, job))
+                    ready = loop.create_future()
+                    waiting[:] = [ready]
+                    wait = KILL_POLL
+                    if deadline is not None:
+                        wait = min(wait, max(0.0, deadline - time.monotonic()))
+                    await asyncio.wait([ready], timeout=wait)
+                    if ready.done():
+                        continue
                 if killed():
                     raise ProcessError(f"job {job.id} ({job.worker}) was killed by a cancel")
                 if deadline is not None and time.monotonic() >= deadline:
@@ -497,6 +546,16 @@ def _payload(worker: type[Any], job: Job) -> bytes:
             f"job {job.id} ({job.worker}) cannot be sent to a worker process (process workers "
             f"must be importable by module and class name): {_described(error)}"
         ) from None
+
+
+def _forwarded(message: bytes, job: Job) -> None:
+    try:
+        report = pickle.loads(message[1:])
+    except Exception as error:
+        log.warning("progress from a worker process not read", job_id=job.id, error=repr(error))
+        return
+    if isinstance(report, Progress):
+        job._forwarded(report)
 
 
 def _loaded(message: bytes, job: Job) -> tuple[Any, ...]:

@@ -12,6 +12,7 @@ from oban_py.results.errors import (
     JobDiscarded,
     JobFailed,
     JobNotFound,
+    WaitStopped,
     WaitTimeout,
 )
 from oban_py.results.sync import wait_for_sync
@@ -26,6 +27,7 @@ __all__ = [
     "Progress",
     "Results",
     "StopReason",
+    "WaitStopped",
     "WaitTimeout",
     "wait_for_sync",
 ]

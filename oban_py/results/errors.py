@@ -45,6 +45,21 @@ class WaitTimeout(TimeoutError):
         super().__init__(f"job {job_id} did not finish within {timeout}s{state}")
 
 
+class WaitStopped(RuntimeError):
+    """The wait ended unfinished because the instance it waited through stopped: the node
+    (``Oban.stop``, the end of ``async with``), the ``Client`` (``close``/``close_sync``) or
+    the ``Results`` hub (``close``). The job itself is not touched and may still run; ``job``
+    is its row as last read (None if the wait had not read it yet)."""
+
+    def __init__(self, job_id: int, job: Job | None) -> None:
+        self.job_id = job_id
+        self.job = job
+        state = f" (job still {job.state})" if job is not None else ""
+        super().__init__(
+            f"stopped waiting for job {job_id}: the client it waited through stopped{state}"
+        )
+
+
 def _last_error(job: Job) -> str | None:
     entries: Any = job.errors
     if not isinstance(entries, list) or not entries:

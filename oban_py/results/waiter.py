@@ -11,7 +11,9 @@ message names. A wait costs one read of the row when it starts and one per wake-
   cancelled or deleted it before it ran, or a Lifeline discarded it. ``recheck=None`` turns it
   off for jobs only oban_py nodes run.
 
-LISTEN comes before the first read, so a job that ends between the two is never missed.
+LISTEN comes before the first read, so a job that ends between the two is never missed. A wait
+or watch still running when the hub closes, or when its client closes, ends at once with
+``WaitStopped``: nothing would wake it any more, and its reads would fail on a closed pool.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from oban_py.job.model import Job
 from oban_py.job.progress import Progress
 from oban_py.notifier import Notifier
 from oban_py.results import channel
-from oban_py.results.errors import WaitTimeout, outcome
+from oban_py.results.errors import WaitStopped, WaitTimeout, outcome
 
 log = structlog.get_logger("oban.results")
 
@@ -46,10 +48,12 @@ def job_id_of(job: Job | int) -> int:
 
 
 class _Waiter:
-    __slots__ = ("event", "queue")
+    __slots__ = ("event", "queue", "stopped")
 
     def __init__(self, watching: bool) -> None:
         self.event = asyncio.Event()
+        #: set (then woken) when the hub or its client closes: the wait raises ``WaitStopped``
+        self.stopped = False
         #: a watch's reports, in arrival order; None marks a wake-up to read the row
         self.queue: asyncio.Queue[Progress | None] | None = asyncio.Queue() if watching else None
 
@@ -77,6 +81,7 @@ class Results:
         self._waiters: dict[int, set[_Waiter]] = {}
         self._listening = False
         self._lock = asyncio.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
         #: rows read (and returned) by waits and watches, for tests and the docs' cost figures
         self.reads = 0
 
@@ -87,8 +92,10 @@ class Results:
         await self.close()
 
     async def close(self) -> None:
-        """Stop the hub's own LISTEN connection, if it opened one; running waits see their
-        slow re-check only."""
+        """End the waits and watches still running (they raise ``WaitStopped``) and stop the
+        hub's own LISTEN connection, if it opened one. Waits started later listen again."""
+        self._stop_waits()
+        self.client._on_close.discard(self._client_closed)
         notifier, self._notifier = self._notifier, None
         self._listening = False
         if self._owns_notifier and notifier is not None:
@@ -105,16 +112,18 @@ class Results:
     ) -> Any:
         """The value ``job`` recorded (``Record``; None when it recorded nothing) once it
         completes. Raises ``JobDiscarded`` / ``JobCancelled`` (with its last error),
-        ``JobNotFound``, or ``WaitTimeout`` after ``timeout`` seconds."""
+        ``JobNotFound``, ``WaitTimeout`` after ``timeout`` seconds, or ``WaitStopped`` when
+        the hub or its client closes first."""
         job_id = job_id_of(job)
         deadline = _deadline(timeout)
-        await self._listen()
+        # Added before the LISTEN, which may wait: a close meanwhile must stop this wait too.
         waiter = self._add(job_id, watching=False)
         last: Job | None = None
         try:
+            await self._listen()
             while True:
                 waiter.event.clear()
-                last = await self._read(job_id)
+                last = await self._read(job_id, waiter, last)
                 done, value = outcome(last, job_id)
                 if done:
                     return value
@@ -139,19 +148,21 @@ class Results:
 
         Starts with the report already stored, if any. Reports written faster than they are
         announced may be skipped (``job.progress`` throttles), never reordered. Raises
-        ``JobNotFound``, or ``WaitTimeout`` once ``timeout`` seconds have passed.
+        ``JobNotFound``, ``WaitTimeout`` once ``timeout`` seconds have passed, or
+        ``WaitStopped`` when the hub or its client closes first.
         """
         job_id = job_id_of(job)
         deadline = _deadline(timeout)
-        await self._listen()
         waiter = self._add(job_id, watching=True)
         assert waiter.queue is not None
         seen = (0, 0)
+        row: Job | None = None
         try:
+            await self._listen()
             read = True
             while True:
                 if read:
-                    row = await self._read(job_id)
+                    row = await self._read(job_id, waiter, row)
                     stored = row.last_progress if row is not None else None
                     if stored is not None and stored.key > seen:
                         seen = stored.key
@@ -175,6 +186,8 @@ class Results:
                 if item is None:
                     read = True
                     continue
+                if waiter.stopped:
+                    raise WaitStopped(job_id, row)
                 read = False
                 if item.key > seen:
                     seen = item.key
@@ -200,6 +213,8 @@ class Results:
                 await self._notifier.start()
             self._notifier.listen(channel.NAME, self._on_message)
             self._notifier.on_reconnect(self._wake_all)
+            self._loop = asyncio.get_running_loop()
+            client._on_close.add(self._client_closed)
             self._listening = True
             try:
                 await self._notifier.wait_listening()
@@ -229,6 +244,28 @@ class Results:
             for waiter in waiters:
                 waiter.wake()
 
+    def _stop_waits(self) -> None:
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                waiter.stopped = True
+                waiter.wake()
+
+    def _client_closed(self) -> None:
+        # The client may be closed from another thread (``close_sync``): the waits are the
+        # loop's.
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            current = asyncio.get_running_loop()
+        except RuntimeError:
+            current = None
+        if current is loop:
+            self._stop_waits()
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop closed: its waits are gone
+                loop.call_soon_threadsafe(self._stop_waits)
+
     def _add(self, job_id: int, *, watching: bool) -> _Waiter:
         waiter = _Waiter(watching)
         self._waiters.setdefault(job_id, set()).add(waiter)
@@ -241,8 +278,17 @@ class Results:
             if not waiters:
                 del self._waiters[job_id]
 
-    async def _read(self, job_id: int) -> Job | None:
-        job = await self.client.get_job(job_id)
+    async def _read(self, job_id: int, waiter: _Waiter, last: Job | None) -> Job | None:
+        """The job's row, or ``WaitStopped`` once ``waiter`` is stopped (a read the close
+        overtook fails on the closed pool: that failure is the stop's, not the database's)."""
+        if waiter.stopped:
+            raise WaitStopped(job_id, last)
+        try:
+            job = await self.client.get_job(job_id)
+        except Exception as error:
+            if waiter.stopped:
+                raise WaitStopped(job_id, last) from error
+            raise
         # Counted once the row is in hand: a test that changes the row after the first read
         # must not race a read still in flight.
         self.reads += 1
