@@ -8,6 +8,7 @@ keep its own setup (structlog then follows whatever it configured).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from collections.abc import Iterable, Mapping
@@ -162,7 +163,9 @@ def _log_other(event: str, measurements: Mapping[str, Any], metadata: Mapping[st
         # duty itself once per outage; a line per failed pass here would be the stream again.
         error = metadata.get("error")
         transient = isinstance(error, BaseException) and dberrors.classify(error).retry
-        level = "debug" if transient else "warning"
+        # A pass cut short by the node's stop did not fail: its cancellation is the stop.
+        stopped = isinstance(error, asyncio.CancelledError)
+        level = "debug" if transient or stopped else "warning"
         getattr(_plugin_log, level)("plugin failed", event_name=event, plugin=prefix, **fields)
         return
     # Passes that did nothing, and duties that tick every second, would drown the job events.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -110,6 +111,12 @@ def test_plugin_passes_log_their_result_and_failures_warn(lines: io.StringIO) ->
     assert idle["level"] == "debug"
     assert failed["level"] == "warning"
     assert failed["error"] == "RuntimeError('db down')"
+
+
+def test_a_plugin_pass_cut_short_by_the_stop_is_no_warning(lines: io.StringIO) -> None:
+    telemetry.execute("oban.sonar.exception", {"duration": 5}, {"error": asyncio.CancelledError()})
+    (cut,) = events(lines)
+    assert cut["level"] == "debug"
 
 
 def test_live_objects_in_metadata_are_left_out(lines: io.StringIO) -> None:
