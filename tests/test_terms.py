@@ -360,6 +360,16 @@ def test_a_value_nested_deeper_than_python_recurses_raises_term_error() -> None:
         encode_recorded(deep)
 
 
+@pytest.mark.parametrize(
+    "value",
+    ["bad \udcff name", Atom("lone \ud800"), {"k\udc80": 1}, ["x" * 100 + "\ud800"]],
+)
+def test_text_with_a_lone_surrogate_raises_term_error(value: Any) -> None:
+    # No UTF-8 form, so no Erlang binary or atom: the module's own error, not UnicodeEncodeError.
+    with pytest.raises(TermError, match="no UTF-8 form"):
+        encode_recorded(value)
+
+
 def test_a_map_nested_800_deep_is_recorded_and_read_back() -> None:
     # Each level of a map costs the encoder one Python frame, as it costs the decoder.
     deep: dict[str, Any] = {}

@@ -341,6 +341,10 @@ def encode_term(value: Any, *, compressed: bool = False, minor_version: int = 1)
         raise TermError(
             "value nested deeper than Python's recursion limit (or containing itself)"
         ) from error
+    except UnicodeEncodeError as error:
+        # A lone surrogate (a file name from ``os.fsdecode``): no UTF-8, so no Erlang binary.
+        near = error.object[max(0, error.start - 20) : error.end + 20]
+        raise TermError(f"text with no UTF-8 form ({error.reason}): ...{near!r}...") from error
     if compressed:
         packed = struct.pack(">BI", COMPRESSED, len(body)) + zlib.compress(bytes(body), 6)
         if len(packed) < len(body):
