@@ -224,7 +224,7 @@ def _pipelined(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> 
 
 
 def _refuse_pipeline(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
-    if conn.pgconn.pipeline_status != pq.PipelineStatus.OFF:
+    if _pipelined(conn):
         # A statement's rows come back only at the pipeline's next sync there, and the
         # program reads each statement's rows before it writes the next one.
         raise psycopg.ProgrammingError(

@@ -356,7 +356,8 @@ class Oban(Client):
         if action == "start":
             if self.started:
                 limit = payload.get("limit", 10)
-                flow = Flow.of(_flow_options(payload))
+                change = FlowChange.of(payload)
+                flow = None if change is None else Flow.scaled(None, change)
                 queues.start(queue, limit, paused=bool(payload.get("paused", False)), flow=flow)
         elif action == "stop":
             queues.stop_soon(queue)
@@ -432,12 +433,6 @@ class Oban(Client):
 
     def check_all_queues(self) -> list[dict[str, Any]]:
         return [p.check() for p in self.producers.values()]
-
-
-def _flow_options(payload: dict[str, Any]) -> QueueConfig:
-    """A signal's cluster-wide limits (Oban Pro's option names), validated as config is."""
-    options = {k: payload[k] for k in ("global_limit", "rate_limit") if payload.get(k) is not None}
-    return QueueConfig(**options)
 
 
 class _StopReport:
