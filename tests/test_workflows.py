@@ -21,6 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from oban_py import Oban, telemetry, workflows
 from oban_py.client.core import Client
+from oban_py.cluster.pruner import Pruner
 from oban_py.job import terms
 from oban_py.job.model import Job
 from oban_py.job.returns import Cancel, Record
@@ -510,11 +511,26 @@ async def test_telemetry_tells_start_release_and_finish(oban: Oban) -> None:
 # -- pruning, deleted dependencies and Elixir's plugins ----------------------------------------
 
 
+def leading_pruner(client: Client) -> Pruner:
+    """The pruner of a node that leads, on ``client``'s pool, keeping a minute of history."""
+
+    class Holder:
+        config = client.config
+        pool = client.pool
+        queries = client.queries
+        notifier = None
+        producers: dict[str, Any] = {}
+        is_leader = True
+        liveness = None
+
+    pruner = Pruner(Holder())  # type: ignore[arg-type]
+    pruner.max_age = 60
+    return pruner
+
+
 async def test_the_pruner_keeps_a_workflows_completed_jobs_until_it_is_done(
     dsn: str, conn: Any
 ) -> None:
-    from oban_py.cluster.pruner import Pruner
-
     client = Client(dsn=dsn)
     wf = Workflow().add("a", rec()).add("b", rec(), deps="a")
     a, b = await wf.enqueue(client)
@@ -531,17 +547,7 @@ async def test_the_pruner_keeps_a_workflows_completed_jobs_until_it_is_done(
         (plain.id,),
     )
 
-    class Holder:
-        config = client.config
-        pool = client.pool
-        queries = client.queries
-        notifier = None
-        producers: dict[str, Any] = {}
-        is_leader = True
-        liveness = None
-
-    pruner = Pruner(Holder())  # type: ignore[arg-type]
-    pruner.max_age = 60
+    pruner = leading_pruner(client)
     assert await pruner.prune() == 1  # the plain job only: b still needs a
     await conn.execute(
         "UPDATE oban_jobs SET state = 'cancelled', cancelled_at = " + old + " WHERE id = %s",
@@ -557,8 +563,6 @@ async def test_the_pruner_keeps_a_failed_dependency_while_its_workflow_holds_job
 ) -> None:
     # Deleted, the dependency would read as deleted and cancel the step whose policy says to
     # run after a failed one.
-    from oban_py.cluster.pruner import Pruner
-
     client = Client(dsn=dsn)
     wf = (
         Workflow()
@@ -572,17 +576,7 @@ async def test_the_pruner_keeps_a_failed_dependency_while_its_workflow_holds_job
         f"UPDATE oban_jobs SET state = %s, {failed}_at = {old} WHERE id = %s", (failed, a.id)
     )
 
-    class Holder:
-        config = client.config
-        pool = client.pool
-        queries = client.queries
-        notifier = None
-        producers: dict[str, Any] = {}
-        is_leader = True
-        liveness = None
-
-    pruner = Pruner(Holder())  # type: ignore[arg-type]
-    pruner.max_age = 60
+    pruner = leading_pruner(client)
     assert await pruner.prune() == 0
     await conn.execute("UPDATE oban_jobs SET state = 'completed' WHERE id = %s", (b.id,))
     await workflows.release(client.pool, client.queries, [wf.workflow_id])

@@ -39,9 +39,10 @@ class Receipt(Worker):
 oban = ObanFlask()
 
 
-def create_app(dsn: str) -> Flask:
-    """An app factory, as a Flask shop writes one."""
-    app = Flask(__name__)
+def create_app(dsn: str, app: Flask | None = None) -> Flask:
+    """An app factory, as a Flask shop writes one (on ``app`` when it made the app itself, with
+    hooks of its own registered before ``init_app``)."""
+    app = app or Flask(__name__)
     app.config["OBAN_DSN"] = dsn
     app.config["OBAN_NAME"] = "FlaskShop"
     oban.init_app(app)
@@ -200,17 +201,7 @@ def test_a_hook_that_fails_the_response_after_the_view_leaves_no_job(shop: str) 
             raise RuntimeError("the audit log is down")
         return response
 
-    app.config["OBAN_DSN"] = shop
-    app.config["OBAN_NAME"] = "FlaskShop"
-    oban.init_app(app)
-
-    @app.post("/orders/<int:order>")
-    def create_order(order: int) -> tuple[dict[str, Any], int]:
-        conn = oban.connection()
-        conn.execute("INSERT INTO orders (id) VALUES (%s)", [order])
-        Receipt.enqueue_sync({"order": order}, conn, oban="FlaskShop")
-        return {}, 201
-
+    create_app(shop, app)
     try:
         assert app.test_client().post("/orders/21").status_code == 500
     finally:

@@ -103,19 +103,35 @@ class Sleeps(Worker):
         await asyncio.sleep(0.2)
 
 
+def silent_node(dsn: str, proxy: Proxy, poll_interval: float) -> Oban:
+    """A node on ``proxy``, whose freeze makes its network silent."""
+    return Oban(
+        dsn=proxy.dsn(dsn),
+        queues={"default": 5},
+        shutdown_grace=GRACE,
+        poll_interval=poll_interval,
+        peer=False,
+        lifeline=LifelineConfig(heartbeat_interval=0.5, heartbeat_ttl=30),
+    )
+
+
+async def stop_within(oban: Oban, bound: float) -> None:
+    """``oban.stop()``, failing the test when it still waits ``bound`` seconds later."""
+    began = time.monotonic()
+    try:
+        async with asyncio.timeout(bound):
+            await oban.stop()
+    except TimeoutError:
+        raise AssertionError(f"oban.stop() still waiting {bound} s later") from None
+    print(f"stop took {time.monotonic() - began:.1f} s (bound {bound:.0f} s)")
+
+
 async def test_an_embedded_stop_on_a_silent_network_returns_in_bounded_time(
     dsn: str, proxy: Proxy
 ) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         insert_jobs(conn, "SilentStop.Sleeps", 200)
-        oban = Oban(
-            dsn=proxy.dsn(dsn),
-            queues={"default": 5},
-            shutdown_grace=GRACE,
-            poll_interval=0.2,
-            peer=False,
-            lifeline=LifelineConfig(heartbeat_interval=0.5, heartbeat_ttl=30),
-        )
+        oban = silent_node(dsn, proxy, poll_interval=0.2)
         await oban.start()
         stopped = False
         try:
@@ -123,14 +139,8 @@ async def test_an_embedded_stop_on_a_silent_network_returns_in_bounded_time(
                 wait_until, lambda: states(conn).get("completed", 0) >= 10, 20, 0.02
             )
             proxy.freeze()
-            began = time.monotonic()
-            try:
-                async with asyncio.timeout(BOUND):
-                    await oban.stop()
-                    stopped = True
-            except TimeoutError:
-                raise AssertionError(f"oban.stop() still waiting {BOUND} s later") from None
-            print(f"stop took {time.monotonic() - began:.1f} s (bound {BOUND:.0f} s)")
+            await stop_within(oban, BOUND)
+            stopped = True
         finally:
             if not stopped:
                 proxy.close()  # every socket reset: what still waits ends at once
@@ -142,32 +152,18 @@ async def test_a_stop_with_a_fetch_waiting_on_a_silent_network_severs_it(
     # An empty queue polled every 50 ms: once the network is silent, a fetch is soon waiting on
     # it. The stop gives it FETCH_FINISH to answer, then severs its connection: cancelled, its
     # statement would wait for the cancel request's answer (5 s) and the query's end (5 s more).
-    oban = Oban(
-        dsn=proxy.dsn(dsn),
-        queues={"default": 5},
-        shutdown_grace=GRACE,
-        poll_interval=0.05,
-        peer=False,
-        lifeline=LifelineConfig(heartbeat_interval=0.5, heartbeat_ttl=30),
-    )
+    oban = silent_node(dsn, proxy, poll_interval=0.05)
     await oban.start()
     stopped = False
     try:
         await asyncio.sleep(0.3)
         proxy.freeze()
         await asyncio.sleep(0.5)
-        began = time.monotonic()
         # The fetch's wait, then the heartbeat release's timeout, and a few seconds for the
         # heartbeat thread's stop and a loaded machine. Cancelled instead of severed, the fetch
         # alone would hold the stop 10 s longer.
-        bound = FETCH_FINISH + RELEASE_TIMEOUT + 6.0
-        try:
-            async with asyncio.timeout(bound):
-                await oban.stop()
-                stopped = True
-        except TimeoutError:
-            raise AssertionError(f"oban.stop() still waiting {bound} s later") from None
-        print(f"stop took {time.monotonic() - began:.1f} s (bound {bound:.0f} s)")
+        await stop_within(oban, FETCH_FINISH + RELEASE_TIMEOUT + 6.0)
+        stopped = True
     finally:
         if not stopped:
             proxy.close()  # every socket reset: what still waits ends at once
